@@ -1,0 +1,5 @@
+//! Where the workload runs. Every provider (emulator, kind, existing) hands
+//! back the same thing: a kube `Client`, the node addresses the LB needs,
+//! and teardown.
+
+pub mod cli;

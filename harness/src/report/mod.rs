@@ -1,0 +1,4 @@
+//! Reports: vegeta-compatible text/JSON, Markdown, self-contained HTML,
+//! JUnit XML, comparisons across variants and against a baseline.
+
+pub mod cli;

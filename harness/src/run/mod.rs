@@ -1,0 +1,6 @@
+//! The executor: cluster and workload up, traffic on, chaos timeline fired,
+//! events collected on one clock, `expect:` evaluated into a verdict.
+
+pub mod cli;
+
+pub use crate::clock::Clock;
