@@ -4,3 +4,6 @@
 //! succeeds. See docs/emulator.md for what is and is not modelled.
 
 pub mod cli;
+pub mod config;
+
+pub use config::{EmulatorConfig, KubeVersion, KubeVersionError, RuntimeChoice, Timings};
