@@ -1,12 +1,149 @@
-use crate::cli::{not_built, Exit};
+//! `zdt emulator up`: run an emulated cluster until Ctrl-C so a user can
+//! point kubectl at it (`kubectl get pods -o wide`, `kubectl drain`).
 
-/// `zdt emulator up …`
+use std::path::{Path, PathBuf};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use serde_json::Value;
+
+use crate::cli::Exit;
+use crate::clock::Clock;
+use crate::emulator::{api, Emulator, EmulatorConfig, KubeVersion, RuntimeChoice};
+use crate::events::EventSink;
+
+/// `zdt emulator up [--workers N] [--kubernetes 1.31] [--manifests DIR] --kubeconfig PATH`
 #[derive(Debug, clap::Args)]
 pub struct EmulatorArgs {
-    /// What to do (`up`).
+    /// What to do: `up` (the only action).
     pub action: String,
+
+    /// Worker nodes besides the control plane.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+
+    /// Kubernetes version whose behaviour to model (e.g. 1.27, 1.31).
+    #[arg(long, default_value = "1.31")]
+    pub kubernetes: KubeVersion,
+
+    /// Apply every *.yaml / *.yml / *.json in this directory at start.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+
+    /// Where to write the kubeconfig for kubectl.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+
+    /// How pods run: auto (nginx when installed), nginx, builtin.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeArg,
 }
 
-pub async fn run(_args: EmulatorArgs) -> miette::Result<Exit> {
-    Err(not_built("emulator", 5))
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    Nginx,
+    Builtin,
+}
+
+impl From<RuntimeArg> for RuntimeChoice {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Auto => RuntimeChoice::Auto,
+            RuntimeArg::Nginx => RuntimeChoice::Nginx,
+            RuntimeArg::Builtin => RuntimeChoice::Builtin,
+        }
+    }
+}
+
+/// The manifest objects in `dir` (multi-document YAML or JSON), in file
+/// name order; Namespaces first so the rest can land in them.
+pub fn read_manifests(dir: &Path) -> miette::Result<Vec<Value>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read the manifests directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml") | Some("json")
+            )
+        })
+        .collect();
+    files.sort();
+    let mut objects = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read {}", f.display()))?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .map_err(|e| miette!("{}: not valid YAML: {e}", f.display()))?;
+        for d in docs {
+            match d {
+                Value::Null => {}
+                Value::Object(_) if d["kind"] == "List" => {
+                    objects.extend(d["items"].as_array().cloned().unwrap_or_default())
+                }
+                Value::Object(_) => objects.push(d),
+                _ => return Err(miette!("{}: a document is not an object", f.display())),
+            }
+        }
+    }
+    objects.sort_by_key(|o| o["kind"] != "Namespace");
+    Ok(objects)
+}
+
+pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
+    if args.action != "up" {
+        return Err(miette!(
+            help = "run `zdt emulator up --kubeconfig PATH`",
+            "unknown emulator action `{}`",
+            args.action
+        ));
+    }
+    let manifests = match &args.manifests {
+        Some(dir) => read_manifests(dir)?,
+        None => Vec::new(),
+    };
+    let config = EmulatorConfig {
+        workers: args.workers,
+        kubernetes: args.kubernetes,
+        runtime: args.runtime.into(),
+        ..EmulatorConfig::default()
+    };
+    let timings = config.timings;
+    let emulator = Emulator::start(config, EventSink::discard(Clock::start()))
+        .await
+        .into_diagnostic()?;
+    emulator
+        .write_kubeconfig(&args.kubeconfig)
+        .into_diagnostic()?;
+    for obj in manifests {
+        let what = format!(
+            "{}/{}",
+            obj["kind"].as_str().unwrap_or("?"),
+            obj["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        api::apply_object(emulator.store(), &timings, obj)
+            .map_err(|e| miette!("cannot apply {what}: {}", e.message))?;
+        eprintln!("applied {what}");
+    }
+    eprintln!(
+        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
+        args.kubernetes,
+        args.workers,
+        emulator.url(),
+        args.kubeconfig.display()
+    );
+    tokio::signal::ctrl_c().await.into_diagnostic()?;
+    let state = emulator.shutdown().await;
+    for n in state.nodes {
+        eprintln!(
+            "{}: ready={} unschedulable={} taints={}",
+            n.name,
+            n.ready,
+            n.unschedulable,
+            n.taints.len()
+        );
+    }
+    Ok(Exit::Pass)
 }
