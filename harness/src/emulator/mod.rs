@@ -336,18 +336,20 @@ impl Emulator {
         self.started
     }
 
-    /// A kube-rs client for the API server (plain HTTP, no auth).
+    /// The kube-rs config for the API server (plain HTTP, no auth, default
+    /// namespace `default`). kube's defaults apply, including
+    /// `default_retry` (429/503/504 retried inside the client).
+    pub fn client_config(&self) -> kube::Config {
+        let uri: http::Uri = self.url().parse().expect("http://127.0.0.1:PORT is a URI");
+        kube::Config::new(uri)
+    }
+
+    /// A kube-rs client for the API server, from [`Emulator::client_config`].
     pub fn client(&self) -> Result<kube::Client, EmulatorError> {
-        let url = self.url();
-        let err = |message: String| EmulatorError::Client {
-            url: url.clone(),
-            message,
-        };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| err(e.to_string()))?;
-        let config = kube::Config::new(uri);
-        kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+        kube::Client::try_from(self.client_config()).map_err(|e| EmulatorError::Client {
+            url: self.url(),
+            message: e.to_string(),
+        })
     }
 
     /// A kubeconfig document for kubectl (context `zdt-emulator`).
