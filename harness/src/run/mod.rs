@@ -2,5 +2,7 @@
 //! events collected on one clock, `expect:` evaluated into a verdict.
 
 pub mod cli;
+pub mod summary;
 
 pub use crate::clock::Clock;
+pub use summary::{RunSummary, VariantSummary, Verdict};
