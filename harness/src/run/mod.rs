@@ -1,6 +1,7 @@
 //! The executor: cluster and workload up, traffic on, chaos timeline fired,
 //! events collected on one clock, `expect:` evaluated into a verdict.
 
+pub mod apply;
 pub mod cli;
 pub mod summary;
 
