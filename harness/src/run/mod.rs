@@ -2,6 +2,7 @@
 //! events collected on one clock, `expect:` evaluated into a verdict.
 
 pub mod apply;
+pub mod attribution;
 pub mod cli;
 pub mod summary;
 
