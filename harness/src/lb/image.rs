@@ -1,0 +1,1 @@
+//! The LB's container image, built locally FROM scratch (placeholder).
