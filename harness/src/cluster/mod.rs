@@ -3,3 +3,6 @@
 //! and teardown.
 
 pub mod cli;
+pub mod docker;
+pub mod existing;
+pub mod kind;

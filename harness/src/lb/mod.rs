@@ -1,7 +1,215 @@
 //! A cloud load-balancer model: an L4 TCP proxy whose backends are the
 //! nodes, health-probed like a cloud LB, with an admin API and events.
+//!
+//! Lifecycle: [`Lb::start`] binds the frontend and starts one probe task per
+//! backend; every new client connection goes to one healthy backend and is
+//! spliced both ways until either side closes. The returned [`LbHandle`]
+//! owns every task: [`LbHandle::shutdown`] (or dropping the handle) stops
+//! them. [`Admin`] is the one implementation of list/add/remove/drain/
+//! restore; the HTTP admin API ([`LbHandle::serve_admin`]) is a thin layer
+//! over it, and [`AdminClient`] speaks that HTTP API from another process.
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
+pub mod config;
+pub mod image;
+mod pool;
+mod probe;
+pub mod profile;
+mod proxy;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventSink;
+
+pub use admin::{Admin, AdminClient, AdminError, BackendStatus, Health};
 pub use backend::{BackendSpec, Dial, Dialer, ProbeTarget, TcpDialer};
+pub use config::{BackendConfig, LbFile};
+pub use profile::{ClusterProbe, ProbeSettings, Profile};
+
+/// How a new client connection picks among the eligible backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// Uniformly at random from a seeded sequence (Azure's and kind's envoy
+    /// `RANDOM` are not sticky either).
+    #[default]
+    Random,
+    /// A hash of the client's address and port and the frontend's (the
+    /// 5-tuple, protocol being always TCP): a client port keeps its backend.
+    Hash,
+}
+
+/// Everything that shapes the LB's behaviour. `LbConfig { frontend, probe,
+/// ..Default::default() }` gives the clouds' common choices.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// Where clients connect (`127.0.0.1:0` picks a port).
+    pub frontend: SocketAddr,
+    pub probe: ProbeSettings,
+    /// With no healthy backend, send to all (not draining) backends, as
+    /// Azure and AWS do; `false` resets new connections instead.
+    pub fail_open: bool,
+    pub selection: Selection,
+    /// At most this many client connections at once; the accept loop waits
+    /// for a free slot before accepting (the kernel backlog queues the rest).
+    pub max_connections: usize,
+    /// How long a removed backend's established connections may continue,
+    /// and the default for a drain without its own timeout.
+    pub drain_timeout: Duration,
+    /// Seeds backend selection and the probes' first-phase offsets, so a run
+    /// can be repeated.
+    pub seed: u64,
+    /// How long a connection whose backend dropped it (`Dial::Dropped`) is
+    /// held open unanswered before the LB closes it (the client normally
+    /// times out first).
+    pub hold_dropped: Duration,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self {
+            frontend: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe: Profile::Azure.probe(true),
+            fail_open: true,
+            selection: Selection::Random,
+            max_connections: 65_536,
+            drain_timeout: Duration::from_secs(30),
+            seed: 0,
+            hold_dropped: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why the LB could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbError {
+    /// The frontend or admin address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is unusable; the message names the field.
+    #[error("invalid LB config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// The load balancer.
+pub struct Lb;
+
+impl Lb {
+    /// Bind the frontend, start probing `backends`, and serve until the
+    /// handle is shut down or dropped, or `cancel` fires. Backends start
+    /// `unknown` (not healthy) and become healthy after `healthy_threshold`
+    /// successful probes, as on the clouds; use [`Admin::wait_healthy`] to
+    /// wait for that.
+    pub async fn start(
+        config: LbConfig,
+        backends: Vec<BackendSpec>,
+        events: EventSink,
+        cancel: CancellationToken,
+    ) -> Result<LbHandle, LbError> {
+        config.probe.validate().map_err(LbError::Config)?;
+        if config.max_connections == 0 {
+            return Err(LbError::Config("max_connections must be at least 1".into()));
+        }
+        let listener =
+            TcpListener::bind(config.frontend)
+                .await
+                .map_err(|source| LbError::Bind {
+                    addr: config.frontend,
+                    source,
+                })?;
+        let frontend = listener.local_addr().map_err(|source| LbError::Bind {
+            addr: config.frontend,
+            source,
+        })?;
+        // Our own token, so dropping the handle stops everything without
+        // cancelling the caller's token.
+        let cancel = cancel.child_token();
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let shared = pool::Shared::new(config, frontend, events, cancel.clone(), done_tx.clone());
+        let admin = Admin::new(shared.clone());
+        for spec in backends {
+            admin.add(spec)?;
+        }
+        tokio::spawn(proxy::accept_loop(shared.clone(), listener, done_tx));
+        Ok(LbHandle {
+            shared,
+            frontend,
+            cancel,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// Owner of a running LB: its tasks stop when this is shut down or dropped.
+pub struct LbHandle {
+    shared: Arc<pool::Shared>,
+    frontend: SocketAddr,
+    cancel: CancellationToken,
+    done: Option<mpsc::Receiver<()>>,
+}
+
+impl LbHandle {
+    /// The bound frontend address (with the real port when `:0` was asked).
+    pub fn frontend_addr(&self) -> SocketAddr {
+        self.frontend
+    }
+
+    /// The in-process admin API (cheap to clone, usable after the handle
+    /// moved elsewhere; operations fail with `ShuttingDown` once stopped).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
+    }
+
+    /// Serve the HTTP admin API on `addr` until the LB stops; returns the
+    /// bound address.
+    pub async fn serve_admin(&self, addr: SocketAddr) -> Result<SocketAddr, LbError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| LbError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| LbError::Bind { addr, source })?;
+        let done = self.shared.task_token().ok_or(AdminError::ShuttingDown)?;
+        tokio::spawn(admin::http::serve(
+            self.admin(),
+            listener,
+            self.cancel.clone(),
+            done,
+        ));
+        Ok(bound)
+    }
+
+    /// Stop accepting, stop probing, close every connection, and wait until
+    /// every task of this LB has finished.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.shared.close_tasks();
+        if let Some(mut done) = self.done.take() {
+            // Every task holds a sender; `None` means all of them are gone.
+            let _ = done.recv().await;
+        }
+    }
+}
+
+impl Drop for LbHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.shared.close_tasks();
+    }
+}

@@ -1,0 +1,838 @@
+//! Docker Engine access through bollard, for the kind provider and the LB
+//! container: the `kind` network's subnet, node containers and their IPs,
+//! node faults as container operations, and containers zdt runs itself
+//! (labelled so `zdt clean` finds them and nothing else).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
+    HostConfig, NetworkConnectRequest, NetworkDisconnectRequest, NetworkingConfig, PortBinding,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+
+/// Label on every container and network zdt creates.
+pub const MANAGED_LABEL: &str = "zdt.managed";
+/// Value of [`MANAGED_LABEL`].
+pub const MANAGED_VALUE: &str = "true";
+/// Label carrying the run id that created a container or network.
+pub const RUN_LABEL: &str = "zdt.run";
+/// The docker network kind puts every node on.
+pub const KIND_NETWORK: &str = "kind";
+/// kind's container label naming the cluster a node container belongs to.
+pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
+/// kind's container label with the node role (`control-plane`, `worker`).
+pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
+/// Where Docker install instructions live.
+pub const DOCKER_INSTALL_URL: &str = "https://docs.docker.com/engine/install/";
+
+/// Errors talking to Docker. Each names the operation and the object.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum DockerError {
+    /// No Docker Engine answers on the local socket.
+    #[error("no Docker Engine answers ({message})")]
+    #[diagnostic(
+        code(zdt::docker::unavailable),
+        help("kind and the LB container need a running Docker Engine (`docker info` must answer): {DOCKER_INSTALL_URL}; DOCKER_HOST selects another engine")
+    )]
+    Unavailable { message: String },
+
+    /// A Docker API call failed.
+    #[error("docker: cannot {op}: {source}")]
+    #[diagnostic(code(zdt::docker::api))]
+    Api {
+        op: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// Docker answered, but without what zdt needs.
+    #[error("docker: {0}")]
+    #[diagnostic(code(zdt::docker::unexpected))]
+    Unexpected(String),
+
+    /// Building an image failed (the build context, `ldd`, or the build).
+    #[error("cannot build image {tag}: {message}")]
+    #[diagnostic(code(zdt::docker::build))]
+    Build { tag: String, message: String },
+}
+
+pub type Result<T, E = DockerError> = std::result::Result<T, E>;
+
+fn api(op: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let op = op.into();
+    move |source| DockerError::Api { op, source }
+}
+
+/// Connect to the local Docker Engine (`DOCKER_HOST` or the default socket)
+/// and agree on an API version: bollard speaks a newer API than older
+/// engines (20.10 answers 1.41) accept unless negotiated.
+pub async fn connect() -> Result<Docker> {
+    let unavailable = |e: bollard::errors::Error| DockerError::Unavailable {
+        message: e.to_string(),
+    };
+    let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+    let docker = docker.negotiate_version().await.map_err(unavailable)?;
+    docker.ping().await.map_err(unavailable)?;
+    Ok(docker)
+}
+
+/// The labels every zdt-made container or network carries.
+pub fn managed_labels(run_id: Option<&str>) -> HashMap<String, String> {
+    let mut labels = HashMap::from([(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned())]);
+    if let Some(run) = run_id {
+        labels.insert(RUN_LABEL.to_owned(), run.to_owned());
+    }
+    labels
+}
+
+/// The network's IPv4 subnet (kind's network is dual-stack; the IPv4 entry
+/// is the one node InternalIPs come from).
+pub async fn network_ipv4_subnet(docker: &Docker, network: &str) -> Result<(Ipv4Addr, u8)> {
+    let inspect = docker
+        .inspect_network(network, None)
+        .await
+        .map_err(api(format!("inspect network {network}")))?;
+    inspect
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| c.subnet)
+        .find_map(|s| parse_ipv4_cidr(&s))
+        .ok_or_else(|| DockerError::Unexpected(format!("network {network} has no IPv4 subnet")))
+}
+
+fn parse_ipv4_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = s.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+    Some((addr.parse().ok()?, prefix))
+}
+
+/// A node container of a kind cluster (or a stand-in labelled like one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeContainer {
+    pub id: String,
+    /// Container name without docker's leading `/` (= the Kubernetes node name).
+    pub name: String,
+    pub role: String,
+    /// Address on the cluster network; `None` while stopped or disconnected.
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+/// The containers kind labelled as nodes of `cluster`, stopped ones included,
+/// with their address on `network`.
+pub async fn kind_nodes(
+    docker: &Docker,
+    cluster: &str,
+    network: &str,
+) -> Result<Vec<NodeContainer>> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{KIND_CLUSTER_LABEL}={cluster}")],
+    )]);
+    let list = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api(format!("list node containers of cluster {cluster}")))?;
+    let mut nodes = Vec::new();
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        let name = c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        let ipv4 = c
+            .network_settings
+            .and_then(|s| s.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .and_then(|ip| ip.parse().ok());
+        nodes.push(NodeContainer {
+            id: c.id.unwrap_or_default(),
+            name,
+            role: labels.get(KIND_ROLE_LABEL).cloned().unwrap_or_default(),
+            ipv4,
+        });
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
+}
+
+/// A container's IPv4 address on a network, if attached and running.
+pub async fn container_ipv4(
+    docker: &Docker,
+    container: &str,
+    network: &str,
+) -> Result<Option<Ipv4Addr>> {
+    let inspect = inspect(docker, container).await?;
+    Ok(ipv4_on(&inspect, network))
+}
+
+fn ipv4_on(inspect: &ContainerInspectResponse, network: &str) -> Option<Ipv4Addr> {
+    inspect
+        .network_settings
+        .as_ref()?
+        .networks
+        .as_ref()?
+        .get(network)?
+        .ip_address
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
+/// `docker inspect` of one container.
+pub async fn inspect(docker: &Docker, container: &str) -> Result<ContainerInspectResponse> {
+    docker
+        .inspect_container(container, None)
+        .await
+        .map_err(api(format!("inspect container {container}")))
+}
+
+/// A node fault, as a docker operation on the node's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeFault {
+    /// `docker stop`: the node's init gets its stop signal, then SIGKILL after
+    /// the container's stop timeout — a node shutdown.
+    Stop,
+    /// `docker pause`: every process frozen; sockets stay open but nothing
+    /// answers — a hung node.
+    Pause,
+    /// `docker kill` (SIGKILL): the node vanishes without cleanup.
+    Kill,
+    /// `docker network disconnect`: the node is cut off the cluster network.
+    Disconnect,
+    /// Undo whichever of the above holds: unpause, start, reconnect (with the
+    /// node's previous address, so its InternalIP does not change).
+    Resume,
+}
+
+/// Apply a node fault to a node container on `network`.
+pub async fn node_fault(
+    docker: &Docker,
+    node: &NodeContainer,
+    network: &str,
+    fault: NodeFault,
+) -> Result<()> {
+    let id = node.id.as_str();
+    let name = &node.name;
+    match fault {
+        NodeFault::Stop => docker
+            .stop_container(id, None::<bollard::query_parameters::StopContainerOptions>)
+            .await
+            .map_err(api(format!("stop node container {name}"))),
+        NodeFault::Pause => docker
+            .pause_container(id)
+            .await
+            .map_err(api(format!("pause node container {name}"))),
+        NodeFault::Kill => docker
+            .kill_container(
+                id,
+                Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+            )
+            .await
+            .map_err(api(format!("kill node container {name}"))),
+        NodeFault::Disconnect => docker
+            .disconnect_network(
+                network,
+                NetworkDisconnectRequest {
+                    container: id.to_owned(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .map_err(api(format!(
+                "disconnect node container {name} from network {network}"
+            ))),
+        NodeFault::Resume => resume(docker, node, network).await,
+    }
+}
+
+async fn resume(docker: &Docker, node: &NodeContainer, network: &str) -> Result<()> {
+    let id = node.id.as_str();
+    let name = &node.name;
+    let state = inspect(docker, id).await?;
+    let st = state.state.clone().unwrap_or_default();
+    if st.paused == Some(true) {
+        docker
+            .unpause_container(id)
+            .await
+            .map_err(api(format!("unpause node container {name}")))?;
+    } else if st.running != Some(true) {
+        docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(api(format!("start node container {name}")))?;
+    }
+    let attached = state
+        .network_settings
+        .and_then(|s| s.networks)
+        .is_some_and(|n| n.contains_key(network));
+    if !attached {
+        let endpoint = EndpointSettings {
+            ipam_config: node.ipv4.map(|ip| EndpointIpamConfig {
+                ipv4_address: Some(ip.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: id.to_owned(),
+                    endpoint_config: Some(endpoint),
+                },
+            )
+            .await
+            .map_err(api(format!(
+                "reconnect node container {name} to network {network}"
+            )))?;
+    }
+    Ok(())
+}
+
+/// A container zdt runs (the LB, a test stand-in for a node).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's entrypoint when set.
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Vec<String>,
+    /// Network to attach at creation (none: docker's default bridge).
+    pub network: Option<String>,
+    /// Files copied into the container before it starts: (absolute path in
+    /// the container, contents, mode).
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    /// Container TCP port → host address (`127.0.0.1:0` = any free port).
+    pub publish: Vec<(u16, SocketAddr)>,
+    /// Extra labels besides the managed ones.
+    pub labels: HashMap<String, String>,
+    pub run_id: Option<String>,
+    /// Run docker's init as PID 1 so SIGTERM reaches the process.
+    pub init: bool,
+}
+
+/// A container zdt started; remove it with [`remove_container`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainer {
+    pub id: String,
+    pub name: String,
+    /// Container TCP port → the host address docker bound it to.
+    pub published: Vec<(u16, SocketAddr)>,
+    /// Address on the spec's network, when it has one.
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+impl RunningContainer {
+    /// Host address of a published container port.
+    pub fn published(&self, container_port: u16) -> Option<SocketAddr> {
+        self.published
+            .iter()
+            .find(|(p, _)| *p == container_port)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// Create, fill, and start a labelled container; on any failure after
+/// creation the container is removed again.
+pub async fn run_container(docker: &Docker, spec: &ContainerSpec) -> Result<RunningContainer> {
+    let mut labels = managed_labels(spec.run_id.as_deref());
+    labels.extend(spec.labels.clone());
+    let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+        .publish
+        .iter()
+        .map(|(port, host)| {
+            (
+                format!("{port}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some(host.ip().to_string()),
+                    host_port: Some(if host.port() == 0 {
+                        String::new()
+                    } else {
+                        host.port().to_string()
+                    }),
+                }]),
+            )
+        })
+        .collect();
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: Some(spec.cmd.clone()),
+        labels: Some(labels),
+        exposed_ports: Some(
+            spec.publish
+                .iter()
+                .map(|(p, _)| format!("{p}/tcp"))
+                .collect(),
+        ),
+        host_config: Some(HostConfig {
+            port_bindings: Some(port_bindings),
+            network_mode: spec.network.clone(),
+            init: spec.init.then_some(true),
+            ..Default::default()
+        }),
+        networking_config: spec.network.as_ref().map(|n| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(n.clone(), EndpointSettings::default())])),
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::new()
+                    .name(&spec.name)
+                    .build(),
+            ),
+            body,
+        )
+        .await
+        .map_err(api(format!(
+            "create container {} from image {}",
+            spec.name, spec.image
+        )))?;
+    let id = created.id;
+    match fill_and_start(docker, &id, spec).await {
+        Ok(running) => Ok(running),
+        Err(e) => {
+            let _ = remove_container(docker, &id).await;
+            Err(e)
+        }
+    }
+}
+
+async fn fill_and_start(
+    docker: &Docker,
+    id: &str,
+    spec: &ContainerSpec,
+) -> Result<RunningContainer> {
+    if !spec.files.is_empty() {
+        let mut tar = TarBuilder::default();
+        for (path, data, mode) in &spec.files {
+            tar.file(path.trim_start_matches('/'), data, *mode);
+        }
+        docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
+                bollard::body_full(tar.finish().into()),
+            )
+            .await
+            .map_err(api(format!("copy files into container {}", spec.name)))?;
+    }
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(api(format!("start container {}", spec.name)))?;
+    let inspect = inspect(docker, id).await?;
+    let ports = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    let mut published = Vec::new();
+    for (port, _) in &spec.publish {
+        let binding = ports
+            .get(&format!("{port}/tcp"))
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|b| {
+                let ip: IpAddr = b.host_ip.as_deref()?.parse().ok()?;
+                let p: u16 = b.host_port.as_deref()?.parse().ok()?;
+                Some(SocketAddr::new(ip, p))
+            })
+            .ok_or_else(|| {
+                DockerError::Unexpected(format!(
+                    "container {} started but port {port}/tcp is not published",
+                    spec.name
+                ))
+            })?;
+        published.push((*port, binding));
+    }
+    Ok(RunningContainer {
+        id: id.to_owned(),
+        name: spec.name.clone(),
+        published,
+        ipv4: spec.network.as_deref().and_then(|n| ipv4_on(&inspect, n)),
+    })
+}
+
+/// Where the LB container finds its config.
+pub const LB_CONFIG_PATH: &str = "/etc/zdt/lb.yaml";
+
+/// Run `zdt lb --config FILE` in a container on `network` (kind's, so the
+/// workers' InternalIP:NodePort are reachable), with `config` copied to
+/// [`LB_CONFIG_PATH`] before start, and the given container ports (the
+/// frontend; the admin port if the config enables one) published on the
+/// host, e.g. `(8080, 127.0.0.1:0)` — loopback publishing works on Docker
+/// Desktop (macOS) too, where container IPs are not routable from the host.
+/// The image's entrypoint must be the zdt binary.
+pub async fn run_lb_container(
+    docker: &Docker,
+    image: &str,
+    network: &str,
+    config: &[u8],
+    publish: &[(u16, SocketAddr)],
+    run_id: Option<&str>,
+) -> Result<RunningContainer> {
+    run_container(
+        docker,
+        &ContainerSpec {
+            name: format!("zdt-lb-{}", run_id.unwrap_or("adhoc")),
+            image: image.to_owned(),
+            entrypoint: None,
+            cmd: ["lb", "--config", LB_CONFIG_PATH]
+                .map(str::to_owned)
+                .to_vec(),
+            network: Some(network.to_owned()),
+            files: vec![(LB_CONFIG_PATH.to_owned(), config.to_vec(), 0o644)],
+            publish: publish.to_vec(),
+            labels: HashMap::from([("zdt.role".to_owned(), "lb".to_owned())]),
+            run_id: run_id.map(str::to_owned),
+            init: true,
+        },
+    )
+    .await
+}
+
+/// Stop and remove a container (and its anonymous volumes); a container
+/// that is already gone is not an error.
+pub async fn remove_container(docker: &Docker, container: &str) -> Result<()> {
+    match docker
+        .remove_container(
+            container,
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(api(format!("remove container {container}"))(e)),
+    }
+}
+
+/// Stop a container with an explicit timeout (seconds before SIGKILL).
+pub async fn stop_container(docker: &Docker, container: &str, timeout_s: i32) -> Result<()> {
+    docker
+        .stop_container(
+            container,
+            Some(StopContainerOptionsBuilder::new().t(timeout_s).build()),
+        )
+        .await
+        .map_err(api(format!("stop container {container}")))
+}
+
+/// A zdt-labelled container or network found by [`list_managed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    pub id: String,
+    pub name: String,
+    pub run: Option<String>,
+}
+
+/// Every container (running or not) and network labelled `zdt.managed=true`.
+pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>)> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{MANAGED_LABEL}={MANAGED_VALUE}")],
+    )]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api("list zdt containers"))?
+        .into_iter()
+        .map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            Managed {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default(),
+                run: labels.get(RUN_LABEL).cloned(),
+            }
+        })
+        .collect();
+    let networks = docker
+        .list_networks(Some(
+            bollard::query_parameters::ListNetworksOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api("list zdt networks"))?
+        .into_iter()
+        .map(|n| {
+            let labels = n.labels.unwrap_or_default();
+            Managed {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                run: labels.get(RUN_LABEL).cloned(),
+            }
+        })
+        .collect();
+    Ok((containers, networks))
+}
+
+/// Create a labelled bridge network (tests use it in place of `kind`).
+pub async fn create_network(docker: &Docker, name: &str, run_id: Option<&str>) -> Result<String> {
+    let created = docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(managed_labels(run_id)),
+            ..Default::default()
+        })
+        .await
+        .map_err(api(format!("create network {name}")))?;
+    Ok(created.id)
+}
+
+/// Remove a network; one already gone is not an error.
+pub async fn remove_network(docker: &Docker, network: &str) -> Result<()> {
+    match docker.remove_network(network).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(api(format!("remove network {network}"))(e)),
+    }
+}
+
+/// Build a `FROM scratch` image holding the given host binaries (each at the
+/// given path in the image) plus every shared library `ldd` lists for them,
+/// at their host paths, so a dynamically linked binary runs without a base
+/// image or registry. `entrypoint` is the image's ENTRYPOINT.
+pub async fn build_image_from_binaries(
+    docker: &Docker,
+    tag: &str,
+    binaries: &[(PathBuf, String)],
+    entrypoint: &[&str],
+) -> Result<()> {
+    let fail = |message: String| DockerError::Build {
+        tag: tag.to_owned(),
+        message,
+    };
+    let mut files: Vec<(String, PathBuf)> = binaries
+        .iter()
+        .map(|(host, dest)| (dest.trim_start_matches('/').to_owned(), host.clone()))
+        .collect();
+    for (host, _) in binaries {
+        for lib in shared_libraries(host).await.map_err(fail)? {
+            let dest = lib.to_string_lossy().trim_start_matches('/').to_owned();
+            if !files.iter().any(|(d, _)| *d == dest) {
+                files.push((dest, lib));
+            }
+        }
+    }
+    let mut tar = TarBuilder::default();
+    let entry = serde_json::to_string(entrypoint).unwrap_or_else(|_| "[]".into());
+    let dockerfile = format!("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT {entry}\n");
+    tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
+    for (dest, host) in &files {
+        // Read through symlinks: the image gets the library's bytes under
+        // the name the loader asks for.
+        let data = tokio::fs::read(host)
+            .await
+            .map_err(|e| fail(format!("read {}: {e}", host.display())))?;
+        tar.file(&format!("rootfs/{dest}"), &data, 0o755);
+    }
+    let options = BuildImageOptionsBuilder::new()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .rm(true)
+        .forcerm(true)
+        .labels(&managed_labels(None))
+        .build();
+    let mut stream =
+        docker.build_image(options, None, Some(bollard::body_full(tar.finish().into())));
+    let mut log = String::new();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| fail(format!("{e}\n{log}")))?;
+        if let Some(s) = info.stream {
+            log.push_str(&s);
+        }
+        if let Some(detail) = info.error_detail {
+            return Err(fail(format!(
+                "{}\n{log}",
+                detail.message.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Absolute paths of the shared libraries (and loader) `ldd` reports; an
+/// empty list for a static binary.
+async fn shared_libraries(binary: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    let out = tokio::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .await
+        .map_err(|e| format!("`ldd {}` could not run: {e}", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // ldd exits 1 with "not a dynamic executable" for static binaries.
+        let err = String::from_utf8_lossy(&out.stderr);
+        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
+            return Ok(Vec::new());
+        }
+        return Err(format!("`ldd {}` failed: {err}{text}", binary.display()));
+    }
+    Ok(parse_ldd(&text))
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// A minimal ustar writer: regular files only, enough for a build context
+/// and for copying files into a container.
+#[derive(Default)]
+struct TarBuilder {
+    buf: Vec<u8>,
+}
+
+impl TarBuilder {
+    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
+        let mut h = [0u8; 512];
+        let (prefix, name) = split_ustar_path(path);
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        write_octal(&mut h[100..108], u64::from(mode));
+        write_octal(&mut h[108..116], 0);
+        write_octal(&mut h[116..124], 0);
+        write_octal(&mut h[124..136], data.len() as u64);
+        write_octal(&mut h[136..148], 0);
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        write_octal(&mut h[148..155], u64::from(sum));
+        self.buf.extend_from_slice(&h);
+        self.buf.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.buf.extend(std::iter::repeat_n(0u8, pad));
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend(std::iter::repeat_n(0u8, 1024));
+        self.buf
+    }
+}
+
+/// ustar keeps names over 100 bytes as prefix (≤ 155) + '/' + name (≤ 100).
+fn split_ustar_path(path: &str) -> (&str, &str) {
+    if path.len() <= 100 {
+        return ("", path);
+    }
+    let mut cut = path.len() - 100;
+    while cut < path.len() && path.as_bytes()[cut - 1] != b'/' {
+        cut += 1;
+    }
+    (&path[..cut.saturating_sub(1)], &path[cut..])
+}
+
+fn write_octal(field: &mut [u8], value: u64) {
+    let s = format!("{:0width$o}\0", value, width = field.len() - 1);
+    field.copy_from_slice(&s.as_bytes()[s.len() - field.len()..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_yields_library_and_loader_paths() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0b)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f0c)\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+    }
+
+    #[test]
+    fn tar_headers_have_valid_checksums_and_padding() {
+        let mut t = TarBuilder::default();
+        t.file("etc/zdt/lb.yaml", b"frontend: x\n", 0o644);
+        let bytes = t.finish();
+        assert_eq!(bytes.len(), 512 + 512 + 1024);
+        let header = &bytes[..512];
+        assert_eq!(&header[..15], b"etc/zdt/lb.yaml");
+        assert_eq!(&header[257..262], b"ustar");
+        let stored =
+            u32::from_str_radix(std::str::from_utf8(&header[148..154]).unwrap().trim(), 8).unwrap();
+        let mut h = header.to_vec();
+        h[148..156].fill(b' ');
+        assert_eq!(stored, h.iter().map(|b| u32::from(*b)).sum::<u32>());
+        assert_eq!(&bytes[512..524], b"frontend: x\n");
+    }
+
+    #[test]
+    fn long_paths_are_split_into_prefix_and_name() {
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(20));
+        let (prefix, name) = split_ustar_path(&long);
+        assert_eq!(prefix, "d".repeat(120));
+        assert_eq!(name, "f".repeat(20));
+    }
+
+    #[test]
+    fn cidr_parsing_keeps_ipv4_only() {
+        assert_eq!(
+            parse_ipv4_cidr("172.18.0.0/16"),
+            Some(("172.18.0.0".parse().unwrap(), 16))
+        );
+        assert_eq!(parse_ipv4_cidr("fc00:f853:ccd:e793::/64"), None);
+        assert_eq!(parse_ipv4_cidr("10.0.0.0/33"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! The existing provider: a cluster from a kubeconfig context (in progress).

@@ -1,0 +1,101 @@
+//! Number formatting and escaping shared by the renderers, so every report
+//! writes a latency or a ratio the same way.
+
+use crate::run::summary::VariantSummary;
+
+/// A ratio as a percentage with enough digits to tell 99.99 % from 100 %.
+pub fn pct(ratio: f64) -> String {
+    if !ratio.is_finite() {
+        return "n/a".into();
+    }
+    let p = ratio * 100.0;
+    if (99.0..100.0).contains(&p) {
+        // Four nines must stay visible: never round 99.996 up to 100.00.
+        format!("{:.3}%", (p * 1000.0).floor() / 1000.0)
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
+/// Milliseconds in the unit a person reads best.
+pub fn ms(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.2} ms")
+    }
+}
+
+/// Seconds since traffic start, as an axis or table label.
+pub fn secs(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0} s")
+    } else {
+        format!("{v:.1} s")
+    }
+}
+
+/// Failed requests of a variant (the summary keeps the ratio, not the count).
+pub fn failed(v: &VariantSummary) -> u64 {
+    let errs: u64 = v.errors.values().sum();
+    if errs > 0 {
+        return errs;
+    }
+    let ok = (v.success_ratio * v.requests as f64).round() as u64;
+    v.requests.saturating_sub(ok)
+}
+
+/// Text for XML/HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            // XML 1.0 forbids most control characters even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for a Markdown table cell: pipes and newlines would break the row.
+pub fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_keep_the_nines() {
+        assert_eq!(pct(0.99996), "99.996%");
+        assert_eq!(pct(0.9727), "97.27%");
+        assert_eq!(pct(1.0), "100.00%");
+    }
+
+    #[test]
+    fn latencies_pick_a_unit() {
+        assert_eq!(ms(10_000.0), "10.00 s");
+        assert_eq!(ms(80.4), "80 ms");
+        assert_eq!(ms(1.234), "1.23 ms");
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_control_characters() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(escape("a\u{1}b"), "a\u{FFFD}b");
+    }
+}

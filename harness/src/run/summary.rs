@@ -1,0 +1,174 @@
+//! `OUT/summary.json`: what a run found, per variant. The report module
+//! renders every other output (Markdown, HTML, JUnit, comparisons,
+//! baselines) from this file plus `events.jsonl` and `buckets.json`, so it
+//! is a stable, documented format: fields are only ever added.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The verdict of one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// Every expectation held on a valid run.
+    Pass,
+    /// The run was valid and at least one expectation failed.
+    Fail,
+    /// The run cannot be trusted (generator behind schedule, a chaos step
+    /// failed, the workload never became ready): never a pass.
+    Invalid,
+    /// The run was interrupted (Ctrl-C, SIGTERM, an error) before this
+    /// variant finished; what it recorded is kept.
+    Incomplete,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The scenario's `name`.
+    pub scenario: String,
+    /// The scenario file as given on the command line.
+    pub file: String,
+    /// `emulator`, `kind` or `existing`.
+    pub provider: String,
+    /// True when the emulator ran the cluster: its numbers come from a model
+    /// (see docs/emulator.md), kind is the ground truth.
+    pub emulated: bool,
+    pub zdt_version: String,
+    /// Wall-clock start, RFC 3339.
+    pub started_at: String,
+    pub seed: u64,
+    /// False when the run was interrupted; `incomplete_reason` says why.
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete_reason: Option<String>,
+    pub variants: Vec<VariantSummary>,
+}
+
+/// One variant's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantSummary {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub verdict: Verdict,
+    /// Why the verdict is not PASS (failed expectations, invalidity).
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    pub requests: u64,
+    pub success_ratio: f64,
+    /// Status code → count; `"0"` is "no response" as in vegeta.
+    pub status_codes: BTreeMap<String, u64>,
+    /// Error kind (`timeout`, `refused`, `reset`, …) → count.
+    pub errors: BTreeMap<String, u64>,
+    pub latency_ms: LatencyMs,
+    pub rate: RateSummary,
+    /// How far the generator fell behind its schedule.
+    pub schedule_lag_ms: LagMs,
+    pub expectations: Vec<ExpectationResult>,
+    /// Number of events recorded (pods, endpoints, LB, chaos).
+    pub events: usize,
+    pub error_windows: Vec<ErrorWindow>,
+    pub chaos: Vec<StepResult>,
+    /// Offset of the first request on the variant's clock, in seconds; event
+    /// times minus this are times since traffic start.
+    pub traffic_started_s: f64,
+    /// The scenario document as run (variant patch applied, CLI overrides).
+    pub scenario_as_run: serde_json::Value,
+}
+
+/// Latency percentiles in milliseconds, measured from each request's due
+/// time (corrected for coordinated omission).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    #[serde(rename = "p99.9")]
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateSummary {
+    pub requested: f64,
+    pub achieved: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagMs {
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// One `expect:` entry, evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    /// `successRatio`, `latency.p99`, `statusCodes`, `maxErrorWindow`, …
+    pub name: String,
+    /// The bound as written (`>= 0.9999`, `<= 250ms`, `in [0.93, 0.99]`).
+    pub threshold: String,
+    /// The measured value, formatted in the bound's unit.
+    pub actual: String,
+    pub ok: bool,
+}
+
+/// A stretch of time with failed requests, and what caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorWindow {
+    /// Seconds since traffic start (by the requests' due times).
+    pub start_s: f64,
+    pub end_s: f64,
+    pub errors: u64,
+    /// Error kind → count inside the window.
+    pub kinds: BTreeMap<String, u64>,
+    /// The node the window is attributed to, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The event that opened it (reason, object, message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
+    /// The event that closed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// One sentence for people: "10.2 s–15.1 s: node worker2 had no local
+    /// endpoint … closed when the LB marked worker2 unhealthy".
+    pub explanation: String,
+}
+
+/// What a chaos step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub name: String,
+    /// The action (`drain`, `lbRemoveBackend`, …).
+    pub action: String,
+    /// The node it acted on, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Seconds since traffic start.
+    pub started_s: f64,
+    pub finished_s: f64,
+    pub ok: bool,
+    pub message: String,
+}
+
+impl RunSummary {
+    /// The worst verdict across variants decides the exit code.
+    pub fn worst(&self) -> Verdict {
+        let rank = |v: Verdict| match v {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Invalid => 2,
+            Verdict::Incomplete => 3,
+        };
+        self.variants
+            .iter()
+            .map(|v| v.verdict)
+            .max_by_key(|v| rank(*v))
+            .unwrap_or(Verdict::Invalid)
+    }
+}

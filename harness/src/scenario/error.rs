@@ -1,0 +1,97 @@
+//! Errors for bad scenario files: the message, the file with the offending
+//! line marked (miette renders `file:line:column` and the line), the fix.
+
+use std::path::PathBuf;
+
+use miette::{NamedSource, SourceSpan};
+
+use super::yaml::Span;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file could not be read at all.
+    #[error("cannot read scenario file {}: {source}", path.display())]
+    #[diagnostic(code(zdt::scenario::read))]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file was read but is not a valid scenario; points into the file.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(Box<InvalidScenario>),
+}
+
+/// A problem at one place in a scenario file.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(zdt::scenario::invalid))]
+pub struct InvalidScenario {
+    pub message: String,
+    #[source_code]
+    pub src: NamedSource<String>,
+    #[label("{label}")]
+    pub span: SourceSpan,
+    pub label: String,
+    #[help]
+    pub help: Option<String>,
+    /// 1-based line and column of `span`, for callers that print plainly.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl ScenarioError {
+    pub(crate) fn invalid(
+        name: &str,
+        text: &str,
+        span: Span,
+        message: String,
+        help: Option<String>,
+    ) -> Self {
+        let offset = floor_char_boundary(text, span.offset.min(text.len()));
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rfind('\n')
+            .map(|i| before[i + 1..].chars().count())
+            .unwrap_or(before.chars().count())
+            + 1;
+        ScenarioError::Invalid(Box::new(InvalidScenario {
+            label: "here".into(),
+            message,
+            src: NamedSource::new(name, text.to_string()).with_language("yaml"),
+            span: (offset, span.len.min(text.len() - offset)).into(),
+            help,
+            line,
+            column,
+        }))
+    }
+
+    /// `file:line:column: message`, for plain output and logs.
+    pub fn one_line(&self) -> String {
+        match self {
+            ScenarioError::Invalid(i) => {
+                format!("{}:{}:{}: {}", i.src.name(), i.line, i.column, i.message)
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// 1-based `(line, column)` of the error, when it points into a file.
+    pub fn position(&self) -> Option<(usize, usize)> {
+        match self {
+            ScenarioError::Invalid(i) => Some((i.line, i.column)),
+            _ => None,
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

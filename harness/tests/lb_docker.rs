@@ -1,0 +1,351 @@
+//! The LB as a container on the real Docker Engine: a FROM scratch image of
+//! the test-built zdt binary, two `zdt serve` backends and `zdt lb` on a
+//! private network, the LB published on 127.0.0.1. Pausing one backend
+//! (its kernel still accepts TCP, nothing answers HTTP) must take it out of
+//! the LB within the probe budget. Skipped, with the reason printed, only
+//! when no Docker Engine answers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
+};
+use bollard::Docker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use zdt::lb::image::{self, Linkage};
+use zdt::lb::{AdminClient, Health};
+
+/// Removes what the test created, even when it panics.
+struct Cleanup {
+    containers: Vec<String>,
+    network: Option<String>,
+    image: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let containers = std::mem::take(&mut self.containers);
+        let network = self.network.take();
+        let image = self.image.take();
+        // Drop cannot await, and we are inside the test's runtime: clean up
+        // from a thread with its own.
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                let Ok(docker) = Docker::connect_with_local_defaults() else {
+                    return;
+                };
+                for c in &containers {
+                    let _ = docker.unpause_container(c).await;
+                    let _ = docker
+                        .remove_container(
+                            c,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                v: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await;
+                }
+                if let Some(n) = network {
+                    let _ = docker.remove_network(&n).await;
+                }
+                if let Some(i) = image {
+                    let _ = docker
+                        .remove_image(
+                            &i,
+                            Some(RemoveImageOptions {
+                                force: true,
+                                ..Default::default()
+                            }),
+                            None,
+                        )
+                        .await;
+                }
+            });
+        });
+        let _ = t.join();
+    }
+}
+
+/// One HTTP request on a new connection; the `X-Pod` header of the answer.
+async fn get_pod(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        if !text.starts_with("HTTP/1.1 200") {
+            return Err(format!("unexpected answer: {text:?}"));
+        }
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-pod").then(|| v.trim().to_owned())
+            })
+            .ok_or_else(|| format!("no X-Pod header in {text:?}"))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+fn host_port(inspect: &bollard::models::ContainerInspectResponse, port: &str) -> u16 {
+    inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .and_then(|p| p.get(port).cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{port} is not published: {inspect:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: no Docker Engine client: {e}");
+            return;
+        }
+    };
+    if let Err(e) = docker.ping().await {
+        println!("skipped: no Docker Engine answers: {e}");
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let run_id = format!("test-lb-{}-{nanos}", std::process::id());
+    let labels = image::labels(&run_id);
+    let tag = format!("zdt-test:{run_id}");
+    let mut cleanup = Cleanup {
+        containers: Vec::new(),
+        network: None,
+        image: Some(tag.clone()),
+    };
+    let started = Instant::now();
+    let built = image::build(&docker, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
+        .await
+        .unwrap();
+    assert!(matches!(built.linkage, Linkage::Dynamic { .. }));
+    println!(
+        "image {} ({:.1} MB, dynamic: {:?}) built in {:?}",
+        built.tag,
+        built.size as f64 / 1e6,
+        built.linkage,
+        started.elapsed()
+    );
+
+    let network = format!("zdt-{run_id}");
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    cleanup.network = Some(network.clone());
+
+    let mut ips = HashMap::new();
+    for pod in ["b1", "b2"] {
+        let name = format!("{run_id}-{pod}");
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(tag.clone()),
+                    cmd: Some(
+                        [
+                            "serve",
+                            "--listen",
+                            "0.0.0.0:8080",
+                            "--pod",
+                            pod,
+                            "--node",
+                            pod,
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ),
+                    labels: Some(labels.clone()),
+                    host_config: Some(HostConfig {
+                        network_mode: Some(network.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        cleanup.containers.push(name.clone());
+        docker.start_container(&name, None).await.unwrap();
+        let inspect = docker.inspect_container(&name, None).await.unwrap();
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
+            .expect("backend has an address on the test network");
+        ips.insert(pod, ip);
+    }
+
+    let probe_interval = Duration::from_millis(500);
+    let probe_timeout = Duration::from_millis(300);
+    let unhealthy_threshold = 2u32;
+    let backends: Vec<serde_json::Value> = ["b1", "b2"]
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p,
+                "address": format!("{}:8080", ips[p]),
+                "probe": format!("http://{}:8080/healthz", ips[p]),
+            })
+        })
+        .collect();
+    let config = serde_json::json!({
+        "frontend": "0.0.0.0:8080",
+        "admin": "0.0.0.0:9090",
+        "profile": "custom",
+        "probe": {
+            "interval": "500ms",
+            "timeout": "300ms",
+            "unhealthy_threshold": unhealthy_threshold,
+            "healthy_threshold": 1
+        },
+        "backends": backends,
+    });
+    let lb_name = format!("{run_id}-lb");
+    let publish = |_: ()| {
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(String::new()),
+        }])
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(lb_name.clone()),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(tag.clone()),
+                cmd: Some(
+                    ["lb", "--config", "/etc/zdt/lb.json"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                labels: Some(labels.clone()),
+                exposed_ports: Some(vec!["8080/tcp".into(), "9090/tcp".into()]),
+                host_config: Some(HostConfig {
+                    network_mode: Some(network.clone()),
+                    port_bindings: Some(HashMap::from([
+                        ("8080/tcp".to_owned(), publish(())),
+                        ("9090/tcp".to_owned(), publish(())),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    cleanup.containers.push(lb_name.clone());
+    image::upload_file(
+        &docker,
+        &lb_name,
+        "/etc/zdt/lb.json",
+        config.to_string().as_bytes(),
+        0o644,
+    )
+    .await
+    .unwrap();
+    docker.start_container(&lb_name, None).await.unwrap();
+    let inspect = docker.inspect_container(&lb_name, None).await.unwrap();
+    let front = SocketAddr::from(([127, 0, 0, 1], host_port(&inspect, "8080/tcp")));
+    let admin = AdminClient::new(SocketAddr::from((
+        [127, 0, 0, 1],
+        host_port(&inspect, "9090/tcp"),
+    )));
+
+    // The container needs a moment to listen: retry the admin API, bounded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.wait_healthy(2, Duration::from_secs(10)).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the LB container: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("LB never had 2 healthy backends: {e}"),
+        }
+    }
+
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let pod = get_pod(front, Duration::from_secs(2)).await.unwrap();
+        *seen.entry(pod).or_default() += 1;
+    }
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+
+    let paused_at = Instant::now();
+    docker
+        .pause_container(&format!("{run_id}-b1"))
+        .await
+        .unwrap();
+    let budget = probe_interval * unhealthy_threshold + probe_timeout;
+    let tolerance = Duration::from_millis(1500);
+    let detected = loop {
+        let list = admin.list().await.unwrap();
+        let b1 = list.iter().find(|b| b.name == "b1").unwrap();
+        if b1.health == Health::Unhealthy {
+            break paused_at.elapsed();
+        }
+        assert!(
+            paused_at.elapsed() < budget + tolerance * 2,
+            "b1 still {:?} after {:?}: {b1:?}",
+            b1.health,
+            paused_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("paused backend marked unhealthy after {detected:?} (budget {budget:?})");
+    assert!(
+        detected <= budget + tolerance,
+        "took {detected:?}, budget {budget:?}"
+    );
+    assert!(
+        detected >= probe_timeout,
+        "marked unhealthy implausibly early: {detected:?}"
+    );
+    for _ in 0..30 {
+        assert_eq!(
+            get_pod(front, Duration::from_secs(2)).await.unwrap(),
+            "b2",
+            "the LB still sent a new connection to the paused backend"
+        );
+    }
+    drop(cleanup);
+}

@@ -1,0 +1,132 @@
+//! Every report rendered from a run's data, and `zdt report OUT` rendering
+//! them again from the saved files.
+
+mod report_common;
+
+use std::process::Command;
+
+use zdt::report::{self, RunData};
+
+#[test]
+fn write_all_renders_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = report_common::run_data();
+    let written = report::write_all(dir.path(), &data).unwrap();
+    let names: Vec<String> = written
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["report.txt", "report.md", "report.html", "junit.xml"]
+    );
+
+    let txt = std::fs::read_to_string(dir.path().join("report.txt")).unwrap();
+    assert!(txt.contains("== variant no-mitigation: FAIL"), "{txt}");
+    assert!(
+        txt.contains("Requests      [total, rate, throughput]         300000"),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("Status Codes  [code:count]                      0:8182  200:291818"),
+        "{txt}"
+    );
+    assert!(
+        txt.contains("Success       [ratio]                           97.27%"),
+        "{txt}"
+    );
+
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("> **Emulated cluster.**"));
+    assert!(
+        md.contains("| successRatio | `>= 0.9999` | 0.9727 | **FAILED** |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| lb-remove-first | **PASS** | 300000 | 100.00% | 0 |"),
+        "{md}"
+    );
+    assert!(md.contains("node worker2 had no local endpoint"));
+    assert!(
+        md.contains("| 0 | drain worker2 | `drain` | worker2 | 20 s | 31.5 s | ok |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("profile: azure"),
+        "cluster/LB settings as YAML: {md}"
+    );
+    assert!(md.contains("| zdt version | 0.1.0 |"));
+}
+
+#[test]
+fn verdict_lines_are_plain_unless_coloured() {
+    let s = report_common::summary();
+    let out = std::path::Path::new("reports/seed-drain/x");
+    let plain = report::print_verdicts(&s, out, false);
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines.len(), 3, "{plain}");
+    assert!(
+        lines[0].starts_with(
+            "FAIL       no-mitigation    success 97.27% (8182/300000 failed)  p99 10.00 s"
+        ),
+        "{plain}"
+    );
+    assert!(
+        lines[1].starts_with("PASS       lb-remove-first  success 100.00%"),
+        "{plain}"
+    );
+    assert!(lines[2].contains("reports/seed-drain/x/report.html"));
+    assert!(!plain.contains('\x1b'));
+    let coloured = report::print_verdicts(&s, out, true);
+    assert!(coloured.contains("\x1b[1;31mFAIL"));
+}
+
+#[test]
+fn zdt_report_rerenders_from_saved_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = report_common::run_data();
+    report_common::save(dir.path(), &data);
+
+    let loaded = RunData::load(dir.path()).unwrap();
+    assert_eq!(loaded.events, data.events);
+    assert_eq!(loaded.buckets, data.buckets);
+    assert_eq!(loaded.summary.variants.len(), 2);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("report")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in report::FILES {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+        assert!(stdout.contains(f), "{stdout}");
+    }
+    assert!(stdout.contains("FAIL       no-mitigation"), "{stdout}");
+}
+
+#[test]
+fn a_corrupt_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    report_common::save(dir.path(), &report_common::run_data());
+    std::fs::write(dir.path().join("events.jsonl"), "{\"variant\":\"x\"}\n").unwrap();
+    let err = RunData::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("events.jsonl") && err.contains("line 1"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("report")
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
+}
