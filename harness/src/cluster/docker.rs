@@ -286,25 +286,33 @@ async fn resume(docker: &Docker, node: &NodeContainer, network: &str) -> Result<
         .and_then(|s| s.networks)
         .is_some_and(|n| n.contains_key(network));
     if !attached {
-        let endpoint = EndpointSettings {
-            ipam_config: node.ipv4.map(|ip| EndpointIpamConfig {
-                ipv4_address: Some(ip.to_string()),
+        let connect = |ip: Option<Ipv4Addr>| NetworkConnectRequest {
+            container: id.to_owned(),
+            endpoint_config: Some(EndpointSettings {
+                ipam_config: ip.map(|ip| EndpointIpamConfig {
+                    ipv4_address: Some(ip.to_string()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
-            ..Default::default()
         };
-        docker
-            .connect_network(
-                network,
-                NetworkConnectRequest {
-                    container: id.to_owned(),
-                    endpoint_config: Some(endpoint),
-                },
-            )
-            .await
-            .map_err(api(format!(
-                "reconnect node container {name} to network {network}"
-            )))?;
+        let op = format!("reconnect node container {name} to network {network}");
+        match docker.connect_network(network, connect(node.ipv4)).await {
+            Ok(()) => {}
+            // Docker only honours a requested address on networks with a
+            // user-configured subnet; elsewhere the node gets a new one.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) if node.ipv4.is_some() && message.contains("user configured subnets") => {
+                tracing::warn!(node = %name, %network, "docker cannot pin the node's previous address ({message}); it gets a new InternalIP");
+                docker
+                    .connect_network(network, connect(None))
+                    .await
+                    .map_err(api(op))?;
+            }
+            Err(e) => return Err(api(op)(e)),
+        }
     }
     Ok(())
 }
@@ -609,13 +617,27 @@ pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>
     Ok((containers, networks))
 }
 
-/// Create a labelled bridge network (tests use it in place of `kind`).
-pub async fn create_network(docker: &Docker, name: &str, run_id: Option<&str>) -> Result<String> {
+/// Create a labelled bridge network (tests use it in place of `kind`);
+/// `subnet` (e.g. `172.30.0.0/16`) makes it user-configured like kind's, so
+/// containers can be given fixed addresses.
+pub async fn create_network(
+    docker: &Docker,
+    name: &str,
+    subnet: Option<&str>,
+    run_id: Option<&str>,
+) -> Result<String> {
     let created = docker
         .create_network(bollard::models::NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".to_owned()),
             labels: Some(managed_labels(run_id)),
+            ipam: subnet.map(|s| bollard::models::Ipam {
+                config: Some(vec![bollard::models::IpamConfig {
+                    subnet: Some(s.to_owned()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .await
