@@ -534,16 +534,47 @@ async fn feed_nodes(
     cancel: CancellationToken,
 ) {
     let mut changed = store.subscribe();
-    let mut last = 0u64;
+    // Level first: every pod already bound (also after falling behind the
+    // history), then the changes.
+    let mut last: Option<u64> = None;
     loop {
+        let resync = |st: &store::State| -> (Vec<Value>, u64) {
+            let pods = st
+                .list(Resource::Pods, None)
+                .into_iter()
+                .filter(|p| p["spec"]["nodeName"].is_string())
+                .cloned()
+                .collect();
+            (pods, st.resource_version())
+        };
         let (pods, nodes, now) = store.read(|st| {
-            (
-                st.changes_since(Resource::Pods, last).unwrap_or_default(),
-                st.changes_since(Resource::Nodes, last).unwrap_or_default(),
-                st.resource_version(),
-            )
+            let changes = last.map(|rv| {
+                (
+                    st.changes_since(Resource::Pods, rv),
+                    st.changes_since(Resource::Nodes, rv),
+                )
+            });
+            match changes {
+                Some((Ok(p), Ok(n))) => (Ok(p), n, st.resource_version()),
+                _ => {
+                    let (pods, rv) = resync(st);
+                    (Err(pods), Vec::new(), rv)
+                }
+            }
         });
-        last = now;
+        last = Some(now);
+        let pods = match pods {
+            Ok(changes) => changes,
+            Err(all) => {
+                for p in all {
+                    if let Some(agent) = p["spec"]["nodeName"].as_str().and_then(|n| agents.get(n))
+                    {
+                        agent.sync(&p);
+                    }
+                }
+                Vec::new()
+            }
+        };
         for c in pods {
             let Some(node) = c.object["spec"]["nodeName"].as_str() else {
                 continue;

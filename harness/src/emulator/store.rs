@@ -283,6 +283,7 @@ pub struct DeleteOptions {
 /// The locked state; [`Store::write`] and [`Store::read`] lend it out.
 #[derive(Debug)]
 pub struct State {
+    history_cap: usize,
     rv: u64,
     objects: BTreeMap<Key, Value>,
     history: VecDeque<Change>,
@@ -305,9 +306,15 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Self {
+        Self::with_history(HISTORY)
+    }
+
+    /// A store keeping the last `cap` changes for watches.
+    pub fn with_history(cap: usize) -> Self {
         let (changed, _) = watch::channel(1);
         Self {
             state: Mutex::new(State {
+                history_cap: cap.max(1),
                 rv: 1,
                 objects: BTreeMap::new(),
                 history: VecDeque::new(),
@@ -455,7 +462,7 @@ impl State {
             prev: prev.map(Arc::new),
         };
         self.history.push_back(change);
-        while self.history.len() > HISTORY {
+        while self.history.len() > self.history_cap {
             self.history.pop_front();
         }
     }
@@ -871,6 +878,23 @@ mod tests {
             .changes_since(Resource::Nodes, start)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn watch_history_is_bounded_and_too_old_is_gone() {
+        let store = Store::with_history(5);
+        let start = store.resource_version();
+        for i in 0..10 {
+            store.create(Resource::Pods, pod(&format!("p{i}"))).unwrap();
+        }
+        let err = store.changes_since(Resource::Pods, start).unwrap_err();
+        assert!(matches!(err, StoreError::Gone { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("too old resource version"));
+        let recent = store.resource_version() - 3;
+        assert_eq!(
+            store.changes_since(Resource::Pods, recent).unwrap().len(),
+            3
+        );
     }
 
     #[test]
