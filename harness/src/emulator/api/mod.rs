@@ -414,7 +414,9 @@ async fn handle_inner(
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
     match (&method, target.name.as_deref(), target.sub.as_deref()) {
-        (&Method::GET, None, None) if query.flag("watch") => watch(shared, &target, &query),
+        (&Method::GET, None, None) if query.flag("watch") => {
+            watch(shared, &target, &query, wants_table)
+        }
         (&Method::GET, None, None) => list(shared, &target, &query, wants_table),
         (&Method::GET, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let ns = target.namespace.as_deref().unwrap_or("");
@@ -540,7 +542,12 @@ fn list(
     ))
 }
 
-fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Response<Body>, ApiError> {
+fn watch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &Query,
+    wants_table: bool,
+) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(query)?;
     let rv: Option<u64> = match query.get("resourceVersion") {
         None | Some("") | Some("0") => None,
@@ -565,7 +572,21 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &Query) -> Result<Respons
         let matches = |ns: &str, o: &Value| {
             namespace.as_deref().is_none_or(|n| n == ns) && labels.matches(o) && fields.matches(o)
         };
+        // `kubectl get -w` asks for Tables: one row per event, the column
+        // definitions only in the first (as the real API server does).
+        let first_table = std::sync::atomic::AtomicBool::new(true);
         let line = |ty: &str, obj: &Value| {
+            let wrapped;
+            let obj = if wants_table && ty != "ERROR" && ty != "BOOKMARK" {
+                let mut t = table::table(resource, &[obj], &obj["metadata"]["resourceVersion"]);
+                if !first_table.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    t["columnDefinitions"] = json!([]);
+                }
+                wrapped = t;
+                &wrapped
+            } else {
+                obj
+            };
             let mut b = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
             b.push(b'\n');
             Bytes::from(b)
