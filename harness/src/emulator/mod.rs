@@ -519,6 +519,10 @@ async fn apply_pod_statuses(
                     conds.push(sched);
                 }
             }
+            // qosClass is the API server's, not the kubelet's.
+            if status.get("qosClass").is_none_or(Value::is_null) {
+                status["qosClass"] = pod["status"]["qosClass"].clone();
+            }
             next["status"] = status;
             let _ = st.update(Resource::Pods, next);
         });

@@ -134,7 +134,6 @@ impl SimKubelet {
                 "podIP": ip,
                 "podIPs": [{"ip": ip}],
                 "startTime": now,
-                "qosClass": "BestEffort",
                 "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")],
                 "containerStatuses": containers,
             });

@@ -85,6 +85,37 @@ pub fn default_pod_spec(spec: &mut Value, timings: &Timings) {
     }
 }
 
+/// The pod's QoS class: Guaranteed when every container has cpu and memory
+/// limits equal to its requests, BestEffort when none has any, else
+/// Burstable.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|k| c["resources"][k].as_object().is_some_and(|m| !m.is_empty()))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = &c["resources"]["limits"][r];
+            let request = &c["resources"]["requests"][r];
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// Defaults and allocations for a new object (inside the store's lock, so
 /// allocations cannot race).
 pub fn on_create(
@@ -100,7 +131,8 @@ pub fn on_create(
                 obj["status"] = json!({});
             }
             set_default(&mut obj["status"], "phase", json!("Pending"));
-            set_default(&mut obj["status"], "qosClass", json!("BestEffort"));
+            let qos = qos_class(&obj["spec"]);
+            set_default(&mut obj["status"], "qosClass", json!(qos));
             if obj["spec"]["containers"]
                 .as_array()
                 .is_none_or(Vec::is_empty)
