@@ -453,7 +453,7 @@ impl Runtime {
             registry: self.registry.clone(),
             id,
         };
-        // Ready when it accepts a connection, or failed when it exits first.
+        // Ready when it answers, or failed when it exits first.
         let deadline = Instant::now() + NGINX_START_TIMEOUT;
         loop {
             if let Some(status) = *exit.borrow_and_update() {
@@ -469,7 +469,11 @@ impl Runtime {
                     log: log.join("\n"),
                 });
             }
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            // A full answer, not just a connect: the kernel accepts into the
+            // backlog before nginx has set up its signal handlers, and a
+            // stop signal in that window would kill it outright.
+            let probe = super::kubelet::http_get(addr, "/healthz", "zdt-runtime");
+            if let Ok(Ok(200)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
                 return Ok(container);
             }
             if Instant::now() > deadline {
