@@ -51,6 +51,16 @@ fn published_setup_renders_every_mitigation() {
         find(&objs, "Service")["spec"]["externalTrafficPolicy"],
         "Local"
     );
+    assert_eq!(
+        workload::traffic_policy(&objs, "nginx"),
+        scenario::TrafficPolicy::Local
+    );
+    // Azure: every 5 s, 2 failures.
+    let probe = s.load_balancer.probe(true);
+    assert_eq!(
+        (probe.interval.get().as_secs(), probe.unhealthy_threshold),
+        (5, 2)
+    );
     let pdb = find(&objs, "PodDisruptionBudget");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert!(pdb["spec"].get("minAvailable").is_none());

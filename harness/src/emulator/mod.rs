@@ -12,6 +12,9 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod kubelet;
+pub mod proxy;
+pub mod runtime;
 pub mod simkubelet;
 pub mod store;
 

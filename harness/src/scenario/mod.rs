@@ -66,8 +66,15 @@ pub fn load(path: impl AsRef<Path>) -> Result<ScenarioFile, ScenarioError> {
 /// [`ScenarioFile::variants`] for that.
 pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
     let name = path.display().to_string();
-    let mut root = yaml::parse(&text)
-        .map_err(|e| ScenarioError::invalid(&name, &text, e.span, e.message, None))?;
+    let mut root = yaml::parse(&text).map_err(|e| {
+        ScenarioError::invalid(
+            &name,
+            &text,
+            e.span,
+            format!("invalid YAML: {}", e.message),
+            Some("check the indentation and brackets around this place".into()),
+        )
+    })?;
     if !matches!(root.value, Value::Map(_)) {
         return Err(ScenarioError::invalid(
             &name,
@@ -254,6 +261,8 @@ impl ScenarioFile {
         } else {
             dir
         };
+        // Absolute, so the run can change directory and reports name real paths.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         validate::validate(&spec, variant, description, &self.path, &dir).map_err(|p| {
             let span = if p.at_key {
                 doc.locate_key(&p.path)

@@ -135,6 +135,45 @@ pub struct Cluster {
     pub emulator: EmulatorTimings,
 }
 
+impl LoadBalancer {
+    /// The LB module's profile for this scenario's profile.
+    pub fn lb_profile(&self) -> crate::lb::Profile {
+        match self.profile {
+            LbProfile::Azure => crate::lb::Profile::Azure,
+            LbProfile::AwsNlb => crate::lb::Profile::AwsNlb,
+            LbProfile::Gcp => crate::lb::Profile::Gcp,
+            LbProfile::CloudProviderKind => crate::lb::Profile::CloudProviderKind,
+            LbProfile::Custom => crate::lb::Profile::Custom,
+        }
+    }
+
+    pub fn lb_selection(&self) -> crate::lb::Selection {
+        match self.selection {
+            Selection::Random => crate::lb::Selection::Random,
+            Selection::Hash => crate::lb::Selection::Hash,
+        }
+    }
+
+    /// The probe settings to run: the profile's for the Service's
+    /// externalTrafficPolicy, with the scenario's overrides on top.
+    pub fn probe(&self, policy_local: bool) -> crate::lb::ProbeSettings {
+        let mut p = self.lb_profile().probe(policy_local);
+        if let Some(i) = self.interval {
+            p.interval = i;
+        }
+        if let Some(t) = self.timeout {
+            p.timeout = t;
+        }
+        if let Some(n) = self.unhealthy_threshold {
+            p.unhealthy_threshold = n;
+        }
+        if let Some(n) = self.healthy_threshold {
+            p.healthy_threshold = n;
+        }
+        p
+    }
+}
+
 /// Timings of the emulated control plane and nodes, upstream defaults.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -550,22 +589,21 @@ impl Scenario {
     /// every `at:` step, so that is re-checked.
     pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, String> {
         if let Some(rate) = o.rate {
-            self.traffic.rate = rate;
-            self.traffic.max_in_flight = default_max_in_flight(rate, self.traffic.timeout);
+            self.set_rate(rate);
         }
         if let Some(d) = o.duration {
             if d.get().is_zero() {
                 return Err("--duration must be > 0".into());
             }
-            if let Some((i, step, at)) =
-                self.chaos
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, s)| match s.start {
-                        Start::At(at) if at >= d => Some((i, s, at)),
-                        _ => None,
-                    })
-            {
+            let late = self
+                .chaos
+                .iter()
+                .enumerate()
+                .find_map(|(i, s)| match s.start {
+                    Start::At(at) if at >= d => Some((i, s, at)),
+                    _ => None,
+                });
+            if let Some((i, step, at)) = late {
                 return Err(format!(
                     "--duration {d} is too short: chaos step {} (`{}`) starts at {at}",
                     i + 1,
@@ -585,17 +623,25 @@ impl Scenario {
 
     /// Scales the traffic rate by `factor` (e.g. `ZDT_SCALE=0.1` in tests on
     /// small machines). Only the rate changes: duration and chaos times stay
-    /// as written so the timeline keeps its meaning; count-based expectations
-    /// should be ratios anyway.
+    /// as written so the timeline keeps its meaning, and expectations should
+    /// be ratios anyway. A factor that is not a positive number is ignored.
     pub fn scaled(mut self, factor: f64) -> Scenario {
         if factor.is_finite() && factor > 0.0 {
             if let Ok(rate) = Rate::per_second(self.traffic.rate.get() * factor) {
-                self.traffic.rate = rate;
-                self.traffic.max_in_flight = default_max_in_flight(rate, self.traffic.timeout)
-                    .max(self.traffic.max_in_flight.min(1));
+                self.set_rate(rate);
             }
         }
         self
+    }
+
+    /// A new rate; an in-flight cap that was the default follows it, one the
+    /// scenario set stays.
+    fn set_rate(&mut self, rate: Rate) {
+        let t = &mut self.traffic;
+        if t.max_in_flight == default_max_in_flight(t.rate, t.timeout) {
+            t.max_in_flight = default_max_in_flight(rate, t.timeout);
+        }
+        t.rate = rate;
     }
 
     /// `name/variant`, for logs and report titles.

@@ -98,7 +98,7 @@ impl<'de> Deserialize<'de> for VersionText {
             }
             fn visit_f64<E: de::Error>(self, f: f64) -> Result<VersionText, E> {
                 Err(E::custom(format!(
-                    "quote the Kubernetes version, e.g. `kubernetes: \"1.27\"`: unquoted, YAML reads it as the number {f} (and `1.30` as 1.3)"
+                    "quote the Kubernetes version, e.g. `kubernetes: \"1.27\"`: unquoted, YAML reads it as the number {f}"
                 )))
             }
             fn visit_i64<E: de::Error>(self, i: i64) -> Result<VersionText, E> {
@@ -547,7 +547,7 @@ impl<'de> Deserialize<'de> for NodeSelectorSpec {
             }
             fn visit_i64<E: de::Error>(self, i: i64) -> Result<NodeSelectorSpec, E> {
                 Err(E::custom(format!(
-                    "a bare number is ambiguous here: write `node: {{index: {i}}}` for the {i}th worker (0-based) or quote a node name"
+                    "a bare number is ambiguous here: write `node: {{index: {i}}}` for the worker at index {i} (0-based), or quote a node name"
                 )))
             }
             fn visit_u64<E: de::Error>(self, u: u64) -> Result<NodeSelectorSpec, E> {

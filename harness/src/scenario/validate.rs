@@ -190,9 +190,9 @@ fn cluster(c: v1::ClusterSpec, dir: &Path) -> R<Cluster> {
             if !p.is_file() {
                 return Err(Problem::new(
                     &path!["cluster", "kindConfig"],
-                    format!("kind config `{file}` not found (looked at {})", p.display()),
+                    format!("kind config `{file}` not found"),
                 )
-                .help("the path is relative to the scenario file, e.g. `../clusters/kind-3-workers.yaml`"));
+                .help(format!("looked at {}; the path is relative to the scenario file, e.g. `../clusters/kind-3-workers.yaml`", p.display())));
             }
             Some(p)
         }
@@ -338,12 +338,12 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
     if !manifests.is_dir() {
         return Err(Problem::new(
             &path!["workload", "manifests"],
-            format!(
-                "manifests directory `{rel}` not found (looked at {})",
-                manifests.display()
-            ),
+            format!("manifests directory `{rel}` not found"),
         )
-        .help("`manifests` is relative to the scenario file"));
+        .help(format!(
+            "looked at {}; `manifests` is relative to the scenario file",
+            manifests.display()
+        )));
     }
     let namespace = w.namespace.unwrap_or_else(|| "default".into());
     dns_label(&path!["workload", "namespace"], "namespace", &namespace)?;

@@ -81,6 +81,21 @@ pub fn render(scenario: &Scenario) -> Result<Vec<Value>, WorkloadError> {
     Ok(objects)
 }
 
+/// The `externalTrafficPolicy` of `service` in rendered manifests
+/// (Kubernetes' default `Cluster` when unset), which decides the LB's probe.
+pub fn traffic_policy(objects: &[Value], service: &str) -> TrafficPolicy {
+    let svc = objects
+        .iter()
+        .find(|o| kind(o) == Some("Service") && name(o) == Some(service));
+    match svc
+        .and_then(|s| s.pointer("/spec/externalTrafficPolicy"))
+        .and_then(Value::as_str)
+    {
+        Some("Local") => TrafficPolicy::Local,
+        _ => TrafficPolicy::Cluster,
+    }
+}
+
 /// Every object in `*.yaml`, `*.yml` and `*.json` files of `dir`.
 pub fn read_dir(dir: &Path) -> Result<Vec<Value>, WorkloadError> {
     let read_err = |source| WorkloadError::Read {

@@ -1,0 +1,214 @@
+//! The emulator's container runtime with real processes: nginx (when
+//! installed) and the built-in server, the same checks for both.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use zdt::clock::Clock;
+use zdt::emulator::runtime::{find_nginx, ContainerSpec, Engine, Runtime};
+use zdt::emulator::RuntimeChoice;
+use zdt::events::EventSink;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn spec(pod: &str, image: &str) -> ContainerSpec {
+    ContainerSpec {
+        namespace: "default".into(),
+        pod: pod.into(),
+        node: "worker-1".into(),
+        container: "web".into(),
+        image: image.into(),
+    }
+}
+
+/// One GET with keep-alive off; returns (status, headers lowercased).
+async fn get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    timeout(LIMIT, s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))??;
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {text:?}")))?;
+    Ok((code, text))
+}
+
+fn engines() -> Vec<RuntimeChoice> {
+    let mut v = vec![RuntimeChoice::Builtin];
+    if find_nginx().is_some() {
+        v.push(RuntimeChoice::Nginx);
+    } else {
+        eprintln!("nginx is not installed: only the built-in runtime is tested");
+    }
+    v
+}
+
+/// Any live (non-zombie) process in process group `pgid`. Zombies do not
+/// count: this machine's PID 1 may be slow to reap orphans.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+#[tokio::test]
+async fn choice_follows_image_and_override() {
+    let events = EventSink::discard(Clock::start());
+    let builtin = Runtime::new(RuntimeChoice::Builtin, events.clone()).unwrap();
+    assert_eq!(builtin.engine_for("nginx:1.27"), Engine::Builtin);
+    let auto = Runtime::new(RuntimeChoice::Auto, events.clone()).unwrap();
+    assert_eq!(auto.engine_for("ghcr.io/acme/app:1"), Engine::Builtin);
+    let expected = if find_nginx().is_some() {
+        Engine::Nginx
+    } else {
+        Engine::Builtin
+    };
+    assert_eq!(auto.engine_for("nginx:1.27"), expected);
+    let dir = auto.root().to_path_buf();
+    assert!(dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(&format!("zdt-{}-runtime-", std::process::id())));
+    drop(auto);
+    assert!(!dir.exists(), "runtime temp dir left behind");
+}
+
+#[tokio::test]
+async fn containers_answer_with_pod_and_node_headers() {
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let c = rt.start(&spec("web-1", "nginx:1.27")).await.unwrap();
+        let (code, text) = get(c.addr()).await.unwrap();
+        assert_eq!(code, 200, "{choice:?}");
+        assert!(text.contains("x-pod: web-1"), "{choice:?}: {text}");
+        assert!(text.contains("x-node: worker-1"), "{choice:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn sigquit_is_graceful_exit_zero_and_listener_closed() {
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let c = rt.start(&spec("web-q", "nginx")).await.unwrap();
+        // An idle keep-alive connection must be closed by the graceful stop.
+        let mut idle = TcpStream::connect(c.addr()).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(idle.read(&mut buf).await.unwrap() > 0);
+        c.signal(libc::SIGQUIT);
+        let exit = timeout(LIMIT, c.exited()).await.unwrap();
+        assert!(exit.success(), "{choice:?}: {exit:?}");
+        assert!(
+            matches!(
+                timeout(LIMIT, idle.read(&mut buf)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            ),
+            "{choice:?}: idle keep-alive connection not closed"
+        );
+        let refused = TcpStream::connect(c.addr()).await;
+        assert!(
+            refused.is_err(),
+            "{choice:?}: still listening after SIGQUIT"
+        );
+        if choice == RuntimeChoice::Nginx {
+            let log = c.log_tail().join("\n");
+            assert!(log.contains("signal 3 (SIGQUIT)"), "{log}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigkill_takes_the_whole_container_and_drop_kills() {
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let c = rt.start(&spec("web-k", "nginx")).await.unwrap();
+        let pid = c.pid();
+        c.signal(libc::SIGKILL);
+        let exit = timeout(LIMIT, c.exited()).await.unwrap();
+        assert_eq!(exit.signal, Some(libc::SIGKILL), "{choice:?}");
+        assert_eq!(exit.exit_code(), 137);
+        if let Some(pid) = pid {
+            assert!(!group_alive(pid), "nginx worker outlived SIGKILL");
+        }
+
+        let c = rt.start(&spec("web-d", "nginx")).await.unwrap();
+        let (addr, pid) = (c.addr(), c.pid());
+        drop(c);
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + LIMIT;
+            while group_alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(!group_alive(pid), "nginx outlived its Container");
+        } else {
+            let deadline = Instant::now() + LIMIT;
+            while TcpStream::connect(addr).await.is_ok() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert!(TcpStream::connect(addr).await.is_err(), "{choice:?}");
+    }
+}
+
+#[tokio::test]
+async fn runtime_shutdown_kills_every_nginx() {
+    if find_nginx().is_none() {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    }
+    let rt = Runtime::new(RuntimeChoice::Nginx, EventSink::discard(Clock::start())).unwrap();
+    let a = rt.start(&spec("a", "nginx")).await.unwrap();
+    let b = rt.start(&spec("b", "nginx")).await.unwrap();
+    let pids = [a.pid().unwrap(), b.pid().unwrap()];
+    rt.shutdown();
+    for c in [&a, &b] {
+        timeout(LIMIT, c.exited()).await.unwrap();
+    }
+    for pid in pids {
+        assert!(!group_alive(pid));
+    }
+    assert!(rt.start(&spec("c", "nginx")).await.is_err());
+}
+
+#[tokio::test]
+async fn ignored_signal_keeps_serving_and_pause_stops_answering() {
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let c = rt.start(&spec("web-p", "nginx")).await.unwrap();
+        c.signal(libc::SIGUSR1);
+        assert_eq!(get(c.addr()).await.unwrap().0, 200, "{choice:?}");
+        assert!(c.exit_status().is_none());
+
+        c.pause();
+        let stalled = timeout(Duration::from_millis(500), get(c.addr())).await;
+        assert!(stalled.is_err(), "{choice:?}: a paused container answered");
+        c.resume();
+        assert_eq!(
+            timeout(LIMIT, get(c.addr())).await.unwrap().unwrap().0,
+            200,
+            "{choice:?}"
+        );
+    }
+}
