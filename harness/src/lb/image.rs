@@ -15,17 +15,13 @@ use std::path::{Path, PathBuf};
 use bollard::Docker;
 use futures::StreamExt;
 
-/// Label on everything zdt creates, so `zdt clean` can find it.
-pub const LABEL_MANAGED: &str = "zdt.managed";
-/// Label naming the run (or test) that created an object.
-pub const LABEL_RUN: &str = "zdt.run";
+/// Label on everything zdt creates, so `zdt clean` can find it (the same
+/// constants the cluster module's docker helpers use).
+pub use crate::cluster::docker::{MANAGED_LABEL as LABEL_MANAGED, RUN_LABEL as LABEL_RUN};
 
 /// The labels for objects created by `run_id`.
 pub fn labels(run_id: &str) -> HashMap<String, String> {
-    HashMap::from([
-        (LABEL_MANAGED.to_owned(), "true".to_owned()),
-        (LABEL_RUN.to_owned(), run_id.to_owned()),
-    ])
+    crate::cluster::docker::managed_labels(Some(run_id))
 }
 
 /// Why the image could not be built.

@@ -455,6 +455,9 @@ impl Shared {
             name,
             format!("connection draining: no new connections; {active} established connections get up to {timeout:?}"),
         );
+        if active == 0 {
+            self.emit("Drained", name, "no established connections".to_string());
+        }
         self.cut_after(backend, timeout);
         self.pool_changed();
         Ok(())
@@ -523,5 +526,61 @@ pub(crate) fn describe(target: &ProbeTarget) -> String {
     match target {
         ProbeTarget::Http { addr, path } => format!("http://{addr}{path}"),
         ProbeTarget::Tcp { addr } => format!("tcp://{addr}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::lb::Selection;
+
+    fn shared(selection: Selection, seed: u64) -> Arc<Shared> {
+        let config = LbConfig {
+            selection,
+            seed,
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        Shared::new(
+            config,
+            "127.0.0.1:80".parse().unwrap(),
+            EventSink::discard(Clock::start()),
+            CancellationToken::new(),
+            tx,
+        )
+    }
+
+    #[test]
+    fn hash_selection_keeps_a_client_port_on_its_backend_and_spreads_ports() {
+        let s = shared(Selection::Hash, 1);
+        let client: SocketAddr = "10.0.0.9:40000".parse().unwrap();
+        let first = s.choose(client, 3);
+        assert!((0..50).all(|_| s.choose(client, 3) == first));
+        let mut counts = [0usize; 3];
+        for port in 40000..43000u16 {
+            counts[s.choose(SocketAddr::from(([10, 0, 0, 9], port)), 3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+
+    #[test]
+    fn random_selection_is_seeded_and_uniform() {
+        let client: SocketAddr = "10.0.0.9:40000".parse().unwrap();
+        let a: Vec<usize> = {
+            let s = shared(Selection::Random, 42);
+            (0..100).map(|_| s.choose(client, 3)).collect()
+        };
+        let b: Vec<usize> = {
+            let s = shared(Selection::Random, 42);
+            (0..100).map(|_| s.choose(client, 3)).collect()
+        };
+        assert_eq!(a, b, "same seed, same sequence");
+        let s = shared(Selection::Random, 7);
+        let mut counts = [0usize; 3];
+        for _ in 0..3000 {
+            counts[s.choose(client, 3)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 850), "{counts:?}");
     }
 }
