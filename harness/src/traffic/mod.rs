@@ -43,7 +43,7 @@ pub use aggregate::Snapshot;
 pub use http::Target;
 pub use pacer::{Pace, Pacer};
 pub use raw::{RawFormat, RawOutput, RawRecord};
-pub use summary::{Backends, Bucket, ErrorKind, Latencies, Summary};
+pub use summary::{Bucket, ErrorKind, Latencies, Summary};
 
 /// The default bound on requests in flight: high enough that a 10 s timeout
 /// storm at 5000/s never hits it, low enough to stay within the fd limit.

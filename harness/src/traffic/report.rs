@@ -108,19 +108,11 @@ pub fn text(s: &Summary) -> String {
         ],
         ["Error Kinds".into(), "[kind:count]".into(), kinds],
     ];
-    if !s.backends.nodes.is_empty() {
-        zdt.push([
-            "Nodes".into(),
-            "[X-Node:count]".into(),
-            table(&s.backends.nodes),
-        ]);
+    if !s.by_node.is_empty() {
+        zdt.push(["Nodes".into(), "[X-Node:count]".into(), table(&s.by_node)]);
     }
-    if !s.backends.pods.is_empty() {
-        zdt.push([
-            "Pods".into(),
-            "[X-Pod:count]".into(),
-            table(&s.backends.pods),
-        ]);
+    if !s.by_pod.is_empty() {
+        zdt.push(["Pods".into(), "[X-Pod:count]".into(), table(&s.by_pod)]);
     }
     out.push('\n');
     tabulate(&mut out, &zdt);
@@ -269,7 +261,8 @@ struct VegetaJson<'a> {
     requested_rate: f64,
     cancelled: bool,
     started_at: u64,
-    backends: &'a super::Backends,
+    by_node: &'a BTreeMap<String, u64>,
+    by_pod: &'a BTreeMap<String, u64>,
     bucket: u64,
     buckets: &'a [super::Bucket],
 }
@@ -317,7 +310,8 @@ pub fn json(s: &Summary) -> String {
         requested_rate: s.rate.get(),
         cancelled: s.cancelled,
         started_at: ns(s.started_at),
-        backends: &s.backends,
+        by_node: &s.by_node,
+        by_pod: &s.by_pod,
         bucket: ns(s.bucket),
         buckets: &s.buckets,
     };
@@ -329,7 +323,7 @@ pub fn json(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::{Backends, ErrorKind};
+    use crate::traffic::ErrorKind;
 
     fn ms(v: f64) -> Duration {
         Duration::from_secs_f64(v / 1000.0)
@@ -424,7 +418,8 @@ mod tests {
             latency: lat,
             latency_uncorrected: lat,
             schedule_lag: Latencies::default(),
-            backends: Backends::default(),
+            by_node: BTreeMap::new(),
+            by_pod: BTreeMap::new(),
             bucket: Duration::from_secs(1),
             buckets: vec![],
         }

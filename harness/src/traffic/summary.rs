@@ -107,15 +107,6 @@ pub struct Latencies {
     pub max: Duration,
 }
 
-/// Responses by which backend answered (`X-Node` / `X-Pod` header values).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Backends {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub nodes: BTreeMap<String, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub pods: BTreeMap<String, u64>,
-}
-
 /// One time bucket of the attack, by due time: the requests that were due
 /// in `[start, start + bucket)` after t0, and what became of them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -136,8 +127,12 @@ pub struct Bucket {
     pub p99: Duration,
     #[serde(with = "duration_ns")]
     pub max: Duration,
+    /// Responses by `X-Node` response header value.
     #[serde(default)]
-    pub backends: Backends,
+    pub by_node: BTreeMap<String, u64>,
+    /// Responses by `X-Pod` response header value.
+    #[serde(default)]
+    pub by_pod: BTreeMap<String, u64>,
 }
 
 impl Bucket {
@@ -209,7 +204,11 @@ pub struct Summary {
     pub latency_uncorrected: Latencies,
     /// Actual send − due time.
     pub schedule_lag: Latencies,
-    pub backends: Backends,
+    /// Responses by `X-Node` / `X-Pod` response header value.
+    #[serde(default)]
+    pub by_node: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub by_pod: BTreeMap<String, u64>,
     #[serde(with = "duration_ns")]
     pub bucket: Duration,
     pub buckets: Vec<Bucket>,
