@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod kubelet;
+pub mod nodes;
 pub mod proxy;
 pub mod runtime;
 pub mod simkubelet;
@@ -34,6 +35,7 @@ pub use config::{EmulatorConfig, KubeVersion, KubeVersionError, RuntimeChoice, T
 use crate::events::{EventSink, Source};
 use api::{ApiContext, ApiServer};
 use controllers::NodeHeartbeats;
+use nodes::NodeAgent;
 use simkubelet::{SimKubelet, SimStatus};
 use store::{meta_str, now_rfc3339, ChangeType, Resource, Store};
 
@@ -58,6 +60,13 @@ pub enum EmulatorError {
     NoSuchService { namespace: String, name: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("a kube-proxy for {node} cannot listen on 127.0.0.1: {source}")]
+    Proxy {
+        node: String,
+        source: std::io::Error,
+    },
 }
 
 /// A node of the emulated cluster.
@@ -105,7 +114,8 @@ pub struct Emulator {
     cancel: CancellationToken,
     nodes: Vec<NodeInfo>,
     heartbeats: NodeHeartbeats,
-    agents: BTreeMap<String, Arc<SimKubelet>>,
+    agents: BTreeMap<String, Arc<NodeAgent>>,
+    runtime: Option<Arc<runtime::Runtime>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     events: EventSink,
     started: Instant,
@@ -203,7 +213,7 @@ impl Emulator {
         config: EmulatorConfig,
         events: EventSink,
     ) -> Result<Emulator, EmulatorError> {
-        Self::start_inner(config, events).await
+        Self::start_inner(config, events, true).await
     }
 
     /// Like [`Emulator::start`] but pods are not processes: they become
@@ -213,12 +223,13 @@ impl Emulator {
         config: EmulatorConfig,
         events: EventSink,
     ) -> Result<Emulator, EmulatorError> {
-        Self::start_inner(config, events).await
+        Self::start_inner(config, events, false).await
     }
 
     async fn start_inner(
         config: EmulatorConfig,
         events: EventSink,
+        real: bool,
     ) -> Result<Emulator, EmulatorError> {
         let started = Instant::now();
         let store = Arc::new(Store::new());
@@ -267,18 +278,70 @@ impl Emulator {
 
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let mut agents = BTreeMap::new();
+        let runtime = if real {
+            Some(runtime::Runtime::new(config.runtime, events.clone())?)
+        } else {
+            None
+        };
+        let (kubelet_tx, kubelet_rx) = mpsc::unbounded_channel();
+        let pod_addrs = kubelet::PodAddrs::new();
         for (i, n) in nodes.iter().enumerate() {
-            agents.insert(
-                n.name.clone(),
-                SimKubelet::new(
+            let agent = match &runtime {
+                None => NodeAgent::simulated(
                     &n.name,
-                    &n.internal_ip.to_string(),
-                    i as u8,
-                    timings,
-                    status_tx.clone(),
-                    cancel.child_token(),
+                    n.control_plane,
+                    SimKubelet::new(
+                        &n.name,
+                        &n.internal_ip.to_string(),
+                        i as u8,
+                        timings,
+                        status_tx.clone(),
+                        cancel.child_token(),
+                    ),
                 ),
-            );
+                Some(rt) => {
+                    let proxy = proxy::KubeProxy::new(
+                        n.name.clone(),
+                        version,
+                        timings.kube_proxy_sync_delay.get(),
+                        pod_addrs.clone(),
+                        events.clone(),
+                    )
+                    .map_err(|source| EmulatorError::Proxy {
+                        node: n.name.clone(),
+                        source,
+                    })?;
+                    NodeAgent::real(
+                        n.control_plane,
+                        kubelet::KubeletConfig {
+                            node_name: n.name.clone(),
+                            node_index: i as u8,
+                            node_ip: Some(n.internal_ip.to_string()),
+                            timings,
+                            version,
+                        },
+                        rt.clone(),
+                        pod_addrs.clone(),
+                        events.clone(),
+                        kubelet_tx.clone(),
+                        proxy,
+                    )
+                }
+            };
+            agents.insert(n.name.clone(), Arc::new(agent));
+        }
+        drop(kubelet_tx);
+        tasks.push(tokio::spawn(nodes::forward_statuses(
+            kubelet_rx,
+            status_tx.clone(),
+            cancel.child_token(),
+        )));
+        if real {
+            tasks.push(tokio::spawn(feed_proxies(
+                store.clone(),
+                agents.clone(),
+                cancel.child_token(),
+            )));
         }
         tasks.push(tokio::spawn(apply_pod_statuses(
             store.clone(),
@@ -310,6 +373,7 @@ impl Emulator {
             nodes,
             heartbeats,
             agents,
+            runtime,
             tasks: Mutex::new(tasks),
             events,
             started,
@@ -391,10 +455,43 @@ impl Emulator {
                 name: service.into(),
             });
         }
-        Err(EmulatorError::Unsupported(
-            "this emulator build has no kube-proxy model yet: LB backends need emulator::proxy"
-                .into(),
-        ))
+        let svc = self
+            .store
+            .get(Resource::Services, namespace, service)
+            .expect("checked above");
+        let port = svc["spec"]["ports"][0]["port"].as_i64().unwrap_or(80) as u16;
+        let local = svc["spec"]["externalTrafficPolicy"] == "Local";
+        let mut backends = Vec::new();
+        for agent in self.agents.values().filter(|a| !a.control_plane) {
+            let Some(proxy) = &agent.proxy else {
+                return Err(EmulatorError::Unsupported(
+                    "a simulated emulator has no kube-proxies: start it with Emulator::start for LB backends".into(),
+                ));
+            };
+            let probe = if local {
+                let addr = proxy
+                    .health_check_addr(namespace, service)
+                    .map_err(|source| EmulatorError::Proxy {
+                        node: agent.name.clone(),
+                        source,
+                    })?;
+                crate::lb::ProbeTarget::Http {
+                    addr,
+                    path: "/healthz".into(),
+                }
+            } else {
+                crate::lb::ProbeTarget::Http {
+                    addr: proxy.healthz_addr(),
+                    path: "/healthz".into(),
+                }
+            };
+            backends.push(crate::lb::BackendSpec {
+                name: agent.name.clone(),
+                dialer: proxy.dialer(namespace, service, port),
+                probe,
+            });
+        }
+        Ok(backends)
     }
 
     /// Inject a node fault: the kubelet stops heart-beating (the node goes
@@ -405,7 +502,14 @@ impl Emulator {
             .get(node)
             .ok_or_else(|| EmulatorError::NoSuchNode(node.into()))?;
         let stopped = fault != NodeFault::Resume;
-        agent.set_stopped(stopped);
+        if agent.fault(fault) {
+            // A rebooted node's fresh kubelet learns its pods again.
+            for p in self.store.list(Resource::Pods, None) {
+                if p["spec"]["nodeName"] == node {
+                    agent.sync(&p);
+                }
+            }
+        }
         if let Ok(mut hb) = self.heartbeats.lock() {
             let entry = hb.entry(node.to_owned()).or_insert(None);
             *entry = if stopped {
@@ -430,6 +534,12 @@ impl Emulator {
     pub async fn shutdown(self) -> FinalState {
         let final_state = self.final_state();
         self.cancel.cancel();
+        for agent in self.agents.values() {
+            agent.shutdown();
+        }
+        if let Some(rt) = &self.runtime {
+            rt.shutdown();
+        }
         let tasks: Vec<JoinHandle<()>> = self
             .tasks
             .lock()
@@ -506,7 +616,7 @@ async fn apply_pod_statuses(
             let Some(pod) = st.get(Resource::Pods, &update.namespace, &update.name) else {
                 return;
             };
-            if meta_str(pod, "uid") != Some(update.uid.as_str()) {
+            if !update.uid.is_empty() && meta_str(pod, "uid") != Some(update.uid.as_str()) {
                 return;
             }
             if update.gone {
@@ -536,7 +646,7 @@ async fn apply_pod_statuses(
 /// (cordon, taints, readiness) as the store changes.
 async fn feed_nodes(
     store: Arc<Store>,
-    agents: BTreeMap<String, Arc<SimKubelet>>,
+    agents: BTreeMap<String, Arc<NodeAgent>>,
     events: EventSink,
     cancel: CancellationToken,
 ) {
@@ -676,5 +786,70 @@ fn node_events(events: &EventSink, c: &store::Change) {
     }
     if c.kind == ChangeType::Deleted {
         emit("RemovingNode", format!("Node {name} was deleted"));
+    }
+}
+
+/// Feed every kube-proxy the cluster's Services and EndpointSlices, and its
+/// node's deletion/taints, whenever they change.
+async fn feed_proxies(
+    store: Arc<Store>,
+    agents: BTreeMap<String, Arc<NodeAgent>>,
+    cancel: CancellationToken,
+) {
+    use k8s_openapi::api::core::v1::{Service, Taint};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let mut changed = store.subscribe();
+    let mut last: Option<u64> = None;
+    loop {
+        let (dirty, now) = store.read(|st| {
+            let dirty = match last {
+                None => true,
+                Some(rv) => [
+                    Resource::Services,
+                    Resource::EndpointSlices,
+                    Resource::Nodes,
+                ]
+                .iter()
+                .any(|r| st.changes_since(*r, rv).map_or(true, |c| !c.is_empty())),
+            };
+            (dirty, st.resource_version())
+        });
+        last = Some(now);
+        if dirty {
+            let (services, slices, nodes) = store.read(|st| {
+                let typed =
+                    |r: Resource| -> Vec<Value> { st.list(r, None).into_iter().cloned().collect() };
+                (
+                    typed(Resource::Services),
+                    typed(Resource::EndpointSlices),
+                    typed(Resource::Nodes),
+                )
+            });
+            let services: Vec<Service> = services
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            let slices: Vec<EndpointSlice> = slices
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect();
+            for agent in agents.values() {
+                let Some(proxy) = &agent.proxy else { continue };
+                proxy.update(&services, &slices);
+                let node = nodes
+                    .iter()
+                    .find(|n| meta_str(n, "name") == Some(&agent.name));
+                let deleting =
+                    node.is_none_or(|n| n["metadata"].get("deletionTimestamp").is_some());
+                let taints: Vec<Taint> = node
+                    .and_then(|n| serde_json::from_value(n["spec"]["taints"].clone()).ok())
+                    .unwrap_or_default();
+                proxy.set_node_state(deleting, &taints);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = changed.changed() => if r.is_err() { return },
+        }
     }
 }
