@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Exit;
+use crate::report;
 use crate::scenario::{Overrides, Provider};
 use crate::units::{Dur, Rate};
 
@@ -41,6 +42,13 @@ pub struct RunArgs {
     /// The kube context an `existing` cluster may be disrupted in.
     #[arg(long)]
     pub context: Option<String>,
+    /// Compare with this baseline; a regression beyond the scenario's
+    /// `expect.tolerance` fails the run (exit 1).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write (or overwrite) the baseline from this run instead of checking it.
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
 }
 
 pub async fn run(args: RunArgs) -> miette::Result<Exit> {
@@ -140,11 +148,62 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
                 Some("interrupted (Ctrl-C or SIGTERM) before every variant finished".into());
         }
         output::write(&out, &summary, &data).map_err(|e| miette::miette!("{e}"))?;
+        let rendered = report::RunData::load(&out).and_then(|d| report::write_all(&out, &d));
+        if let Err(e) = rendered {
+            eprintln!("zdt: the run's data is saved but the reports could not be rendered: {e}");
+        }
         println!("zdt: {} — reports in {}", name, out.display());
         worst = worst_exit(worst, exit_for(summary.worst(), summary.complete));
+        if let Some(path) = &args.baseline {
+            worst = worst_exit(
+                worst,
+                baseline_step(path, args.update_baseline, &summary, &variants)?,
+            );
+        }
     }
     ctrl_c.abort();
     Ok(worst)
+}
+
+/// Check the run against a baseline (or write it). Only complete runs may
+/// become baselines: a partial one would make every later run look better.
+fn baseline_step(
+    path: &std::path::Path,
+    update: bool,
+    summary: &RunSummary,
+    variants: &[crate::scenario::Scenario],
+) -> miette::Result<Exit> {
+    if update {
+        if !summary.complete {
+            return Err(miette::miette!(
+                "not writing {}: the run was interrupted, and a partial run is no baseline",
+                path.display()
+            ));
+        }
+        report::baseline::write(summary, path).map_err(|e| miette::miette!("{e}"))?;
+        println!("zdt: baseline written to {}", path.display());
+        return Ok(Exit::Pass);
+    }
+    let baseline = report::baseline::load(path).map_err(|e| {
+        miette::miette!(
+            help = "create it with `zdt run FILE --baseline PATH --update-baseline`",
+            "{e}"
+        )
+    })?;
+    let tolerance = variants
+        .first()
+        .map(|v| report::baseline::Tolerance::from(&v.expect.tolerance))
+        .unwrap_or_default();
+    let regressions = report::baseline::check(summary, &baseline, &tolerance);
+    if regressions.is_empty() {
+        println!("zdt: no regression against {}", path.display());
+        Ok(Exit::Pass)
+    } else {
+        for r in &regressions {
+            println!("zdt: REGRESSION {r}");
+        }
+        Ok(Exit::Fail)
+    }
 }
 
 fn exit_for(v: Verdict, complete: bool) -> Exit {
