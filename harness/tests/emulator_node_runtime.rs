@@ -212,3 +212,48 @@ async fn ignored_signal_keeps_serving_and_pause_stops_answering() {
         );
     }
 }
+
+/// Not a check: prints how long starting containers takes (`cargo test
+/// --test emulator_node_runtime -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_start_latency() {
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let mut times = Vec::new();
+        let mut keep = Vec::new();
+        for i in 0..10 {
+            let t = Instant::now();
+            keep.push(rt.start(&spec(&format!("m{i}"), "nginx")).await.unwrap());
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let t = Instant::now();
+        let three = futures::future::join_all((0..3).map(|i| {
+            let rt = rt.clone();
+            async move { rt.start(&spec(&format!("c{i}"), "nginx")).await.unwrap() }
+        }))
+        .await;
+        let concurrent = t.elapsed();
+        let rss: Vec<u64> = keep
+            .iter()
+            .filter_map(|c| c.pid())
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect();
+        eprintln!(
+            "{choice:?}: start p50 {:?} max {:?}; 3 concurrent {:?}; master RSS kB {:?}",
+            times[5],
+            times[9],
+            concurrent,
+            rss.first()
+        );
+        drop(three);
+    }
+}

@@ -70,8 +70,7 @@ fn missing_variants_and_other_scenarios_are_regressions() {
 
 #[test]
 fn tolerance_comes_from_the_scenario_and_flags() {
-    let doc =
-        serde_json::json!({"tolerance": {"successRatio": 0.01, "p99": "50%", "p99Min": "20ms"}});
+    let doc = serde_json::json!({"expect": {"tolerance": {"successRatio": 0.01, "latency": "50%", "p99Min": "20ms"}}});
     let mut t = Tolerance::from_scenario(&doc).unwrap();
     assert_eq!(
         t,

@@ -6,3 +6,6 @@ pub mod cli;
 pub mod docker;
 pub mod existing;
 pub mod kind;
+pub mod provider;
+
+pub use provider::{Cluster, ClusterError, Exposure, LbControl};

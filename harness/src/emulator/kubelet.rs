@@ -716,7 +716,7 @@ fn build_status(pod: &Pod, s: &State, node_ip: Option<&str>) -> PodStatus {
         start_time: time(s.start_time),
         container_statuses,
         message: s.message.clone(),
-        qos_class: Some("BestEffort".into()),
+        // qosClass is the API server's (computed at admission), not ours.
         ..Default::default()
     }
 }

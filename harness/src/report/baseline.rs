@@ -97,26 +97,38 @@ impl Default for Tolerance {
     }
 }
 
+impl From<&crate::scenario::Tolerance> for Tolerance {
+    /// The scenario's validated `expect.tolerance` (the latency allowance
+    /// applies to p99, the percentile a baseline keeps).
+    fn from(t: &crate::scenario::Tolerance) -> Self {
+        Self {
+            success_ratio: t.success_ratio,
+            p99: t.latency,
+            ..Self::default()
+        }
+    }
+}
+
 impl Tolerance {
-    /// The `tolerance:` section of a scenario document as run (missing keys
-    /// keep their defaults). Accepts `successRatio: 0.001`, `p99: 20%` or
-    /// `p99: 0.2`, `p99Min: 5ms`; snake_case spellings too.
+    /// The `expect.tolerance:` section of a scenario document as run
+    /// (missing keys keep their defaults): `successRatio: 0.001`,
+    /// `latency: 20%` (or `0.2`; `p99` is accepted too), `p99Min: 5ms`.
     pub fn from_scenario(doc: &Value) -> Result<Self, String> {
         let mut t = Self::default();
-        let Some(sec) = doc.get("tolerance") else {
+        let sec = doc
+            .get("expect")
+            .and_then(|e| e.get("tolerance"))
+            .or_else(|| doc.get("tolerance"));
+        let Some(sec) = sec.filter(|s| s.is_object()) else {
             return Ok(t);
         };
-        if sec.is_null() {
-            return Ok(t);
-        }
-        let get = |a: &str, b: &str| sec.get(a).or_else(|| sec.get(b));
-        if let Some(v) = get("successRatio", "success_ratio") {
+        if let Some(v) = sec.get("successRatio") {
             t.success_ratio = ratio(v).map_err(|e| format!("tolerance.successRatio: {e}"))?;
         }
-        if let Some(v) = get("p99", "p99_ratio") {
-            t.p99 = ratio(v).map_err(|e| format!("tolerance.p99: {e}"))?;
+        if let Some(v) = sec.get("latency").or_else(|| sec.get("p99")) {
+            t.p99 = ratio(v).map_err(|e| format!("tolerance.latency: {e}"))?;
         }
-        if let Some(v) = get("p99Min", "p99_min_ms") {
+        if let Some(v) = sec.get("p99Min") {
             t.p99_min_ms = millis(v).map_err(|e| format!("tolerance.p99Min: {e}"))?;
         }
         Ok(t)
@@ -131,7 +143,7 @@ impl Tolerance {
         let val = Value::String(v.trim().to_owned());
         match k.trim() {
             "successRatio" | "success_ratio" => self.success_ratio = ratio(&val)?,
-            "p99" => self.p99 = ratio(&val)?,
+            "p99" | "latency" => self.p99 = ratio(&val)?,
             "p99Min" | "p99_min_ms" => self.p99_min_ms = millis(&val)?,
             other => {
                 return Err(format!(

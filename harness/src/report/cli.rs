@@ -24,7 +24,7 @@ pub struct CompareArgs {
     pub b: PathBuf,
     /// Override a tolerance, KEY=VALUE (repeatable): `successRatio=0.001`
     /// (absolute drop), `p99=20%` (relative growth), `p99Min=5ms` (growth
-    /// always allowed). Defaults come from B's scenario `tolerance:`.
+    /// always allowed). Defaults come from B's scenario `expect.tolerance`.
     #[arg(long = "tolerance", value_name = "KEY=VALUE")]
     pub tolerance: Vec<String>,
 }
@@ -53,7 +53,7 @@ pub async fn run_compare(args: CompareArgs) -> miette::Result<Exit> {
     let mut tol = match b.variants.first() {
         Some(v) => Tolerance::from_scenario(&v.scenario_as_run).map_err(|e| {
             miette::miette!(
-                help = "fix the scenario's `tolerance:` or pass --tolerance KEY=VALUE",
+                help = "fix the scenario's `expect.tolerance` or pass --tolerance KEY=VALUE",
                 "{}: {e}",
                 args.b.display()
             )

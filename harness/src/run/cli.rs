@@ -1,6 +1,16 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::cli::{not_built, Exit};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Exit;
+use crate::report;
+use crate::scenario::{Overrides, Provider};
+use crate::units::{Dur, Rate};
+
+use super::executor::{self, RunOptions};
+use super::output::{self, RunData};
+use super::summary::{RunSummary, Verdict};
 
 /// `zdt run FILE…`
 #[derive(Debug, clap::Args)]
@@ -8,8 +18,245 @@ pub struct RunArgs {
     /// Scenario files to run.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Run on this provider instead of the scenario's (emulator, kind, existing).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Run only this variant (repeatable).
+    #[arg(long = "variant")]
+    pub variants: Vec<String>,
+    /// Output directory (default reports/<scenario>/<timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the traffic rate (`5000/s`).
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Override the traffic duration (`60s`).
+    #[arg(long)]
+    pub duration: Option<Dur>,
+    /// Seed for node choice and LB choices (reproducible runs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Multiply every variant's rate (e.g. 0.1 on a small machine).
+    #[arg(long, env = "ZDT_SCALE")]
+    pub scale: Option<f64>,
+    /// The kube context an `existing` cluster may be disrupted in.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Compare with this baseline; a regression beyond the scenario's
+    /// `expect.tolerance` fails the run (exit 1).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write (or overwrite) the baseline from this run instead of checking it.
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
 }
 
-pub async fn run(_args: RunArgs) -> miette::Result<Exit> {
-    Err(not_built("run", 6))
+pub async fn run(args: RunArgs) -> miette::Result<Exit> {
+    let provider = match &args.provider {
+        Some(p) => Some(
+            p.parse::<Provider>()
+                .map_err(|e| miette::miette!("--provider: {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(f) = args.scale {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(miette::miette!("--scale must be a number > 0, e.g. 0.1"));
+        }
+    }
+    let opts = RunOptions {
+        variants: args.variants.clone(),
+        overrides: Overrides {
+            rate: args.rate,
+            duration: args.duration,
+            provider,
+            context: args.context.clone(),
+        },
+        seed: args.seed,
+        scale: args.scale,
+        progress: std::io::stderr().is_terminal(),
+    };
+    // Validate every file before running any, so a typo in the third file
+    // does not surface after two long runs.
+    let mut plans = Vec::new();
+    for file in &args.files {
+        let plan = executor::plan(file, &opts).map_err(|e| match e {
+            executor::RunError::Scenario(e) => miette::Report::new(e),
+            other => miette::miette!("{other}"),
+        })?;
+        plans.push((file.clone(), plan));
+    }
+
+    let cancel = CancellationToken::new();
+    let ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("zdt: interrupted — stopping traffic, undoing chaos, writing the partial report (Ctrl-C again to force)");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+
+    let mut worst = Exit::Pass;
+    let colour = std::io::stdout().is_terminal();
+    for (file, (name, variants)) in plans {
+        let out = match &args.out {
+            Some(o) if args.files.len() == 1 => o.clone(),
+            Some(o) => o.join(&name),
+            None => executor::default_out(&name),
+        };
+        let mut summary = RunSummary {
+            scenario: name.clone(),
+            file: file.display().to_string(),
+            provider: variants
+                .first()
+                .map(|v| v.cluster.provider.to_string())
+                .unwrap_or_default(),
+            emulated: variants
+                .first()
+                .is_some_and(|v| v.cluster.provider == Provider::Emulator),
+            zdt_version: env!("CARGO_PKG_VERSION").into(),
+            started_at: jiff::Timestamp::now().to_string(),
+            seed: args.seed,
+            complete: false,
+            incomplete_reason: None,
+            variants: Vec::new(),
+        };
+        let mut data = RunData::default();
+        for v in &variants {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let run = executor::run_variant(v, &opts, cancel.clone()).await;
+            for e in run.events {
+                data.events.push((v.variant.clone(), e));
+            }
+            if let Some(t) = run.traffic {
+                data.traffic.insert(v.variant.clone(), t);
+            }
+            println!("{}", verdict_line(&run.summary.name, &run.summary, colour));
+            summary.variants.push(run.summary);
+            output::write(&out, &summary, &data).map_err(|e| miette::miette!("{e}"))?;
+        }
+        summary.complete = !cancel.is_cancelled() && summary.variants.len() == variants.len();
+        if !summary.complete {
+            summary.incomplete_reason =
+                Some("interrupted (Ctrl-C or SIGTERM) before every variant finished".into());
+        }
+        output::write(&out, &summary, &data).map_err(|e| miette::miette!("{e}"))?;
+        let rendered = report::RunData::load(&out).and_then(|d| report::write_all(&out, &d));
+        if let Err(e) = rendered {
+            eprintln!("zdt: the run's data is saved but the reports could not be rendered: {e}");
+        }
+        println!("zdt: {} — reports in {}", name, out.display());
+        worst = worst_exit(worst, exit_for(summary.worst(), summary.complete));
+        if let Some(path) = &args.baseline {
+            worst = worst_exit(
+                worst,
+                baseline_step(path, args.update_baseline, &summary, &variants)?,
+            );
+        }
+    }
+    ctrl_c.abort();
+    Ok(worst)
+}
+
+/// Check the run against a baseline (or write it). Only complete runs may
+/// become baselines: a partial one would make every later run look better.
+fn baseline_step(
+    path: &std::path::Path,
+    update: bool,
+    summary: &RunSummary,
+    variants: &[crate::scenario::Scenario],
+) -> miette::Result<Exit> {
+    if update {
+        if !summary.complete {
+            return Err(miette::miette!(
+                "not writing {}: the run was interrupted, and a partial run is no baseline",
+                path.display()
+            ));
+        }
+        report::baseline::write(summary, path).map_err(|e| miette::miette!("{e}"))?;
+        println!("zdt: baseline written to {}", path.display());
+        return Ok(Exit::Pass);
+    }
+    let baseline = report::baseline::load(path).map_err(|e| {
+        miette::miette!(
+            help = "create it with `zdt run FILE --baseline PATH --update-baseline`",
+            "{e}"
+        )
+    })?;
+    let tolerance = variants
+        .first()
+        .map(|v| report::baseline::Tolerance::from(&v.expect.tolerance))
+        .unwrap_or_default();
+    let regressions = report::baseline::check(summary, &baseline, &tolerance);
+    if regressions.is_empty() {
+        println!("zdt: no regression against {}", path.display());
+        Ok(Exit::Pass)
+    } else {
+        for r in &regressions {
+            println!("zdt: REGRESSION {r}");
+        }
+        Ok(Exit::Fail)
+    }
+}
+
+fn exit_for(v: Verdict, complete: bool) -> Exit {
+    if !complete {
+        return Exit::Invalid;
+    }
+    match v {
+        Verdict::Pass => Exit::Pass,
+        Verdict::Fail => Exit::Fail,
+        Verdict::Invalid | Verdict::Incomplete => Exit::Invalid,
+    }
+}
+
+fn worst_exit(a: Exit, b: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Pass => 0,
+        Exit::Fail => 1,
+        Exit::Usage => 2,
+        Exit::Invalid => 3,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn verdict_line(name: &str, v: &super::summary::VariantSummary, colour: bool) -> String {
+    let verdict = format!("{:?}", v.verdict).to_uppercase();
+    let verdict = if colour {
+        let code = match v.verdict {
+            Verdict::Pass => "32",
+            Verdict::Fail => "31",
+            _ => "33",
+        };
+        format!("\x1b[{code}m{verdict}\x1b[0m")
+    } else {
+        verdict
+    };
+    let mut line = format!(
+        "{verdict:>9}  {name:<16} success {:>9.4}%  requests {:>8}  p50 {:>8.1}ms  p99 {:>8.1}ms  max {:>8.1}ms",
+        v.success_ratio * 100.0,
+        v.requests,
+        v.latency_ms.p50,
+        v.latency_ms.p99,
+        v.latency_ms.max
+    );
+    if !v.errors.is_empty() {
+        let errs: Vec<String> = v.errors.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        line.push_str(&format!("  errors {}", errs.join(" ")));
+    }
+    for r in &v.reasons {
+        line.push_str(&format!("\n           - {r}"));
+    }
+    line
 }

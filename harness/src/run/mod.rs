@@ -4,7 +4,13 @@
 pub mod apply;
 pub mod attribution;
 pub mod cli;
+pub mod executor;
+pub mod output;
+pub mod progress;
 pub mod summary;
+pub mod timeline;
+pub mod verdict;
 
 pub use crate::clock::Clock;
+pub use executor::{run_variant, RunOptions, VariantRun};
 pub use summary::{RunSummary, VariantSummary, Verdict};

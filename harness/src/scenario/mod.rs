@@ -263,7 +263,7 @@ impl ScenarioFile {
         };
         // Absolute, so the run can change directory and reports name real paths.
         let dir = std::path::absolute(&dir).unwrap_or(dir);
-        validate::validate(&spec, variant, description, &self.path, &dir).map_err(|p| {
+        let located = |p: Problem| {
             let span = if p.at_key {
                 doc.locate_key(&p.path)
             } else {
@@ -274,6 +274,33 @@ impl ScenarioFile {
                 None => p.message,
             };
             ScenarioError::invalid(&name, &self.text, span, message, p.help)
-        })
+        };
+        let scenario =
+            validate::validate(&spec, variant, description, &self.path, &dir).map_err(located)?;
+        // Render the workload once so a manifest problem (a missing
+        // Deployment, a patch that matches nothing) shows up here, pointing
+        // at the field to fix, instead of half-way into a run.
+        workload::render(&scenario).map_err(|e| located(render_problem(&e)))?;
+        Ok(scenario)
+    }
+}
+
+/// Where in the scenario a workload rendering error is fixed.
+fn render_problem(e: &workload::WorkloadError) -> Problem {
+    use workload::WorkloadError as W;
+    let path: Vec<Seg> = match e {
+        W::Missing { field, .. } => vec!["workload".into(), (*field).into()],
+        W::NoContainer { .. } => vec!["workload".into(), "container".into()],
+        W::PatchMatchesNothing { index, .. } => {
+            vec!["workload".into(), "patches".into(), (index - 1).into()]
+        }
+        _ => vec!["workload".into(), "manifests".into()],
+    };
+    let help = miette::Diagnostic::help(e).map(|h| h.to_string());
+    Problem {
+        path,
+        at_key: false,
+        message: e.to_string(),
+        help,
     }
 }

@@ -364,7 +364,7 @@ pub enum Start {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NodeSelector {
-    /// Exact name, or a name ending in `-{name}` (kind prefixes the cluster name).
+    /// The node's exact name.
     Name(String),
     /// The n-th worker (0-based) in name order; validated < workers.
     Index(usize),
@@ -372,6 +372,15 @@ pub enum NodeSelector {
     HostingPod(BTreeMap<String, String>),
     /// The node chosen by the step with this index.
     SameAs(usize),
+}
+
+/// Labels as a Kubernetes label selector string (`app=nginx,tier=web`).
+pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -510,7 +510,7 @@ pub const ACTIONS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NodeSelectorSpec {
-    /// `node: worker2` — the node's name (kind prefixes are matched too).
+    /// `node: zdt-worker2` — the node's exact name.
     Name(String),
     /// `node: {index: 1}` — the n-th worker, 0-based, in name order.
     Index(usize),

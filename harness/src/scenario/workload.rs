@@ -25,7 +25,7 @@ pub enum WorkloadError {
     #[error("{}: a manifest without `kind` or `metadata.name`", path.display())]
     #[diagnostic(help("every object needs apiVersion, kind and metadata.name"))]
     Incomplete { path: PathBuf },
-    #[error("the manifests in {} have no {kind} named `{name}`", dir.display())]
+    #[error("the manifests have no {kind} named `{name}`")]
     #[diagnostic(help("set `workload.{field}` to the name used in the manifests"))]
     Missing {
         dir: PathBuf,

@@ -1,0 +1,567 @@
+//! Running a scenario file: every variant in file order, each on a fresh
+//! cluster (a fresh emulator for the emulator provider) with a fresh
+//! workload, so variants cannot contaminate each other.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{Cluster, Exposure};
+use crate::emulator::{EmulatorConfig, KubeVersion, RuntimeChoice, Timings};
+use crate::events::{Event, EventSink, Source};
+use crate::lb::LbConfig;
+use crate::scenario::{self, Provider, Scenario, TrafficPolicy};
+use crate::traffic::{self, Attack, Settings};
+
+use super::apply::{apply_objects, wait_deployments_ready};
+use super::attribution::{error_windows, BucketErrors};
+use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
+use super::timeline::{self, Context, Undo};
+use super::verdict;
+use super::Clock;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run only these variants (all when empty).
+    pub variants: Vec<String>,
+    pub overrides: scenario::Overrides,
+    /// Seeds node choice and LB choices.
+    pub seed: u64,
+    /// Multiply the traffic rate (CI on small machines).
+    pub scale: Option<f64>,
+    /// Show live progress on the terminal.
+    pub progress: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            variants: Vec::new(),
+            overrides: scenario::Overrides::default(),
+            seed: 1,
+            scale: None,
+            progress: false,
+        }
+    }
+}
+
+/// Why a variant could not run at all (as opposed to running and failing).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Everything one variant produced.
+pub struct VariantRun {
+    pub summary: VariantSummary,
+    pub events: Vec<Event>,
+    pub traffic: Option<traffic::Summary>,
+}
+
+/// Load the file and resolve the variants to run, with overrides applied.
+pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), RunError> {
+    let file = scenario::load(path)?;
+    let mut variants = file.variants()?;
+    if !opts.variants.is_empty() {
+        for want in &opts.variants {
+            if !variants.iter().any(|v| &v.variant == want) {
+                return Err(RunError::Usage(format!(
+                    "{}: no variant `{want}`; the variants are {}",
+                    path.display(),
+                    variants
+                        .iter()
+                        .map(|v| v.variant.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        variants.retain(|v| opts.variants.contains(&v.variant));
+    }
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        let mut v = v
+            .with_overrides(&opts.overrides)
+            .map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))?;
+        if let Some(f) = opts.scale {
+            v = v.scaled(f);
+        }
+        out.push(v);
+    }
+    let name = out.first().map(|v| v.name.clone()).unwrap_or_default();
+    Ok((name, out))
+}
+
+/// The emulator configuration a scenario asks for.
+pub fn emulator_config(s: &Scenario) -> Result<EmulatorConfig, RunError> {
+    let kubernetes: KubeVersion = s
+        .cluster
+        .kubernetes
+        .to_string()
+        .parse()
+        .map_err(|e: crate::emulator::KubeVersionError| RunError::Usage(e.to_string()))?;
+    let t = &s.cluster.emulator;
+    let timings = Timings {
+        kube_proxy_sync_delay: t.kube_proxy_sync_delay,
+        pod_start_delay: t.pod_start_delay,
+        node_monitor_grace_period: t.node_monitor_grace_period,
+        node_status_update_frequency: t.node_status_update_frequency,
+        endpoint_slice_batch_period: t.endpoints_delay,
+        ..Timings::default()
+    };
+    let runtime = match t.runtime {
+        scenario::RuntimeChoice::Auto => RuntimeChoice::Auto,
+        scenario::RuntimeChoice::Nginx => RuntimeChoice::Nginx,
+        scenario::RuntimeChoice::Builtin => RuntimeChoice::Builtin,
+    };
+    Ok(EmulatorConfig {
+        workers: s.cluster.workers as usize,
+        kubernetes,
+        timings,
+        runtime,
+    })
+}
+
+/// The LB settings: the profile's defaults for the Service's policy, with
+/// the scenario's overrides.
+pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
+    let lb = &s.load_balancer;
+    LbConfig {
+        probe: lb.probe(policy_local),
+        fail_open: lb.fail_open,
+        selection: lb.lb_selection(),
+        seed,
+        ..LbConfig::default()
+    }
+}
+
+fn traffic_settings(
+    s: &Scenario,
+    target: std::net::SocketAddr,
+    duration: Duration,
+) -> Result<Settings, String> {
+    let t = &s.traffic;
+    let url = format!("http://{target}{}", t.path);
+    let mut settings = Settings::new(&url, t.rate, duration).map_err(|e| e.to_string())?;
+    settings.method = t
+        .method
+        .parse()
+        .map_err(|_| format!("traffic.method `{}` is not an HTTP method", t.method))?;
+    settings.headers = t
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    settings.body = t.body.clone().map(bytes::Bytes::from).unwrap_or_default();
+    settings.timeout = t.timeout.get();
+    settings.keep_alive = t.keep_alive;
+    settings.max_inflight = t.max_in_flight;
+    settings.bucket = t.bucket.get();
+    Ok(settings)
+}
+
+/// A variant that ended before it could measure anything.
+fn early_failure(
+    s: &Scenario,
+    verdict: Verdict,
+    reason: String,
+    events: Vec<Event>,
+    chaos: Vec<StepResult>,
+) -> VariantRun {
+    VariantRun {
+        summary: VariantSummary {
+            name: s.variant.clone(),
+            description: s.description.clone().unwrap_or_default(),
+            verdict,
+            reasons: vec![reason],
+            requests: 0,
+            success_ratio: 0.0,
+            status_codes: Default::default(),
+            errors: Default::default(),
+            latency_ms: LatencyMs::default(),
+            rate: RateSummary {
+                requested: s.traffic.rate.get(),
+                achieved: 0.0,
+            },
+            schedule_lag_ms: LagMs::default(),
+            expectations: Vec::new(),
+            events: events.len(),
+            error_windows: Vec::new(),
+            chaos,
+            traffic_started_s: 0.0,
+            scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+        },
+        events,
+        traffic: None,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Run one variant end to end. Never panics on cluster trouble: every
+/// failure becomes an INVALID (or INCOMPLETE, when `cancel` fired) variant
+/// with the reason, and whatever was created is torn down.
+pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationToken) -> VariantRun {
+    let clock = Clock::start();
+    let (sink, mut rx) = EventSink::channel(clock);
+    let collected: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let collector = {
+        let collected = collected.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                collected.lock().expect("event log lock").push(ev);
+            }
+        })
+    };
+    sink.emit(
+        Source::Run,
+        "VariantStarted",
+        format!("variant/{}", s.variant),
+        None,
+        format!("variant `{}` of {}", s.variant, s.name),
+    );
+
+    let result = tokio::select! {
+        r = run_variant_inner(s, opts, &sink, cancel.clone()) => r,
+        _ = cancel.cancelled() => Err((Verdict::Incomplete, "the run was interrupted before this variant finished".to_owned(), Vec::new())),
+    };
+    drop(sink);
+    // Every producer (cluster, LB, chaos) is gone once the inner future is
+    // done, so the channel closes and the collector ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
+    let events = std::mem::take(&mut *collected.lock().expect("event log lock"));
+    match result {
+        Ok((traffic, chaos)) => VariantRun {
+            summary: summarise(s, &traffic, chaos, &events, cancel.is_cancelled()),
+            events,
+            traffic: Some(traffic),
+        },
+        Err((verdict, reason, chaos)) => early_failure(s, verdict, reason, events, chaos),
+    }
+}
+
+/// What a variant measured: the traffic summary and the chaos steps.
+type Measured = (traffic::Summary, Vec<StepResult>);
+
+type Failure = (Verdict, String, Vec<StepResult>);
+
+async fn run_variant_inner(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    let cluster = match s.cluster.provider {
+        Provider::Emulator => {
+            let cfg = emulator_config(s).map_err(|e| invalid(e.to_string()))?;
+            Cluster::emulator(cfg, sink.clone())
+                .await
+                .map_err(|e| invalid(format!("cluster: {e}")))?
+        }
+        other => {
+            return Err(invalid(format!(
+                "the {other} provider is not wired into `zdt run` yet; use the emulator"
+            )))
+        }
+    };
+    let cluster = Arc::new(cluster);
+    let outcome = with_cluster(s, opts, sink, cancel, cluster.clone()).await;
+    // Tear down whatever happened above.
+    match Arc::try_unwrap(cluster) {
+        Ok(c) => {
+            let state = c.teardown(Duration::from_secs(10)).await;
+            sink.emit(
+                Source::Run,
+                "ClusterDeleted",
+                "cluster",
+                None,
+                format!("final state: {state}"),
+            );
+        }
+        Err(_) => tracing::warn!("cluster still referenced at teardown; it is dropped instead"),
+    }
+    outcome
+}
+
+async fn with_cluster(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+    cluster: Arc<Cluster>,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    let client = cluster
+        .client()
+        .map_err(|e| invalid(format!("cluster client: {e}")))?;
+    let ns = s.workload.namespace.clone();
+
+    let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+    apply_objects(&client, &objects, &ns)
+        .await
+        .map_err(|e| invalid(format!("workload: {e}")))?;
+    sink.emit(
+        Source::Run,
+        "WorkloadApplied",
+        "workload",
+        None,
+        format!("{} objects applied", objects.len()),
+    );
+    wait_deployments_ready(&client, &ns, Duration::from_secs(120))
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+    sink.emit(
+        Source::Run,
+        "WorkloadReady",
+        "workload",
+        None,
+        "every deployment rolled out",
+    );
+
+    let local =
+        scenario::workload::traffic_policy(&objects, &s.workload.service) == TrafficPolicy::Local;
+    let lb_cfg = lb_config(s, local, opts.seed);
+    let budget = lb_cfg.probe.interval.get() * (lb_cfg.probe.healthy_threshold + 2)
+        + lb_cfg.probe.timeout.get();
+    let Exposure { target, lb } = cluster
+        .expose(
+            &ns,
+            &s.workload.service,
+            lb_cfg,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await
+        .map_err(|e| invalid(format!("load balancer: {e}")))?;
+    let admin = lb.admin();
+    let workers = cluster.workers();
+    let healthy = admin.wait_healthy(workers.len(), budget).await;
+    let outcome = match healthy {
+        Err(e) => Err(invalid(format!(
+            "the LB never saw every worker healthy: {e}"
+        ))),
+        Ok(()) => {
+            sink.emit(
+                Source::Run,
+                "LbReady",
+                "lb",
+                None,
+                format!("{} backends healthy at {target}", workers.len()),
+            );
+            measure(
+                s,
+                opts,
+                sink,
+                cancel,
+                &cluster,
+                &client,
+                admin.clone(),
+                target,
+                workers,
+            )
+            .await
+        }
+    };
+    lb.shutdown().await;
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+    cluster: &Arc<Cluster>,
+    client: &kube::Client,
+    admin: crate::lb::Admin,
+    target: std::net::SocketAddr,
+    workers: Vec<String>,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    let clock = sink.clock();
+    if !s.traffic.warmup.get().is_zero() {
+        let warm = traffic_settings(s, target, s.traffic.warmup.get()).map_err(invalid)?;
+        traffic::attack(warm, clock, cancel.child_token())
+            .await
+            .map_err(|e| invalid(format!("warmup traffic: {e}")))?;
+    }
+    let settings = traffic_settings(s, target, s.traffic.duration.get()).map_err(invalid)?;
+    let attack = Attack::start(settings, clock, cancel.child_token())
+        .await
+        .map_err(|e| invalid(format!("traffic: {e}")))?;
+    let progress = attack.progress();
+    let t0 = Instant::now() - progress.elapsed();
+    sink.emit(
+        Source::Traffic,
+        "TrafficStarted",
+        "traffic",
+        None,
+        format!("{} for {} to {target}", s.traffic.rate, s.traffic.duration),
+    );
+
+    let undo: Arc<Mutex<Vec<Undo>>> = Arc::default();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        cluster: cluster.clone(),
+        lb: Some(admin.clone()),
+        events: sink.clone(),
+        namespace: s.workload.namespace.clone(),
+        workers,
+        seed: opts.seed,
+        t0,
+        undo: undo.clone(),
+    });
+    let chaos_cancel = cancel.child_token();
+    let steps = s.chaos.clone();
+    let chaos = tokio::spawn({
+        let (ctx, cancel) = (ctx.clone(), chaos_cancel.clone());
+        async move { timeline::run(&steps, ctx, cancel).await }
+    });
+
+    let progress_task = opts
+        .progress
+        .then(|| super::progress::spawn(progress.clone(), s.id()));
+    let traffic = attack.finish().await;
+    if let Some(p) = progress_task {
+        p.abort();
+    }
+    sink.emit(
+        Source::Traffic,
+        "TrafficStopped",
+        "traffic",
+        None,
+        "traffic finished",
+    );
+    // Steps still running when traffic ends get a bounded grace: their
+    // effect can no longer be measured, and a run must end.
+    let grace = Duration::from_secs(30);
+    let chaos_results = match tokio::time::timeout(grace, chaos).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => vec![StepResult {
+            index: 0,
+            name: "timeline".into(),
+            action: "timeline".into(),
+            node: None,
+            started_s: 0.0,
+            finished_s: 0.0,
+            ok: false,
+            message: format!("chaos timeline task failed: {e}"),
+        }],
+        Err(_) => {
+            chaos_cancel.cancel();
+            vec![StepResult {
+                index: 0,
+                name: "timeline".into(),
+                action: "timeline".into(),
+                node: None,
+                started_s: 0.0,
+                finished_s: 0.0,
+                ok: false,
+                message: format!("chaos steps still running {grace:?} after traffic ended"),
+            }]
+        }
+    };
+    let undo_errors = timeline::undo_all(&undo, client, cluster, Some(&admin), sink).await;
+    for e in &undo_errors {
+        sink.emit(Source::Run, "UndoFailed", "run", None, e.clone());
+    }
+    drop(ctx);
+
+    let traffic = traffic.map_err(|e| {
+        (
+            Verdict::Invalid,
+            format!("traffic: {e}"),
+            chaos_results.clone(),
+        )
+    })?;
+    Ok((traffic, chaos_results))
+}
+
+/// Build the variant's summary from its traffic summary, chaos results and
+/// event log. Public so `zdt report` can re-evaluate saved runs.
+pub fn summarise(
+    s: &Scenario,
+    t: &traffic::Summary,
+    chaos: Vec<StepResult>,
+    events: &[Event],
+    interrupted: bool,
+) -> VariantSummary {
+    let buckets: Vec<BucketErrors> = t
+        .buckets
+        .iter()
+        .map(|b| BucketErrors {
+            start: b.start,
+            width: t.bucket,
+            requests: b.requests,
+            errors: b.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        })
+        .collect();
+    let windows = error_windows(&buckets, events, t.started_at, t.bucket);
+    let results = verdict::evaluate(t, &s.expect, &windows);
+    let invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    let (mut v, mut reasons) = verdict::verdict(&invalid, &results);
+    if interrupted {
+        v = Verdict::Incomplete;
+        reasons.insert(
+            0,
+            "the run was interrupted; numbers cover what was measured".into(),
+        );
+    }
+    VariantSummary {
+        name: s.variant.clone(),
+        description: s.description.clone().unwrap_or_default(),
+        verdict: v,
+        reasons,
+        requests: t.requests,
+        success_ratio: verdict::success_ratio(t),
+        status_codes: t
+            .status_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        errors: t.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        latency_ms: LatencyMs {
+            p50: ms(t.latency.p50),
+            p90: ms(t.latency.p90),
+            p95: ms(t.latency.p95),
+            p99: ms(t.latency.p99),
+            p999: ms(t.latency.p999),
+            max: ms(t.latency.max),
+            mean: ms(t.latency.mean),
+        },
+        rate: RateSummary {
+            requested: t.rate.get(),
+            achieved: t.achieved_rate,
+        },
+        schedule_lag_ms: LagMs {
+            p99: ms(t.schedule_lag.p99),
+            max: ms(t.schedule_lag.max),
+        },
+        expectations: results,
+        events: events.len(),
+        error_windows: windows,
+        chaos,
+        traffic_started_s: t.started_at.as_secs_f64(),
+        scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+    }
+}
+
+/// Where a run's outputs go by default: `reports/<scenario>/<timestamp>/`.
+pub fn default_out(scenario: &str) -> PathBuf {
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    PathBuf::from("reports").join(scenario).join(stamp)
+}

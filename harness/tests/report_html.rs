@@ -1,0 +1,96 @@
+//! report.html from a run's data: self-contained, one timeline per variant
+//! with its markers, escaped text, and the comparison across variants.
+
+mod report_common;
+
+use zdt::report::html;
+
+/// Checks shared with the end-to-end test (report_e2e.rs): structure that
+/// must hold for any run.
+pub fn check_structure(page: &str, variants: &[&str]) {
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    let timelines = page
+        .matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\"")
+        .count();
+    assert_eq!(timelines, variants.len(), "one SVG timeline per variant");
+    for v in variants {
+        assert!(
+            page.contains(&format!("<g data-variant=\"{v}\">")),
+            "timeline of {v}"
+        );
+    }
+    assert_eq!(
+        page.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"comparison\"")
+            .count(),
+        1,
+        "one comparison chart"
+    );
+    assert!(page.contains("class=\"comparison-table\""));
+    assert!(page.contains("seconds since traffic start"));
+    // Self-contained: the SVG namespace is the only URL.
+    let without_ns = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    for needle in [
+        "http://", "https://", "<script", "<link", "<img", "@import", "url(",
+    ] {
+        assert!(
+            !without_ns.contains(needle),
+            "external reference {needle:?} in the report"
+        );
+    }
+    // Every SVG closes.
+    assert_eq!(
+        page.matches("<svg ").count(),
+        page.matches("</svg>").count()
+    );
+}
+
+fn render(data: &zdt::report::RunData) -> String {
+    let mut buf = Vec::new();
+    html::write(&mut buf, data).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn timelines_have_markers_windows_and_splits() {
+    let data = report_common::run_data();
+    let page = render(&data);
+    check_structure(&page, &["no-mitigation", "lb-remove-first"]);
+
+    // Six events per variant, each a marker with its source.
+    assert_eq!(page.matches("class=\"marker event\"").count(), 12);
+    assert!(page.contains("class=\"marker event\" data-source=\"lb\" data-reason=\"Unhealthy\""));
+    assert!(page.contains("data-source=\"endpoint\" data-reason=\"NoLocalEndpoints\""));
+    assert_eq!(page.matches("class=\"marker chaos\"").count(), 2);
+    // The failing variant's error window is shaded with its attribution.
+    assert_eq!(page.matches("class=\"error-window\"").count(), 1);
+    assert!(page.contains("W1: worker2 · 8182 errors"));
+    assert!(page.contains("opened by NoLocalEndpoints endpoint/worker2"));
+    // Traffic split by node and pod, with the drained node's pod gone.
+    assert!(page.contains("class=\"series by-node\""));
+    assert!(page.contains("class=\"series by-pod\""));
+    assert!(page.contains("&gt;nginx-c2&lt;") || page.contains(">nginx-c2<"));
+    assert!(page.contains("class=\"series latency-p99\""));
+    assert!(page.contains("class=\"series success-ratio\""));
+}
+
+#[test]
+fn markup_in_names_is_escaped() {
+    let mut data = report_common::run_data();
+    data.summary.variants[0].name = "<script>x</script>".into();
+    let page = render(&data);
+    assert!(!page.contains("<script"));
+    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"));
+    assert!(page.contains("variant no-mitigation &lt;with markup &amp; quotes &quot;&gt;"));
+}
+
+#[test]
+fn a_variant_without_buckets_or_events_still_gets_a_timeline() {
+    let mut data = report_common::run_data();
+    data.buckets.clear();
+    data.events.clear();
+    let page = render(&data);
+    check_structure(&page, &["no-mitigation", "lb-remove-first"]);
+    assert!(page.contains("no traffic buckets recorded"));
+    // Chaos steps come from the summary, so they are still marked.
+    assert_eq!(page.matches("class=\"marker chaos\"").count(), 2);
+}
