@@ -394,3 +394,28 @@ async fn pause_freezes_containers_until_resume() {
             .contains("200 ok"));
     }
 }
+
+/// A force-deleted pod (gone from the API at once): no preStop, the stop
+/// signal, and SIGKILL after the kubelet's 2 s minimum if it is ignored.
+#[tokio::test]
+async fn removed_pod_gets_minimum_grace_without_prestop() {
+    let mut n = node(RuntimeChoice::Builtin, KubeVersion::V1_31, Duration::ZERO);
+    let c = json!({"lifecycle": {"stopSignal": "SIGUSR1",
+        "preStop": {"exec": {"command": ["sleep", "5"]}}}});
+    n.kubelet.sync(pod("web-f", "nginx", c, 30));
+    n.running().await;
+    n.kubelet.remove("default", "web-f", None);
+    n.wait_status("gone", |u| u.gone).await;
+    assert!(
+        n.event("PreStopStarted").is_none(),
+        "preStop ran on a force delete"
+    );
+    let after = gap(
+        &n.event("Killing").unwrap(),
+        &n.event("GracePeriodExpired").unwrap(),
+    );
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_millis(3500),
+        "SIGKILL {after:?} after the force delete, expected the 2 s minimum"
+    );
+}

@@ -130,3 +130,72 @@ fn a_corrupt_file_is_named_in_the_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
 }
+
+/// A real attack's summary and buckets (against a tiny HTTP server that
+/// names its node and pod) go through the reports: report.txt is the
+/// traffic module's vegeta text, the timelines split by node and pod.
+#[tokio::test]
+async fn real_traffic_summary_renders_through_every_report() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        // Bounded: the attack sends 20 requests.
+        for _ in 0..20 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nX-Node: worker7\r\nX-Pod: nginx-q\r\n\
+                          Content-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let settings = zdt::traffic::Settings::new(
+        &format!("http://{addr}/"),
+        "50/s".parse().unwrap(),
+        std::time::Duration::from_millis(400),
+    )
+    .unwrap();
+    let clock = zdt::clock::Clock::start();
+    let summary = zdt::traffic::attack(settings, clock, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    server.abort();
+    assert_eq!(summary.requests, 20);
+
+    let mut data = report_common::run_data();
+    let name = data.summary.variants[1].name.clone();
+    data.buckets.insert(name.clone(), summary.buckets.clone());
+    data.traffic.insert(name.clone(), summary.clone());
+
+    let dir = tempfile::tempdir().unwrap();
+    report::write_all(dir.path(), &data).unwrap();
+    let txt = std::fs::read_to_string(dir.path().join("report.txt")).unwrap();
+    assert!(
+        txt.contains(&zdt::traffic::report::text(&summary)),
+        "report.txt holds the traffic module's vegeta text: {txt}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("node worker7: "), "by-node split from X-Node");
+    assert!(html.contains("pod nginx-q: "), "by-pod split from X-Pod");
+
+    // And the same after a save/load round trip.
+    report_common::save(dir.path(), &data);
+    std::fs::create_dir_all(dir.path().join("traffic")).unwrap();
+    std::fs::write(
+        dir.path().join("traffic").join(format!("{name}.json")),
+        serde_json::to_string(&summary).unwrap(),
+    )
+    .unwrap();
+    let loaded = RunData::load(dir.path()).unwrap();
+    assert_eq!(loaded.traffic.get(&name), Some(&summary));
+    assert_eq!(loaded.buckets.get(&name), Some(&summary.buckets));
+}

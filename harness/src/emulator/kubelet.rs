@@ -187,6 +187,30 @@ impl Kubelet {
         tokio::spawn(worker.run());
     }
 
+    /// The pod object vanished from the API without this kubelet reporting
+    /// it gone (a force delete, `--grace-period=0 --force`): like the
+    /// kubelet, stop it with no preStop and the minimum grace period (the
+    /// stop signal, SIGKILL 2 s later). `uid` None matches any uid.
+    pub fn remove(&self, namespace: &str, name: &str, uid: Option<&str>) {
+        let pods = self.shared.pods.lock().expect("pods lock");
+        for tx in pods.values() {
+            let matches = {
+                let p = tx.borrow();
+                p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && p.metadata.name.as_deref() == Some(name)
+                    && uid.is_none_or(|u| p.metadata.uid.as_deref() == Some(u))
+            };
+            if matches {
+                tx.send_modify(|p| {
+                    if p.metadata.deletion_timestamp.is_none() {
+                        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+                    }
+                    p.metadata.deletion_grace_period_seconds = Some(0);
+                });
+            }
+        }
+    }
+
     /// Pods this kubelet currently runs (by `namespace/name`).
     pub fn pod_count(&self) -> usize {
         self.shared.pods.lock().expect("pods lock").len()

@@ -807,6 +807,30 @@ mod tests {
     }
 
     #[test]
+    fn leftovers_of_dead_runs_are_found_and_removed() {
+        // A pid above the kernel's maximum: that run is surely gone.
+        let dir = tempfile::Builder::new()
+            .prefix("zdt-2147483000-runtime-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let pod = dir.join("default_web-0");
+        std::fs::create_dir_all(&pod).unwrap();
+        std::fs::write(pod.join("nginx.pid"), "2147483001\n").unwrap();
+        let found: Vec<Leftover> = leftovers().into_iter().filter(|l| l.dir == dir).collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].nginx_pids, vec![2147483001]);
+        remove_leftover(&found[0]).unwrap();
+        assert!(!dir.exists());
+        // Our own live runtime is not a leftover.
+        let own = tempfile::Builder::new()
+            .prefix(&format!("zdt-{}-runtime-", std::process::id()))
+            .tempdir()
+            .unwrap();
+        assert!(leftovers().iter().all(|l| l.dir != own.path()));
+    }
+
+    #[test]
     fn exit_codes_follow_kubernetes() {
         let killed = ContainerExit {
             code: None,

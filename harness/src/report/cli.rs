@@ -5,7 +5,7 @@ use crate::cli::Exit;
 use crate::run::summary::RunSummary;
 
 use super::baseline::Tolerance;
-use super::{compare, print_verdicts, write_all, RunData};
+use super::{compare, print_verdicts, render, ReportError};
 
 /// `zdt report OUT`
 #[derive(Debug, clap::Args)]
@@ -30,13 +30,13 @@ pub struct CompareArgs {
 }
 
 pub async fn run_report(args: ReportArgs) -> miette::Result<Exit> {
-    let data = RunData::load(&args.out).map_err(|e| {
-        miette::miette!(
+    let (data, written) = render(&args.out).map_err(|e| match e {
+        ReportError::Write { .. } => miette::miette!("{e}"),
+        _ => miette::miette!(
             help = "pass the directory a `zdt run` wrote (it holds summary.json)",
             "{e}"
-        )
+        ),
     })?;
-    let written = write_all(&args.out, &data).map_err(|e| miette::miette!("{e}"))?;
     for p in &written {
         println!("wrote {}", p.display());
     }

@@ -14,43 +14,10 @@ use super::ReportError;
 use crate::events::Event;
 use crate::run::summary::RunSummary;
 
-pub use bucket::Bucket;
+pub use crate::traffic::Bucket;
 
-/// The traffic bucket type `buckets.json` holds. A mirror of the shape
-/// agreed in SEAMS.md until `traffic::Bucket` lands on main.
-mod bucket {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    use serde::{Deserialize, Serialize};
-
-    use crate::events::duration_ns;
-
-    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-    pub struct Bucket {
-        #[serde(with = "duration_ns")]
-        pub start: Duration,
-        pub requests: u64,
-        pub successes: u64,
-        #[serde(default)]
-        pub errors: BTreeMap<String, u64>,
-        #[serde(default)]
-        pub status_codes: BTreeMap<String, u64>,
-        #[serde(with = "duration_ns")]
-        pub p50: Duration,
-        #[serde(with = "duration_ns")]
-        pub p99: Duration,
-        #[serde(with = "duration_ns")]
-        pub max: Duration,
-        #[serde(default)]
-        pub by_node: BTreeMap<String, u64>,
-        #[serde(default)]
-        pub by_pod: BTreeMap<String, u64>,
-    }
-}
-
-/// The traffic generator's full summary (mirror until it lands).
-pub type TrafficSummary = serde_json::Value;
+/// The traffic generator's full summary (`OUT/traffic/VARIANT.json`).
+pub use crate::traffic::Summary as TrafficSummary;
 
 /// One line of `events.jsonl`: an event and the variant whose clock it is on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +72,8 @@ impl RunData {
 
         let mut traffic = BTreeMap::new();
         for v in &summary.variants {
-            let p = out.join("traffic").join(format!("{}.json", v.name));
+            let file = format!("{}.json", crate::run::output::sanitize(&v.name));
+            let p = out.join("traffic").join(file);
             if p.exists() {
                 traffic.insert(v.name.clone(), read_json(&p)?);
             }
@@ -215,7 +183,11 @@ fn point(b: &Bucket) -> Point {
         width_s: 0.0,
         requests: b.requests,
         successes: b.successes,
-        errors: b.errors.clone(),
+        errors: b
+            .errors
+            .iter()
+            .map(|(k, n)| (k.as_str().to_owned(), *n))
+            .collect(),
         p50_ms: ms(b.p50),
         p99_ms: ms(b.p99),
         max_ms: ms(b.max),

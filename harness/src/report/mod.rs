@@ -69,6 +69,15 @@ pub fn write_all(out: &Path, data: &RunData) -> Result<Vec<PathBuf>, ReportError
     Ok(written)
 }
 
+/// Load a run's saved data from `out` and render every report next to it:
+/// what `zdt run` calls after writing `summary.json` & co., and what
+/// `zdt report OUT` does.
+pub fn render(out: &Path) -> Result<(RunData, Vec<PathBuf>), ReportError> {
+    let data = RunData::load(out)?;
+    let written = write_all(out, &data)?;
+    Ok((data, written))
+}
+
 /// One line per variant with its verdict and headline numbers, then where
 /// the reports are. ANSI colour only when `colour` (the caller knows whether
 /// stdout is a terminal); the verdict word carries the meaning either way.

@@ -41,7 +41,7 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
 }
 
 fn traffic_text(w: &mut dyn Write, t: &super::data::TrafficSummary) -> io::Result<()> {
-    writeln!(w, "{}", serde_json::to_string_pretty(t).unwrap_or_default())
+    write!(w, "{}", crate::traffic::report::text(t))
 }
 
 /// vegeta's `text` reporter layout from the run summary's numbers.

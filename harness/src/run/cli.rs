@@ -88,18 +88,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     }
 
     let cancel = CancellationToken::new();
-    let ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("zdt: interrupted — stopping traffic, undoing chaos, writing the partial report (Ctrl-C again to force)");
-                cancel.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        })
-    };
+    let signals = tokio::spawn(stop_on_signals(cancel.clone()));
 
     let mut worst = Exit::Pass;
     let colour = std::io::stdout().is_terminal();
@@ -161,7 +150,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
             );
         }
     }
-    ctrl_c.abort();
+    signals.abort();
     Ok(worst)
 }
 
@@ -204,6 +193,33 @@ fn baseline_step(
         }
         Ok(Exit::Fail)
     }
+}
+
+/// The first Ctrl-C or SIGTERM stops the run gracefully: traffic stops,
+/// chaos is undone, what was created is torn down and the partial report is
+/// written. A second one within the teardown forces exit after a short
+/// grace, for a teardown that hangs.
+async fn stop_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("zdt: interrupted — stopping traffic, undoing chaos, tearing down, writing the partial report (again to force exit)");
+    cancel.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("zdt: forced exit in 2s");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    std::process::exit(130);
 }
 
 fn exit_for(v: Verdict, complete: bool) -> Exit {

@@ -231,9 +231,20 @@ pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationTo
         format!("variant `{}` of {}", s.variant, s.name),
     );
 
-    let result = tokio::select! {
-        r = run_variant_inner(s, opts, &sink, cancel.clone()) => r,
-        _ = cancel.cancelled() => Err((Verdict::Incomplete, "the run was interrupted before this variant finished".to_owned(), Vec::new())),
+    // The variant runs in its own task so a panic anywhere in it becomes an
+    // INVALID variant with the panic's message, and the run goes on to write
+    // its reports; what the task created is torn down by its owners' Drop.
+    let task = tokio::spawn({
+        let (s, opts, sink, cancel) = (s.clone(), opts.clone(), sink.clone(), cancel.clone());
+        async move { run_variant_inner(&s, &opts, &sink, cancel).await }
+    });
+    let result = match task.await {
+        Ok(r) => r,
+        Err(e) => Err((
+            Verdict::Invalid,
+            format!("zdt failed inside this variant: {}", panic_message(e)),
+            Vec::new(),
+        )),
     };
     drop(sink);
     // Every producer (cluster, LB, chaos) is gone once the inner future is
@@ -247,6 +258,33 @@ pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationTo
             traffic: Some(traffic),
         },
         Err((verdict, reason, chaos)) => early_failure(s, verdict, reason, events, chaos),
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Await `fut` unless the run is interrupted first.
+async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    phase: &str,
+    fut: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err((
+            Verdict::Incomplete,
+            format!("interrupted during {phase}"),
+            Vec::new(),
+        )),
     }
 }
 
@@ -265,9 +303,12 @@ async fn run_variant_inner(
     let cluster = match s.cluster.provider {
         Provider::Emulator => {
             let cfg = emulator_config(s).map_err(|e| invalid(e.to_string()))?;
-            Cluster::emulator(cfg, sink.clone())
-                .await
-                .map_err(|e| invalid(format!("cluster: {e}")))?
+            unless_cancelled(&cancel, "cluster start", async {
+                Cluster::emulator(cfg, sink.clone())
+                    .await
+                    .map_err(|e| invalid(format!("cluster: {e}")))
+            })
+            .await?
         }
         other => {
             return Err(invalid(format!(
@@ -308,9 +349,12 @@ async fn with_cluster(
     let ns = s.workload.namespace.clone();
 
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
-    apply_objects(&client, &objects, &ns)
-        .await
-        .map_err(|e| invalid(format!("workload: {e}")))?;
+    unless_cancelled(&cancel, "workload apply", async {
+        apply_objects(&client, &objects, &ns)
+            .await
+            .map_err(|e| invalid(format!("workload: {e}")))
+    })
+    .await?;
     sink.emit(
         Source::Run,
         "WorkloadApplied",
@@ -318,9 +362,12 @@ async fn with_cluster(
         None,
         format!("{} objects applied", objects.len()),
     );
-    wait_deployments_ready(&client, &ns, Duration::from_secs(120))
-        .await
-        .map_err(|e| invalid(e.to_string()))?;
+    unless_cancelled(&cancel, "waiting for the workload", async {
+        wait_deployments_ready(&client, &ns, Duration::from_secs(120))
+            .await
+            .map_err(|e| invalid(e.to_string()))
+    })
+    .await?;
     sink.emit(
         Source::Run,
         "WorkloadReady",
@@ -346,11 +393,15 @@ async fn with_cluster(
         .map_err(|e| invalid(format!("load balancer: {e}")))?;
     let admin = lb.admin();
     let workers = cluster.workers();
-    let healthy = admin.wait_healthy(workers.len(), budget).await;
+    let healthy = unless_cancelled(&cancel, "waiting for the LB", async {
+        admin
+            .wait_healthy(workers.len(), budget)
+            .await
+            .map_err(|e| invalid(format!("the LB never saw every worker healthy: {e}")))
+    })
+    .await;
     let outcome = match healthy {
-        Err(e) => Err(invalid(format!(
-            "the LB never saw every worker healthy: {e}"
-        ))),
+        Err(e) => Err(e),
         Ok(()) => {
             sink.emit(
                 Source::Run,
@@ -396,6 +447,13 @@ async fn measure(
         traffic::attack(warm, clock, cancel.child_token())
             .await
             .map_err(|e| invalid(format!("warmup traffic: {e}")))?;
+        if cancel.is_cancelled() {
+            return Err((
+                Verdict::Incomplete,
+                "interrupted during warmup".into(),
+                Vec::new(),
+            ));
+        }
     }
     let settings = traffic_settings(s, target, s.traffic.duration.get()).map_err(invalid)?;
     let attack = Attack::start(settings, clock, cancel.child_token())

@@ -13,6 +13,7 @@ use zdt::run::summary::{
     ErrorWindow, ExpectationResult, LagMs, LatencyMs, RateSummary, RunSummary, StepResult,
     VariantSummary, Verdict,
 };
+use zdt::traffic::ErrorKind;
 
 pub const NODES: [&str; 3] = ["worker", "worker2", "worker3"];
 
@@ -222,10 +223,10 @@ pub fn buckets(s: &RunSummary) -> BTreeMap<String, Vec<Bucket>> {
                 ..Default::default()
             };
             if bad > 0 {
-                b.errors.insert("timeout".into(), bad);
-                b.status_codes.insert("0".into(), bad);
+                b.errors.insert(ErrorKind::ConnectTimeout, bad);
+                b.status_codes.insert(0, bad);
             }
-            b.status_codes.insert("200".into(), requests - bad);
+            b.status_codes.insert(200, requests - bad);
             b.p50 = Duration::from_micros(1200);
             b.p99 = if bad > 0 {
                 Duration::from_secs(10)
