@@ -244,6 +244,16 @@ async fn stop_signal_only_after_prestop_sleep() {
             assert!(log.contains("signal 3 (SIGQUIT)"), "{log}");
         }
         assert!(n.addrs.is_empty(), "pod IP still mapped after gone");
+        // The control plane may resync the object before removing it: a
+        // finished pod is not started again.
+        n.kubelet
+            .sync(deleted(pod("web-s", "nginx:1.27", json!({}), 10)));
+        assert!(
+            timeout(Duration::from_millis(300), n.status.recv())
+                .await
+                .is_err(),
+            "{choice:?}: a finished pod was reported again"
+        );
     }
 }
 

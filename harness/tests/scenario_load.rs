@@ -223,6 +223,21 @@ fn overrides_and_scaling() {
         })
         .unwrap_err();
     assert!(err.contains("starts at 10s"), "{err}");
+
+    // keepalive-drain's SIGTERM variant cannot move to a 1.31 kind cluster.
+    let sigterm = scenario::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/keepalive-drain.yaml"),
+    )
+    .unwrap()
+    .variant("sigterm")
+    .unwrap();
+    let err = sigterm
+        .with_overrides(&Overrides {
+            provider: Some(Provider::Kind),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(err.contains("needs Kubernetes ≥ 1.33"), "{err}");
 }
 
 #[test]

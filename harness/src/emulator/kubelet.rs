@@ -122,6 +122,9 @@ struct Shared {
     events: EventSink,
     status_tx: mpsc::UnboundedSender<PodStatusUpdate>,
     pods: Mutex<HashMap<String, watch::Sender<Pod>>>,
+    /// Pods already reported gone: a late resync of their (still stored)
+    /// object must not start them again.
+    finished: Mutex<HashSet<String>>,
     ips: Mutex<IpAllocator>,
     /// Containers by pod key, for pause/resume of the whole node.
     containers: Mutex<HashMap<String, Arc<Container>>>,
@@ -148,6 +151,7 @@ impl Kubelet {
                 events,
                 status_tx,
                 pods: Mutex::default(),
+                finished: Mutex::default(),
                 ips: Mutex::new(ips),
                 containers: Mutex::default(),
                 paused: watch::channel(false).0,
@@ -172,6 +176,15 @@ impl Kubelet {
             return;
         }
         let key = pod_key(&pod);
+        if self
+            .shared
+            .finished
+            .lock()
+            .expect("finished lock")
+            .contains(&key)
+        {
+            return;
+        }
         let mut pods = self.shared.pods.lock().expect("pods lock");
         if let Some(tx) = pods.get(&key) {
             tx.send_replace(pod);
@@ -389,7 +402,13 @@ impl PodWorker {
         let stopped = self.shared.stopped.clone();
         tokio::select! {
             _ = stopped.cancelled() => {}
-            _ = self.lifecycle() => {}
+            _ = self.lifecycle() => {
+                self.shared
+                    .finished
+                    .lock()
+                    .expect("finished lock")
+                    .insert(self.key.clone());
+            }
         }
         self.shared
             .pods

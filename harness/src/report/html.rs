@@ -287,9 +287,14 @@ fn labelled(e: &Event) -> bool {
             | "NoLocalEndpoints"
             | "LocalEndpointsRestored"
             | "Cordoned"
-            | "Cordon"
+            | "Uncordoned"
+            | "Tainted"
+            | "NodeNotReady"
+            | "Evicted"
             | "Terminating"
-            | "Killed"
+            | "PreStopStarted"
+            | "Killing"
+            | "Exited"
     )
 }
 

@@ -622,6 +622,10 @@ impl Scenario {
             self.traffic.duration = d;
         }
         if let Some(p) = o.provider {
+            if self.workload.mitigations.stop_signal.is_some() {
+                super::validate::stop_signal_supported(p, self.cluster.kubernetes)
+                    .map_err(|e| format!("--provider {p}: {e}"))?;
+            }
             self.cluster.provider = p;
         }
         if let Some(c) = &o.context {

@@ -425,6 +425,11 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
                 }
                 return Err(p);
             }
+            if let Err(why) = stop_signal_supported(cluster.provider, cluster.kubernetes) {
+                return Err(Problem::new(&mp("stopSignal"), why).help(
+                    "run it on the emulator (`provider: emulator`), or use an image whose STOPSIGNAL is the one you want",
+                ));
+            }
             Some(canonical)
         }
     };
@@ -475,6 +480,20 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
         },
         patches,
     })
+}
+
+/// `lifecycle.stopSignal` exists from Kubernetes 1.33 (ContainerStopSignals,
+/// alpha); the emulator honours it at every version.
+pub(crate) fn stop_signal_supported(
+    provider: Provider,
+    version: KubeVersion,
+) -> Result<(), String> {
+    if provider != Provider::Emulator && !version.at_least(33) {
+        return Err(format!(
+            "`stopSignal` needs Kubernetes ≥ 1.33 with the ContainerStopSignals feature gate on a real cluster (this one is {version} on {provider})"
+        ));
+    }
+    Ok(())
 }
 
 fn probe(p: v1::ProbeSpec) -> R<ReadinessProbe> {
