@@ -674,3 +674,49 @@ async fn server_side_apply_creates_then_merges() {
     assert_eq!(patched.spec.unwrap().replicas, Some(3));
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_runtime_watcher_and_await_condition_work() {
+    use kube::runtime::wait::{await_condition, conditions};
+    use kube::runtime::{watcher, WatchStreamExt};
+    let emu = emulator(1).await;
+    let client = emu.client().unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let deploys: Api<Deployment> = Api::default_namespaced(client.clone());
+    // A watcher started before anything exists sees the pod appear.
+    let mut stream = watcher(pods.clone(), watcher::Config::default().labels("app=web"))
+        .applied_objects()
+        .boxed();
+    deploys
+        .create(&PostParams::default(), &deployment("web", 1, json!({})))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("the watcher delivers in time")
+        .unwrap()
+        .unwrap();
+    let name = first.metadata.name.clone().unwrap();
+    assert!(name.starts_with("web-"), "{name}");
+    let ready = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(pods.clone(), &name, conditions::is_pod_running()),
+    )
+    .await
+    .expect("running in time")
+    .unwrap();
+    assert!(ready.is_some());
+    let done = tokio::time::timeout(
+        Duration::from_secs(10),
+        await_condition(
+            deploys.clone(),
+            "web",
+            conditions::is_deployment_completed(),
+        ),
+    )
+    .await
+    .expect("rollout completes in time")
+    .unwrap();
+    assert!(done.is_some());
+    emu.shutdown().await;
+}
