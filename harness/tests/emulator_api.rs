@@ -720,3 +720,52 @@ async fn kube_runtime_watcher_and_await_condition_work() {
     assert!(done.is_some());
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_status_subresource_takes_the_lb_ingress() {
+    use k8s_openapi::api::core::v1::Service;
+    let emu = emulator(1).await;
+    let svcs: Api<Service> = Api::default_namespaced(emu.client().unwrap());
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.unwrap();
+    let hc = spec.health_check_node_port;
+    let node_port = spec.ports.as_ref().unwrap()[0].node_port;
+    assert!(hc.is_some() && node_port.is_some());
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "172.18.0.100"}]}}});
+    svcs.patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    // A spec patch through the main resource cannot touch status…
+    let sneaky = json!({"spec": {"sessionAffinity": "ClientIP"}, "status": {"loadBalancer": {}}});
+    let after = svcs
+        .patch("web", &PatchParams::default(), &Patch::Merge(&sneaky))
+        .await
+        .unwrap();
+    let ingress = after
+        .status
+        .unwrap()
+        .load_balancer
+        .unwrap()
+        .ingress
+        .unwrap();
+    assert_eq!(ingress[0].ip.as_deref(), Some("172.18.0.100"));
+    // …and allocated ports survive a replace that omits them (kubectl apply).
+    let mut replaced = svcs.get("web").await.unwrap();
+    let spec = replaced.spec.as_mut().unwrap();
+    spec.health_check_node_port = None;
+    spec.ports.as_mut().unwrap()[0].node_port = None;
+    let kept = svcs
+        .replace("web", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    let kept_spec = kept.spec.unwrap();
+    assert_eq!(kept_spec.health_check_node_port, hc);
+    assert_eq!(kept_spec.ports.unwrap()[0].node_port, node_port);
+    emu.shutdown().await;
+}

@@ -451,3 +451,40 @@ async fn stopped_node_goes_not_ready_after_the_grace_period() {
     until(&emu, 5, "node Ready again", |e| ready(e) == "True").await;
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_seconds_delays_availability() {
+    let emu = emulator(3, KubeVersion::V1_31, fast()).await;
+    apply(
+        &emu,
+        deployment("web", 3, json!({}), json!({"minReadySeconds": 2})),
+    );
+    until(&emu, 10, "3 ready", |e| {
+        pods_of(e, "web").iter().filter(|p| pod_ready(p)).count() == 3
+    })
+    .await;
+    let t_ready = Instant::now();
+    let status = |e: &Emulator| {
+        e.store()
+            .get(Resource::Deployments, "default", "web")
+            .unwrap()["status"]
+            .clone()
+    };
+    until(&emu, 2, "readyReplicas 3", |e| {
+        status(e)["readyReplicas"] == 3
+    })
+    .await;
+    // Ready, but not yet ready for minReadySeconds: not available.
+    assert_eq!(status(&emu)["availableReplicas"], 0, "{}", status(&emu));
+    until(&emu, 6, "available after minReadySeconds", |e| {
+        status(e)["availableReplicas"] == 3
+    })
+    .await;
+    // Timestamps have one-second resolution, like the API's.
+    assert!(
+        t_ready.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t_ready.elapsed()
+    );
+    emu.shutdown().await;
+}
