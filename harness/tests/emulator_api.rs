@@ -769,3 +769,39 @@ async fn service_status_subresource_takes_the_lb_ingress() {
     assert_eq!(kept_spec.ports.unwrap()[0].node_port, node_port);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_subresource_as_kubectl_scale_uses_it() {
+    let emu = emulator(2).await;
+    let deploys: Api<Deployment> = Api::default_namespaced(emu.client().unwrap());
+    let pods: Api<Pod> = Api::default_namespaced(emu.client().unwrap());
+    deploys
+        .create(&PostParams::default(), &deployment("web", 1, json!({})))
+        .await
+        .unwrap();
+    let scale = deploys.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+    let patch = json!({"spec": {"replicas": 4}});
+    let scaled = deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(4));
+    assert_eq!(
+        deploys.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(4)
+    );
+    eventually(5, "4 ready", || async {
+        (ready_pods(&pods, "app=web").await == 4).then_some(())
+    })
+    .await;
+    let s = deploys.get_scale("web").await.unwrap().status.unwrap();
+    assert_eq!((s.replicas, s.selector.as_deref()), (4, Some("app=web")));
+    let bad = json!({"spec": {"replicas": -1}});
+    let err = deploys
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 422));
+    emu.shutdown().await;
+}

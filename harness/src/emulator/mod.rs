@@ -150,18 +150,16 @@ fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
         "beta.kubernetes.io/os": "linux",
         "beta.kubernetes.io/arch": "amd64",
     });
-    let mut taints = json!([]);
     if info.control_plane {
         labels["node-role.kubernetes.io/control-plane"] = json!("");
         labels["node.kubernetes.io/exclude-from-external-load-balancers"] = json!("");
-        taints = json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
     }
     let cond = |ty: &str, status: &str, reason: &str, message: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
     let capacity = json!({"cpu": "8", "memory": "16252084Ki", "pods": "110", "ephemeral-storage": "102626232Ki", "hugepages-2Mi": "0"});
-    json!({
+    let mut node = json!({
         "metadata": {
             "name": info.name,
             "labels": labels,
@@ -174,7 +172,6 @@ fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
             "podCIDR": format!("10.244.{index}.0/24"),
             "podCIDRs": [format!("10.244.{index}.0/24")],
             "providerID": format!("kind://docker/zdt/{}", info.name),
-            "taints": taints,
         },
         "status": {
             "addresses": [
@@ -203,7 +200,12 @@ fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
                 "architecture": "amd64",
             },
         },
-    })
+    });
+    if info.control_plane {
+        node["spec"]["taints"] =
+            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]);
+    }
+    node
 }
 
 impl Emulator {

@@ -438,6 +438,22 @@ async fn handle_inner(
             }
             Ok(json_response(200, &obj))
         }
+        (method, Some(name), Some("scale"))
+            if matches!(
+                target.resource,
+                Resource::Deployments | Resource::ReplicaSets
+            ) && (method == Method::GET || method == Method::PUT || method == Method::PATCH) =>
+        {
+            let ctype = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let method = method.clone();
+            let (_, body) = read_body(req).await?;
+            scale(shared, &target, name, &method, &ctype, &body)
+        }
         (&Method::POST, None, None) => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
@@ -943,6 +959,89 @@ pub fn apply_object(store: &Store, timings: &Timings, obj: Value) -> Result<Valu
             }
         }
     })
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
+fn scale_of(obj: &Value) -> Value {
+    let sel: Vec<String> = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"]},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": sel.join(",")},
+    })
+}
+
+/// `GET/PUT/PATCH deployments|replicasets/NAME/scale` (kubectl scale).
+fn scale(
+    shared: &Shared,
+    target: &Target,
+    name: &str,
+    method: &Method,
+    ctype: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let ns = target.namespace.clone().unwrap_or_default();
+    let timings = shared.ctx.timings;
+    let out = shared.store.write(|st| -> Result<Value, ApiError> {
+        let obj =
+            st.get(target.resource, &ns, name)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: error_kind(target.resource),
+                    name: name.to_owned(),
+                })?;
+        let current = scale_of(&obj);
+        let wanted = match *method {
+            Method::GET => return Ok(current),
+            Method::PUT => parse_json(body)?,
+            _ => {
+                let patch = parse_json(body)?;
+                let mut s = current.clone();
+                match ctype.split(';').next().unwrap_or("").trim() {
+                    "application/json-patch+json" => patch::json_patch(&mut s, &patch)
+                        .map_err(|m| ApiError::new(422, "Invalid", m))?,
+                    _ => patch::merge_patch(&mut s, &patch),
+                }
+                s
+            }
+        };
+        let replicas = wanted["spec"]["replicas"].as_i64().ok_or_else(|| {
+            ApiError::new(
+                422,
+                "Invalid",
+                "Scale.spec.replicas: Required value (an integer)",
+            )
+        })?;
+        if replicas < 0 {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "Scale.spec.replicas: must be >= 0",
+            ));
+        }
+        let mut next = obj.clone();
+        next["spec"]["replicas"] = json!(replicas);
+        match meta_str(&wanted, "resourceVersion") {
+            Some(rv) if !rv.is_empty() => next["metadata"]["resourceVersion"] = json!(rv),
+            _ => {}
+        }
+        let updated = write_update(st, target.resource, &obj, next, &timings)?;
+        Ok(scale_of(&updated))
+    })?;
+    Ok(json_response(200, &out))
 }
 
 fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
