@@ -127,6 +127,15 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
             .map_err(|e| miette!("cannot apply {what}: {}", e.message))?;
         eprintln!("applied {what}");
     }
+    let pods_as = match (args.runtime, crate::emulator::runtime::find_nginx()) {
+        (RuntimeArg::Builtin, _) => "the built-in server (zdt serve semantics)".to_owned(),
+        (_, Some(nginx)) => format!(
+            "real nginx processes ({}) for nginx images, the built-in server otherwise",
+            nginx.display()
+        ),
+        (_, None) => "the built-in server (nginx is not installed)".to_owned(),
+    };
+    eprintln!("pods run as {pods_as}");
     eprintln!(
         "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
         args.kubernetes,
