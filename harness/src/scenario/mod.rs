@@ -21,7 +21,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use error::ScenarioError;
+pub use error::{InvalidScenario, ScenarioError};
 pub use model::*;
 pub use validate::{Problem, DEFAULT_MANIFESTS};
 

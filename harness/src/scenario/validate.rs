@@ -733,7 +733,6 @@ fn chaos(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn action(
     s: &v1::ChaosStepSpec,
     i: usize,
