@@ -73,6 +73,15 @@ impl PodAddrs {
         self.inner.write().expect("pod addrs lock").remove(ip);
     }
 
+    /// Remove `ip` only while it still maps to `addr`: a rebooted node's
+    /// new pod may already have the address again.
+    pub fn remove_if(&self, ip: &IpAddr, addr: SocketAddr) {
+        let mut map = self.inner.write().expect("pod addrs lock");
+        if map.get(ip) == Some(&addr) {
+            map.remove(ip);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().expect("pod addrs lock").len()
     }
@@ -526,6 +535,7 @@ impl PodWorker {
         let _addr_guard = AddrGuard {
             addrs: self.shared.pod_addrs.clone(),
             ip: IpAddr::V4(ip),
+            addr: container.addr(),
         };
         let started = Timestamp::now();
         state.phase = "Running";
@@ -680,11 +690,12 @@ impl Drop for IpGuard {
 struct AddrGuard {
     addrs: PodAddrs,
     ip: IpAddr,
+    addr: SocketAddr,
 }
 
 impl Drop for AddrGuard {
     fn drop(&mut self) {
-        self.addrs.remove(&self.ip);
+        self.addrs.remove_if(&self.ip, self.addr);
     }
 }
 
@@ -1250,6 +1261,18 @@ mod tests {
         let took = t1.elapsed();
         assert!(took >= Duration::from_millis(900), "unready after {took:?}");
         assert!(took < Duration::from_millis(3500), "unready after {took:?}");
+    }
+
+    #[test]
+    fn a_stale_pod_does_not_unmap_its_successors_address() {
+        let addrs = PodAddrs::new();
+        let ip: IpAddr = "10.244.1.2".parse().unwrap();
+        addrs.insert(ip, "127.0.0.1:1000".parse().unwrap());
+        addrs.insert(ip, "127.0.0.1:2000".parse().unwrap());
+        addrs.remove_if(&ip, "127.0.0.1:1000".parse().unwrap());
+        assert_eq!(addrs.get(&ip), Some("127.0.0.1:2000".parse().unwrap()));
+        addrs.remove_if(&ip, "127.0.0.1:2000".parse().unwrap());
+        assert!(addrs.is_empty());
     }
 
     #[test]
