@@ -115,6 +115,11 @@ async fn kubectl_get_and_drain_work() {
     let (ok, out) = kubectl(&kc, &["describe", "pod", "-l", "app=nginx"]).await;
     assert!(ok, "{out}");
     assert!(out.contains("Controlled By:  ReplicaSet/nginx-"), "{out}");
+    // Controllers record core/v1 Events, as describe shows them.
+    assert!(
+        out.contains("Successfully assigned default/nginx-"),
+        "{out}"
+    );
 
     let (ok, out) = kubectl(
         &kc,

@@ -75,6 +75,77 @@ pub fn reconcile_all(ctx: &Ctx) -> Option<Duration> {
     next.map(|d| d.max(Duration::from_millis(5)))
 }
 
+/// The object a core/v1 Event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Involved<'a> {
+    pub kind: &'a str,
+    pub api_version: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+impl<'a> Involved<'a> {
+    pub fn of(obj: &'a Value) -> Self {
+        Self {
+            kind: obj["kind"].as_str().unwrap_or(""),
+            api_version: obj["apiVersion"].as_str().unwrap_or(""),
+            namespace: meta_str(obj, "namespace").unwrap_or(""),
+            name: meta_str(obj, "name").unwrap_or(""),
+            uid: uid(obj),
+        }
+    }
+
+    /// The controller owner of `obj` (a ReplicaSet's Deployment).
+    pub fn owner_of(obj: &'a Value) -> Option<Self> {
+        let r = obj["metadata"]["ownerReferences"]
+            .as_array()?
+            .iter()
+            .find(|r| r["controller"] == true)?;
+        Some(Self {
+            kind: r["kind"].as_str()?,
+            api_version: r["apiVersion"].as_str().unwrap_or(""),
+            namespace: meta_str(obj, "namespace").unwrap_or(""),
+            name: r["name"].as_str()?,
+            uid: r["uid"].as_str().unwrap_or(""),
+        })
+    }
+}
+
+/// Record a core/v1 Event (what `kubectl describe` and `kubectl get
+/// events` show), as the real controllers do.
+pub fn record_event(
+    st: &mut crate::emulator::store::State,
+    about: Involved<'_>,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    let now = crate::emulator::store::now_rfc3339();
+    let namespace = if about.namespace.is_empty() {
+        "default"
+    } else {
+        about.namespace
+    };
+    let event = serde_json::json!({
+        "metadata": {"generateName": format!("{}.", about.name), "namespace": namespace},
+        "involvedObject": {
+            "kind": about.kind, "apiVersion": about.api_version, "namespace": about.namespace,
+            "name": about.name, "uid": about.uid,
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Normal",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": "",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let _ = st.create(crate::emulator::store::Resource::CoreEvents, event);
+}
+
 /// Is the pod's Ready condition True?
 pub fn pod_ready(pod: &Value) -> bool {
     condition(pod, "Ready").is_some_and(|c| c["status"] == "True")

@@ -169,6 +169,13 @@ pub fn reconcile(ctx: &Ctx) -> Option<Duration> {
                         let ns = meta_str(&p, "namespace").unwrap_or("").to_owned();
                         let pn = meta_str(&p, "name").unwrap_or("").to_owned();
                         let _ = st.delete(Resource::Pods, &ns, &pn, &DeleteOptions::default());
+                        super::record_event(
+                            st,
+                            super::Involved::of(&p),
+                            "TaintManagerEviction",
+                            "Marking for deletion Pod",
+                            "taint-eviction-controller",
+                        );
                         transitions.push((pn, "TaintManagerEviction"));
                     }
                     Some(left) => want(Duration::from_secs_f64(left.max(0.01))),

@@ -246,6 +246,12 @@ pub fn reconcile(ctx: &Ctx) -> Option<Duration> {
                     conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}));
                     p["status"]["conditions"] = json!(conds);
                     if let Ok(updated) = st.update(Resource::Pods, p) {
+                        let message = format!(
+                            "Successfully assigned {}/{} to {node_name}",
+                            meta_str(&updated, "namespace").unwrap_or(""),
+                            meta_str(&updated, "name").unwrap_or("")
+                        );
+                        super::record_event(st, super::Involved::of(&updated), "Scheduled", &message, "default-scheduler");
                         bound.push((
                             meta_str(&updated, "namespace").unwrap_or("").to_owned(),
                             meta_str(&updated, "name").unwrap_or("").to_owned(),

@@ -77,10 +77,17 @@ fn set_replicas(st: &mut State, rs: &mut Value, n: i64, events: &mut Vec<(String
     if let Ok(u) = st.update(Resource::ReplicaSets, rs.clone()) {
         *rs = u;
         let verb = if n > from { "up" } else { "down" };
-        events.push((
-            format!("replicaset/{name}"),
-            format!("Scaled {verb} replica set {name} from {from} to {n}"),
-        ));
+        let message = format!("Scaled {verb} replica set {name} from {from} to {n}");
+        if let Some(d) = super::Involved::owner_of(rs) {
+            super::record_event(
+                st,
+                d,
+                "ScalingReplicaSet",
+                &message,
+                "deployment-controller",
+            );
+        }
+        events.push((format!("replicaset/{name}"), message));
     }
 }
 
@@ -220,12 +227,20 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             });
             match st.create(Resource::ReplicaSets, rs) {
                 Ok(created) => {
+                    let message = format!(
+                        "Scaled up replica set {} from 0 to {initial}",
+                        meta_str(&created, "name").unwrap_or("")
+                    );
+                    super::record_event(
+                        st,
+                        super::Involved::of(d),
+                        "ScalingReplicaSet",
+                        &message,
+                        "deployment-controller",
+                    );
                     events.push((
                         format!("replicaset/{}", meta_str(&created, "name").unwrap_or("")),
-                        format!(
-                            "Scaled up replica set {} from 0 to {initial}",
-                            meta_str(&created, "name").unwrap_or("")
-                        ),
+                        message,
                     ));
                     rss.push(created);
                     rss.len() - 1
@@ -493,6 +508,8 @@ pub fn reconcile_replicasets(ctx: &Ctx) -> Option<Duration> {
                         pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
                     }
                     if let Ok(p) = st.create(Resource::Pods, pod) {
+                        let message = format!("Created pod: {}", meta_str(&p, "name").unwrap_or(""));
+                        super::record_event(st, super::Involved::of(&rs), "SuccessfulCreate", &message, "replicaset-controller");
                         events.push((
                             format!("pod/{}", meta_str(&p, "name").unwrap_or("")),
                             format!("Created pod: {}", meta_str(&p, "name").unwrap_or("")),
@@ -506,7 +523,9 @@ pub fn reconcile_replicasets(ctx: &Ctx) -> Option<Duration> {
                 for p in doomed {
                     let name = meta_str(&p, "name").unwrap_or("").to_owned();
                     if st.delete(Resource::Pods, &ns, &name, &DeleteOptions::default()).is_ok() {
-                        events.push((format!("pod/{name}"), format!("Deleted pod: {name}")));
+                        let message = format!("Deleted pod: {name}");
+                        super::record_event(st, super::Involved::of(&rs), "SuccessfulDelete", &message, "replicaset-controller");
+                        events.push((format!("pod/{name}"), message));
                     }
                 }
             }
