@@ -16,13 +16,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-/// Label on every container and network zdt creates (the same as the
-/// zdt image's, see [`crate::lb::image`]).
-pub const MANAGED_LABEL: &str = crate::lb::image::LABEL_MANAGED;
+/// Label on every container, network and image zdt creates (also used by
+/// [`crate::lb::image`]).
+pub const MANAGED_LABEL: &str = "zdt.managed";
 /// Value of [`MANAGED_LABEL`].
 pub const MANAGED_VALUE: &str = "true";
 /// Label carrying the run id that created a container or network.
-pub const RUN_LABEL: &str = crate::lb::image::LABEL_RUN;
+pub const RUN_LABEL: &str = "zdt.run";
 /// The docker network kind puts every node on.
 pub const KIND_NETWORK: &str = "kind";
 /// kind's container label naming the cluster a node container belongs to.
