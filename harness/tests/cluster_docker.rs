@@ -1,6 +1,6 @@
 //! Docker operations against the real Docker Engine, with a container
-//! standing in for a kind node: a FROM scratch image built from the `zdt`
-//! binary of this build (plus its `ldd` libraries), running `zdt lb` as a
+//! standing in for a kind node: the zdt FROM scratch image
+//! (`lb::image::build`) of this build's `zdt` binary, running `zdt lb` as a
 //! long-lived process with an HTTP `/healthz`, labelled like a kind node.
 //! The LB container (`run_lb_container`) runs on the same network with the
 //! stand-in as its backend, so node faults are checked both by `docker
@@ -11,14 +11,13 @@
 //! guard, also when an assertion fails.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use zdt::cluster::docker::{
-    self, build_image_from_binaries, kind_nodes, network_ipv4_subnet, node_fault, run_container,
-    run_lb_container, ContainerSpec, NodeFault, KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL,
-    RUN_LABEL,
+    self, kind_nodes, network_ipv4_subnet, node_fault, run_container, run_lb_container,
+    ContainerSpec, NodeFault, KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
 };
 use zdt::lb::{AdminClient, Health};
 
@@ -133,9 +132,8 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
 
     // The image: this build's zdt binary FROM scratch, with its libraries.
     let tag = format!("zdt-test-node:{id}");
-    let zdt = PathBuf::from(env!("CARGO_BIN_EXE_zdt"));
     cleanup.images.push(tag.clone());
-    build_image_from_binaries(&d, &tag, &[(zdt, "/zdt".into())], &["/zdt"])
+    zdt::lb::image::build(&d, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &id)
         .await
         .unwrap();
 

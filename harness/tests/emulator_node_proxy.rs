@@ -169,7 +169,7 @@ async fn applies_after_the_sync_delay_not_before_newest_state_wins() {
     timeout(LIMIT, applies.changed()).await.unwrap().unwrap();
     let took = t0.elapsed();
     assert!(
-        took >= Duration::from_millis(480) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(480) && took < Duration::from_millis(3000),
         "applied after {took:?}, sync delay 500ms"
     );
     match c.proxy.route("default", "web") {

@@ -149,6 +149,29 @@ async fn another_shape_gets_its_own_cluster() {
 }
 
 #[tokio::test]
+async fn a_cluster_file_from_the_repo_is_passed_with_the_pinned_image_filled_in() {
+    let fake = FakeKind::new();
+    let spec = KindSpec {
+        workers: 3,
+        kubernetes: "1.27".into(),
+        config_file: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clusters/kind-3-workers.yaml"),
+        ),
+    };
+    let c = KindCluster::up_with(fake.cli(), spec.clone(), false)
+        .await
+        .unwrap();
+    let given = std::fs::read_to_string(fake.state(&format!("config-{}.yaml", c.name()))).unwrap();
+    assert_eq!(given, render_config(&spec).unwrap());
+    assert_eq!(
+        given.matches("kindest/node:v1.27.16@sha256:").count(),
+        4,
+        "{given}"
+    );
+    c.teardown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_create_keeps_the_command_line_and_output() {
     let fake = FakeKind::new();
     std::fs::write(fake.state("fail"), "create cluster").unwrap();

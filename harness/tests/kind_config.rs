@@ -64,25 +64,90 @@ fn generated_configs_are_v1alpha4_clusters_of_the_right_shape() {
     }
 }
 
+fn repo_cluster_config() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clusters/kind-3-workers.yaml")
+}
+
 #[test]
-fn a_user_config_file_is_used_verbatim_and_named_by_its_hash() {
+fn the_repos_cluster_file_gets_the_pinned_image_and_the_label() {
+    let update = std::env::var_os("ZDT_UPDATE_GOLDEN").is_some();
+    for version in ["1.27", "1.31"] {
+        let spec = KindSpec {
+            workers: 3,
+            kubernetes: version.into(),
+            config_file: Some(repo_cluster_config()),
+        };
+        let text = render_config(&spec).unwrap();
+        let golden = golden_dir().join(format!("clusters-kind-3-workers-{version}.yaml"));
+        if update {
+            std::fs::write(&golden, &text).unwrap();
+        } else {
+            assert_eq!(
+                text,
+                std::fs::read_to_string(&golden).unwrap(),
+                "{}",
+                golden.display()
+            );
+        }
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(doc["apiVersion"], "kind.x-k8s.io/v1alpha4");
+        let nodes = doc["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 4);
+        let hash = cluster_name(&spec)
+            .unwrap()
+            .trim_start_matches("zdt-")
+            .to_owned();
+        for node in nodes {
+            assert_eq!(node["image"], node_image(version).unwrap());
+            assert_eq!(node["labels"][CONFIG_HASH_LABEL], hash.as_str());
+        }
+    }
+    let name = |v: &str| {
+        cluster_name(&KindSpec {
+            workers: 3,
+            kubernetes: v.into(),
+            config_file: Some(repo_cluster_config()),
+        })
+        .unwrap()
+    };
+    assert_ne!(
+        name("1.27"),
+        name("1.31"),
+        "the version is part of the shape"
+    );
+}
+
+#[test]
+fn a_user_config_keeps_its_own_images_and_labels_and_must_agree_on_workers() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mine.yaml");
-    let text = "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n- role: worker\n";
-    std::fs::write(&file, text).unwrap();
-    let spec = KindSpec {
+    std::fs::write(
+        &file,
+        "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n- role: worker\n  image: my/node:v1\n  labels: {tier: web}\n",
+    )
+    .unwrap();
+    let mut spec = KindSpec {
         workers: 1,
         kubernetes: "1.31".into(),
         config_file: Some(file.clone()),
     };
-    assert_eq!(spec.config_text().unwrap(), text);
-    let a = cluster_name(&spec).unwrap();
-    std::fs::write(&file, format!("{text}- role: worker\n")).unwrap();
-    assert_ne!(
-        a,
-        cluster_name(&spec).unwrap(),
-        "another file is another shape"
+    let doc: serde_json::Value = serde_saphyr::from_str(&render_config(&spec).unwrap()).unwrap();
+    assert_eq!(doc["nodes"][0]["image"], node_image("1.31").unwrap());
+    assert_eq!(doc["nodes"][1]["image"], "my/node:v1");
+    assert_eq!(doc["nodes"][1]["labels"]["tier"], "web");
+    assert!(doc["nodes"][1]["labels"][CONFIG_HASH_LABEL].is_string());
+
+    spec.workers = 2;
+    let err = render_config(&spec).unwrap_err().to_string();
+    assert!(
+        err.contains("mine.yaml") && err.contains("cluster.workers is 2"),
+        "{err}"
     );
+
+    std::fs::write(&file, "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha3\n").unwrap();
+    let err = render_config(&spec).unwrap_err().to_string();
+    assert!(err.contains("v1alpha4"), "{err}");
+
     std::fs::remove_file(&file).unwrap();
     let err = spec.config_text().unwrap_err().to_string();
     assert!(err.contains("mine.yaml"), "{err}");

@@ -5,21 +5,19 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
     HostConfig, NetworkConnectRequest, NetworkDisconnectRequest, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures::StreamExt;
 
-/// Label on every container and network zdt creates.
+/// Label on every container, network and image zdt creates (also used by
+/// [`crate::lb::image`]).
 pub const MANAGED_LABEL: &str = "zdt.managed";
 /// Value of [`MANAGED_LABEL`].
 pub const MANAGED_VALUE: &str = "true";
@@ -59,11 +57,6 @@ pub enum DockerError {
     #[error("docker: {0}")]
     #[diagnostic(code(zdt::docker::unexpected))]
     Unexpected(String),
-
-    /// Building an image failed (the build context, `ldd`, or the build).
-    #[error("cannot build image {tag}: {message}")]
-    #[diagnostic(code(zdt::docker::build))]
-    Build { tag: String, message: String },
 }
 
 pub type Result<T, E = DockerError> = std::result::Result<T, E>;
@@ -433,19 +426,15 @@ async fn fill_and_start(
     id: &str,
     spec: &ContainerSpec,
 ) -> Result<RunningContainer> {
-    if !spec.files.is_empty() {
-        let mut tar = TarBuilder::default();
-        for (path, data, mode) in &spec.files {
-            tar.file(path.trim_start_matches('/'), data, *mode);
-        }
-        docker
-            .upload_to_container(
-                id,
-                Some(UploadToContainerOptionsBuilder::new().path("/").build()),
-                bollard::body_full(tar.finish().into()),
-            )
+    for (path, data, mode) in &spec.files {
+        crate::lb::image::upload_file(docker, id, path, data, *mode)
             .await
-            .map_err(api(format!("copy files into container {}", spec.name)))?;
+            .map_err(|e| {
+                DockerError::Unexpected(format!(
+                    "cannot copy {path} into container {}: {e}",
+                    spec.name
+                ))
+            })?;
     }
     docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
@@ -656,197 +645,9 @@ pub async fn remove_network(docker: &Docker, network: &str) -> Result<()> {
     }
 }
 
-/// Build a `FROM scratch` image holding the given host binaries (each at the
-/// given path in the image) plus every shared library `ldd` lists for them,
-/// at their host paths, so a dynamically linked binary runs without a base
-/// image or registry. `entrypoint` is the image's ENTRYPOINT.
-pub async fn build_image_from_binaries(
-    docker: &Docker,
-    tag: &str,
-    binaries: &[(PathBuf, String)],
-    entrypoint: &[&str],
-) -> Result<()> {
-    let fail = |message: String| DockerError::Build {
-        tag: tag.to_owned(),
-        message,
-    };
-    let mut files: Vec<(String, PathBuf)> = binaries
-        .iter()
-        .map(|(host, dest)| (dest.trim_start_matches('/').to_owned(), host.clone()))
-        .collect();
-    for (host, _) in binaries {
-        for lib in shared_libraries(host).await.map_err(fail)? {
-            let dest = lib.to_string_lossy().trim_start_matches('/').to_owned();
-            if !files.iter().any(|(d, _)| *d == dest) {
-                files.push((dest, lib));
-            }
-        }
-    }
-    let mut tar = TarBuilder::default();
-    let entry = serde_json::to_string(entrypoint).unwrap_or_else(|_| "[]".into());
-    let dockerfile = format!("FROM scratch\nCOPY rootfs/ /\nENTRYPOINT {entry}\n");
-    tar.file("Dockerfile", dockerfile.as_bytes(), 0o644);
-    for (dest, host) in &files {
-        // Read through symlinks: the image gets the library's bytes under
-        // the name the loader asks for.
-        let data = tokio::fs::read(host)
-            .await
-            .map_err(|e| fail(format!("read {}: {e}", host.display())))?;
-        tar.file(&format!("rootfs/{dest}"), &data, 0o755);
-    }
-    let options = BuildImageOptionsBuilder::new()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .labels(&managed_labels(None))
-        .build();
-    let mut stream =
-        docker.build_image(options, None, Some(bollard::body_full(tar.finish().into())));
-    let mut log = String::new();
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| fail(format!("{e}\n{log}")))?;
-        if let Some(s) = info.stream {
-            log.push_str(&s);
-        }
-        if let Some(detail) = info.error_detail {
-            return Err(fail(format!(
-                "{}\n{log}",
-                detail.message.unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Absolute paths of the shared libraries (and loader) `ldd` reports; an
-/// empty list for a static binary.
-async fn shared_libraries(binary: &Path) -> std::result::Result<Vec<PathBuf>, String> {
-    let out = tokio::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .await
-        .map_err(|e| format!("`ldd {}` could not run: {e}", binary.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        // ldd exits 1 with "not a dynamic executable" for static binaries.
-        let err = String::from_utf8_lossy(&out.stderr);
-        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
-            return Ok(Vec::new());
-        }
-        return Err(format!("`ldd {}` failed: {err}{text}", binary.display()));
-    }
-    Ok(parse_ldd(&text))
-}
-
-fn parse_ldd(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
-}
-
-/// A minimal ustar writer: regular files only, enough for a build context
-/// and for copying files into a container.
-#[derive(Default)]
-struct TarBuilder {
-    buf: Vec<u8>,
-}
-
-impl TarBuilder {
-    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
-        let mut h = [0u8; 512];
-        let (prefix, name) = split_ustar_path(path);
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        write_octal(&mut h[100..108], u64::from(mode));
-        write_octal(&mut h[108..116], 0);
-        write_octal(&mut h[116..124], 0);
-        write_octal(&mut h[124..136], data.len() as u64);
-        write_octal(&mut h[136..148], 0);
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-        h[148..156].fill(b' ');
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        write_octal(&mut h[148..155], u64::from(sum));
-        self.buf.extend_from_slice(&h);
-        self.buf.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.buf.extend(std::iter::repeat_n(0u8, pad));
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.extend(std::iter::repeat_n(0u8, 1024));
-        self.buf
-    }
-}
-
-/// ustar keeps names over 100 bytes as prefix (≤ 155) + '/' + name (≤ 100).
-fn split_ustar_path(path: &str) -> (&str, &str) {
-    if path.len() <= 100 {
-        return ("", path);
-    }
-    let mut cut = path.len() - 100;
-    while cut < path.len() && path.as_bytes()[cut - 1] != b'/' {
-        cut += 1;
-    }
-    (&path[..cut.saturating_sub(1)], &path[cut..])
-}
-
-fn write_octal(field: &mut [u8], value: u64) {
-    let s = format!("{:0width$o}\0", value, width = field.len() - 1);
-    field.copy_from_slice(&s.as_bytes()[s.len() - field.len()..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldd_output_yields_library_and_loader_paths() {
-        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0b)\n\
-                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f0c)\n";
-        assert_eq!(
-            parse_ldd(text),
-            vec![
-                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
-            ]
-        );
-    }
-
-    #[test]
-    fn tar_headers_have_valid_checksums_and_padding() {
-        let mut t = TarBuilder::default();
-        t.file("etc/zdt/lb.yaml", b"frontend: x\n", 0o644);
-        let bytes = t.finish();
-        assert_eq!(bytes.len(), 512 + 512 + 1024);
-        let header = &bytes[..512];
-        assert_eq!(&header[..15], b"etc/zdt/lb.yaml");
-        assert_eq!(&header[257..262], b"ustar");
-        let stored =
-            u32::from_str_radix(std::str::from_utf8(&header[148..154]).unwrap().trim(), 8).unwrap();
-        let mut h = header.to_vec();
-        h[148..156].fill(b' ');
-        assert_eq!(stored, h.iter().map(|b| u32::from(*b)).sum::<u32>());
-        assert_eq!(&bytes[512..524], b"frontend: x\n");
-    }
-
-    #[test]
-    fn long_paths_are_split_into_prefix_and_name() {
-        let long = format!("{}/{}", "d".repeat(120), "f".repeat(20));
-        let (prefix, name) = split_ustar_path(&long);
-        assert_eq!(prefix, "d".repeat(120));
-        assert_eq!(name, "f".repeat(20));
-    }
 
     #[test]
     fn cidr_parsing_keeps_ipv4_only() {
