@@ -5,45 +5,6 @@ mod report_common;
 
 use zdt::report::html;
 
-/// Checks shared with the end-to-end test (report_e2e.rs): structure that
-/// must hold for any run.
-pub fn check_structure(page: &str, variants: &[&str]) {
-    assert!(page.starts_with("<!DOCTYPE html>"));
-    let timelines = page
-        .matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\"")
-        .count();
-    assert_eq!(timelines, variants.len(), "one SVG timeline per variant");
-    for v in variants {
-        assert!(
-            page.contains(&format!("<g data-variant=\"{v}\">")),
-            "timeline of {v}"
-        );
-    }
-    assert_eq!(
-        page.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"comparison\"")
-            .count(),
-        1,
-        "one comparison chart"
-    );
-    assert!(page.contains("class=\"comparison-table\""));
-    assert!(page.contains("seconds since traffic start"));
-    // Self-contained: the SVG namespace is the only URL.
-    let without_ns = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
-    for needle in [
-        "http://", "https://", "<script", "<link", "<img", "@import", "url(",
-    ] {
-        assert!(
-            !without_ns.contains(needle),
-            "external reference {needle:?} in the report"
-        );
-    }
-    // Every SVG closes.
-    assert_eq!(
-        page.matches("<svg ").count(),
-        page.matches("</svg>").count()
-    );
-}
-
 fn render(data: &zdt::report::RunData) -> String {
     let mut buf = Vec::new();
     html::write(&mut buf, data).unwrap();
@@ -54,7 +15,7 @@ fn render(data: &zdt::report::RunData) -> String {
 fn timelines_have_markers_windows_and_splits() {
     let data = report_common::run_data();
     let page = render(&data);
-    check_structure(&page, &["no-mitigation", "lb-remove-first"]);
+    report_common::check_structure(&page, &["no-mitigation", "lb-remove-first"]);
 
     // Six events per variant, each a marker with its source.
     assert_eq!(page.matches("class=\"marker event\"").count(), 12);
@@ -89,7 +50,7 @@ fn a_variant_without_buckets_or_events_still_gets_a_timeline() {
     data.buckets.clear();
     data.events.clear();
     let page = render(&data);
-    check_structure(&page, &["no-mitigation", "lb-remove-first"]);
+    report_common::check_structure(&page, &["no-mitigation", "lb-remove-first"]);
     assert!(page.contains("no traffic buckets recorded"));
     // Chaos steps come from the summary, so they are still marked.
     assert_eq!(page.matches("class=\"marker chaos\"").count(), 2);

@@ -298,15 +298,20 @@ fn labelled(e: &Event) -> bool {
     )
 }
 
-/// The time axis of a variant: from traffic start to the last thing that
-/// happened while traffic ran (buckets, chaos steps, error windows).
+/// The time axis of a variant: from traffic start to the end of traffic
+/// (the last bucket), stretched to show every chaos step's start and every
+/// error window. A step that runs on after traffic stopped (a long drain)
+/// does not stretch it: nothing is measured there.
 fn time_domain(v: &VariantSummary, pts: &[Point]) -> (f64, f64) {
     let mut end: f64 = 1.0;
     if let Some(p) = pts.last() {
         end = end.max(p.start_s + p.width_s);
     }
     for c in &v.chaos {
-        end = end.max(c.finished_s).max(c.started_s);
+        end = end.max(c.started_s + 1.0);
+        if pts.is_empty() {
+            end = end.max(c.finished_s);
+        }
     }
     for e in &v.error_windows {
         end = end.max(e.end_s);

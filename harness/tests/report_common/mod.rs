@@ -288,3 +288,42 @@ pub fn save(dir: &std::path::Path, data: &RunData) {
     )
     .unwrap();
 }
+
+/// The structure every report.html must have, whatever the run (used by
+/// report_html.rs on fixtures and report_e2e.rs on a real run).
+pub fn check_structure(page: &str, variants: &[&str]) {
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    let timelines = page
+        .matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"timeline\"")
+        .count();
+    assert_eq!(timelines, variants.len(), "one SVG timeline per variant");
+    for v in variants {
+        assert!(
+            page.contains(&format!("<g data-variant=\"{v}\">")),
+            "timeline of {v}"
+        );
+    }
+    assert_eq!(
+        page.matches("<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"comparison\"")
+            .count(),
+        1,
+        "one comparison chart"
+    );
+    assert!(page.contains("class=\"comparison-table\""));
+    assert!(page.contains("seconds since traffic start"));
+    // Self-contained: the SVG namespace is the only URL.
+    let without_ns = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    for needle in [
+        "http://", "https://", "<script", "<link", "<img", "@import", "url(",
+    ] {
+        assert!(
+            !without_ns.contains(needle),
+            "external reference {needle:?} in the report"
+        );
+    }
+    // Every SVG closes.
+    assert_eq!(
+        page.matches("<svg ").count(),
+        page.matches("</svg>").count()
+    );
+}
