@@ -311,7 +311,13 @@ impl Aggregator {
         bump(&mut b.codes, r.status);
         if let Some(c) = corrected {
             let ns = u64::try_from(c.as_nanos()).unwrap_or(u64::MAX);
-            b.hist.saturating_record(ns.clamp(1, MAX_TRACKABLE_NS));
+            // `record`, not `saturating_record`: the latter clamps to the
+            // current 1 ms top instead of letting `auto` grow the histogram,
+            // which pinned every bucket's p50/p99 at ~1 ms.
+            let v = ns.clamp(1, MAX_TRACKABLE_NS);
+            if b.hist.record(v).is_err() {
+                b.hist.saturating_record(v);
+            }
             b.max = b.max.max(ns);
         }
         if let Some(id) = node {
