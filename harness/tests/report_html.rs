@@ -55,3 +55,20 @@ fn a_variant_without_buckets_or_events_still_gets_a_timeline() {
     // Chaos steps come from the summary, so they are still marked.
     assert_eq!(page.matches("class=\"marker chaos\"").count(), 2);
 }
+
+#[test]
+fn the_structure_check_catches_external_references() {
+    let page = render(&report_common::run_data());
+    for bad in [
+        "<a href=\"https://cdn.example/x\">x</a>",
+        "<img src=\"x.png\">",
+        "<p>see https://example.com/</p>",
+        "<style>@import 'x.css';</style>",
+    ] {
+        let doctored = page.replace("<footer>", &format!("{bad}<footer>"));
+        let caught = std::panic::catch_unwind(|| {
+            report_common::check_structure(&doctored, &["no-mitigation", "lb-remove-first"])
+        });
+        assert!(caught.is_err(), "{bad} must be rejected");
+    }
+}

@@ -64,7 +64,7 @@ h1{font-size:24px;margin:0 0 6px}h2{font-size:19px;margin:34px 0 6px;border-top:
 h3{font-size:15px;margin:18px 0 6px}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .verdict{display:inline-block;padding:1px 8px;border-radius:3px;font-weight:700;color:#fff}
 .PASS{background:#009E73}.FAIL{background:#D55E00}.INVALID{background:#000}.INCOMPLETE{background:#777}
 .banner{background:#fff4d6;border-left:5px solid #E69F00;padding:8px 12px;margin:10px 0}
@@ -571,7 +571,7 @@ pub fn timeline(v: &VariantSummary, pts: &[Point], events: &[(f64, &Event)]) -> 
             chaos_lane + 4.0,
             (b - a).max(2.0),
             lane_h - 8.0,
-            &format!(r#"fill="{colour}" fill-opacity="0.5""#),
+            &format!(r#"fill="{colour}" fill-opacity="0.25""#),
         );
         s.text(
             a + 3.0,

@@ -311,14 +311,45 @@ pub fn check_structure(page: &str, variants: &[&str]) {
     );
     assert!(page.contains("class=\"comparison-table\""));
     assert!(page.contains("seconds since traffic start"));
-    // Self-contained: the SVG namespace is the only URL.
-    let without_ns = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+    // Self-contained: nothing the browser would fetch. The only URL in an
+    // attribute is the SVG namespace; in-page links only; no script, style
+    // import or embedded resource.
+    let attr_urls = page.matches("=\"http").count() + page.matches("='http").count();
+    let xmlns = page.matches("xmlns=\"http://www.w3.org/2000/svg\"").count();
+    assert_eq!(
+        attr_urls, xmlns,
+        "only the SVG namespace is a URL attribute"
+    );
+    for (i, _) in page.match_indices("href=\"") {
+        assert!(
+            page[i + 6..].starts_with('#'),
+            "in-page links only: {}",
+            &page[i..i + 40]
+        );
+    }
     for needle in [
-        "http://", "https://", "<script", "<link", "<img", "@import", "url(",
+        "src=", "<script", "<link", "<img", "<iframe", "<object", "<embed", "@import", "url(",
     ] {
         assert!(
-            !without_ns.contains(needle),
+            !page.contains(needle),
             "external reference {needle:?} in the report"
+        );
+    }
+    // URLs in text (event messages name probe targets) are displayed, not
+    // fetched, and are never external: only loopback addresses.
+    let without_ns = page.replace("http://www.w3.org/2000/svg", "");
+    for (i, _) in without_ns
+        .match_indices("http://")
+        .chain(without_ns.match_indices("https://"))
+    {
+        let rest = &without_ns[i..];
+        let host = rest.split("://").nth(1).unwrap_or("");
+        assert!(
+            host.starts_with("127.0.0.1")
+                || host.starts_with("localhost")
+                || host.starts_with("[::1]"),
+            "external URL in the report: {}",
+            &rest[..rest.len().min(60)]
         );
     }
     // Every SVG closes.
