@@ -588,10 +588,12 @@ impl PodWorker {
         let exited = container.exited();
         tokio::pin!(exited);
         let mut exit_seen = false;
+        let mut prober_alive = true;
         loop {
             tokio::select! {
-                changed = ready_rx.changed(), if !exit_seen => {
+                changed = ready_rx.changed(), if !exit_seen && prober_alive => {
                     if changed.is_err() {
+                        prober_alive = false; // readiness stays as it was
                         continue;
                     }
                     let r = ready_rx.borrow_and_update().ready;
