@@ -754,6 +754,59 @@ fn write_file(path: &Path, text: &str, what: &'static str) -> Result<()> {
     })
 }
 
+/// The backends of zdt's LB container for a Service on kind, as the cloud
+/// controllers build them: every worker's `InternalIP:NodePort`, probed over
+/// HTTP on the Service's `healthCheckNodePort` for
+/// `externalTrafficPolicy: Local`, else on kube-proxy's `:10256/healthz`.
+/// `port_name` picks a Service port (default: the first).
+pub fn lb_backends(
+    nodes: &[KindNode],
+    service: &k8s_openapi::api::core::v1::Service,
+    port_name: Option<&str>,
+) -> std::result::Result<Vec<crate::lb::BackendConfig>, String> {
+    let name = service.metadata.name.as_deref().unwrap_or("?");
+    let spec = service
+        .spec
+        .as_ref()
+        .ok_or_else(|| format!("Service {name} has no spec"))?;
+    let port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| port_name.is_none_or(|n| p.name.as_deref() == Some(n)))
+        .ok_or_else(|| {
+            format!(
+                "Service {name} has no port {}",
+                port_name.unwrap_or("at all")
+            )
+        })?;
+    let node_port = port.node_port.ok_or_else(|| {
+        format!(
+            "Service {name} port {} has no nodePort yet: is it type LoadBalancer or NodePort?",
+            port.port
+        )
+    })?;
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let probe_port = if local {
+        spec.health_check_node_port.ok_or_else(|| {
+            format!(
+                "Service {name} is externalTrafficPolicy: Local but has no healthCheckNodePort yet"
+            )
+        })?
+    } else {
+        10256
+    };
+    Ok(nodes
+        .iter()
+        .filter(|n| !n.control_plane())
+        .map(|n| crate::lb::BackendConfig {
+            name: n.name.clone(),
+            address: format!("{}:{node_port}", n.internal_ip),
+            probe: Some(format!("http://{}:{probe_port}/healthz", n.internal_ip)),
+        })
+        .collect())
+}
+
 /// How the Service of type LoadBalancer gets its traffic on kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbMode {
@@ -849,6 +902,49 @@ mod tests {
             k.command_line(&["create", "cluster", "--config", "/tmp/a b.yaml"]),
             "kind create cluster --config \"/tmp/a b.yaml\""
         );
+    }
+
+    fn node(name: &str, role: &str, ip: &str) -> KindNode {
+        KindNode {
+            name: name.into(),
+            role: role.into(),
+            internal_ip: ip.parse().unwrap(),
+            container_id: format!("id-{name}"),
+        }
+    }
+
+    #[test]
+    fn lb_backends_are_workers_at_the_node_port_probed_like_the_cloud() {
+        let nodes = [
+            node("zdt-x-control-plane", "control-plane", "172.18.0.2"),
+            node("zdt-x-worker", "worker", "172.18.0.3"),
+            node("zdt-x-worker2", "worker", "172.18.0.4"),
+        ];
+        let svc = |policy: &str, hc: Option<i32>| -> k8s_openapi::api::core::v1::Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "nginx"},
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                         "healthCheckNodePort": hc,
+                         "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}
+            }))
+            .unwrap()
+        };
+        let local = lb_backends(&nodes, &svc("Local", Some(31234)), None).unwrap();
+        assert_eq!(local.len(), 2, "the control plane is no backend");
+        assert_eq!(local[0].name, "zdt-x-worker");
+        assert_eq!(local[0].address, "172.18.0.3:30080");
+        assert_eq!(
+            local[0].probe.as_deref(),
+            Some("http://172.18.0.3:31234/healthz")
+        );
+        let cluster = lb_backends(&nodes, &svc("Cluster", None), Some("http")).unwrap();
+        assert_eq!(
+            cluster[1].probe.as_deref(),
+            Some("http://172.18.0.4:10256/healthz")
+        );
+        let err = lb_backends(&nodes, &svc("Local", None), None).unwrap_err();
+        assert!(err.contains("healthCheckNodePort"), "{err}");
+        assert!(lb_backends(&nodes, &svc("Cluster", None), Some("grpc")).is_err());
     }
 
     #[test]
