@@ -53,7 +53,6 @@ fn dur(d: Dur) -> String {
 /// Why the run cannot be trusted, if it cannot.
 pub fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Vec<String> {
     let mut reasons = Vec::new();
-    let requested = t.rate.get();
     if t.requests > 0 {
         let sent = t.sent as f64 / t.requests as f64;
         if sent < expect.min_achieved_rate {
@@ -66,13 +65,9 @@ pub fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Ve
             ));
         }
     }
-    if !t.cancelled && requested > 0.0 && t.achieved_rate / requested < expect.min_achieved_rate {
-        reasons.push(format!(
-            "achieved rate {:.1}/s is below {} of the requested {requested}/s",
-            t.achieved_rate,
-            pct(expect.min_achieved_rate)
-        ));
-    }
+    // vegeta's achieved rate (sent / first-to-last send) is not used here:
+    // one late final request moves it, while the schedule lag percentiles
+    // and the not-sent count say how far behind the generator really was.
     if t.schedule_lag.p99 > MAX_LAG_P99 {
         reasons.push(format!(
             "requests went out late: schedule lag p99 {:?} (limit {MAX_LAG_P99:?}) — the machine could not keep up",
