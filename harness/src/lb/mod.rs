@@ -126,13 +126,22 @@ impl Lb {
         if config.max_connections == 0 {
             return Err(LbError::Config("max_connections must be at least 1".into()));
         }
-        let listener =
-            TcpListener::bind(config.frontend)
-                .await
-                .map_err(|source| LbError::Bind {
-                    addr: config.frontend,
-                    source,
-                })?;
+        let mut config = config;
+        // Each connection holds two descriptors (client + backend). Past the
+        // process's limit accept() fails with EMFILE on every try; waiting
+        // for a permit instead keeps clients queued in the backlog.
+        let fd_budget = open_files_limit().saturating_sub(256) / 2;
+        if fd_budget > 0 && config.max_connections > fd_budget {
+            tracing::warn!(
+                "lb max_connections {} exceeds what the open-files limit allows; using {fd_budget}",
+                config.max_connections
+            );
+            config.max_connections = fd_budget;
+        }
+        let listener = listen(config.frontend).map_err(|source| LbError::Bind {
+            addr: config.frontend,
+            source,
+        })?;
         let frontend = listener.local_addr().map_err(|source| LbError::Bind {
             addr: config.frontend,
             source,
@@ -154,6 +163,34 @@ impl Lb {
             done: Some(done_rx),
         })
     }
+}
+
+/// Bind the frontend with a deep accept backlog: at thousands of new
+/// connections per second a short CPU stall would otherwise overflow the
+/// default queue and clients would see SYN retransmits (1 s connect delays).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(65_535)
+}
+
+/// The soft RLIMIT_NOFILE (0 when unknown).
+fn open_files_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// Owner of a running LB: its tasks stop when this is shut down or dropped.
