@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::clock::Clock;
 use crate::units::Rate;
@@ -173,7 +172,9 @@ impl Settings {
 pub struct Attack {
     shared: Arc<attack::Shared>,
     count: u64,
-    task: AbortOnDropHandle<Result<Summary, TrafficError>>,
+    done: tokio::sync::oneshot::Receiver<Result<Summary, TrafficError>>,
+    /// Dropping the attack cancels it (its thread then winds down).
+    _abort: tokio_util::sync::DropGuard,
 }
 
 /// A live view of a running attack, for progress displays.
@@ -250,18 +251,35 @@ impl Attack {
             stop: cancel.child_token(),
             agg: Mutex::new(aggregate::Aggregator::new(meta, raw_sink)),
         });
-        let task = tokio::spawn(attack::run(
+        // The attack runs on its own thread and single-threaded runtime: no
+        // cross-thread wake-ups per request (futex, eventfd), and the rest of
+        // a run (emulator, LB, chaos) cannot delay its timers.
+        let abort = cancel.child_token();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let run = attack::run(
             shared.clone(),
             pacer,
             settings.duration,
             settings.max_inflight,
-            cancel,
+            abort.clone(),
             raw_writer,
-        ));
+        );
+        std::thread::Builder::new()
+            .name("zdt-traffic".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| TrafficError::Internal(format!("traffic runtime: {e}")))
+                    .and_then(|rt| rt.block_on(run));
+                let _ = tx.send(result);
+            })
+            .map_err(|e| TrafficError::Internal(format!("traffic thread: {e}")))?;
         Ok(Self {
             shared,
             count: pacer.count(),
-            task: AbortOnDropHandle::new(task),
+            done: rx,
+            _abort: abort.drop_guard(),
         })
     }
 
@@ -275,9 +293,9 @@ impl Attack {
     /// Wait for the schedule to end and every request to finish (at most
     /// the timeout after the last send), then summarise.
     pub async fn finish(self) -> Result<Summary, TrafficError> {
-        self.task
+        self.done
             .await
-            .map_err(|e| TrafficError::Internal(format!("attack task: {e}")))?
+            .map_err(|_| TrafficError::Internal("the traffic thread died".into()))?
     }
 }
 

@@ -1,0 +1,78 @@
+//! `zdt attack` as a user runs it: bad flags exit 2 with the fix in the
+//! message; a completed attack exits 0 with vegeta's JSON on stdout.
+
+use std::process::Command;
+
+fn zdt(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("attack")
+        .args(args)
+        .output()
+        .expect("zdt runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn closed_port_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}/", l.local_addr().unwrap())
+}
+
+#[test]
+fn bad_flags_exit_2_with_the_fix() {
+    let url = closed_port_url();
+    for (args, hint) in [
+        (vec![url.as_str(), "--rate", "5000"], "5000/s"),
+        (vec![url.as_str(), "--keepalive", "maybe"], "true"),
+        (vec![url.as_str(), "--duration", "10"], "10s"),
+        (vec![url.as_str(), "--bucket", "10ms"], "100ms"),
+        (vec![url.as_str(), "--output", "results.txt"], ".csv"),
+        (vec![url.as_str(), "-H", "no-colon"], "Name: value"),
+        (vec!["https://127.0.0.1/"], "https"),
+        (vec!["127.0.0.1:8080"], "http://"),
+    ] {
+        let (code, _, err) = zdt(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(hint), "{args:?}: `{hint}` not in {err}");
+    }
+}
+
+#[test]
+fn completed_attack_exits_0_with_vegeta_json() {
+    let url = closed_port_url();
+    let (code, out, err) = zdt(&[
+        &url,
+        "--rate",
+        "100/s",
+        "--duration",
+        "200ms",
+        "--keepalive",
+        "false",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(v["requests"], 20);
+    assert_eq!(v["status_codes"]["0"], 20);
+    assert_eq!(v["success"], 0.0);
+    assert_eq!(v["error_kinds"]["refused"], 20);
+    assert!(
+        err.is_empty(),
+        "no progress bar when stdout is not a terminal: {err}"
+    );
+
+    let (code, out, _) = zdt(&[&url, "--rate", "100/s", "--duration", "100ms"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Requests      [total, rate, throughput]         10, "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Status Codes  [code:count]                      0:10  \nError Set:\n"),
+        "{out}"
+    );
+}
