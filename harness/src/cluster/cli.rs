@@ -120,7 +120,17 @@ pub async fn execute(kind: &KindCli, plan: &CleanPlan) -> Vec<String> {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    for dir in &plan.temp_dirs {
+    // A crashed run's pods may outlive it (an nginx master whose parent died
+    // before PR_SET_PDEATHSIG reached it, or a run killed mid-spawn): kill
+    // the masters recorded in its runtime dirs before removing the dirs.
+    for leftover in crate::emulator::runtime::leftovers() {
+        if plan.temp_dirs.contains(&leftover.dir) {
+            if let Err(e) = crate::emulator::runtime::remove_leftover(&leftover) {
+                failures.push(format!("remove {}: {e}", leftover.dir.display()));
+            }
+        }
+    }
+    for dir in plan.temp_dirs.iter().filter(|d| d.exists()) {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             failures.push(format!("remove {}: {e}", dir.display()));
         }
@@ -168,6 +178,27 @@ pub fn describe(plan: &CleanPlan, dry_run: bool) -> Vec<String> {
         lines.push("nothing of zdt's to remove".into());
     }
     lines
+}
+
+/// One line for `zdt run` to print when a crashed run left something
+/// behind (stale temp dirs, labelled containers or networks), or `None`.
+/// Docker gets two seconds to answer: a warning must not delay a run.
+pub async fn leftovers_warning() -> Option<String> {
+    let dirs = stale_temp_dirs(&std::env::temp_dir()).len();
+    let docker = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let d = docker::connect().await.ok()?;
+        docker::list_managed(&d).await.ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .map_or(0, |(c, n)| c.len() + n.len());
+    if dirs + docker == 0 {
+        return None;
+    }
+    Some(format!(
+        "zdt: warning: found {dirs} temp dir(s) of dead zdt runs and {docker} zdt-labelled container(s)/network(s) — leftovers of a crashed run? `zdt clean --dry-run` lists them, `zdt clean` removes them"
+    ))
 }
 
 pub async fn run(args: CleanArgs) -> miette::Result<Exit> {

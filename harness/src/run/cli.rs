@@ -52,6 +52,9 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> miette::Result<Exit> {
+    if let Some(w) = crate::cluster::cli::leftovers_warning().await {
+        eprintln!("{w}");
+    }
     let provider = match &args.provider {
         Some(p) => Some(
             p.parse::<Provider>()
@@ -131,6 +134,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
             summary.variants.push(run.summary);
             output::write(&out, &summary, &data).map_err(|e| miette::miette!("{e}"))?;
         }
+        tracing::info!("run phase: report");
         summary.complete = !cancel.is_cancelled() && summary.variants.len() == variants.len();
         if !summary.complete {
             summary.incomplete_reason =

@@ -272,6 +272,12 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Log the phase a variant enters: `zdt run -v` shows where a run is, and
+/// the reliability tests synchronise their signals on these lines.
+fn phase(s: &Scenario, name: &str) {
+    tracing::info!(variant = %s.variant, "run phase: {name}");
+}
+
 /// Await `fut` unless the run is interrupted first.
 async fn unless_cancelled<T>(
     cancel: &CancellationToken,
@@ -300,6 +306,7 @@ async fn run_variant_inner(
     cancel: CancellationToken,
 ) -> Result<Measured, Failure> {
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    phase(s, "cluster start");
     let cluster = match s.cluster.provider {
         Provider::Emulator => {
             let cfg = emulator_config(s).map_err(|e| invalid(e.to_string()))?;
@@ -319,6 +326,7 @@ async fn run_variant_inner(
     let cluster = Arc::new(cluster);
     let outcome = with_cluster(s, opts, sink, cancel, cluster.clone()).await;
     // Tear down whatever happened above.
+    phase(s, "teardown");
     match Arc::try_unwrap(cluster) {
         Ok(c) => {
             let state = c.teardown(Duration::from_secs(10)).await;
@@ -349,6 +357,7 @@ async fn with_cluster(
     let ns = s.workload.namespace.clone();
 
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+    phase(s, "workload apply");
     unless_cancelled(&cancel, "workload apply", async {
         apply_objects(&client, &objects, &ns)
             .await
@@ -362,6 +371,7 @@ async fn with_cluster(
         None,
         format!("{} objects applied", objects.len()),
     );
+    phase(s, "waiting for the workload");
     unless_cancelled(&cancel, "waiting for the workload", async {
         wait_deployments_ready(&client, &ns, Duration::from_secs(120))
             .await
@@ -381,6 +391,7 @@ async fn with_cluster(
     let lb_cfg = lb_config(s, local, opts.seed);
     let budget = lb_cfg.probe.interval.get() * (lb_cfg.probe.healthy_threshold + 2)
         + lb_cfg.probe.timeout.get();
+    phase(s, "load balancer");
     let Exposure { target, lb } = cluster
         .expose(
             &ns,
@@ -460,6 +471,7 @@ async fn measure(
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
     let progress = attack.progress();
+    phase(s, "traffic");
     let t0 = Instant::now() - progress.elapsed();
     sink.emit(
         Source::Traffic,
@@ -531,6 +543,7 @@ async fn measure(
             }]
         }
     };
+    phase(s, "chaos undo");
     let undo_errors = timeline::undo_all(&undo, client, cluster, Some(&admin), sink).await;
     for e in &undo_errors {
         sink.emit(Source::Run, "UndoFailed", "run", None, e.clone());

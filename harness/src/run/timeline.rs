@@ -172,6 +172,7 @@ async fn run_step(
         },
         None => None,
     };
+    tracing::info!(step = %step.name, "run phase: chaos step `{}`", step.action.kind());
     ctx.events.emit(
         Source::Chaos,
         "StepStarted",
