@@ -343,6 +343,15 @@ async fn dropped_dials_hold_the_client_unanswered_and_refused_dials_reset_it() {
             );
             let mut again = TcpStream::connect(lb.frontend_addr()).await.unwrap();
             assert!(again.write_all(b"more").await.is_ok());
+            // The LB accepts the second connection asynchronously: wait for
+            // it to be counted (bounded), then both must still be held.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while lb.admin().get("dropper").unwrap().active_connections < 2
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             assert_eq!(lb.admin().get("dropper").unwrap().active_connections, 2);
         } else {
             match r {
