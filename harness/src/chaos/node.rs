@@ -63,11 +63,7 @@ pub async fn taint(
     effect: &str,
 ) -> Result<bool, ChaosError> {
     let api = nodes(client);
-    let current = api
-        .get(node)
-        .await
-        .map_err(|e| ChaosError::api(format!("get node {node}"), e))?;
-    let mut taints: Vec<Taint> = current.spec.and_then(|s| s.taints).unwrap_or_default();
+    let mut taints = current_taints(&api, node).await?;
     let existed = taints.iter().any(|t| t.key == key && t.effect == effect);
     taints.retain(|t| !(t.key == key && t.effect == effect));
     taints.push(Taint {
@@ -95,11 +91,7 @@ pub async fn untaint(
     key: &str,
 ) -> Result<(), ChaosError> {
     let api = nodes(client);
-    let current = api
-        .get(node)
-        .await
-        .map_err(|e| ChaosError::api(format!("get node {node}"), e))?;
-    let mut taints: Vec<Taint> = current.spec.and_then(|s| s.taints).unwrap_or_default();
+    let mut taints = current_taints(&api, node).await?;
     let before = taints.len();
     taints.retain(|t| t.key != key);
     if taints.len() != before {
@@ -113,6 +105,14 @@ pub async fn untaint(
         );
     }
     Ok(())
+}
+
+async fn current_taints(api: &Api<Node>, node: &str) -> Result<Vec<Taint>, ChaosError> {
+    let current = api
+        .get(node)
+        .await
+        .map_err(|e| ChaosError::api(format!("get node {node}"), e))?;
+    Ok(current.spec.and_then(|s| s.taints).unwrap_or_default())
 }
 
 async fn replace_taints(api: &Api<Node>, node: &str, taints: &[Taint]) -> Result<(), ChaosError> {

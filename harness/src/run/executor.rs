@@ -517,9 +517,8 @@ async fn measure(
     // Steps still running when traffic ends get a bounded grace: their
     // effect can no longer be measured, and a run must end.
     let grace = Duration::from_secs(30);
-    let chaos_results = match tokio::time::timeout(grace, chaos).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => vec![StepResult {
+    let timeline_failure = |message: String| {
+        vec![StepResult {
             index: 0,
             name: "timeline".into(),
             action: "timeline".into(),
@@ -527,20 +526,17 @@ async fn measure(
             started_s: 0.0,
             finished_s: 0.0,
             ok: false,
-            message: format!("chaos timeline task failed: {e}"),
-        }],
+            message,
+        }]
+    };
+    let chaos_results = match tokio::time::timeout(grace, chaos).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => timeline_failure(format!("chaos timeline task failed: {e}")),
         Err(_) => {
             chaos_cancel.cancel();
-            vec![StepResult {
-                index: 0,
-                name: "timeline".into(),
-                action: "timeline".into(),
-                node: None,
-                started_s: 0.0,
-                finished_s: 0.0,
-                ok: false,
-                message: format!("chaos steps still running {grace:?} after traffic ended"),
-            }]
+            timeline_failure(format!(
+                "chaos steps still running {grace:?} after traffic ended"
+            ))
         }
     };
     phase(s, "chaos undo");
