@@ -231,7 +231,9 @@ async fn term_during_graceful_cuts_the_rest() {
     let server = Server::start(cfg).await.unwrap();
     let mut busy = TcpStream::connect(server.addr()).await.unwrap();
     send(&mut busy, "/").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Give the server time to accept and start the 5 s response (a loaded
+    // CI machine took more than 100 ms once): QUIT must find it in flight.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     server.signal(Signal::Quit);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.exit_status(), None);
