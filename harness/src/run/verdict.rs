@@ -121,23 +121,8 @@ pub fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<Ex
             .filter(|(code, n)| **n > 0 && !allowed.contains(code))
             .map(|(code, n)| format!("{code}×{n}"))
             .collect();
-        out.push(ExpectationResult {
-            name: "statusCodes".into(),
-            threshold: format!(
-                "only {}",
-                allowed
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            actual: if bad.is_empty() {
-                "none other".into()
-            } else {
-                bad.join(", ")
-            },
-            ok: bad.is_empty(),
-        });
+        let allowed = allowed.iter().map(u16::to_string).collect::<Vec<_>>();
+        out.push(only_allowed("statusCodes", &allowed, bad));
     }
     if let Some(allowed) = &expect.error_kinds {
         let bad: Vec<String> = t
@@ -146,23 +131,11 @@ pub fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<Ex
             .filter(|(kind, n)| **n > 0 && !allowed.iter().any(|a| kind_matches(*a, **kind)))
             .map(|(kind, n)| format!("{kind}×{n}"))
             .collect();
-        out.push(ExpectationResult {
-            name: "errorKinds".into(),
-            threshold: format!(
-                "only {}",
-                allowed
-                    .iter()
-                    .map(|k| format!("{k:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            actual: if bad.is_empty() {
-                "none other".into()
-            } else {
-                bad.join(", ")
-            },
-            ok: bad.is_empty(),
-        });
+        let allowed = allowed
+            .iter()
+            .map(|k| format!("{k:?}").to_lowercase())
+            .collect::<Vec<_>>();
+        out.push(only_allowed("errorKinds", &allowed, bad));
     }
     if let Some(max) = expect.max_error_window {
         let longest = windows
@@ -177,6 +150,21 @@ pub fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<Ex
         });
     }
     out
+}
+
+/// An "only these values" expectation: ok when nothing outside `allowed`
+/// was seen; `bad` lists what was (`503×12`).
+fn only_allowed(name: &str, allowed: &[String], bad: Vec<String>) -> ExpectationResult {
+    ExpectationResult {
+        name: name.into(),
+        threshold: format!("only {}", allowed.join(", ")),
+        actual: if bad.is_empty() {
+            "none other".into()
+        } else {
+            bad.join(", ")
+        },
+        ok: bad.is_empty(),
+    }
 }
 
 /// vegeta's success ratio: successful requests over all requests due.
@@ -222,6 +210,18 @@ mod tests {
         assert!(!kind_matches(ErrorKindName::Timeout, ErrorKind::Refused));
         assert!(kind_matches(ErrorKindName::Reset, ErrorKind::Closed));
         assert!(!kind_matches(ErrorKindName::Refused, ErrorKind::Reset));
+    }
+
+    #[test]
+    fn only_allowed_lists_what_was_seen_outside_the_list() {
+        let allowed = vec!["200".to_owned(), "0".to_owned()];
+        let ok = only_allowed("statusCodes", &allowed, vec![]);
+        assert!(ok.ok);
+        assert_eq!(ok.threshold, "only 200, 0");
+        assert_eq!(ok.actual, "none other");
+        let bad = only_allowed("statusCodes", &allowed, vec!["503×12".into()]);
+        assert!(!bad.ok);
+        assert_eq!(bad.actual, "503×12");
     }
 
     #[test]
