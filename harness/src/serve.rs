@@ -276,13 +276,16 @@ async fn run(
     drop(alive);
     let status = match status {
         ServerExit::Graceful => {
+            // Biased, phase first: a TERM cuts the connections, so when it
+            // arrives `all_done` becomes ready too and must not win the race.
             tokio::select! {
-                _ = all_done.recv() => ServerExit::Graceful,
+                biased;
                 _ = kill.cancelled() => ServerExit::Killed,
                 _ = async { let _ = phase.wait_for(|p| *p == Phase::Cut).await; } => {
                     let _ = all_done.recv().await;
                     ServerExit::Fast
                 }
+                _ = all_done.recv() => ServerExit::Graceful,
             }
         }
         other => {
