@@ -7,6 +7,7 @@ pub mod admission;
 pub mod discovery;
 pub mod patch;
 pub mod selectors;
+mod shape;
 pub mod table;
 
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -321,7 +323,24 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     tracing::debug!("emulator API: {method} {}", req.uri());
-    match handle_inner(&shared, req).await {
+    // A panic in a handler is a zdt bug; the client still gets a Status
+    // (and the connection an answer) instead of a dropped socket.
+    let outcome = std::panic::AssertUnwindSafe(handle_inner(&shared, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(ApiError::new(
+                500,
+                "InternalError",
+                format!("the emulator failed on {method} {path}: {what} (a zdt bug: please report it with this request)"),
+            ))
+        });
+    match outcome {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!("emulator API: {method} {path} -> {} {}", e.code, e.message);
@@ -727,11 +746,7 @@ fn create(
     mut obj: Value,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
+    shape::check(&obj)?;
     let info = target.resource.info();
     if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
         if kind != info.kind {
@@ -763,11 +778,7 @@ fn replace(
     mut obj: Value,
     status: bool,
 ) -> Result<Response<Body>, ApiError> {
-    if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    }
+    shape::check(&obj)?;
     if meta_str(&obj, "name").is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -824,6 +835,8 @@ fn write_update(
     mut obj: Value,
     timings: &Timings,
 ) -> Result<Value, ApiError> {
+    // Patches can turn a good object into one of the wrong shape.
+    shape::check(&obj)?;
     admission::on_update(st, resource, old, &mut obj, timings)
         .map_err(|m| ApiError::new(422, "Invalid", m))?;
     if let Some(m) = obj["metadata"].as_object_mut() {
@@ -862,9 +875,7 @@ fn patch_object(
         let Some(old) = st.get(target.resource, &ns, name).cloned() else {
             if kind == "application/apply-patch+yaml" && !status {
                 let mut obj = patch.clone();
-                if !obj.is_object() {
-                    return Err(ApiError::bad_request("the apply patch must be an object"));
-                }
+                shape::check(&obj)?;
                 if meta_str(&obj, "name").is_some_and(|n| n != name) {
                     return Err(ApiError::bad_request(
                         "the name in the apply patch does not match the URL",
