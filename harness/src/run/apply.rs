@@ -21,7 +21,15 @@ pub enum ApplyError {
         "manifest {index} has no {field}: every object needs apiVersion, kind and metadata.name"
     )]
     Malformed { index: usize, field: &'static str },
-    #[error("{what}: {source}")]
+    #[error(
+        "{kind} `{name}` ({api_version}): the cluster does not serve this kind. Check the apiVersion and kind spelling; the emulator serves only the kinds listed in docs/emulator.md (Deployment, ReplicaSet, Pod, Service, EndpointSlice, PodDisruptionBudget, ConfigMap, Namespace, Node): remove the object from the manifests or run on kind or an existing cluster"
+    )]
+    UnknownKind {
+        kind: String,
+        api_version: String,
+        name: String,
+    },
+    #[error("{what}: {}", api_message(source))]
     Api {
         what: String,
         #[source]
@@ -29,6 +37,15 @@ pub enum ApplyError {
     },
     #[error("the workload was not ready after {timeout:?}: {detail}")]
     NotReady { timeout: Duration, detail: String },
+}
+
+/// The server's own words for an API refusal (kube's Display of an API
+/// error repeats the whole Status); other errors as they are.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
 }
 
 /// One object as identified in messages: `Deployment default/nginx`.
@@ -78,12 +95,23 @@ pub async fn apply_objects(
             None => ("", api_version),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (ar, caps) = pinned_kind(client, &gvk)
-            .await
-            .map_err(|e| ApplyError::Api {
+        let (ar, caps) = pinned_kind(client, &gvk).await.map_err(|e| match e {
+            kube::Error::Discovery(_) => ApplyError::UnknownKind {
+                kind: kind.to_owned(),
+                api_version: api_version.to_owned(),
+                name: name.to_owned(),
+            },
+            // A 404 for the whole group/version means the same thing.
+            kube::Error::Api(s) if s.code == 404 => ApplyError::UnknownKind {
+                kind: kind.to_owned(),
+                api_version: api_version.to_owned(),
+                name: name.to_owned(),
+            },
+            e => ApplyError::Api {
                 what: format!("look up {kind} ({api_version}) in the API server's discovery"),
                 source: e,
-            })?;
+            },
+        })?;
         let ns = match caps.scope {
             Scope::Namespaced => Some(
                 obj.pointer("/metadata/namespace")

@@ -746,7 +746,7 @@ fn create(
     mut obj: Value,
     query: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    shape::check(&obj)?;
+    shape::check_typed(target.resource, &obj)?;
     let info = target.resource.info();
     if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
         if kind != info.kind {
@@ -836,7 +836,7 @@ fn write_update(
     timings: &Timings,
 ) -> Result<Value, ApiError> {
     // Patches can turn a good object into one of the wrong shape.
-    shape::check(&obj)?;
+    shape::check_typed(resource, &obj)?;
     admission::on_update(st, resource, old, &mut obj, timings)
         .map_err(|m| ApiError::new(422, "Invalid", m))?;
     if let Some(m) = obj["metadata"].as_object_mut() {
@@ -875,7 +875,7 @@ fn patch_object(
         let Some(old) = st.get(target.resource, &ns, name).cloned() else {
             if kind == "application/apply-patch+yaml" && !status {
                 let mut obj = patch.clone();
-                shape::check(&obj)?;
+                shape::check_typed(target.resource, &obj)?;
                 if meta_str(&obj, "name").is_some_and(|n| n != name) {
                     return Err(ApiError::bad_request(
                         "the name in the apply patch does not match the URL",

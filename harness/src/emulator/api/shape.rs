@@ -4,9 +4,54 @@
 //! Checked up front so every later step can index the object safely, and so
 //! a client gets the 400 that a real cluster would give.
 
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ApiError;
+use crate::emulator::store::Resource;
+
+/// `Ok` when `obj` decodes as the Kubernetes type `resource` holds: the
+/// controllers and every kube-rs client read it back as that type, so an
+/// object that does not decode (a port given as a word, a list given as a
+/// map) must be refused at the door, naming the field, as the real API
+/// server refuses it, rather than break every later read.
+pub fn check_typed(resource: Resource, obj: &Value) -> Result<(), ApiError> {
+    check(obj)?;
+    match resource {
+        Resource::Namespaces => decode::<Namespace>(obj),
+        Resource::Nodes => decode::<Node>(obj),
+        Resource::Pods => decode::<Pod>(obj),
+        Resource::Services => decode::<Service>(obj),
+        Resource::EndpointSlices => decode::<EndpointSlice>(obj),
+        Resource::Deployments => decode::<Deployment>(obj),
+        Resource::ReplicaSets => decode::<ReplicaSet>(obj),
+        Resource::PodDisruptionBudgets => decode::<PodDisruptionBudget>(obj),
+        Resource::ConfigMaps => decode::<ConfigMap>(obj),
+        // Events are stored as sent and read by nobody in zdt.
+        Resource::CoreEvents | Resource::Events => Ok(()),
+    }
+}
+
+fn decode<T: DeserializeOwned>(obj: &Value) -> Result<(), ApiError> {
+    // The kind/apiVersion fields are checked by the route; the typed decode
+    // needs them to match the type, so take them out of the picture.
+    let mut body = obj.clone();
+    if let Some(m) = body.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    match serde_path_to_error::deserialize::<_, T>(body) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            Err(bad(format!("`{path}`: {}", e.into_inner())))
+        }
+    }
+}
 
 /// `Ok` when `obj` has the shape every handler relies on.
 pub fn check(obj: &Value) -> Result<(), ApiError> {
@@ -153,5 +198,32 @@ mod tests {
             assert_eq!(e.code, 400, "{obj}");
             assert!(e.message.contains(says), "{obj}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn typed_check_names_the_field_that_does_not_decode() {
+        let mut deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx",
+                        "ports": [{"containerPort": 80}]}]}}}});
+        check_typed(Resource::Deployments, &deploy).unwrap();
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+            json!("eighty");
+        let e = check_typed(Resource::Deployments, &deploy).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message
+                .contains("spec.template.spec.containers[0].ports[0].containerPort"),
+            "{}",
+            e.message
+        );
+        let e = check_typed(
+            Resource::Pods,
+            &json!({"metadata": {"name": "p"}, "spec": {"containers": {}}}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("spec.containers"), "{}", e.message);
     }
 }
