@@ -60,7 +60,7 @@ CONF
   /usr/sbin/nginx -p "$WORK/nginx" -c "$WORK/nginx.conf"
   echo "attack: $RATE for $DURATION against nginx on 127.0.0.1:$port"
   "$ZDT" attack "http://127.0.0.1:$port/" --rate "$RATE" --duration "$DURATION" \
-    --timeout 10s --keepalive false --format json -o "$WORK/attack.json" &
+    --timeout 10s --keepalive false --format json >"$WORK/attack.json" &
   local pid=$!
   sample "$pid" attack
   wait "$pid" || true

@@ -340,8 +340,10 @@ fn k8s_path() -> impl Strategy<Value = String> {
                 p.push('?');
                 p.push_str(&q.join("&"));
             }
-            if p.is_empty() {
-                p.push('/');
+            // Always an origin-form target: a bare `?query` is not a request
+            // line hyper lets through to the API at all.
+            if !p.starts_with('/') {
+                p.insert(0, '/');
             }
             p
         },
