@@ -82,7 +82,7 @@ PY
 }
 
 run_part() {
-  sed -e "s/@RATE@/$RATE/" -e "s/@DURATION@/$DURATION/" -e "s#@MANIFESTS@#$ROOT/manifests/nginx#" >"$WORK/soak.yaml" <<'YAML'
+  sed -e "s|@RATE@|$RATE|" -e "s|@DURATION@|$DURATION|" -e "s#@MANIFESTS@#$ROOT/manifests/nginx#" >"$WORK/soak.yaml" <<'YAML'
 apiVersion: zdt/v1alpha1
 kind: Scenario
 name: soak
