@@ -369,6 +369,15 @@ fn assert_clean_interrupt(run: &mut Run, before: Held, code: Option<i32>) {
 /// run must by then own pods and listening sockets (so the checks that they
 /// are gone afterwards are not vacuous).
 fn interrupt_at(needle: &str, pre_stop: &str, holds: bool) -> (Run, tempfile::TempDir) {
+    interrupt_with(libc::SIGINT, needle, pre_stop, holds)
+}
+
+fn interrupt_with(
+    signal: i32,
+    needle: &str,
+    pre_stop: &str,
+    holds: bool,
+) -> (Run, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(dir.path(), "20s", pre_stop);
     let mut run = start_run(dir.path(), &file);
@@ -378,7 +387,7 @@ fn interrupt_at(needle: &str, pre_stop: &str, holds: bool) -> (Run, tempfile::Te
         assert!(!before.listening.is_empty(), "no listening socket held");
         assert!(!before.procs.is_empty(), "no child process held");
     }
-    run.signal(libc::SIGINT);
+    run.signal(signal);
     let code = run.wait_exit(Duration::from_secs(60));
     assert_clean_interrupt(&mut run, before, code);
     (run, dir)
@@ -418,6 +427,118 @@ fn sigint_during_traffic_before_chaos() {
     let (run, _dir) = interrupt_at("run phase: traffic", "1s", true);
     let summary = read_json(&run.out.join("summary.json"));
     assert_eq!(summary["variants"][0]["verdict"], "INCOMPLETE");
+}
+
+#[test]
+fn sigterm_during_traffic_is_an_interrupt_too() {
+    if !nginx_installed() {
+        return;
+    }
+    let (run, _dir) = interrupt_with(libc::SIGTERM, "run phase: traffic", "1s", true);
+    assert!(
+        run.seen.iter().any(|l| l.contains("zdt: interrupted")),
+        "{:?}",
+        run.seen
+    );
+}
+
+#[test]
+fn a_second_sigint_forces_exit_without_leaving_processes() {
+    if !nginx_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "20s", "1s");
+    let mut run = start_run(dir.path(), &file);
+    run.wait_for("run phase: traffic", Duration::from_secs(90));
+    let before = held(&run);
+    assert!(!before.procs.is_empty() && !before.listening.is_empty());
+    run.signal(libc::SIGINT);
+    run.wait_for("zdt: interrupted", Duration::from_secs(10));
+    run.signal(libc::SIGINT);
+    // Either the graceful teardown wins the race (3) or the forced exit
+    // fires 2 s after the second signal (130); it must not hang.
+    let code = run.wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(3) | Some(130)),
+        "exit code {code:?}; output:\n{}",
+        run.seen.join("\n")
+    );
+    // Pods die with zdt (PR_SET_PDEATHSIG) even on the forced path.
+    let left = still_alive(&before.procs);
+    assert!(left.is_empty(), "child processes left: {left:?}");
+    assert!(nginx_in(&run.tmp).is_empty(), "nginx processes left");
+    let still: Vec<_> = before
+        .listening
+        .intersection(&listening_inodes())
+        .copied()
+        .collect();
+    assert!(still.is_empty(), "listening sockets left: {still:?}");
+}
+
+#[test]
+fn a_panic_inside_a_variant_tears_down_and_reports_it() {
+    if !nginx_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "5s", "1s");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new(ZDT)
+        .args(["-v", "run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .env("ZDT_FAILPOINT", "load balancer")
+        .env("RUST_LOG", "warn,zdt=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The pods are up by the time the LB phase starts: sample what the run
+    // holds while it is still alive.
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen_procs = HashMap::new();
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        seen_procs.extend(descendants(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a panicked variant is INVALID: exit 3"
+    );
+    assert!(
+        !seen_procs.is_empty(),
+        "the run never started a pod, so the cleanliness checks are vacuous"
+    );
+    let summary = read_json(&out.join("summary.json"));
+    let v = &summary["variants"][0];
+    assert_eq!(v["verdict"], "INVALID", "{summary}");
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("zdt failed inside this variant") && reasons.contains("failpoint"),
+        "{reasons}"
+    );
+    assert!(
+        out.join("report.html").exists(),
+        "the report is still written"
+    );
+    let left = still_alive(&seen_procs);
+    assert!(
+        left.is_empty(),
+        "child processes left after a panic: {left:?}"
+    );
+    assert!(
+        nginx_in(&tmp).is_empty(),
+        "nginx processes left after a panic"
+    );
 }
 
 #[test]

@@ -276,6 +276,12 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 /// the reliability tests synchronise their signals on these lines.
 fn phase(s: &Scenario, name: &str) {
     tracing::info!(variant = %s.variant, "run phase: {name}");
+    // Fault injection: `ZDT_FAILPOINT=<phase>` panics as the variant enters
+    // that phase, so the reliability tests can check what a panic leaves
+    // behind (a bug in zdt must not leave pods running or ports bound).
+    if std::env::var("ZDT_FAILPOINT").is_ok_and(|p| !p.is_empty() && name.starts_with(&p)) {
+        panic!("failpoint `{name}` (ZDT_FAILPOINT)");
+    }
 }
 
 /// Await `fut` unless the run is interrupted first.
