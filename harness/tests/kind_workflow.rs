@@ -115,15 +115,47 @@ fn the_zdt_flags_the_workflow_uses_exist() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--provider", "--out"] {
+    // Every flag the workflow and docs/kind.md give `zdt run` must exist.
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut used = std::collections::BTreeSet::new();
+    for file in [".github/workflows/nightly.yml", "docs/kind.md"] {
+        let text = std::fs::read_to_string(repo.join(file)).unwrap();
+        // The words of each `zdt run …` command: up to the closing backtick
+        // (docs), parenthesis (the workflow's argument array) or comment.
+        for start in ["zdt run", "args=(run"] {
+            for (i, _) in text.match_indices(start) {
+                let rest = &text[i + start.len()..];
+                let end = rest.find(['`', ')', '#', '\n']).unwrap_or(rest.len());
+                for word in rest[..end].split_whitespace() {
+                    if word.starts_with("--") && word.len() > 2 {
+                        used.insert((file, word.trim_end_matches(['.', ',']).to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    for flag in [
+        "--provider",
+        "--out",
+        "--baseline",
+        "--lb-mode",
+        "--keep-cluster",
+        "--context",
+    ] {
         assert!(help.contains(flag), "`zdt run` has no {flag}:\n{help}");
     }
-    // Flags the run issue adds; until then the nightly cannot pass and this
-    // says so instead of failing everyone's test suite.
-    for flag in ["--baseline", "--lb-mode"] {
-        if !help.contains(flag) {
-            eprintln!("NOTE: `zdt run` has no {flag} yet; the nightly workflow needs it");
-        }
+    assert!(used.iter().any(|(_, f)| f == "--lb-mode"), "{used:?}");
+    for (file, flag) in &used {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{file} uses `zdt run {flag}`, which does not exist:\n{help}"
+        );
+    }
+    for mode in ["model", "metallb", "cloud-provider-kind"] {
+        assert!(
+            help.contains(mode),
+            "--lb-mode {mode} is not in the help:\n{help}"
+        );
     }
     let clean = Command::new(env!("CARGO_BIN_EXE_zdt"))
         .args(["clean", "--help"])

@@ -349,3 +349,179 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     }
     drop(cleanup);
 }
+
+/// The kind provider's LB path on a plain docker network: the config
+/// rendered from the run's `LbConfig` (`lb_container::lb_file`), the
+/// container started and awaited by `lb_container::start`, and the chaos
+/// steps' admin operations through `LbControl::Remote` — the same calls a
+/// run on kind makes, with two `zdt serve` containers standing in for the
+/// workers' NodePorts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
+    use zdt::cluster::docker as zd;
+    use zdt::cluster::lb_container;
+    use zdt::cluster::LbControl;
+    use zdt::lb::{BackendConfig, LbConfig, ProbeSettings};
+    use zdt::units::Dur;
+
+    let d = match zd::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: no Docker Engine answers: {e}");
+            return;
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let run_id = format!("test-lbc-{}-{nanos}", std::process::id());
+    let tag = format!("zdt-test:{run_id}");
+    let mut cleanup = Cleanup {
+        containers: Vec::new(),
+        network: None,
+        image: Some(tag.clone()),
+    };
+    image::build(&d, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
+        .await
+        .unwrap();
+    let network = format!("zdt-{run_id}");
+    zd::create_network(&d, &network, None, Some(&run_id))
+        .await
+        .unwrap();
+    cleanup.network = Some(network.clone());
+
+    let mut backends = Vec::new();
+    for pod in ["b1", "b2"] {
+        let c = zd::run_container(
+            &d,
+            &zd::ContainerSpec {
+                name: format!("{run_id}-{pod}"),
+                image: tag.clone(),
+                cmd: [
+                    "serve",
+                    "--listen",
+                    "0.0.0.0:8080",
+                    "--pod",
+                    pod,
+                    "--node",
+                    pod,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                network: Some(network.clone()),
+                run_id: Some(run_id.clone()),
+                init: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        cleanup.containers.push(c.id.clone());
+        let ip = c.ipv4.expect("backend has an address on the test network");
+        backends.push(BackendConfig {
+            name: pod.into(),
+            address: format!("{ip}:8080"),
+            probe: Some(format!("http://{ip}:8080/healthz")),
+        });
+    }
+
+    let config = LbConfig {
+        probe: ProbeSettings {
+            interval: Dur::from_millis(300),
+            timeout: Dur::from_millis(300),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        },
+        ..LbConfig::default()
+    };
+    let file = lb_container::lb_file(&config, backends);
+    let lb = lb_container::start(&d, &tag, &network, &file, &run_id)
+        .await
+        .unwrap();
+    cleanup.containers.push(lb.container.id.clone());
+    assert!(lb.frontend.ip().is_loopback(), "{:?}", lb.frontend);
+    // As the kind provider does: health changes mirrored into the events.
+    let (events, mut rx) = zdt::events::EventSink::channel(zdt::clock::Clock::start());
+    let watch = tokio_util::sync::CancellationToken::new();
+    lb_container::watch_health(lb.admin.clone(), events, watch.clone());
+    let control = LbControl::Remote {
+        admin: lb.admin.clone(),
+        container: lb.container.id.clone(),
+        watch: Some(watch.drop_guard()),
+    };
+    control
+        .wait_ready(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let admin = control.admin();
+    assert_eq!(admin.backend_count().await.unwrap(), 2);
+
+    let frontend = lb.frontend;
+    let spread = |n: usize| async move {
+        let mut seen = HashMap::<String, usize>::new();
+        for _ in 0..n {
+            let pod = get_pod(frontend, Duration::from_secs(2)).await.unwrap();
+            *seen.entry(pod).or_default() += 1;
+        }
+        seen
+    };
+    let seen = spread(40).await;
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+    // Both went healthy, and the watcher said so (it polls every 200 ms).
+    let mut healthy = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while healthy.len() < 2 && Instant::now() < deadline {
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            if ev.reason == "Healthy" {
+                healthy.insert(ev.node.clone().unwrap_or_default());
+            }
+        }
+    }
+    assert_eq!(
+        healthy.into_iter().collect::<Vec<_>>(),
+        ["b1", "b2"],
+        "Healthy events from the watcher"
+    );
+
+    // lbDrainBackend: no new connections to b1.
+    admin.drain("b1", None).await.unwrap();
+    let seen = spread(30).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b2"], "{seen:?}");
+    // lbRestoreBackend (also the run's undo): b1 takes connections again.
+    admin.restore("b1").await.unwrap();
+    admin
+        .wait_healthy(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let seen = spread(40).await;
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+    // lbRemoveBackend: b2 leaves the pool.
+    admin.remove("b2").await.unwrap();
+    assert_eq!(admin.backend_count().await.unwrap(), 1);
+    let seen = spread(30).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b1"], "{seen:?}");
+    let err = admin.drain("nope", None).await.unwrap_err().to_string();
+    assert!(err.contains("no backend named `nope`"), "{err}");
+
+    // Shutting the LB down removes its container.
+    control.shutdown().await;
+    let gone = d.inspect_container(&lb.container.id, None).await;
+    assert!(
+        matches!(
+            gone,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+    drop(cleanup);
+}

@@ -18,7 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 #[non_exhaustive]
 pub enum ExistingError {
     /// A disruptive step on a context that was not named on the command line.
-    #[error("refusing disruptive steps on context {actual:?}: it is the kubeconfig's current context, not one named on the command line")]
+    #[error("refusing disruptive steps on context {actual:?}: it was not named on the command line (a scenario file or the kubeconfig's current context is not enough)")]
     #[diagnostic(
         code(zdt::existing::context_not_named),
         help("name it explicitly: `zdt run FILE --context {actual}`, and list it in the scenario: `cluster: {{ allowContexts: [\"{actual}\"] }}`")
@@ -125,41 +125,37 @@ impl ExistingCluster {
     /// Load `kubeconfig` (or the default: `$KUBECONFIG`, `~/.kube/config`)
     /// with the context named on the command line, or its current context.
     pub async fn connect(kubeconfig: Option<&Path>, named_context: Option<&str>) -> Result<Self> {
-        let shown = kubeconfig
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "$KUBECONFIG or ~/.kube/config".to_owned());
+        Self::connect_for_run(kubeconfig, named_context, named_context).await
+    }
+
+    /// [`connect`](Self::connect) for `zdt run`: the client uses `context`
+    /// (the scenario's `cluster.context`, or `--context`, else the current
+    /// one), while only `named_on_cli` counts as named for the safety check.
+    /// kube-rs's automatic 429 retry is off, so PDB refusals of evictions
+    /// reach the drain code as on the other providers.
+    pub async fn connect_for_run(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        named_on_cli: Option<&str>,
+    ) -> Result<Self> {
+        let (kc, context) = load_kubeconfig(kubeconfig, context)?;
         let err = |message: String| ExistingError::Kubeconfig {
-            path: shown.clone(),
+            path: shown(kubeconfig),
             message,
         };
-        let kc = match kubeconfig {
-            Some(p) => Kubeconfig::read_from(p),
-            None => Kubeconfig::read(),
-        }
-        .map_err(|e| err(e.to_string()))?;
-        let context = match named_context {
-            Some(c) => c.to_owned(),
-            None => kc
-                .current_context
-                .clone()
-                .ok_or_else(|| err("no current-context and no --context given".into()))?,
-        };
-        if !kc.contexts.iter().any(|c| c.name == context) {
-            let known: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
-            return Err(err(format!("no context {context:?} (contexts: {known:?})")));
-        }
         let options = KubeConfigOptions {
             context: Some(context.clone()),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| err(e.to_string()))?;
+        config.default_retry = false;
         let client = kube::Client::try_from(config).map_err(|e| err(e.to_string()))?;
         Ok(Self {
             client,
             context,
-            named_context: named_context.map(str::to_owned),
+            named_context: named_on_cli.map(str::to_owned),
             kubeconfig: kubeconfig.map(Path::to_path_buf),
         })
     }
@@ -177,6 +173,78 @@ impl ExistingCluster {
     pub fn check_disruption_allowed(&self, allow_list: &[String]) -> Result<()> {
         check_disruption_allowed(self.named_context.as_deref(), &self.context, allow_list)
     }
+}
+
+fn shown(kubeconfig: Option<&Path>) -> String {
+    kubeconfig
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "$KUBECONFIG or ~/.kube/config".to_owned())
+}
+
+/// The kubeconfig and the context to use: `context`, else its current one.
+fn load_kubeconfig(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<(Kubeconfig, String)> {
+    let err = |message: String| ExistingError::Kubeconfig {
+        path: shown(kubeconfig),
+        message,
+    };
+    let kc = match kubeconfig {
+        Some(p) => Kubeconfig::read_from(p),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|e| err(e.to_string()))?;
+    let context = match context {
+        Some(c) => c.to_owned(),
+        None => kc
+            .current_context
+            .clone()
+            .ok_or_else(|| err("no current-context and no --context given".into()))?,
+    };
+    if !kc.contexts.iter().any(|c| c.name == context) {
+        let known: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+        return Err(err(format!("no context {context:?} (contexts: {known:?})")));
+    }
+    Ok((kc, context))
+}
+
+/// The chaos steps that change the cluster (everything but waits; the LB
+/// steps act on zdt's LB, which an existing cluster does not have), as
+/// `name (action)` for messages.
+pub fn disruptive_steps(steps: &[crate::scenario::ChaosStep]) -> Vec<String> {
+    use crate::scenario::Action;
+    steps
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.action,
+                Action::Wait(_)
+                    | Action::LbRemoveBackend { .. }
+                    | Action::LbDrainBackend { .. }
+                    | Action::LbRestoreBackend { .. }
+            )
+        })
+        .map(|s| format!("{} ({})", s.name, s.action.kind()))
+        .collect()
+}
+
+/// The safety check before a run on an existing cluster touches anything:
+/// when the scenario has disruptive steps, the context the run would use
+/// (`context`, else the kubeconfig's current one) must be the one named on
+/// the command line and be in `allow_list`. Reads only the kubeconfig.
+pub fn preflight(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    named_on_cli: Option<&str>,
+    allow_list: &[String],
+    steps: &[crate::scenario::ChaosStep],
+) -> Result<()> {
+    if disruptive_steps(steps).is_empty() {
+        return Ok(());
+    }
+    let (_, actual) = load_kubeconfig(kubeconfig, context)?;
+    check_disruption_allowed(named_on_cli, &actual, allow_list)
 }
 
 /// One `status.loadBalancer.ingress` entry: clouds give an IP (Azure, GCP)

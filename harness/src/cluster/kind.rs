@@ -259,7 +259,7 @@ impl KindSpec {
 
 /// FNV-1a 64: stable across Rust versions and machines (std's hasher is
 /// not), so the same shape gives the same cluster name everywhere.
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -640,6 +640,11 @@ impl KindCluster {
         &self.spec
     }
 
+    /// Whether [`teardown`](KindCluster::teardown) leaves the cluster running.
+    pub fn keep(&self) -> bool {
+        self.keep
+    }
+
     /// Whether this handle created the cluster (false: reused).
     pub fn created(&self) -> bool {
         self.created
@@ -653,6 +658,18 @@ impl KindCluster {
     /// `kind-<name>`.
     pub fn context(&self) -> String {
         context_name(&self.name)
+    }
+
+    /// The worker node names kind gives this cluster's workers:
+    /// `<name>-worker`, `<name>-worker2`, … (kind names the n-th node of a
+    /// role `<cluster>-<role>` then `<cluster>-<role>N`).
+    pub fn worker_names(&self) -> Vec<String> {
+        (1..=self.spec.workers)
+            .map(|i| match i {
+                1 => format!("{}-worker", self.name),
+                n => format!("{}-worker{n}", self.name),
+            })
+            .collect()
     }
 
     /// A kube client from the kubeconfig kind wrote, context `kind-<name>`.
@@ -670,9 +687,12 @@ impl KindCluster {
             context: Some(context.clone()),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| err(e.to_string()))?;
+        // As on every provider: PDB refusals (429) of evictions must reach
+        // the drain code, not be retried away inside kube-rs.
+        config.default_retry = false;
         kube::Client::try_from(config).map_err(|e| err(e.to_string()))
     }
 

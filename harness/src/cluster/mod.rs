@@ -6,6 +6,8 @@ pub mod cli;
 pub mod docker;
 pub mod existing;
 pub mod kind;
+pub mod lb_container;
+pub mod metallb;
 pub mod provider;
 
-pub use provider::{Cluster, ClusterError, Exposure, LbControl};
+pub use provider::{Cluster, ClusterError, Exposure, LbAdmin, LbAdminError, LbControl};

@@ -3,30 +3,59 @@
 //! and teardown. Chaos code never asks which provider it runs on.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::docker::{self, KIND_NETWORK};
+use super::existing::{self, ExistingCluster, ExistingError};
+use super::kind::{self, KindCluster, KindError, KindSpec, LbMode};
+use super::lb_container;
 use crate::emulator::{Emulator, EmulatorConfig, NodeFault};
 use crate::events::EventSink;
-use crate::lb::{Admin, Lb, LbConfig, LbHandle};
+use crate::lb::{Admin, AdminClient, AdminError, Lb, LbConfig, LbHandle};
+use crate::scenario::ChaosStep;
 
 /// A provider could not do what the run asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[non_exhaustive]
 pub enum ClusterError {
     #[error(transparent)]
     Emulator(#[from] crate::emulator::EmulatorError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Kind(#[from] KindError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Docker(#[from] docker::DockerError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Existing(#[from] ExistingError),
     #[error("load balancer: {0}")]
     Lb(String),
     #[error("{0}")]
     Unsupported(String),
 }
 
+impl ClusterError {
+    /// The message with its fix (the diagnostic's help), for a variant's
+    /// reasons, which are plain text.
+    pub fn explain(&self) -> String {
+        use miette::Diagnostic;
+        match self.help() {
+            Some(help) => format!("{self}\n  help: {help}"),
+            None => self.to_string(),
+        }
+    }
+}
+
 /// A cluster the run can drive.
 pub enum Cluster {
     Emulator(Box<Emulator>),
+    Kind(Box<KindRun>),
+    Existing(Box<ExistingRun>),
 }
 
 /// The workload's Service exposed through a load balancer.
@@ -40,22 +69,195 @@ pub struct Exposure {
 pub enum LbControl {
     /// zdt's LB model running in this process.
     InProcess(LbHandle),
+    /// zdt's LB model in a container, driven through its HTTP admin API.
+    /// `watch` stops the task mirroring its health changes into the run's
+    /// events ([`lb_container::watch_health`]) when the LB goes.
+    Remote {
+        admin: AdminClient,
+        container: String,
+        watch: Option<tokio_util::sync::DropGuard>,
+    },
+    /// An LB zdt does not control (the cloud's, MetalLB, cloud-provider-kind):
+    /// traffic goes through it, admin operations are refused.
+    External { target: SocketAddr, what: String },
 }
 
 impl LbControl {
     /// The admin operations (remove / drain / restore / wait healthy).
-    pub fn admin(&self) -> Admin {
+    pub fn admin(&self) -> LbAdmin {
         match self {
-            LbControl::InProcess(h) => h.admin(),
+            LbControl::InProcess(h) => LbAdmin::InProcess(h.admin()),
+            LbControl::Remote { admin, .. } => LbAdmin::Remote(admin.clone()),
+            LbControl::External { what, .. } => LbAdmin::Unavailable(what.clone()),
         }
     }
 
-    /// Stop the LB and wait for its tasks.
+    /// Wait until the LB can take the run's traffic: `count` healthy backends
+    /// for zdt's LB; for an external one, its address accepting connections
+    /// (what it does with them is what the run measures).
+    pub async fn wait_ready(&self, count: usize, timeout: Duration) -> Result<(), LbAdminError> {
+        match self {
+            LbControl::External { target, what } => wait_accepting(*target, what, timeout).await,
+            other => other.admin().wait_healthy(count, timeout).await,
+        }
+    }
+
+    /// Stop the LB and wait for its tasks (or remove its container).
     pub async fn shutdown(self) {
         match self {
             LbControl::InProcess(h) => h.shutdown().await,
+            LbControl::Remote {
+                container, watch, ..
+            } => {
+                drop(watch);
+                remove_lb_container(&container).await
+            }
+            LbControl::External { .. } => {}
         }
     }
+}
+
+async fn wait_accepting(
+    target: SocketAddr,
+    what: &str,
+    timeout: Duration,
+) -> Result<(), LbAdminError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(target),
+        )
+        .await;
+        let error = match attempt {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_owned(),
+        };
+        if Instant::now() >= deadline {
+            return Err(LbAdminError::Unsupported(format!(
+                "{what} at {target} accepted no connection within {timeout:?}: {error}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn remove_lb_container(container: &str) {
+    let removed = match docker::connect().await {
+        Ok(d) => docker::remove_container(&d, container).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = removed {
+        tracing::warn!("LB container {container} not removed ({e}); `zdt clean` removes it");
+    }
+}
+
+/// Why an LB admin operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbAdminError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The LB in front of this run has no admin API zdt can use.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The LB's admin operations wherever the LB runs: one type for the chaos
+/// steps (`lbRemoveBackend`, `lbDrainBackend`, `wait: lbHealthy`, …).
+#[derive(Clone)]
+pub enum LbAdmin {
+    InProcess(Admin),
+    Remote(AdminClient),
+    /// No admin API; the text says which LB this is.
+    Unavailable(String),
+}
+
+impl LbAdmin {
+    fn unavailable(what: &str) -> LbAdminError {
+        LbAdminError::Unsupported(format!(
+            "the load balancer in front of this run is {what}; zdt has no admin API for it \
+             (lbRemoveBackend, lbDrainBackend, lbRestoreBackend and `wait: lbHealthy` need \
+             zdt's LB: `loadBalancer.mode: model` on the emulator or kind)"
+        ))
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), LbAdminError> {
+        match self {
+            LbAdmin::InProcess(a) => Ok(a.remove(name)?),
+            LbAdmin::Remote(c) => Ok(c.remove(name).await?),
+            LbAdmin::Unavailable(what) => Err(Self::unavailable(what)),
+        }
+    }
+
+    pub async fn drain(&self, name: &str, timeout: Option<Duration>) -> Result<(), LbAdminError> {
+        match self {
+            LbAdmin::InProcess(a) => Ok(a.drain(name, timeout)?),
+            LbAdmin::Remote(c) => Ok(c.drain(name, timeout).await?),
+            LbAdmin::Unavailable(what) => Err(Self::unavailable(what)),
+        }
+    }
+
+    pub async fn restore(&self, name: &str) -> Result<(), LbAdminError> {
+        match self {
+            LbAdmin::InProcess(a) => Ok(a.restore(name)?),
+            LbAdmin::Remote(c) => Ok(c.restore(name).await?),
+            LbAdmin::Unavailable(what) => Err(Self::unavailable(what)),
+        }
+    }
+
+    /// How many backends the LB has (healthy or not).
+    pub async fn backend_count(&self) -> Result<usize, LbAdminError> {
+        match self {
+            LbAdmin::InProcess(a) => Ok(a.list().len()),
+            LbAdmin::Remote(c) => Ok(c.list().await?.len()),
+            LbAdmin::Unavailable(what) => Err(Self::unavailable(what)),
+        }
+    }
+
+    /// Wait until at least `count` backends are healthy, at most `timeout`.
+    pub async fn wait_healthy(&self, count: usize, timeout: Duration) -> Result<(), LbAdminError> {
+        match self {
+            LbAdmin::InProcess(a) => Ok(a.wait_healthy(count, timeout).await?),
+            LbAdmin::Remote(c) => Ok(c.wait_healthy(count, timeout).await?),
+            LbAdmin::Unavailable(what) => Err(Self::unavailable(what)),
+        }
+    }
+}
+
+/// A kind cluster in use by a run, and the LB container zdt put in front.
+pub struct KindRun {
+    cluster: KindCluster,
+    client: Client,
+    mode: LbMode,
+    run_id: String,
+    lb_container: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for KindRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KindRun")
+            .field("cluster", &self.cluster.name())
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An existing cluster in use by a run.
+pub struct ExistingRun {
+    cluster: ExistingCluster,
+    workers: Vec<String>,
+}
+
+/// A run id for the docker objects of one variant: unique per process and
+/// moment, so `zdt clean` can tell runs apart.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:08x}", std::process::id())
 }
 
 impl Cluster {
@@ -66,10 +268,94 @@ impl Cluster {
         )))
     }
 
+    /// A kind cluster of `spec`'s shape, created through the `kind` CLI or
+    /// reused when one of the same shape exists; deleted at teardown unless
+    /// `keep`. `mode` decides what gives the Service its load balancer.
+    ///
+    /// A reused cluster may hold an earlier run's workload (a kept cluster,
+    /// or a run that crashed): `namespace` is emptied of Deployments,
+    /// Services and PodDisruptionBudgets first, so no variant inherits
+    /// another's objects — as every variant gets a fresh emulator.
+    pub async fn kind(
+        cli: kind::KindCli,
+        spec: KindSpec,
+        keep: bool,
+        mode: LbMode,
+        namespace: &str,
+    ) -> Result<Self, ClusterError> {
+        let cluster = KindCluster::up_with(cli, spec, keep).await?;
+        let ready = async {
+            let client = cluster.client().await?;
+            if !cluster.created() {
+                reset_namespace(&client, namespace).await?;
+            }
+            Ok::<_, ClusterError>(client)
+        };
+        let client = match ready.await {
+            Ok(c) => c,
+            Err(e) => {
+                // Nobody else holds the cluster yet: delete what was created.
+                if let Err(d) = cluster.teardown().await {
+                    tracing::warn!("{d}");
+                }
+                return Err(e);
+            }
+        };
+        Ok(Cluster::Kind(Box::new(KindRun {
+            cluster,
+            client,
+            mode,
+            run_id: run_id(),
+            lb_container: Mutex::new(None),
+        })))
+    }
+
+    /// The cluster of kube `context` (else the kubeconfig's current one).
+    /// Refused before anything is read from the cluster when `steps` would
+    /// disrupt it and the context was not named on the command line
+    /// (`named_on_cli`) or is missing from `allow_list`.
+    pub async fn existing(
+        context: Option<&str>,
+        named_on_cli: Option<&str>,
+        allow_list: &[String],
+        steps: &[ChaosStep],
+    ) -> Result<Self, ClusterError> {
+        let cluster = ExistingCluster::connect_for_run(None, context, named_on_cli).await?;
+        if !existing::disruptive_steps(steps).is_empty() {
+            cluster.check_disruption_allowed(allow_list)?;
+        }
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(cluster.client());
+        let list = nodes.list(&Default::default()).await.map_err(|e| {
+            ClusterError::Unsupported(format!(
+                "listing the nodes of context {:?}: {e}",
+                cluster.context()
+            ))
+        })?;
+        let mut workers: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|n| {
+                let labels = n.metadata.labels.as_ref();
+                !labels.is_some_and(|l| {
+                    l.contains_key("node-role.kubernetes.io/control-plane")
+                        || l.contains_key("node-role.kubernetes.io/master")
+                })
+            })
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        workers.sort();
+        Ok(Cluster::Existing(Box::new(ExistingRun {
+            cluster,
+            workers,
+        })))
+    }
+
     /// `emulator`, `kind` or `existing`.
     pub fn provider(&self) -> &'static str {
         match self {
             Cluster::Emulator(_) => "emulator",
+            Cluster::Kind(_) => "kind",
+            Cluster::Existing(_) => "existing",
         }
     }
 
@@ -84,6 +370,8 @@ impl Cluster {
                     ClusterError::Unsupported(format!("kube client for {}: {err}", e.url()))
                 })
             }
+            Cluster::Kind(k) => Ok(k.client.clone()),
+            Cluster::Existing(x) => Ok(x.cluster.client()),
         }
     }
 
@@ -96,6 +384,8 @@ impl Cluster {
                 .filter(|n| !n.control_plane)
                 .map(|n| n.name)
                 .collect(),
+            Cluster::Kind(k) => k.cluster.worker_names(),
+            Cluster::Existing(x) => x.workers.clone(),
         }
     }
 
@@ -120,6 +410,20 @@ impl Cluster {
                     lb: LbControl::InProcess(handle),
                 })
             }
+            Cluster::Kind(k) => k.expose(namespace, service, &config, events, cancel).await,
+            Cluster::Existing(x) => {
+                let target = ingress_target(&x.cluster.client(), namespace, service).await?;
+                Ok(Exposure {
+                    target,
+                    lb: LbControl::External {
+                        target,
+                        what: format!(
+                            "the cloud's load balancer of context {:?}",
+                            x.cluster.context()
+                        ),
+                    },
+                })
+            }
         }
     }
 
@@ -127,6 +431,20 @@ impl Cluster {
     pub async fn node_fault(&self, node: &str, fault: NodeFault) -> Result<(), ClusterError> {
         match self {
             Cluster::Emulator(e) => Ok(e.node_fault(node, fault)?),
+            Cluster::Kind(k) => {
+                let fault = match fault {
+                    NodeFault::Stop => docker::NodeFault::Stop,
+                    NodeFault::Pause => docker::NodeFault::Pause,
+                    NodeFault::Kill => docker::NodeFault::Kill,
+                    NodeFault::Resume => docker::NodeFault::Resume,
+                };
+                Ok(k.cluster.node_fault(node, fault).await?)
+            }
+            Cluster::Existing(x) => Err(ClusterError::Unsupported(format!(
+                "node faults are docker operations on kind's node containers; zdt cannot stop, \
+                 pause or kill node {node} of context {:?} (use `--provider kind`, or drain it)",
+                x.cluster.context()
+            ))),
         }
     }
 
@@ -138,6 +456,289 @@ impl Cluster {
                 let state = e.shutdown().await;
                 serde_json::to_string(&state).unwrap_or_default()
             }
+            Cluster::Kind(k) => k.teardown().await,
+            Cluster::Existing(x) => format!(
+                "context {:?} left as it is (zdt deletes nothing there; the workload stays applied)",
+                x.cluster.context()
+            ),
         }
+    }
+}
+
+/// The Service's LB ingress as a socket address (a hostname, as AWS gives,
+/// is resolved), waiting up to 5 minutes for the LB to be provisioned.
+async fn ingress_target(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> Result<SocketAddr, ClusterError> {
+    let hostport =
+        existing::load_balancer_target(client, namespace, service, None, Duration::from_secs(300))
+            .await?;
+    let resolved = tokio::net::lookup_host(&hostport)
+        .await
+        .map_err(|e| ClusterError::Lb(format!("{hostport} does not resolve: {e}")))?
+        .collect::<Vec<_>>();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| ClusterError::Lb(format!("{hostport} resolves to no address")))
+}
+
+/// How long an earlier workload's pods may take to go away on a reused
+/// cluster (their termination grace periods run).
+const RESET_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Delete the Deployments, Services (but the API's own `kubernetes`) and
+/// PodDisruptionBudgets in `namespace` of a zdt-created cluster, and wait
+/// until its pods are gone.
+async fn reset_namespace(client: &Client, namespace: &str) -> Result<(), ClusterError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::{DeleteParams, ListParams};
+    let fail = |what: &str, e: kube::Error| {
+        ClusterError::Unsupported(format!(
+            "emptying namespace {namespace} of the reused kind cluster ({what}): {e}"
+        ))
+    };
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
+    deployments
+        .delete_collection(&DeleteParams::foreground(), &ListParams::default())
+        .await
+        .map_err(|e| fail("deployments", e))?;
+    let pdbs: kube::Api<PodDisruptionBudget> = kube::Api::namespaced(client.clone(), namespace);
+    pdbs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .map_err(|e| fail("poddisruptionbudgets", e))?;
+    let services: kube::Api<Service> = kube::Api::namespaced(client.clone(), namespace);
+    let list = services
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| fail("services", e))?;
+    for svc in list.items {
+        let name = svc.metadata.name.unwrap_or_default();
+        if namespace == "default" && name == "kubernetes" {
+            continue;
+        }
+        match services.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(fail("services", e)),
+        }
+    }
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + RESET_TIMEOUT;
+    loop {
+        let left = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| fail("pods", e))?
+            .items
+            .len();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::Unsupported(format!(
+                "{left} pod(s) of an earlier run still in namespace {namespace} after {RESET_TIMEOUT:?}; `zdt clean` deletes the cluster"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long the API server may take to allocate a LoadBalancer Service's
+/// nodePort and healthCheckNodePort (normally at creation).
+const NODE_PORT_WAIT: Duration = Duration::from_secs(30);
+
+impl KindRun {
+    async fn expose(
+        &self,
+        namespace: &str,
+        service: &str,
+        config: &LbConfig,
+        events: EventSink,
+        cancel: CancellationToken,
+    ) -> Result<Exposure, ClusterError> {
+        match self.mode {
+            LbMode::Zdt => {
+                self.expose_zdt(namespace, service, config, events, cancel)
+                    .await
+            }
+            LbMode::MetalLb | LbMode::CloudProviderKind => {
+                if self.mode == LbMode::MetalLb {
+                    let d = docker::connect().await?;
+                    let subnet = docker::network_ipv4_subnet(&d, KIND_NETWORK).await?;
+                    super::metallb::install(&self.client, subnet)
+                        .await
+                        .map_err(ClusterError::Lb)?;
+                }
+                let what = match self.mode {
+                    LbMode::MetalLb => "MetalLB (L2)",
+                    _ => "cloud-provider-kind's envoy",
+                };
+                let target = ingress_target(&self.client, namespace, service)
+                    .await
+                    .map_err(|e| {
+                        ClusterError::Lb(format!(
+                            "{what} gave Service {namespace}/{service} no address: {} \
+                             (it must be installed and running for this cluster; see docs/kind.md)",
+                            e.explain()
+                        ))
+                    })?;
+                Ok(Exposure {
+                    target,
+                    lb: LbControl::External {
+                        target,
+                        what: what.to_owned(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// zdt's LB model as a container on the `kind` network: backends are the
+    /// workers' InternalIP:NodePort, probed on the Service's
+    /// healthCheckNodePort (Local) or kube-proxy's :10256 (Cluster).
+    async fn expose_zdt(
+        &self,
+        namespace: &str,
+        service: &str,
+        config: &LbConfig,
+        events: EventSink,
+        cancel: CancellationToken,
+    ) -> Result<Exposure, ClusterError> {
+        let svc = self.service_with_node_ports(namespace, service).await?;
+        let nodes = self.cluster.nodes().await?;
+        let backends = kind::lb_backends(&nodes, &svc, None).map_err(ClusterError::Lb)?;
+        let d = docker::connect().await?;
+        let image = lb_container::ensure_image(&d, &self.run_id)
+            .await
+            .map_err(ClusterError::Lb)?;
+        let file = lb_container::lb_file(config, backends);
+        let lb = lb_container::start(&d, &image, KIND_NETWORK, &file, &self.run_id)
+            .await
+            .map_err(ClusterError::Lb)?;
+        *self.lb_container.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(lb.container.id.clone());
+        let watch = cancel.child_token();
+        lb_container::watch_health(lb.admin.clone(), events, watch.clone());
+        Ok(Exposure {
+            target: lb.frontend,
+            lb: LbControl::Remote {
+                admin: lb.admin,
+                container: lb.container.id,
+                watch: Some(watch.drop_guard()),
+            },
+        })
+    }
+
+    /// The Service once the API server has given it its node ports.
+    async fn service_with_node_ports(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<k8s_openapi::api::core::v1::Service, ClusterError> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let deadline = Instant::now() + NODE_PORT_WAIT;
+        loop {
+            let svc = api.get(service).await.map_err(|e| {
+                ClusterError::Lb(format!("cannot read Service {namespace}/{service}: {e}"))
+            })?;
+            let spec = svc.spec.as_ref();
+            let has_node_port = spec
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|p| p.first())
+                .is_some_and(|p| p.node_port.is_some());
+            let local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+            let has_hc = !local || spec.is_some_and(|s| s.health_check_node_port.is_some());
+            if (has_node_port && has_hc) || Instant::now() >= deadline {
+                // lb_backends names what is still missing.
+                return Ok(svc);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn teardown(self) -> String {
+        let container = self
+            .lb_container
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = container {
+            remove_lb_container(&c).await;
+        }
+        let name = self.cluster.name().to_owned();
+        let kept = self.cluster.keep();
+        match self.cluster.teardown().await {
+            Ok(()) if kept => format!(
+                "kind cluster {name} kept (--keep-cluster): the next run of the same shape reuses it; `zdt clean` deletes it"
+            ),
+            Ok(()) => format!("kind cluster {name} deleted"),
+            Err(e) => format!("kind cluster {name} NOT deleted: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_lb_without_admin_api_refuses_admin_steps_saying_which_lb_and_why() {
+        let admin = LbAdmin::Unavailable("MetalLB (L2)".into());
+        let err = admin.remove("zdt-x-worker").await.unwrap_err().to_string();
+        assert!(
+            err.contains("MetalLB (L2)")
+                && err.contains("lbRemoveBackend")
+                && err.contains("loadBalancer.mode: model"),
+            "{err}"
+        );
+        assert!(admin.drain("w", None).await.is_err());
+        assert!(admin.restore("w").await.is_err());
+        assert!(admin.backend_count().await.is_err());
+        assert!(admin
+            .wait_healthy(1, Duration::from_millis(10))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn an_external_lb_is_ready_once_its_address_accepts_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let lb = LbControl::External {
+            target,
+            what: "the cloud's load balancer".into(),
+        };
+        lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
+        drop(listener);
+        let err = lb
+            .wait_ready(3, Duration::from_millis(600))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "the cloud's load balancer at {target} accepted no connection within"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn explain_appends_the_fix_of_a_diagnostic() {
+        let e = ClusterError::from(KindError::NotInstalled {
+            command: "kind get clusters".into(),
+        });
+        let text = e.explain();
+        assert!(text.starts_with("`kind` is not installed"), "{text}");
+        assert!(text.contains(kind::INSTALL_URL), "{text}");
+        assert_eq!(ClusterError::Lb("x".into()).explain(), "load balancer: x");
     }
 }

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Exit;
 use crate::report;
-use crate::scenario::{Overrides, Provider};
+use crate::scenario::{LbMode, Overrides, Provider};
 use crate::units::{Dur, Rate};
 
 use super::executor::{self, RunOptions};
@@ -39,9 +39,20 @@ pub struct RunArgs {
     /// Multiply every variant's rate (e.g. 0.1 on a small machine).
     #[arg(long, env = "ZDT_SCALE")]
     pub scale: Option<f64>,
-    /// The kube context an `existing` cluster may be disrupted in.
+    /// The kube context to run in: an existing cluster (`--provider existing`
+    /// is implied unless the scenario runs on kind) may be disrupted only in
+    /// the context named here and listed in the scenario's allowContexts.
     #[arg(long)]
     pub context: Option<String>,
+    /// Leave the kind cluster running after the run; the next run of the
+    /// same shape reuses it (`zdt clean` deletes it).
+    #[arg(long)]
+    pub keep_cluster: bool,
+    /// What gives the Service its load balancer on kind, instead of the
+    /// scenario's `loadBalancer.mode`: model (zdt's LB in a container),
+    /// metallb or cloud-provider-kind.
+    #[arg(long, value_name = "MODE")]
+    pub lb_mode: Option<String>,
     /// Compare with this baseline; a regression beyond the scenario's
     /// `expect.tolerance` fails the run (exit 1).
     #[arg(long)]
@@ -62,6 +73,17 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         ),
         None => None,
     };
+    let lb_mode = match args.lb_mode.as_deref() {
+        None => None,
+        Some("model") => Some(LbMode::Model),
+        Some("metallb") => Some(LbMode::Metallb),
+        Some("cloud-provider-kind") => Some(LbMode::CloudProviderKind),
+        Some(other) => {
+            return Err(miette::miette!(
+                "--lb-mode `{other}`: use model, metallb or cloud-provider-kind"
+            ))
+        }
+    };
     if let Some(f) = args.scale {
         if !(f.is_finite() && f > 0.0) {
             return Err(miette::miette!("--scale must be a number > 0, e.g. 0.1"));
@@ -78,6 +100,8 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         seed: args.seed,
         scale: args.scale,
         progress: std::io::stderr().is_terminal(),
+        keep_cluster: args.keep_cluster,
+        lb_mode,
     };
     // Validate every file before running any, so a typo in the third file
     // does not surface after two long runs.
@@ -87,6 +111,20 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
             executor::RunError::Scenario(e) => miette::Report::new(e),
             other => miette::miette!("{other}"),
         })?;
+        for v in &plan.1 {
+            if v.cluster.provider == Provider::Existing {
+                // Before anything touches the cluster: a scenario file alone
+                // must never disrupt whatever the kubeconfig points at.
+                crate::cluster::existing::preflight(
+                    None,
+                    v.cluster.context.as_deref(),
+                    args.context.as_deref(),
+                    &v.cluster.allow_contexts,
+                    &v.chaos,
+                )
+                .map_err(miette::Report::new)?;
+            }
+        }
         plans.push((file.clone(), plan));
     }
 

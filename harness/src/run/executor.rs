@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::kind::{KindCli, KindSpec, LbMode};
 use crate::cluster::{Cluster, Exposure};
 use crate::emulator::{EmulatorConfig, KubeVersion, RuntimeChoice, Timings};
 use crate::events::{Event, EventSink, Source};
@@ -36,6 +37,11 @@ pub struct RunOptions {
     pub scale: Option<f64>,
     /// Show live progress on the terminal.
     pub progress: bool,
+    /// Leave a kind cluster running after the run (`--keep-cluster`), so the
+    /// next run of the same shape reuses it.
+    pub keep_cluster: bool,
+    /// Run with this `loadBalancer.mode` instead of the scenario's (`--lb-mode`).
+    pub lb_mode: Option<scenario::LbMode>,
 }
 
 impl Default for RunOptions {
@@ -46,6 +52,8 @@ impl Default for RunOptions {
             seed: 1,
             scale: None,
             progress: false,
+            keep_cluster: false,
+            lb_mode: None,
         }
     }
 }
@@ -90,6 +98,7 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
     for v in variants {
         let mut v = v
             .with_overrides(&opts.overrides)
+            .and_then(|v| provider_options(v, opts))
             .map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))?;
         if let Some(f) = opts.scale {
             v = v.scaled(f);
@@ -98,6 +107,71 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
     }
     let name = out.first().map(|v| v.name.clone()).unwrap_or_default();
     Ok((name, out))
+}
+
+/// The provider choices of the command line the scenario overrides do not
+/// cover: a `--context` without `--provider` means the existing cluster of
+/// that context (a scenario that runs on kind stays there), and `--lb-mode`
+/// replaces `loadBalancer.mode`, checked as the scenario file is.
+fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, String> {
+    let o = &opts.overrides;
+    if o.context.is_some() && o.provider.is_none() && v.cluster.provider == Provider::Emulator {
+        v.cluster.provider = Provider::Existing;
+    }
+    if let Some(mode) = opts.lb_mode {
+        v.load_balancer.mode = mode;
+    }
+    let mode = v.load_balancer.mode;
+    if mode != scenario::LbMode::Model {
+        if v.cluster.provider != Provider::Kind {
+            return Err(format!(
+                "loadBalancer mode `{}` needs the kind provider, not {}: add `--provider kind` or use `--lb-mode model`",
+                lb_mode_name(mode),
+                v.cluster.provider
+            ));
+        }
+        if let Some(step) = v.chaos.iter().find(|s| needs_lb_admin(&s.action)) {
+            return Err(format!(
+                "chaos step `{}` ({}) needs zdt's LB (`--lb-mode model`): {} has no admin API",
+                step.name,
+                step.action.kind(),
+                lb_mode_name(mode)
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// `loadBalancer.mode` as written in scenario files and `--lb-mode`.
+pub fn lb_mode_name(mode: scenario::LbMode) -> &'static str {
+    match mode {
+        scenario::LbMode::Model => "model",
+        scenario::LbMode::Metallb => "metallb",
+        scenario::LbMode::CloudProviderKind => "cloud-provider-kind",
+    }
+}
+
+fn needs_lb_admin(a: &scenario::Action) -> bool {
+    use scenario::{Action, Wait, WaitCondition};
+    matches!(
+        a,
+        Action::LbRemoveBackend { .. }
+            | Action::LbDrainBackend { .. }
+            | Action::LbRestoreBackend { .. }
+            | Action::Wait(Wait::Until {
+                condition: WaitCondition::LbHealthy,
+                ..
+            })
+    )
+}
+
+/// The kind cluster shape a scenario asks for.
+pub fn kind_spec(s: &Scenario) -> KindSpec {
+    KindSpec {
+        workers: s.cluster.workers as usize,
+        kubernetes: s.cluster.kubernetes.to_string(),
+        config_file: s.cluster.kind_config.clone(),
+    }
 }
 
 /// The emulator configuration a scenario asks for.
@@ -323,10 +397,38 @@ async fn run_variant_inner(
             })
             .await?
         }
-        other => {
-            return Err(invalid(format!(
-                "the {other} provider is not wired into `zdt run` yet; use the emulator"
-            )))
+        Provider::Kind => {
+            let mode = match s.load_balancer.mode {
+                scenario::LbMode::Model => LbMode::Zdt,
+                scenario::LbMode::Metallb => LbMode::MetalLb,
+                scenario::LbMode::CloudProviderKind => LbMode::CloudProviderKind,
+            };
+            let spec = kind_spec(s);
+            unless_cancelled(&cancel, "cluster start", async {
+                Cluster::kind(
+                    KindCli::default(),
+                    spec,
+                    opts.keep_cluster,
+                    mode,
+                    &s.workload.namespace,
+                )
+                .await
+                .map_err(|e| invalid(format!("cluster: {}", e.explain())))
+            })
+            .await?
+        }
+        Provider::Existing => {
+            unless_cancelled(&cancel, "cluster start", async {
+                Cluster::existing(
+                    s.cluster.context.as_deref(),
+                    opts.overrides.context.as_deref(),
+                    &s.cluster.allow_contexts,
+                    &s.chaos,
+                )
+                .await
+                .map_err(|e| invalid(format!("cluster: {}", e.explain())))
+            })
+            .await?
         }
     };
     let cluster = Arc::new(cluster);
@@ -411,8 +513,7 @@ async fn with_cluster(
     let admin = lb.admin();
     let workers = cluster.workers();
     let healthy = unless_cancelled(&cancel, "waiting for the LB", async {
-        admin
-            .wait_healthy(workers.len(), budget)
+        lb.wait_ready(workers.len(), budget)
             .await
             .map_err(|e| invalid(format!("the LB never saw every worker healthy: {e}")))
     })
@@ -453,7 +554,7 @@ async fn measure(
     cancel: CancellationToken,
     cluster: &Arc<Cluster>,
     client: &kube::Client,
-    admin: crate::lb::Admin,
+    admin: crate::cluster::LbAdmin,
     target: std::net::SocketAddr,
     workers: Vec<String>,
 ) -> Result<Measured, Failure> {

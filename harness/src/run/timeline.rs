@@ -14,10 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::chaos::{self, DrainOptions, NodeChoice};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, LbAdmin};
 use crate::emulator::NodeFault;
 use crate::events::{EventSink, Source};
-use crate::lb::Admin;
 use crate::scenario::{Action, ChaosStep, NodeSelector, PodTarget, Start, Wait, WaitCondition};
 
 use super::summary::StepResult;
@@ -37,7 +36,7 @@ pub enum Undo {
 pub struct Context {
     pub client: Client,
     pub cluster: Arc<Cluster>,
-    pub lb: Option<Admin>,
+    pub lb: Option<LbAdmin>,
     pub events: EventSink,
     pub namespace: String,
     pub workers: Vec<String>,
@@ -256,7 +255,7 @@ fn need_node(node: Option<&str>) -> Result<&str, String> {
     node.ok_or_else(|| "this action needs a node".to_owned())
 }
 
-fn need_lb(ctx: &Context) -> Result<&Admin, String> {
+fn need_lb(ctx: &Context) -> Result<&LbAdmin, String> {
     ctx.lb.as_ref().ok_or_else(|| {
         "this provider's load balancer has no admin API (use the zdt LB model)".to_owned()
     })
@@ -408,7 +407,10 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
         Action::LbRemoveBackend { .. } => {
             let node = need_node(node)?;
             ctx.push_undo(Undo::LbRestore(node.to_owned()));
-            need_lb(ctx)?.remove(node).map_err(|e| e.to_string())?;
+            need_lb(ctx)?
+                .remove(node)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("removed {node} from the LB pool"))
         }
         Action::LbDrainBackend { timeout, .. } => {
@@ -416,12 +418,16 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
             ctx.push_undo(Undo::LbRestore(node.to_owned()));
             need_lb(ctx)?
                 .drain(node, Some(timeout.get()))
+                .await
                 .map_err(|e| e.to_string())?;
             Ok(format!("draining {node} in the LB (timeout {timeout})"))
         }
         Action::LbRestoreBackend { .. } => {
             let node = need_node(node)?;
-            need_lb(ctx)?.restore(node).map_err(|e| e.to_string())?;
+            need_lb(ctx)?
+                .restore(node)
+                .await
+                .map_err(|e| e.to_string())?;
             ctx.forget_undo(&Undo::LbRestore(node.to_owned()));
             Ok(format!("restored {node} in the LB pool"))
         }
@@ -487,7 +493,7 @@ async fn wait_until(
         }
         WaitCondition::LbHealthy => {
             let lb = need_lb(ctx)?;
-            let n = lb.list().len();
+            let n = lb.backend_count().await.map_err(|e| e.to_string())?;
             lb.wait_healthy(n, timeout).await.map_err(|e| e.to_string())
         }
     }
@@ -499,7 +505,7 @@ pub async fn undo_all(
     undo: &Mutex<Vec<Undo>>,
     client: &Client,
     cluster: &Cluster,
-    lb: Option<&Admin>,
+    lb: Option<&LbAdmin>,
     events: &EventSink,
 ) -> Vec<String> {
     let list: Vec<Undo> = std::mem::take(&mut *undo.lock().expect("undo list lock"));
@@ -513,7 +519,7 @@ pub async fn undo_all(
                 .await
                 .map_err(|e| e.to_string()),
             Undo::LbRestore(n) => match lb {
-                Some(lb) => lb.restore(n).map_err(|e| e.to_string()),
+                Some(lb) => lb.restore(n).await.map_err(|e| e.to_string()),
                 None => Ok(()),
             },
             Undo::NodeResume(n) => cluster
