@@ -254,6 +254,21 @@ fn lb_modes_other_than_model_need_kind() {
         "{}",
         text(&out)
     );
+    // On kind, but with an LB admin step: the nightly greps this message
+    // to skip such scenarios in the MetalLB and cloud-provider-kind modes.
+    let kind = sb.scenario(
+        "kind",
+        "chaos:\n  - name: pick\n    at: 2s\n    lbRemoveBackend:\n      node: {hostingPod: {app: nginx}}\n",
+    );
+    let out = sb.run(&kind, &["--lb-mode", "cloud-provider-kind"], true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "chaos step `pick` (lbRemoveBackend) needs zdt's LB (`--lb-mode model`): cloud-provider-kind has no admin API"
+        ),
+        "{}",
+        text(&out)
+    );
     assert!(sb.calls().is_empty(), "nothing ran: {:?}", sb.calls());
 }
 
@@ -343,5 +358,71 @@ fn existing_with_the_context_named_and_allowed_gets_past_the_check() {
     assert!(
         reasons.contains("listing the nodes of context \"staging\""),
         "{reasons}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_kind_create_kills_kind_and_deletes_the_half_made_cluster() {
+    use std::time::{Duration, Instant};
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("state/delay-create"), "30").unwrap();
+    let file = sb.scenario("kind", "");
+    let log = std::fs::File::create(sb.path("zdt.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(sb.path("out"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                sb.path("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("TMPDIR", sb.path("tmp"))
+        .env_remove("ZDT_KIND")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !sb.calls().iter().any(|c| c.starts_with("create cluster")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kind create never started: {:?}",
+            sb.calls()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(25) {
+            let _ = child.kill();
+            panic!("zdt did not stop on SIGINT during kind create (the fake create sleeps 30 s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let printed = std::fs::read_to_string(sb.path("zdt.log")).unwrap();
+    assert_eq!(status.code(), Some(3), "{printed}");
+    let calls = sb.calls();
+    let name = cluster_name(&calls);
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("delete cluster --name {name}"),
+        "{calls:?}"
+    );
+    let reasons = sb.reasons();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("interrupted during cluster start")),
+        "{reasons:?}"
     );
 }

@@ -174,6 +174,12 @@ pub enum KindError {
     )]
     NodeWithoutAddress { cluster: String, node: String },
 
+    /// The run was interrupted while kind was working; a cluster it was
+    /// creating has been deleted again.
+    #[error("interrupted while {doing}")]
+    #[diagnostic(code(zdt::kind::interrupted))]
+    Interrupted { doing: String },
+
     /// A node name that is not one of this cluster's node containers.
     #[error("cluster {cluster} has no node {node:?} (nodes: {known})")]
     #[diagnostic(code(zdt::kind::unknown_node))]
@@ -586,6 +592,28 @@ impl KindCluster {
 
     /// [`up`](KindCluster::up) with a given `kind` binary.
     pub async fn up_with(kind: KindCli, spec: KindSpec, keep: bool) -> Result<KindCluster> {
+        Self::up_until(
+            kind,
+            spec,
+            keep,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// [`up_with`](KindCluster::up_with) that stops when `cancel` fires: the
+    /// running `kind` is killed, and a cluster it was creating is deleted
+    /// (`kind delete cluster` removes whatever nodes exist); a reused one
+    /// is left alone. Returns [`KindError::Interrupted`] then.
+    pub async fn up_until(
+        kind: KindCli,
+        spec: KindSpec,
+        keep: bool,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<KindCluster> {
+        let interrupted = |doing: &str| KindError::Interrupted {
+            doing: doing.to_owned(),
+        };
         let config = spec.config_text()?;
         let name = cluster_name(&spec)?;
         let dir = super::cli::temp_dir("kind").map_err(|source| KindError::Io {
@@ -594,10 +622,17 @@ impl KindCluster {
             source,
         })?;
         let kubeconfig = dir.path().join("kubeconfig");
-        let existing = kind.get_clusters().await?;
+        let existing = tokio::select! {
+            r = kind.get_clusters() => r?,
+            _ = cancel.cancelled() => return Err(interrupted("listing kind clusters")),
+        };
         let created = if existing.contains(&name) {
             tracing::info!(cluster = %name, "reusing kind cluster of the same shape");
-            let out = kind.run(&["get", "kubeconfig", "--name", &name]).await?;
+            let get_kubeconfig = ["get", "kubeconfig", "--name", &name];
+            let out = tokio::select! {
+                r = kind.run(&get_kubeconfig) => r?,
+                _ = cancel.cancelled() => return Err(interrupted("reading the kubeconfig")),
+            };
             write_file(&kubeconfig, &out.stdout, "cannot write kubeconfig")?;
             false
         } else {
@@ -605,7 +640,7 @@ impl KindCluster {
             write_file(&config_path, &config, "cannot write kind config")?;
             let config_arg = config_path.to_string_lossy().into_owned();
             let kubeconfig_arg = kubeconfig.to_string_lossy().into_owned();
-            kind.run(&[
+            let args = [
                 "create",
                 "cluster",
                 "--name",
@@ -616,8 +651,19 @@ impl KindCluster {
                 CREATE_WAIT,
                 "--kubeconfig",
                 &kubeconfig_arg,
-            ])
-            .await?;
+            ];
+            let create = kind.run(&args);
+            tokio::select! {
+                r = create => { r?; }
+                _ = cancel.cancelled() => {
+                    // The create future is gone, and kind with it
+                    // (kill_on_drop); remove the nodes it made so far.
+                    if let Err(e) = kind.delete_cluster(&name).await {
+                        tracing::warn!("deleting the interrupted kind cluster {name}: {e}");
+                    }
+                    return Err(interrupted(&format!("creating kind cluster {name}")));
+                }
+            }
             true
         };
         Ok(KindCluster {

@@ -33,6 +33,10 @@ pub enum ClusterError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Existing(#[from] ExistingError),
+    /// The run was interrupted while the cluster was being set up; what
+    /// was created is deleted again.
+    #[error("interrupted during cluster start")]
+    Interrupted,
     #[error("load balancer: {0}")]
     Lb(String),
     #[error("{0}")]
@@ -276,14 +280,21 @@ impl Cluster {
     /// or a run that crashed): `namespace` is emptied of Deployments,
     /// Services and PodDisruptionBudgets first, so no variant inherits
     /// another's objects — as every variant gets a fresh emulator.
+    ///
+    /// When `cancel` fires during `kind create cluster`, kind is killed and
+    /// the half-made cluster deleted (a reused one is left alone).
     pub async fn kind(
         cli: kind::KindCli,
         spec: KindSpec,
         keep: bool,
         mode: LbMode,
         namespace: &str,
+        cancel: &CancellationToken,
     ) -> Result<Self, ClusterError> {
-        let cluster = KindCluster::up_with(cli, spec, keep).await?;
+        let cluster = match KindCluster::up_until(cli, spec, keep, cancel).await {
+            Err(KindError::Interrupted { .. }) => return Err(ClusterError::Interrupted),
+            r => r?,
+        };
         let ready = async {
             let client = cluster.client().await?;
             if !cluster.created() {
@@ -291,7 +302,11 @@ impl Cluster {
             }
             Ok::<_, ClusterError>(client)
         };
-        let client = match ready.await {
+        let ready = tokio::select! {
+            r = ready => r,
+            _ = cancel.cancelled() => Err(ClusterError::Interrupted),
+        };
+        let client = match ready {
             Ok(c) => c,
             Err(e) => {
                 // Nobody else holds the cluster yet: delete what was created.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::kind::{KindCli, KindSpec, LbMode};
-use crate::cluster::{Cluster, Exposure};
+use crate::cluster::{Cluster, ClusterError, Exposure};
 use crate::emulator::{EmulatorConfig, KubeVersion, RuntimeChoice, Timings};
 use crate::events::{Event, EventSink, Source};
 use crate::lb::LbConfig;
@@ -403,19 +403,25 @@ async fn run_variant_inner(
                 scenario::LbMode::Metallb => LbMode::MetalLb,
                 scenario::LbMode::CloudProviderKind => LbMode::CloudProviderKind,
             };
-            let spec = kind_spec(s);
-            unless_cancelled(&cancel, "cluster start", async {
-                Cluster::kind(
-                    KindCli::default(),
-                    spec,
-                    opts.keep_cluster,
-                    mode,
-                    &s.workload.namespace,
-                )
-                .await
-                .map_err(|e| invalid(format!("cluster: {}", e.explain())))
-            })
-            .await?
+            // Not `unless_cancelled`: on Ctrl-C the kind provider itself
+            // stops kind and deletes a half-created cluster.
+            Cluster::kind(
+                KindCli::default(),
+                kind_spec(s),
+                opts.keep_cluster,
+                mode,
+                &s.workload.namespace,
+                &cancel,
+            )
+            .await
+            .map_err(|e| match e {
+                ClusterError::Interrupted => (
+                    Verdict::Incomplete,
+                    "interrupted during cluster start".to_owned(),
+                    Vec::new(),
+                ),
+                e => invalid(format!("cluster: {}", e.explain())),
+            })?
         }
         Provider::Existing => {
             unless_cancelled(&cancel, "cluster start", async {
