@@ -510,6 +510,31 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let err = admin.drain("nope", None).await.unwrap_err().to_string();
     assert!(err.contains("no backend named `nope`"), "{err}");
 
+    // A hung backend: the LB's probes mark it unhealthy, and the watcher
+    // puts that into the events (what error-window attribution reads).
+    d.pause_container(&format!("{run_id}-b1")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let unhealthy = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no Unhealthy event for the paused b1"
+        );
+        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            if ev.reason == "Unhealthy" {
+                break ev;
+            }
+        }
+    };
+    assert_eq!(unhealthy.node.as_deref(), Some("b1"));
+    assert!(
+        unhealthy
+            .message
+            .contains("seen through the LB container's admin API"),
+        "{}",
+        unhealthy.message
+    );
+    d.unpause_container(&format!("{run_id}-b1")).await.unwrap();
+
     // Shutting the LB down removes its container.
     control.shutdown().await;
     let gone = d.inspect_container(&lb.container.id, None).await;
