@@ -639,6 +639,9 @@ impl KindRun {
             .map_err(ClusterError::Lb)?;
         *self.lb_container.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(lb.container.id.clone());
+        if let Some(ip) = lb.container.ipv4 {
+            self.show_ingress(namespace, service, ip).await;
+        }
         let watch = cancel.child_token();
         lb_container::watch_health(lb.admin.clone(), events, watch.clone());
         Ok(Exposure {
@@ -649,6 +652,29 @@ impl KindRun {
                 watch: Some(watch.drop_guard()),
             },
         })
+    }
+
+    /// Write the LB container's address into the Service's
+    /// `status.loadBalancer.ingress`, as a cloud controller would, so
+    /// `kubectl get svc` shows it. Cosmetic: the run's traffic goes to the
+    /// published port on 127.0.0.1 either way, so a failure is only logged.
+    async fn show_ingress(&self, namespace: &str, service: &str, ip: std::net::Ipv4Addr) {
+        let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        let patch =
+            serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
+        if let Err(e) = api
+            .patch_status(
+                service,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(
+                "Service {namespace}/{service}: cannot show the LB's address in its status: {e}"
+            );
+        }
     }
 
     /// The Service once the API server has given it its node ports.
