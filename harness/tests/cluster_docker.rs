@@ -242,6 +242,10 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         stdout.contains(&format!("would remove network {network}")),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(&format!("would remove image {tag} (")),
+        "{stdout}"
+    );
     assert!(state(&d, &node.id).await.running == Some(true));
     let labels = docker::inspect(&d, &node.id)
         .await

@@ -1,6 +1,7 @@
 //! `zdt clean`: remove what zdt left behind — and only that: kind clusters
-//! named `zdt-*`, docker containers and networks labelled `zdt.managed=true`,
-//! and `$TMPDIR/zdt-<pid>-*` directories whose owning process is gone.
+//! named `zdt-*`, docker containers, networks and images labelled
+//! `zdt.managed=true`, and `$TMPDIR/zdt-<pid>-*` directories whose owning
+//! process is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,8 @@ pub struct CleanPlan {
     pub clusters: Vec<String>,
     pub containers: Vec<docker::Managed>,
     pub networks: Vec<docker::Managed>,
+    /// The LB images zdt built (rebuilt when a run needs them again).
+    pub images: Vec<docker::Managed>,
     pub temp_dirs: Vec<PathBuf>,
     /// Parts that could not be looked at (no kind, no Docker), with why.
     pub skipped: Vec<String>,
@@ -83,6 +86,10 @@ pub async fn plan(kind: &KindCli) -> CleanPlan {
             Ok((containers, networks)) => {
                 plan.containers = containers;
                 plan.networks = networks;
+                match docker::list_managed_images(&d).await {
+                    Ok(images) => plan.images = images,
+                    Err(e) => plan.skipped.push(format!("docker images: {e}")),
+                }
             }
             Err(e) => plan.skipped.push(format!("docker: {e}")),
         },
@@ -102,7 +109,7 @@ pub async fn execute(kind: &KindCli, plan: &CleanPlan) -> Vec<String> {
             failures.push(e.to_string());
         }
     }
-    if !plan.containers.is_empty() || !plan.networks.is_empty() {
+    if !plan.containers.is_empty() || !plan.networks.is_empty() || !plan.images.is_empty() {
         match docker::connect().await {
             Ok(d) => {
                 for c in &plan.containers {
@@ -113,6 +120,11 @@ pub async fn execute(kind: &KindCli, plan: &CleanPlan) -> Vec<String> {
                 // Networks after containers: a network with endpoints cannot go.
                 for n in &plan.networks {
                     if let Err(e) = docker::remove_network(&d, &n.id).await {
+                        failures.push(e.to_string());
+                    }
+                }
+                for i in &plan.images {
+                    if let Err(e) = docker::remove_image(&d, &i.id).await {
                         failures.push(e.to_string());
                     }
                 }
@@ -164,6 +176,13 @@ pub fn describe(plan: &CleanPlan, dry_run: bool) -> Vec<String> {
     for n in &plan.networks {
         lines.push(format!("{verb} network {} ({})", n.name, short(&n.id)));
     }
+    for i in &plan.images {
+        lines.push(format!(
+            "{verb} image {} ({})",
+            i.name,
+            short(i.id.trim_start_matches("sha256:"))
+        ));
+    }
     for d in &plan.temp_dirs {
         lines.push(format!("{verb} temp dir {}", d.display()));
     }
@@ -173,6 +192,7 @@ pub fn describe(plan: &CleanPlan, dry_run: bool) -> Vec<String> {
     if plan.clusters.is_empty()
         && plan.containers.is_empty()
         && plan.networks.is_empty()
+        && plan.images.is_empty()
         && plan.temp_dirs.is_empty()
     {
         lines.push("nothing of zdt's to remove".into());

@@ -606,6 +606,58 @@ pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>
     Ok((containers, networks))
 }
 
+/// Every image labelled `zdt.managed=true` (the LB images zdt builds, named
+/// by their first tag).
+pub async fn list_managed_images(docker: &Docker) -> Result<Vec<Managed>> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{MANAGED_LABEL}={MANAGED_VALUE}")],
+    )]);
+    let images = docker
+        .list_images(Some(
+            bollard::query_parameters::ListImagesOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api("list zdt images"))?;
+    Ok(images
+        .into_iter()
+        .map(|i| Managed {
+            name: i
+                .repo_tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "<untagged>".to_owned()),
+            run: i.labels.get(RUN_LABEL).cloned(),
+            id: i.id,
+        })
+        .collect())
+}
+
+/// Remove an image (by id, with all its tags); one already gone is not an
+/// error.
+pub async fn remove_image(docker: &Docker, image: &str) -> Result<()> {
+    match docker
+        .remove_image(
+            image,
+            Some(
+                bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                    .force(true)
+                    .build(),
+            ),
+            None,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(api(format!("remove image {image}"))(e)),
+    }
+}
+
 /// Create a labelled bridge network (tests use it in place of `kind`);
 /// `subnet` (e.g. `172.30.0.0/16`) makes it user-configured like kind's, so
 /// containers can be given fixed addresses.
