@@ -18,6 +18,11 @@
 //! - Any other signal is ignored (nginx reopens logs on SIGUSR1, reloads on
 //!   SIGHUP: neither stops serving), which is how a pod that ignores its stop
 //!   signal is modelled.
+//!
+//! Real apps are not instant, so two knobs make it slower: `delay` before
+//! each response (requests are in flight when a stop signal arrives) and
+//! `start_delay` before it listens (an app warming up refuses connections;
+//! a stop signal during the warm-up ends it at once).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +55,10 @@ pub struct ServeConfig {
     pub node: String,
     /// Wait this long before answering each request (not `/healthz`).
     pub delay: Duration,
+    /// Listen only this long after start, like an app warming up: the port
+    /// is bound (and reserved) at once, but connections are refused until
+    /// then. A stop signal meanwhile ends the server at once.
+    pub start_delay: Duration,
 }
 
 impl ServeConfig {
@@ -59,6 +68,7 @@ impl ServeConfig {
             pod: pod.into(),
             node: node.into(),
             delay: Duration::ZERO,
+            start_delay: Duration::ZERO,
         }
     }
 }
@@ -129,10 +139,25 @@ pub struct ServerHandle {
 pub struct Server;
 
 impl Server {
-    /// Bind `config.listen` and start serving in the background.
+    /// Bind `config.listen` and start serving in the background (after
+    /// `config.start_delay`).
     pub async fn start(config: ServeConfig) -> std::io::Result<ServerHandle> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
+        let (socket, addr) = if config.start_delay.is_zero() {
+            let listener = TcpListener::bind(config.listen).await?;
+            let addr = listener.local_addr()?;
+            (Socket::Listening(listener), addr)
+        } else {
+            // Bound but not listening: the port is ours, and a connect gets
+            // a RST (connection refused) as from an app not up yet.
+            let socket = if config.listen.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(config.listen)?;
+            let addr = socket.local_addr()?;
+            (Socket::WarmingUp(socket), addr)
+        };
         let shared = Arc::new(Shared {
             config,
             phase: watch::channel(Phase::Serving).0,
@@ -140,7 +165,7 @@ impl Server {
         });
         let kill = CancellationToken::new();
         let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(run(listener, shared.clone(), kill.clone(), exit_tx));
+        tokio::spawn(run(socket, shared.clone(), kill.clone(), exit_tx));
         Ok(ServerHandle {
             addr,
             shared,
@@ -234,12 +259,60 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The server's socket before it serves.
+enum Socket {
+    Listening(TcpListener),
+    /// Bound, to `listen()` once the start delay is over.
+    WarmingUp(TcpSocket),
+}
+
+/// Backlog once a warmed-up server listens (tokio's `bind` default).
+const BACKLOG: u32 = 1024;
+
+/// Wait out the start delay. `Err` is how the server ended instead: an app
+/// that has not installed its signal handlers yet dies of any stop signal.
+async fn warm_up(
+    socket: Socket,
+    shared: &Shared,
+    kill: &CancellationToken,
+) -> Result<TcpListener, ServerExit> {
+    let socket = match socket {
+        Socket::Listening(l) => return Ok(l),
+        Socket::WarmingUp(s) => s,
+    };
+    let mut phase = shared.phase.subscribe();
+    let mut paused = shared.paused.subscribe();
+    tokio::select! {
+        biased;
+        _ = kill.cancelled() => return Err(ServerExit::Killed),
+        p = async { phase.wait_for(|p| *p != Phase::Serving).await.map(|p| *p) } => {
+            return Err(if matches!(p, Ok(Phase::Cut)) { ServerExit::Fast } else { ServerExit::Graceful });
+        }
+        // A stopped process does not get on with its warm-up.
+        _ = async {
+            tokio::time::sleep(shared.config.start_delay).await;
+            let _ = paused.wait_for(|p| !*p).await;
+        } => {}
+    }
+    socket.listen(BACKLOG).map_err(|e| {
+        tracing::warn!(error = %e, "serve: cannot listen after the start delay");
+        ServerExit::Killed
+    })
+}
+
 async fn run(
-    listener: TcpListener,
+    socket: Socket,
     shared: Arc<Shared>,
     kill: CancellationToken,
     exit: watch::Sender<Option<ServerExit>>,
 ) {
+    let listener = match warm_up(socket, &shared, &kill).await {
+        Ok(l) => l,
+        Err(status) => {
+            let _ = exit.send(Some(status));
+            return;
+        }
+    };
     // Every connection task holds a clone of `alive`; when all are dropped,
     // `all_done` yields None (mini-redis' shutdown pattern).
     let (alive, mut all_done) = mpsc::channel::<()>(1);
@@ -370,7 +443,7 @@ async fn respond(
     Ok(resp)
 }
 
-/// `zdt serve --listen ADDR --pod NAME --node NAME [--delay 0ms]`
+/// `zdt serve --listen ADDR --pod NAME --node NAME [--delay 0ms] [--start-delay 0ms]`
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -385,6 +458,10 @@ pub struct ServeArgs {
     /// Wait this long before each response (e.g. `250ms`).
     #[arg(long, default_value = "0ms")]
     pub delay: Dur,
+    /// Listen only this long after start (e.g. `3s`), like an app warming
+    /// up: connections are refused until then.
+    #[arg(long, default_value = "0ms")]
+    pub start_delay: Dur,
 }
 
 /// The binary: real signals mapped onto the in-process server.
@@ -402,6 +479,7 @@ pub async fn run_cli(args: ServeArgs) -> miette::Result<Exit> {
         pod: args.pod,
         node,
         delay: args.delay.get(),
+        start_delay: args.start_delay.get(),
     };
     let handle = Server::start(config.clone()).await.map_err(|e| {
         miette::miette!(
@@ -411,10 +489,15 @@ pub async fn run_cli(args: ServeArgs) -> miette::Result<Exit> {
         )
     })?;
     eprintln!(
-        "zdt serve: listening on {} as pod {:?} on node {:?}",
+        "zdt serve: listening on {} as pod {:?} on node {:?}{}",
         handle.addr(),
         config.pod,
-        config.node
+        config.node,
+        if config.start_delay.is_zero() {
+            String::new()
+        } else {
+            format!(" after a start delay of {}", args.start_delay)
+        }
     );
     let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
     let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;

@@ -405,6 +405,102 @@ async fn pause_freezes_containers_until_resume() {
     }
 }
 
+fn annotated(mut p: Pod, key: &str, value: &str) -> Pod {
+    p.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(key.into(), value.into());
+    p
+}
+
+/// `zdt.io/start-delay` without a readiness probe: the pod is Running and
+/// Ready (it would get endpoints) while its app still refuses connections.
+#[tokio::test]
+async fn start_delay_annotation_ready_without_probe_while_refusing() {
+    let delay = Duration::from_millis(2500);
+    for choice in choices() {
+        let mut n = node(choice, KubeVersion::V1_31, Duration::ZERO);
+        let p = annotated(
+            pod("web-w", "nginx:1.27", json!({}), 30),
+            zdt::emulator::app::START_DELAY,
+            "2500ms",
+        );
+        let t0 = Instant::now();
+        n.kubelet.sync(p);
+        let (u, addr) = n.running().await;
+        assert!(ready(&u), "{choice:?}: no probe = ready once started");
+        let refused = TcpStream::connect(addr).await;
+        assert!(t0.elapsed() < delay, "{choice:?}: machine too slow to tell");
+        assert_eq!(
+            refused.map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{choice:?}: the app listened before its start delay"
+        );
+        let why = n.event("Ready").unwrap().message;
+        assert!(why.contains("zdt.io/start-delay"), "{why}");
+        let deadline = Instant::now() + LIMIT;
+        while get(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "{choice:?}: never listened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            t0.elapsed() >= delay,
+            "{choice:?}: listened after {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+/// With a readiness probe the same pod turns Ready only once its app
+/// listens: the probe is what keeps it out of the endpoints meanwhile.
+#[tokio::test]
+async fn start_delay_annotation_with_probe_ready_once_listening() {
+    let delay = Duration::from_millis(2500);
+    for choice in choices() {
+        let mut n = node(choice, KubeVersion::V1_31, Duration::ZERO);
+        let probe = json!({"readinessProbe": {"httpGet": {"path": "/", "port": 80},
+            "periodSeconds": 1}});
+        let p = annotated(
+            pod("web-r", "nginx:1.27", probe, 30),
+            zdt::emulator::app::START_DELAY,
+            "2500ms",
+        );
+        let t0 = Instant::now();
+        n.kubelet.sync(p);
+        let (u, addr) = n.running().await;
+        assert!(!ready(&u), "{choice:?}");
+        n.wait_status("Ready", ready).await;
+        let took = t0.elapsed();
+        assert!(
+            took >= delay,
+            "{choice:?}: Ready after {took:?}, app not listening yet"
+        );
+        assert!(
+            took < delay + Duration::from_secs(3),
+            "{choice:?}: Ready after {took:?}"
+        );
+        assert!(get(addr).await.unwrap().contains("200 ok"), "{choice:?}");
+        let probe_failed = n.event("Unhealthy").unwrap().message;
+        assert!(probe_failed.contains("refused"), "{probe_failed}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_app_annotation_fails_the_pod_with_the_fix() {
+    let mut n = node(RuntimeChoice::Builtin, KubeVersion::V1_31, Duration::ZERO);
+    let p = annotated(
+        pod("web-b", "nginx", json!({}), 30),
+        zdt::emulator::app::RESPONSE_DELAY,
+        "fast",
+    );
+    n.kubelet.sync(p);
+    let u = n.wait_status("Failed", |u| phase(u) == "Failed").await;
+    let msg = u.status.message.unwrap_or_default();
+    assert!(msg.contains("zdt.io/response-delay"), "{msg}");
+    assert!(msg.contains("250ms"), "{msg}");
+    assert!(n.addrs.is_empty(), "a failed pod got a socket");
+}
+
 /// A force-deleted pod (gone from the API at once): no preStop, the stop
 /// signal, and SIGKILL after the kubelet's 2 s minimum if it is ignored.
 #[tokio::test]

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use zdt::clock::Clock;
+use zdt::emulator::app::Behaviour;
 use zdt::emulator::runtime::{find_nginx, ContainerSpec, Engine, Runtime};
 use zdt::emulator::RuntimeChoice;
 use zdt::events::EventSink;
@@ -21,6 +22,17 @@ fn spec(pod: &str, image: &str) -> ContainerSpec {
         node: "worker-1".into(),
         container: "web".into(),
         image: image.into(),
+        app: Behaviour::default(),
+    }
+}
+
+fn slow(pod: &str, start_delay: Duration, response_delay: Duration) -> ContainerSpec {
+    ContainerSpec {
+        app: Behaviour {
+            start_delay,
+            response_delay,
+        },
+        ..spec(pod, "nginx:1.27")
     }
 }
 
@@ -210,6 +222,133 @@ async fn ignored_signal_keeps_serving_and_pause_stops_answering() {
             200,
             "{choice:?}"
         );
+    }
+}
+
+/// A warming-up app: the container is started (it has a pid, it has not
+/// exited) but connections are refused until the start delay is over.
+#[tokio::test]
+async fn start_delay_refuses_connections_until_the_app_listens() {
+    let delay = Duration::from_millis(1500);
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let t0 = Instant::now();
+        let c = rt
+            .start(&slow("web-w", delay, Duration::ZERO))
+            .await
+            .unwrap();
+        assert!(
+            t0.elapsed() < delay,
+            "{choice:?}: start waited for the warm-up"
+        );
+        let refused = TcpStream::connect(c.addr()).await;
+        assert!(t0.elapsed() < delay, "{choice:?}: machine too slow to tell");
+        assert_eq!(
+            refused.map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{choice:?}: a warming-up app accepted a connection"
+        );
+        assert!(c.exit_status().is_none(), "{choice:?}");
+        let deadline = Instant::now() + LIMIT;
+        let answered = loop {
+            match get(c.addr()).await {
+                Ok((code, _)) => break code,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{choice:?}: never listened: {e}"),
+            }
+        };
+        assert_eq!(answered, 200, "{choice:?}");
+        assert!(
+            t0.elapsed() >= delay,
+            "{choice:?}: answered after {:?}, before the start delay",
+            t0.elapsed()
+        );
+    }
+}
+
+/// The stop signal during the warm-up ends the container at once (its app
+/// has no handlers yet), and its port stays closed.
+#[tokio::test]
+async fn stop_signal_during_the_warm_up_ends_the_container() {
+    let delay = Duration::from_secs(30);
+    for choice in engines() {
+        for signo in [libc::SIGTERM, libc::SIGQUIT] {
+            let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+            let c = rt
+                .start(&slow("web-s", delay, Duration::ZERO))
+                .await
+                .unwrap();
+            c.signal(signo);
+            let exit = timeout(LIMIT, c.exited()).await;
+            assert!(exit.is_ok(), "{choice:?} {signo}: still warming up");
+            assert!(TcpStream::connect(c.addr()).await.is_err(), "{choice:?}");
+            if let Some(pid) = c.pid() {
+                assert!(!group_alive(pid), "{choice:?}: the warm-up outlived it");
+            }
+        }
+    }
+}
+
+/// Send a slow request and give the server a second (of its two) to read
+/// it before the signal; then the response or the cut.
+async fn slow_request_then_signal(
+    addr: SocketAddr,
+    signo: i32,
+    c: &zdt::emulator::runtime::Container,
+) -> (Duration, std::io::Result<String>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.signal(signo);
+    let mut buf = Vec::new();
+    let read = timeout(LIMIT, s.read_to_end(&mut buf)).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    (t0.elapsed(), read.map(|_| text))
+}
+
+/// With a response delay, a request is in flight when the stop signal
+/// arrives: SIGQUIT (graceful) lets it finish with `Connection: close`,
+/// SIGTERM (fast) cuts it without a response.
+#[tokio::test]
+async fn response_delay_keeps_requests_in_flight_for_the_stop_signal() {
+    let delay = Duration::from_secs(2);
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+
+        let c = rt
+            .start(&slow("web-q", Duration::ZERO, delay))
+            .await
+            .unwrap();
+        let (took, resp) = slow_request_then_signal(c.addr(), libc::SIGQUIT, &c).await;
+        let text = resp.unwrap();
+        assert!(text.starts_with("http/1.1 200"), "{choice:?}: {text}");
+        assert_eq!(
+            text.matches("x-pod: web-q").count(),
+            1,
+            "{choice:?}: {text}"
+        );
+        assert!(took >= delay, "{choice:?}: answered after {took:?}");
+        assert!(timeout(LIMIT, c.exited()).await.unwrap().success());
+
+        let c = rt
+            .start(&slow("web-t", Duration::ZERO, delay))
+            .await
+            .unwrap();
+        let (took, resp) = slow_request_then_signal(c.addr(), libc::SIGTERM, &c).await;
+        match resp {
+            Ok(text) => assert!(
+                text.is_empty(),
+                "{choice:?}: answered under SIGTERM: {text}"
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{choice:?}"),
+        }
+        assert!(took < delay, "{choice:?}: cut only after {took:?}");
+        timeout(LIMIT, c.exited()).await.unwrap();
     }
 }
 

@@ -3,7 +3,9 @@
 //! the kubelet does, with the timings that matter during a drain:
 //!
 //! - start: wait the pod start delay, allocate a pod IP (`10.244.<node>.<n>`)
-//!   and a real 127.0.0.1 socket, start the container, report `Running`;
+//!   and a real 127.0.0.1 socket, start the container, report `Running`
+//!   (the app itself may listen later: `zdt.io/start-delay`, see
+//!   [`super::app`]);
 //! - readiness: the readinessProbe runs for real against the pod's socket
 //!   (`initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
 //!   `successThreshold`, `failureThreshold`); no probe = ready once started.
@@ -38,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::app::Behaviour;
 use super::runtime::{is_nginx_image, Container, ContainerExit, ContainerSpec, Runtime};
 use super::{KubeVersion, Timings};
 use crate::events::{EventSink, Source};
@@ -477,6 +480,18 @@ impl PodWorker {
             self.report(&state, true).await;
             return;
         };
+        let app = match Behaviour::from_annotations(pod.metadata.annotations.as_ref()) {
+            Ok(app) => app,
+            Err(e) => {
+                state.phase = "Failed";
+                state.message = Some(e.to_string());
+                self.emit("Failed", e.to_string());
+                self.report(&state, false).await;
+                self.pod.wait_for(Self::deleting).await.ok();
+                self.report(&state, true).await;
+                return;
+            }
+        };
         let ip = self.shared.ips.lock().expect("ips lock").allocate();
         let Some(ip) = ip else {
             state.phase = "Failed";
@@ -508,6 +523,7 @@ impl PodWorker {
             node: self.node().to_owned(),
             container: spec_container.name.clone(),
             image: spec_container.image.clone().unwrap_or_default(),
+            app,
         };
         let container = match self.shared.runtime.start(&spec).await {
             Ok(c) => Arc::new(c),
@@ -580,7 +596,19 @@ impl PodWorker {
         state.ready = ready_rx.borrow_and_update().ready;
         state.ready_since = started;
         if state.ready {
-            self.emit("Ready", "no readinessProbe: ready once started");
+            let warming = if app.start_delay.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    " (the app listens only after its start delay of {}, {})",
+                    crate::units::Dur(app.start_delay),
+                    super::app::START_DELAY
+                )
+            };
+            self.emit(
+                "Ready",
+                format!("no readinessProbe: ready once started{warming}"),
+            );
         }
         self.report(&state, false).await;
 

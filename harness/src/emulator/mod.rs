@@ -9,6 +9,7 @@
 //! controllers on the store, and per node a kubelet and a kube-proxy.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod controllers;

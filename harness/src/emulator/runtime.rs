@@ -7,6 +7,14 @@
 //! Otherwise it is the built-in [`crate::serve::Server`] with the same
 //! semantics, in-process.
 //!
+//! The app's [`Behaviour`] (pod annotations, see [`super::app`]) makes it
+//! less than instant: with a start delay the container is started at once
+//! but listens only later (nginx runs behind `sh -c 'sleep N && exec nginx'`,
+//! its port held meanwhile by a bound, non-listening `SO_REUSEPORT` socket,
+//! so connections are refused, not stolen); with a response delay nginx
+//! proxies `/` to a built-in server that waits that long, so requests are in
+//! flight — and nginx's own SIGQUIT/SIGTERM decide their fate.
+//!
 //! Signals behave as a container runtime delivers them: the stop signal goes
 //! to the container's PID 1 (the nginx master); SIGKILL, SIGSTOP and SIGCONT
 //! go to every process of the container (here: nginx's process group), as
@@ -25,8 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
+use super::app::Behaviour;
 use crate::emulator::RuntimeChoice;
 use crate::events::{EventSink, Source};
 use crate::serve::{ServeConfig, Server, ServerExit, ServerHandle, Signal};
@@ -100,6 +110,8 @@ pub struct ContainerSpec {
     pub container: String,
     /// The image reference from the manifest (`nginx:1.27`, `registry/app`).
     pub image: String,
+    /// How slow the app is to start and to answer.
+    pub app: Behaviour,
 }
 
 impl ContainerSpec {
@@ -260,7 +272,7 @@ impl Runtime {
             }
         };
         let msg = format!(
-            "container {} (image {}) runs as {} on {} (pid {})",
+            "container {} (image {}) runs as {} on {} (pid {}){}",
             spec.container,
             spec.image,
             engine,
@@ -268,6 +280,9 @@ impl Runtime {
             container
                 .pid()
                 .map_or_else(|| "in-process".to_owned(), |p| p.to_string()),
+            spec.app
+                .describe()
+                .map_or_else(String::new, |d| format!("; app {d}")),
         );
         tracing::info!(pod = %spec.pod, node = %spec.node, "{msg}");
         self.events
@@ -276,11 +291,15 @@ impl Runtime {
     }
 
     async fn start_builtin(&self, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
-        let config = ServeConfig::new(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            spec.pod.clone(),
-            spec.node.clone(),
-        );
+        let config = ServeConfig {
+            delay: spec.app.response_delay,
+            start_delay: spec.app.start_delay,
+            ..ServeConfig::new(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                spec.pod.clone(),
+                spec.node.clone(),
+            )
+        };
         let handle = Server::start(config)
             .await
             .map_err(|source| RuntimeError::Spawn {
@@ -312,6 +331,8 @@ impl Runtime {
             dir: None,
             registry: self.registry.clone(),
             id: u64::MAX,
+            upstream: None,
+            reservation: None,
         })
     }
 
@@ -330,6 +351,24 @@ impl Runtime {
             path: path.to_path_buf(),
             source,
         };
+        let upstream = if spec.app.response_delay.is_zero() {
+            None
+        } else {
+            Some(self.slow_upstream(spec).await?)
+        };
+        let upstream_addr = upstream.as_ref().map(ServerHandle::addr);
+        if !spec.app.start_delay.is_zero() {
+            std::fs::create_dir_all(dir.join("tmp")).map_err(|e| prepare(&dir, e))?;
+            let reservation = reserve_port().map_err(|e| prepare(&dir, e))?;
+            let addr = reservation.local_addr().map_err(|e| prepare(&dir, e))?;
+            let conf = dir.join("nginx.conf");
+            let text = nginx_config(&dir, addr, &spec.pod, &spec.node, upstream_addr, true);
+            std::fs::write(&conf, text).map_err(|e| prepare(&conf, e))?;
+            let mut c = self.spawn_nginx(nginx, spec, &dir, &conf, addr, id).await?;
+            c.upstream = upstream;
+            c.reservation = Some(reservation);
+            return Ok(c);
+        }
         // Another process may grab the free port between our probe bind and
         // nginx's bind; retry with a fresh port when that happens.
         let mut last_err = None;
@@ -338,10 +377,13 @@ impl Runtime {
             let port = free_port().map_err(|e| prepare(&dir, e))?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, nginx_config(&dir, addr, &spec.pod, &spec.node))
-                .map_err(|e| prepare(&conf, e))?;
+            let text = nginx_config(&dir, addr, &spec.pod, &spec.node, upstream_addr, false);
+            std::fs::write(&conf, text).map_err(|e| prepare(&conf, e))?;
             match self.spawn_nginx(nginx, spec, &dir, &conf, addr, id).await {
-                Ok(c) => return Ok(c),
+                Ok(mut c) => {
+                    c.upstream = upstream;
+                    return Ok(c);
+                }
                 Err(RuntimeError::NginxFailed { log, pod, status })
                     if log.contains("Address already in use") =>
                 {
@@ -353,6 +395,26 @@ impl Runtime {
         Err(last_err.expect("loop ran"))
     }
 
+    /// The app behind a slow nginx: a built-in server taking
+    /// `response_delay` per request, which nginx proxies `/` to.
+    async fn slow_upstream(&self, spec: &ContainerSpec) -> Result<ServerHandle, RuntimeError> {
+        let config = ServeConfig {
+            delay: spec.app.response_delay,
+            ..ServeConfig::new(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                spec.pod.clone(),
+                spec.node.clone(),
+            )
+        };
+        Server::start(config)
+            .await
+            .map_err(|source| RuntimeError::Spawn {
+                pod: spec.pod.clone(),
+                engine: Engine::Builtin,
+                source,
+            })
+    }
+
     async fn spawn_nginx(
         &self,
         nginx: &Path,
@@ -362,7 +424,20 @@ impl Runtime {
         addr: SocketAddr,
         id: u64,
     ) -> Result<Container, RuntimeError> {
-        let mut cmd = tokio::process::Command::new(nginx);
+        let warm_up = spec.app.start_delay;
+        let mut cmd = if warm_up.is_zero() {
+            tokio::process::Command::new(nginx)
+        } else {
+            // PID 1 is a shell sleeping out the warm-up, then nginx itself
+            // (exec keeps the pid): a stop signal before that kills it, as
+            // it would an app that has no handlers installed yet.
+            let mut sh = tokio::process::Command::new("/bin/sh");
+            sh.arg("-c")
+                .arg(r#"sleep "$0" && exec "$@""#)
+                .arg(format!("{:.3}", warm_up.as_secs_f64()))
+                .arg(nginx);
+            sh
+        };
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")
@@ -452,7 +527,13 @@ impl Runtime {
             dir: Some(dir.to_path_buf()),
             registry: self.registry.clone(),
             id,
+            upstream: None,
+            reservation: None,
         };
+        if !warm_up.is_zero() {
+            // Started, not listening: that is the point of the warm-up.
+            return Ok(container);
+        }
         // Ready when it answers, or failed when it exits first.
         let deadline = Instant::now() + NGINX_START_TIMEOUT;
         loop {
@@ -524,6 +605,11 @@ pub struct Container {
     dir: Option<PathBuf>,
     registry: Arc<Registry>,
     id: u64,
+    /// The slow app nginx proxies to (a response delay), paused and
+    /// resumed with the container.
+    upstream: Option<ServerHandle>,
+    /// Holds a warming-up nginx's port until the container is gone.
+    reservation: Option<TcpSocket>,
 }
 
 impl std::fmt::Debug for Container {
@@ -562,7 +648,14 @@ impl Container {
         }
         match &self.inner {
             Inner::Nginx { pid } => match signo {
-                libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => killpg(*pid, signo),
+                libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => {
+                    killpg(*pid, signo);
+                    match (&self.upstream, signo) {
+                        (Some(u), libc::SIGSTOP) => u.pause(),
+                        (Some(u), libc::SIGCONT) => u.resume(),
+                        _ => {}
+                    }
+                }
                 _ => {
                     // SAFETY: plain kill(2) on the child we spawned and have
                     // not reaped yet (exit_status() is None).
@@ -671,6 +764,17 @@ fn process_live(pid: i32) -> bool {
     matches!(proc_stat(pid), Some((s, _)) if s != 'Z' && s != 'X')
 }
 
+/// A port for a warming-up nginx: bound with `SO_REUSEPORT` and not
+/// listening, so connects are refused, nothing else (not even an outgoing
+/// connection's ephemeral port) can take it, and nginx — listening with
+/// `reuseport` — can bind it too.
+fn reserve_port() -> io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseport(true)?;
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(socket)
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(StdListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
@@ -678,11 +782,35 @@ fn free_port() -> io::Result<u16> {
 }
 
 /// nginx's config for one pod: the nginx image's default server answering
-/// every path with 200, plus the pod/node headers.
-fn nginx_config(dir: &Path, addr: SocketAddr, pod: &str, node: &str) -> String {
+/// every path with 200, plus the pod/node headers; with `upstream`, `/` is
+/// proxied there instead (the slow app); `reuseport` to share a reserved
+/// port.
+fn nginx_config(
+    dir: &Path,
+    addr: SocketAddr,
+    pod: &str,
+    node: &str,
+    upstream: Option<SocketAddr>,
+    reuseport: bool,
+) -> String {
     let d = dir.display();
     let q = |s: &str| s.replace(['"', '\\', '$'], "_");
     let (pod, node) = (q(pod), q(node));
+    let reuseport = if reuseport { " reuseport" } else { "" };
+    let (upstream_block, root) = match upstream {
+        // Keep-alive to the app: a connection per request would burn
+        // loopback ports at thousands of requests per second.
+        Some(app) => (
+            format!(
+                "upstream zdt_app {{\n        server {app};\n        keepalive 1024;\n    }}\n    "
+            ),
+            "proxy_pass http://zdt_app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_hide_header X-Pod;\n            proxy_hide_header X-Node;".to_owned(),
+        ),
+        None => (
+            String::new(),
+            format!("return 200 \"pod {pod} on node {node}\\n\";"),
+        ),
+    };
     format!(
         r#"# generated by zdt for pod {pod} on node {node}
 worker_processes 1;
@@ -701,15 +829,15 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     default_type text/plain;
-    server {{
-        listen {addr} backlog=4096;
+    {upstream_block}server {{
+        listen {addr} backlog=4096{reuseport};
         add_header X-Pod "{pod}" always;
         add_header X-Node "{node}" always;
         location = /healthz {{
             return 200 "ok\n";
         }}
         location / {{
-            return 200 "pod {pod} on node {node}\n";
+            {root}
         }}
     }}
 }}
@@ -798,12 +926,35 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap(),
             "web-1",
             "worker\"2",
+            None,
+            false,
         );
         assert!(conf.contains("listen 127.0.0.1:8080"));
         assert!(conf.contains(r#"add_header X-Pod "web-1" always;"#));
         assert!(conf.contains(r#"add_header X-Node "worker_2" always;"#));
         assert!(conf.contains("worker_connections 32768;"));
         assert!(conf.contains("pid /tmp/x/nginx.pid;"));
+    }
+
+    #[test]
+    fn slow_app_config_proxies_and_shares_the_reserved_port() {
+        let conf = nginx_config(
+            Path::new("/tmp/x"),
+            "127.0.0.1:8080".parse().unwrap(),
+            "web-1",
+            "w",
+            Some("127.0.0.1:9090".parse().unwrap()),
+            true,
+        );
+        assert!(
+            conf.contains("listen 127.0.0.1:8080 backlog=4096 reuseport;"),
+            "{conf}"
+        );
+        assert!(conf.contains("server 127.0.0.1:9090;"), "{conf}");
+        assert!(conf.contains("proxy_pass http://zdt_app;"), "{conf}");
+        // The app's own pod headers would double nginx's.
+        assert!(conf.contains("proxy_hide_header X-Pod;"), "{conf}");
+        assert!(!conf.contains("return 200 \"pod"), "{conf}");
     }
 
     #[test]
