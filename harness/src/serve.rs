@@ -19,10 +19,11 @@
 //!   SIGHUP: neither stops serving), which is how a pod that ignores its stop
 //!   signal is modelled.
 //!
-//! Real apps are not instant, so two knobs make it slower: `delay` before
-//! each response (requests are in flight when a stop signal arrives) and
-//! `start_delay` before it listens (an app warming up refuses connections;
-//! a stop signal during the warm-up ends it at once).
+//! Real apps are not instant, so three knobs make it slower: `delay` before
+//! each response and `body_delay` between a response's head and its body
+//! (requests are in flight when a stop signal arrives), and `start_delay`
+//! before it listens (an app warming up refuses connections; a stop signal
+//! during the warm-up ends it at once).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -31,9 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -55,6 +57,9 @@ pub struct ServeConfig {
     pub node: String,
     /// Wait this long before answering each request (not `/healthz`).
     pub delay: Duration,
+    /// Send each response's head at once and its body this long later
+    /// (not `/healthz`): a download or a stream in progress.
+    pub body_delay: Duration,
     /// Listen only this long after start, like an app warming up: the port
     /// is bound (and reserved) at once, but connections are refused until
     /// then. A stop signal meanwhile ends the server at once.
@@ -68,6 +73,7 @@ impl ServeConfig {
             pod: pod.into(),
             node: node.into(),
             delay: Duration::ZERO,
+            body_delay: Duration::ZERO,
             start_delay: Duration::ZERO,
         }
     }
@@ -408,10 +414,12 @@ async fn connection(
     }
 }
 
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
 async fn respond(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let mut paused = shared.paused.subscribe();
     let _ = paused.wait_for(|p| !*p).await;
     let config = &shared.config;
@@ -425,10 +433,25 @@ async fn respond(
     } else {
         Bytes::from(format!("pod {} on node {}\n", config.pod, config.node))
     };
-    let mut resp = Response::new(Full::new(body));
+    let length = HeaderValue::from(body.len());
+    let body = if health || config.body_delay.is_zero() {
+        Full::new(body).boxed_unsync()
+    } else {
+        // The head goes now, the body later: the response is in flight
+        // with bytes already received, so a client cannot replay it.
+        let delay = config.body_delay;
+        let later = futures::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            let _ = paused.wait_for(|p| !*p).await;
+            Ok::<_, Infallible>(Frame::data(body))
+        });
+        StreamBody::new(later).boxed_unsync()
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_LENGTH, length);
     if let Ok(v) = HeaderValue::from_str(&config.pod) {
         headers.insert("x-pod", v);
     }
@@ -443,7 +466,7 @@ async fn respond(
     Ok(resp)
 }
 
-/// `zdt serve --listen ADDR --pod NAME --node NAME [--delay 0ms] [--start-delay 0ms]`
+/// `zdt serve --listen ADDR --pod NAME --node NAME [--delay 0ms] [--body-delay 0ms] [--start-delay 0ms]`
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -458,6 +481,9 @@ pub struct ServeArgs {
     /// Wait this long before each response (e.g. `250ms`).
     #[arg(long, default_value = "0ms")]
     pub delay: Dur,
+    /// Send the head at once and the body this long later (e.g. `500ms`).
+    #[arg(long, default_value = "0ms")]
+    pub body_delay: Dur,
     /// Listen only this long after start (e.g. `3s`), like an app warming
     /// up: connections are refused until then.
     #[arg(long, default_value = "0ms")]
@@ -479,6 +505,7 @@ pub async fn run_cli(args: ServeArgs) -> miette::Result<Exit> {
         pod: args.pod,
         node,
         delay: args.delay.get(),
+        body_delay: args.body_delay.get(),
         start_delay: args.start_delay.get(),
     };
     let handle = Server::start(config.clone()).await.map_err(|e| {

@@ -31,6 +31,7 @@ fn slow(pod: &str, start_delay: Duration, response_delay: Duration) -> Container
         app: Behaviour {
             start_delay,
             response_delay,
+            body_delay: Duration::ZERO,
         },
         ..spec(pod, "nginx:1.27")
     }
@@ -349,6 +350,60 @@ async fn response_delay_keeps_requests_in_flight_for_the_stop_signal() {
         }
         assert!(took < delay, "{choice:?}: cut only after {took:?}");
         timeout(LIMIT, c.exited()).await.unwrap();
+    }
+}
+
+/// With a body delay the head arrives at once (the request is in flight
+/// with bytes received): SIGQUIT lets the body follow, SIGTERM cuts it.
+#[tokio::test]
+async fn body_delay_is_finished_by_sigquit_and_cut_by_sigterm() {
+    let delay = Duration::from_secs(2);
+    for choice in engines() {
+        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        for (signo, finished) in [(libc::SIGQUIT, true), (libc::SIGTERM, false)] {
+            let mut app = slow("web-b", Duration::ZERO, Duration::ZERO);
+            app.app.body_delay = delay;
+            let c = rt.start(&app).await.unwrap();
+            let mut s = TcpStream::connect(c.addr()).await.unwrap();
+            let t0 = Instant::now();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = timeout(LIMIT, s.read(&mut chunk)).await.unwrap().unwrap();
+                assert!(n > 0, "{choice:?}: closed before the head");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            assert!(
+                t0.elapsed() < delay,
+                "{choice:?}: the head waited for the body"
+            );
+            let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+            let head_len = head.find("\r\n\r\n").unwrap() + 4;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{choice:?}: no content-length in {head}"));
+            c.signal(signo);
+            let rest = timeout(LIMIT, s.read_to_end(&mut buf)).await.unwrap();
+            let body = buf.len() - head_len;
+            if finished {
+                rest.unwrap();
+                assert_eq!(body, length, "{choice:?}: body cut under SIGQUIT");
+                assert!(timeout(LIMIT, c.exited()).await.unwrap().success());
+            } else {
+                assert!(body < length, "{choice:?}: body sent under SIGTERM");
+                assert!(
+                    t0.elapsed() < delay,
+                    "{choice:?}: cut only after {:?}",
+                    t0.elapsed()
+                );
+                timeout(LIMIT, c.exited()).await.unwrap();
+            }
+        }
     }
 }
 

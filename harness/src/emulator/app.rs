@@ -14,6 +14,11 @@
 //!   then connections are refused. A stop signal during the warm-up ends it.
 //! - [`RESPONSE_DELAY`] (`zdt.io/response-delay: 500ms`): every response
 //!   except `/healthz` is sent this long after the request arrived.
+//! - [`BODY_DELAY`] (`zdt.io/body-delay: 500ms`): the response head goes at
+//!   once and the body this long later (a download, a stream). A request
+//!   cut there cannot be replayed by the client, unlike one cut before any
+//!   byte of its response (HTTP clients retry idempotent requests on a
+//!   reused keep-alive connection that closes before answering).
 //!
 //! kind and existing clusters run the real image and ignore them.
 
@@ -28,6 +33,10 @@ pub const START_DELAY: &str = "zdt.io/start-delay";
 /// Annotation: each response (not `/healthz`) takes this long.
 pub const RESPONSE_DELAY: &str = "zdt.io/response-delay";
 
+/// Annotation: each response body (not `/healthz`) follows its head this
+/// long later.
+pub const BODY_DELAY: &str = "zdt.io/body-delay";
+
 /// What the app in one container is like. The default is the instant app.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Behaviour {
@@ -35,6 +44,8 @@ pub struct Behaviour {
     pub start_delay: Duration,
     /// From a request's arrival until its response.
     pub response_delay: Duration,
+    /// From a response's head to its body.
+    pub body_delay: Duration,
 }
 
 /// An annotation that is not a duration.
@@ -67,6 +78,7 @@ impl Behaviour {
         Ok(Behaviour {
             start_delay: read(START_DELAY)?,
             response_delay: read(RESPONSE_DELAY)?,
+            body_delay: read(BODY_DELAY)?,
         })
     }
 
@@ -78,6 +90,9 @@ impl Behaviour {
         }
         if !self.response_delay.is_zero() {
             parts.push(format!("response delay {}", Dur(self.response_delay)));
+        }
+        if !self.body_delay.is_zero() {
+            parts.push(format!("body delay {}", Dur(self.body_delay)));
         }
         (!parts.is_empty()).then(|| parts.join(", "))
     }
@@ -103,14 +118,16 @@ mod tests {
         let b = Behaviour::from_annotations(Some(&annotations(&[
             (START_DELAY, "3s"),
             (RESPONSE_DELAY, "250ms"),
+            (BODY_DELAY, "1s"),
             ("unrelated", "x"),
         ])))
         .unwrap();
         assert_eq!(b.start_delay, Duration::from_secs(3));
         assert_eq!(b.response_delay, Duration::from_millis(250));
+        assert_eq!(b.body_delay, Duration::from_secs(1));
         assert_eq!(
             b.describe().as_deref(),
-            Some("start delay 3s, response delay 250ms")
+            Some("start delay 3s, response delay 250ms, body delay 1s")
         );
         assert_eq!(Behaviour::default().describe(), None);
     }

@@ -13,7 +13,8 @@
 //! its port held meanwhile by a bound, non-listening `SO_REUSEPORT` socket,
 //! so connections are refused, not stolen); with a response delay nginx
 //! proxies `/` to a built-in server that waits that long, so requests are in
-//! flight — and nginx's own SIGQUIT/SIGTERM decide their fate.
+//! flight — and nginx's own SIGQUIT/SIGTERM decide their fate (unbuffered,
+//! so a body delay reaches the client as head first, body later).
 //!
 //! Signals behave as a container runtime delivers them: the stop signal goes
 //! to the container's PID 1 (the nginx master); SIGKILL, SIGSTOP and SIGCONT
@@ -293,6 +294,7 @@ impl Runtime {
     async fn start_builtin(&self, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
         let config = ServeConfig {
             delay: spec.app.response_delay,
+            body_delay: spec.app.body_delay,
             start_delay: spec.app.start_delay,
             ..ServeConfig::new(
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -351,7 +353,7 @@ impl Runtime {
             path: path.to_path_buf(),
             source,
         };
-        let upstream = if spec.app.response_delay.is_zero() {
+        let upstream = if spec.app.response_delay.is_zero() && spec.app.body_delay.is_zero() {
             None
         } else {
             Some(self.slow_upstream(spec).await?)
@@ -395,11 +397,12 @@ impl Runtime {
         Err(last_err.expect("loop ran"))
     }
 
-    /// The app behind a slow nginx: a built-in server taking
-    /// `response_delay` per request, which nginx proxies `/` to.
+    /// The app behind a slow nginx: a built-in server with the response
+    /// and body delays, which nginx proxies `/` to.
     async fn slow_upstream(&self, spec: &ContainerSpec) -> Result<ServerHandle, RuntimeError> {
         let config = ServeConfig {
             delay: spec.app.response_delay,
+            body_delay: spec.app.body_delay,
             ..ServeConfig::new(
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
                 spec.pod.clone(),
@@ -799,12 +802,13 @@ fn nginx_config(
     let reuseport = if reuseport { " reuseport" } else { "" };
     let (upstream_block, root) = match upstream {
         // Keep-alive to the app: a connection per request would burn
-        // loopback ports at thousands of requests per second.
+        // loopback ports at thousands of requests per second. Unbuffered:
+        // the client gets the app's head when the app sends it.
         Some(app) => (
             format!(
                 "upstream zdt_app {{\n        server {app};\n        keepalive 1024;\n    }}\n    "
             ),
-            "proxy_pass http://zdt_app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_hide_header X-Pod;\n            proxy_hide_header X-Node;".to_owned(),
+            "proxy_pass http://zdt_app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            proxy_buffering off;\n            proxy_hide_header X-Pod;\n            proxy_hide_header X-Node;".to_owned(),
         ),
         None => (
             String::new(),
@@ -954,6 +958,8 @@ mod tests {
         assert!(conf.contains("proxy_pass http://zdt_app;"), "{conf}");
         // The app's own pod headers would double nginx's.
         assert!(conf.contains("proxy_hide_header X-Pod;"), "{conf}");
+        // A body delay must reach the client as head first, body later.
+        assert!(conf.contains("proxy_buffering off;"), "{conf}");
         assert!(!conf.contains("return 200 \"pod"), "{conf}");
     }
 
