@@ -62,6 +62,10 @@ pub enum Command {
     Compare(crate::report::cli::CompareArgs),
     /// Remove clusters, containers and temp files zdt created.
     Clean(crate::cluster::cli::CleanArgs),
+    /// Internal: the traffic generator of `zdt run`, in its own process
+    /// (protocol on stdin/stdout, see traffic::child).
+    #[command(name = "traffic-child", hide = true)]
+    TrafficChild,
 }
 
 /// Entry point of the binary.
@@ -81,6 +85,8 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.verbose);
     raise_fd_limit();
+    // This binary has the hidden generator subcommand; runs may re-exec it.
+    crate::traffic::child::allow_self_exec();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +117,7 @@ async fn dispatch(command: Command) -> miette::Result<Exit> {
         Command::Report(a) => crate::report::cli::run_report(a).await,
         Command::Compare(a) => crate::report::cli::run_compare(a).await,
         Command::Clean(a) => crate::cluster::cli::run(a).await,
+        Command::TrafficChild => crate::traffic::child::run_child().await,
     }
 }
 

@@ -568,7 +568,10 @@ async fn measure(
     let clock = sink.clock();
     if !s.traffic.warmup.get().is_zero() {
         let warm = traffic_settings(s, target, s.traffic.warmup.get()).map_err(invalid)?;
-        traffic::attack(warm, clock, cancel.child_token())
+        Attack::start_isolated(warm, clock, cancel.child_token())
+            .await
+            .map_err(|e| invalid(format!("warmup traffic: {e}")))?
+            .finish()
             .await
             .map_err(|e| invalid(format!("warmup traffic: {e}")))?;
         if cancel.is_cancelled() {
@@ -580,7 +583,11 @@ async fn measure(
         }
     }
     let settings = traffic_settings(s, target, s.traffic.duration.get()).map_err(invalid)?;
-    let attack = Attack::start(settings, clock, cancel.child_token())
+    // In a child process when zdt can re-exec itself: the generator's
+    // sockets then do not count against this process's fd limit, which the
+    // LB's held connections already press on, and the emulator cannot
+    // delay its timers.
+    let attack = Attack::start_isolated(settings, clock, cancel.child_token())
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
     let progress = attack.progress();

@@ -208,15 +208,18 @@ impl Names {
     }
 }
 
-/// A live view for progress displays.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// A live view for progress displays (durations in ns in JSON: a child
+/// generator process streams these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     /// Requests accounted for so far (completed, failed or not sent).
     pub done: u64,
     pub successes: u64,
     /// Corrected p99 so far.
+    #[serde(with = "crate::events::duration_ns")]
     pub p99: Duration,
     /// Largest send − due so far.
+    #[serde(with = "crate::events::duration_ns")]
     pub max_lag: Duration,
 }
 

@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod attack;
+pub mod child;
 pub mod cli;
 pub mod http;
 pub mod pacer;
@@ -77,6 +78,11 @@ pub enum TrafficError {
     /// A bug: a task of the generator itself failed.
     #[error("traffic generator: {0}")]
     Internal(String),
+    /// The generator's child process could not start, crashed, or spoke
+    /// something other than its protocol; the message has its exit status
+    /// and the end of its stderr.
+    #[error("traffic generator process: {0}")]
+    Child(String),
 }
 
 /// Everything one attack needs. Build with [`Settings::new`] and adjust the
@@ -168,20 +174,28 @@ impl Settings {
     }
 }
 
-/// A running attack. Dropping it aborts the attack.
+/// A running attack, in this process or in a child process (see
+/// [`child`]). Dropping it aborts the attack.
 pub struct Attack {
-    shared: Arc<attack::Shared>,
-    count: u64,
+    progress: Progress,
     done: tokio::sync::oneshot::Receiver<Result<Summary, TrafficError>>,
-    /// Dropping the attack cancels it (its thread then winds down).
+    /// Dropping the attack cancels it (its thread or child then winds down).
     _abort: tokio_util::sync::DropGuard,
 }
 
 /// A live view of a running attack, for progress displays.
 #[derive(Clone)]
 pub struct Progress {
-    shared: Arc<attack::Shared>,
+    source: ProgressSource,
     count: u64,
+    t0: Instant,
+}
+
+#[derive(Clone)]
+enum ProgressSource {
+    InProcess(Arc<attack::Shared>),
+    /// The latest snapshot a child process reported.
+    Child(Arc<Mutex<Snapshot>>),
 }
 
 impl Progress {
@@ -192,12 +206,21 @@ impl Progress {
 
     /// Time since t0.
     pub fn elapsed(&self) -> Duration {
-        self.shared.t0.elapsed()
+        self.t0.elapsed()
     }
 
-    /// Counts and p99 so far (takes the aggregator's lock briefly).
+    /// Counts and p99 so far (takes the aggregator's lock briefly; from a
+    /// child process, its latest report, at most a tick old).
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.snapshot()
+        match &self.source {
+            ProgressSource::InProcess(shared) => shared.snapshot(),
+            ProgressSource::Child(latest) => *attack::lock(latest),
+        }
+    }
+
+    /// t0 (request 0 due).
+    pub(crate) fn t0(&self) -> Instant {
+        self.t0
     }
 }
 
@@ -276,18 +299,44 @@ impl Attack {
             })
             .map_err(|e| TrafficError::Internal(format!("traffic thread: {e}")))?;
         Ok(Self {
-            shared,
-            count: pacer.count(),
+            progress: Progress {
+                source: ProgressSource::InProcess(shared),
+                count: pacer.count(),
+                t0,
+            },
             done: rx,
             _abort: abort.drop_guard(),
         })
     }
 
-    pub fn progress(&self) -> Progress {
-        Progress {
-            shared: self.shared.clone(),
-            count: self.count,
+    /// Like [`Attack::start`], but the generator runs in a child process
+    /// (`exe`, a zdt binary, re-executed with a hidden subcommand): its
+    /// sockets live in the child's fd table and it is scheduled apart from
+    /// this process. Same summary, stamped on the same `clock`.
+    pub async fn start_in_child(
+        exe: &std::path::Path,
+        settings: Settings,
+        clock: Clock,
+        cancel: CancellationToken,
+    ) -> Result<Self, TrafficError> {
+        child::start(exe, settings, clock, cancel).await
+    }
+
+    /// In a child process when this process can re-execute a zdt binary
+    /// ([`child::exe`]), else in this process.
+    pub async fn start_isolated(
+        settings: Settings,
+        clock: Clock,
+        cancel: CancellationToken,
+    ) -> Result<Self, TrafficError> {
+        match child::exe() {
+            Some(exe) => Self::start_in_child(&exe, settings, clock, cancel).await,
+            None => Self::start(settings, clock, cancel).await,
         }
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Wait for the schedule to end and every request to finish (at most
@@ -296,6 +345,19 @@ impl Attack {
         self.done
             .await
             .map_err(|_| TrafficError::Internal("the traffic thread died".into()))?
+    }
+
+    /// Built by the child-process path.
+    pub(crate) fn from_parts(
+        progress: Progress,
+        done: tokio::sync::oneshot::Receiver<Result<Summary, TrafficError>>,
+        abort: CancellationToken,
+    ) -> Self {
+        Self {
+            progress,
+            done,
+            _abort: abort.drop_guard(),
+        }
     }
 }
 
