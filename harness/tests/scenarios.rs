@@ -58,6 +58,11 @@ async fn scenario(#[files("../scenarios/*.yaml")] path: PathBuf) {
                 .map(|w| &w.explanation)
                 .collect::<Vec<_>>()
         );
+        // The run puts back what chaos changed; an undo that fails means a
+        // step registered something it cannot undo.
+        for e in run.events.iter().filter(|e| e.reason == "UndoFailed") {
+            failures.push(format!("{}: {}", v.id(), e.message));
+        }
         if s.verdict != Verdict::Pass {
             failures.push(format!(
                 "{}: {:?}: {}",

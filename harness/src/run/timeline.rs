@@ -406,7 +406,9 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
         }
         Action::LbRemoveBackend { .. } => {
             let node = need_node(node)?;
-            ctx.push_undo(Undo::LbRestore(node.to_owned()));
+            // No undo: restore only ends a drain, a removed backend is gone
+            // (restoring it failed with "no backend named …" on every run),
+            // and the LB itself lives only as long as the variant.
             need_lb(ctx)?
                 .remove(node)
                 .await
