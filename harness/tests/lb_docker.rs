@@ -21,6 +21,11 @@ use tokio::net::TcpStream;
 use zdt::lb::image::{self, Linkage};
 use zdt::lb::{AdminClient, Health};
 
+/// The tests here take turns: both build an image and publish ports on
+/// loopback, and a `start_container` failed once (error not captured) while
+/// the other test ran beside it on Docker 20.10.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Removes what the test created, even when it panics.
 struct Cleanup {
     containers: Vec<String>,
@@ -116,6 +121,7 @@ fn host_port(inspect: &bollard::models::ContainerInspectResponse, port: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
+    let _turn = SERIAL.lock().await;
     let docker = match Docker::connect_with_local_defaults() {
         Ok(d) => d,
         Err(e) => {
@@ -358,6 +364,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
 /// workers' NodePorts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
+    let _turn = SERIAL.lock().await;
     use zdt::cluster::docker as zd;
     use zdt::cluster::lb_container;
     use zdt::cluster::LbControl;
