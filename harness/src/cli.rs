@@ -66,6 +66,9 @@ pub enum Command {
     /// (protocol on stdin/stdout, see traffic::child).
     #[command(name = "traffic-child", hide = true)]
     TrafficChild,
+    /// (internal) Holds connections the emulated nodes blackhole, for the LB.
+    #[command(name = "lb-hold", hide = true)]
+    LbHold,
 }
 
 /// Entry point of the binary.
@@ -118,6 +121,7 @@ async fn dispatch(command: Command) -> miette::Result<Exit> {
         Command::Compare(a) => crate::report::cli::run_compare(a).await,
         Command::Clean(a) => crate::cluster::cli::run(a).await,
         Command::TrafficChild => crate::traffic::child::run_child().await,
+        Command::LbHold => crate::lb::hold::run().await,
     }
 }
 

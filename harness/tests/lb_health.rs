@@ -362,3 +362,111 @@ async fn dropped_dials_hold_the_client_unanswered_and_refused_dials_reset_it() {
         lb.shutdown().await;
     }
 }
+
+/// The descendants of this process running `zdt lb-hold`, with the number of
+/// sockets each holds.
+fn lb_hold_helpers() -> Vec<(u32, usize)> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 4 (after the parenthesised command) is the parent pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid.as_deref() == Some(me.as_str()) && cmdline.contains("lb-hold") {
+            let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|f| {
+                            std::fs::read_link(f.path())
+                                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            out.push((pid.parse().unwrap(), sockets));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_held_in_the_helper_process_then_reset() {
+    let clock = Clock::start();
+    let health = TestBackend::start("health", clock).await;
+    let lb = Lb::start(
+        LbConfig {
+            probe: lone_unhealthy_backend(true).probe,
+            hold_dropped: Duration::from_millis(1500),
+            hold_in: Some(env!("CARGO_BIN_EXE_zdt").into()),
+            ..Default::default()
+        },
+        vec![BackendSpec {
+            name: "dropper".into(),
+            dialer: Arc::new(FixedDial(|| Dial::Dropped)),
+            probe: ProbeTarget::Tcp { addr: health.app },
+        }],
+        EventSink::discard(clock),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    lb.admin()
+        .wait_healthy(1, Duration::from_secs(3))
+        .await
+        .unwrap();
+    const N: usize = 20;
+    let mut clients = Vec::new();
+    for _ in 0..N {
+        let mut s = TcpStream::connect(lb.frontend_addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        clients.push(s);
+    }
+    // Every connection reaches the helper (bounded wait), and the LB's own
+    // count of them drops back to zero: they are no longer in this process.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let helpers = lb_hold_helpers();
+        assert_eq!(helpers.len(), 1, "one lb-hold helper: {helpers:?}");
+        // Its stdin (the Unix socket) plus one per held connection.
+        if helpers[0].1 > N && lb.admin().get("dropper").unwrap().active_connections == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the helper holds {helpers:?}, the LB still counts {}",
+            lb.admin().get("dropper").unwrap().active_connections
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Held means open and silent, then reset when the hold ends.
+    let started = std::time::Instant::now();
+    for s in &mut clients {
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        match r {
+            Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+            other => panic!("a held connection must end in a reset, got {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "reset before the hold: {:?}",
+        started.elapsed()
+    );
+    // The helper goes with the LB.
+    lb.shutdown().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !lb_hold_helpers().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lb-hold outlived the LB"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -206,6 +206,7 @@ impl LbFile {
             drain_timeout: self.drain_timeout.map_or(defaults.drain_timeout, Dur::get),
             seed: self.seed.unwrap_or(defaults.seed),
             hold_dropped: self.hold_dropped.map_or(defaults.hold_dropped, Dur::get),
+            hold_in: None,
         };
         let mut backends = Vec::with_capacity(self.backends.len());
         for b in &self.backends {

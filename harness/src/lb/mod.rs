@@ -13,6 +13,7 @@ pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod hold;
 pub mod image;
 mod pool;
 mod probe;
@@ -72,6 +73,10 @@ pub struct LbConfig {
     /// held open unanswered before the LB closes it (the client normally
     /// times out first).
     pub hold_dropped: Duration,
+    /// Hold those connections in a `zdt lb-hold` helper started from this
+    /// zdt binary, so they do not count against this process's open-files
+    /// limit; `None` holds them here.
+    pub hold_in: Option<std::path::PathBuf>,
 }
 
 impl Default for LbConfig {
@@ -85,6 +90,7 @@ impl Default for LbConfig {
             drain_timeout: Duration::from_secs(30),
             seed: 0,
             hold_dropped: Duration::from_secs(300),
+            hold_in: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Each task holds a clone; `None` once shutdown began so no new task
     /// can delay it.
     tasks: Mutex<Option<mpsc::Sender<()>>>,
+    /// Where dropped connections are held when not in this process.
+    pub holder: Option<super::hold::Holder>,
 }
 
 pub(crate) struct Backend {
@@ -111,6 +113,17 @@ impl Shared {
         done: mpsc::Sender<()>,
     ) -> Arc<Self> {
         let seed = config.seed;
+        let holder = config.hold_in.as_deref().and_then(|exe| {
+            super::hold::Holder::spawn(exe)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "cannot start `{} {}` ({e}); dropped connections are held in this process",
+                        exe.display(),
+                        super::hold::SUBCOMMAND
+                    )
+                })
+                .ok()
+        });
         Arc::new(Self {
             config,
             frontend,
@@ -121,6 +134,7 @@ impl Shared {
             no_healthy: AtomicBool::new(false),
             changed: watch::channel(0).0,
             tasks: Mutex::new(Some(done)),
+            holder,
         })
     }
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::backend::Dial;
+use super::hold::{hold_unanswered, reset};
 use super::pool::{Pick, Shared};
 
 pub(crate) async fn accept_loop(
@@ -56,13 +56,6 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Close with RST rather than FIN: what a client sees from a cloud LB that
-/// rejects, or from a connection cut at the end of connection draining.
-fn reset(stream: TcpStream) {
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
 async fn connection(
     shared: Arc<Shared>,
     mut client: TcpStream,
@@ -96,19 +89,15 @@ async fn connection(
         Dial::Dropped => {
             // The node blackholes the connection: keep the client's open and
             // unanswered, so it sees what it would see on a cloud, a timeout.
-            let mut sink = [0u8; 4096];
-            let hold = tokio::time::sleep(shared.config.hold_dropped);
-            tokio::pin!(hold);
-            loop {
-                tokio::select! {
-                    r = client.read(&mut sink) => match r {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    },
-                    _ = &mut hold => return reset(client),
-                    _ = cut.cancelled() => return reset(client),
-                }
-            }
+            let hold = shared.config.hold_dropped;
+            let client = match &shared.holder {
+                Some(h) => match h.hold(client, hold) {
+                    Ok(()) => return,
+                    Err(back) => back,
+                },
+                None => client,
+            };
+            hold_unanswered(client, hold, Some(cut)).await
         }
         Dial::Refused => reset(client),
         Dial::Failed(e) => {

@@ -213,6 +213,9 @@ pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
         fail_open: lb.fail_open,
         selection: lb.lb_selection(),
         seed,
+        // Blackholed connections can outnumber the open-files limit; hold
+        // them in a helper process when this process is zdt.
+        hold_in: crate::traffic::child::exe(),
         ..LbConfig::default()
     }
 }
