@@ -127,6 +127,15 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         }
         plans.push((file.clone(), plan));
     }
+    let busiest = plans
+        .iter()
+        .flat_map(|(_, (_, variants))| variants.iter())
+        .filter(|v| !v.traffic.keep_alive)
+        .map(|v| v.traffic.rate.get())
+        .fold(0.0, f64::max);
+    if let Some(w) = super::host::conntrack_warning(busiest) {
+        eprintln!("{w}");
+    }
 
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(stop_on_signals(cancel.clone()));

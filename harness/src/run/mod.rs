@@ -5,6 +5,7 @@ pub mod apply;
 pub mod attribution;
 pub mod cli;
 pub mod executor;
+pub mod host;
 pub mod output;
 pub mod progress;
 pub mod summary;
