@@ -105,9 +105,11 @@ fn opening_rank(ev: &Event) -> Option<u8> {
     match (ev.source, ev.reason.as_str()) {
         (Source::Endpoint, "NoLocalEndpoints" | "NoEndpoints") => Some(9),
         (Source::Endpoint, _) => Some(7),
-        (Source::Pod, "Killing" | "NotReady" | "Terminating" | "PreStopStarted" | "Stopped") => {
-            Some(6)
-        }
+        (
+            Source::Pod,
+            "Killing" | "NotReady" | "Terminating" | "PreStopStarted" | "Stopped" | "StopSignal"
+            | "GracePeriodExpired" | "Exited",
+        ) => Some(6),
         (Source::Node, _) => Some(5),
         (Source::Chaos, "Evicted" | "PodDeleted" | "NodeStopped" | "NodePaused" | "NodeKilled") => {
             Some(4)

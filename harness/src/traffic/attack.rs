@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     pub request: Vec<u8>,
     pub head_only: bool,
+    /// May be sent again when a reused connection turns out closed.
+    pub replayable: bool,
     pub timeout: Duration,
     pub pool: Option<Pool>,
     pub t0: Instant,
@@ -88,7 +90,12 @@ impl Shared {
                 }
                 // The server closed the idle connection before our request
                 // reached it; nothing was answered, so go again on a new one.
-                Err(f) if f.is_stale_connection() => *stage = Stage::Connect,
+                // (A write that failed sent nothing, so any request may go again.)
+                Err(f)
+                    if f.is_stale_connection() && (self.replayable || f.stage == Stage::Write) =>
+                {
+                    *stage = Stage::Connect
+                }
                 Err(f) => return Err(f),
             }
         }

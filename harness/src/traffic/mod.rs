@@ -266,6 +266,17 @@ impl Attack {
             addr,
             request,
             head_only: settings.method == ::http::Method::HEAD,
+            // As Go's net/http: only a request without side effects (an
+            // idempotent method, no body) may go again on a fresh connection
+            // after the reused one was found closed.
+            replayable: settings.body.is_empty()
+                && matches!(
+                    settings.method,
+                    ::http::Method::GET
+                        | ::http::Method::HEAD
+                        | ::http::Method::OPTIONS
+                        | ::http::Method::TRACE
+                ),
             timeout: settings.timeout,
             pool: settings
                 .keep_alive
