@@ -56,6 +56,16 @@ impl Sandbox {
     /// `zdt run FILE ARGS…` with the fake kind first on PATH (or, when
     /// `with_kind` is false, a PATH where no kind exists).
     fn run(&self, file: &Path, args: &[&str], with_kind: bool) -> Output {
+        self.run_env(file, args, with_kind, &[])
+    }
+
+    fn run_env(
+        &self,
+        file: &Path,
+        args: &[&str],
+        with_kind: bool,
+        envs: &[(&str, &str)],
+    ) -> Output {
         let bin = if with_kind { "bin" } else { "empty" };
         let path = format!(
             "{}:{}",
@@ -78,6 +88,7 @@ impl Sandbox {
             .env_remove("ZDT_KIND")
             .env_remove("KUBECONFIG")
             .env("HOME", self.path("tmp"))
+            .envs(envs.iter().copied())
             .output()
             .unwrap()
     }
@@ -165,6 +176,30 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
             .contains(&format!("kind cluster {name} deleted")),
         "{}",
         sb.events()
+    );
+}
+
+#[test]
+fn a_panic_inside_a_kind_variant_still_deletes_the_cluster() {
+    let sb = Sandbox::new();
+    let file = sb.scenario("kind", "");
+    // The variant panics as it enters the workload phase, with the
+    // cluster up: the unwinding handle must delete it.
+    let out = sb.run_env(&file, &[], true, &[("ZDT_FAILPOINT", "workload apply")]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let calls = sb.calls();
+    let name = cluster_name(&calls);
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("delete cluster --name {name}"),
+        "{calls:?}"
+    );
+    let reasons = sb.reasons();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("zdt failed inside this variant") && r.contains("failpoint")),
+        "{reasons:?}"
     );
 }
 

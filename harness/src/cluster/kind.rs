@@ -521,6 +521,20 @@ impl KindCli {
             .collect())
     }
 
+    /// `kind delete cluster --name NAME`, blocking, output discarded: for
+    /// a panic's unwinding, where nothing async can run any more.
+    fn delete_cluster_blocking(&self, name: &str) {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(["delete", "cluster", "--name", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
+        let _ = cmd.status();
+    }
+
     /// `kind delete cluster --name NAME`.
     pub async fn delete_cluster(&self, name: &str) -> Result<()> {
         self.run(&["delete", "cluster", "--name", name])
@@ -572,6 +586,9 @@ pub struct KindCluster {
     kind: KindCli,
     keep: bool,
     created: bool,
+    /// Set by [`KindCluster::teardown`]; a handle dropped without it while
+    /// panicking deletes the cluster on the way out.
+    settled: bool,
     kubeconfig: PathBuf,
     // Node InternalIPs as first seen: a disconnected node has none, and
     // Resume must reconnect it with the same one.
@@ -672,6 +689,7 @@ impl KindCluster {
             kind,
             keep,
             created,
+            settled: false,
             kubeconfig,
             known_ips: Default::default(),
             _dir: dir,
@@ -799,7 +817,8 @@ impl KindCluster {
     }
 
     /// `kind delete cluster --name …`, unless the cluster is kept.
-    pub async fn teardown(self) -> Result<()> {
+    pub async fn teardown(mut self) -> Result<()> {
+        self.settled = true;
         if self.keep {
             tracing::info!(
                 cluster = %self.name,
@@ -809,6 +828,17 @@ impl KindCluster {
             return Ok(());
         }
         self.kind.delete_cluster(&self.name).await
+    }
+}
+
+impl Drop for KindCluster {
+    fn drop(&mut self) {
+        // A panic inside a variant unwinds past the executor's teardown:
+        // delete the cluster here rather than leave it for `zdt clean`.
+        if !self.settled && !self.keep && std::thread::panicking() {
+            tracing::warn!(cluster = %self.name, "panic: deleting kind cluster");
+            self.kind.delete_cluster_blocking(&self.name);
+        }
     }
 }
 
