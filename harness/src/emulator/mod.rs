@@ -521,7 +521,9 @@ impl Emulator {
                 None
             };
         }
-        self.store.write(|_| ()); // wake the node lifecycle controller
+        // The heartbeats live outside the store: wake the node lifecycle
+        // controller explicitly, or it sleeps until some other change.
+        self.store.wake();
         self.events.emit(
             Source::Node,
             format!("{fault:?}"),

@@ -351,6 +351,13 @@ impl Store {
         f(&self.lock())
     }
 
+    /// Wake every subscriber without a change (controllers that also read
+    /// state kept outside the store, such as node heartbeats). A write that
+    /// changes nothing does not wake anyone.
+    pub fn wake(&self) {
+        self.changed.send_modify(|_| {});
+    }
+
     /// Wakes on every change; the value is the newest resourceVersion.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
