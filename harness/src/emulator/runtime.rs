@@ -453,14 +453,8 @@ impl Runtime {
             // Its own process group: SIGKILL/SIGSTOP reach the workers too,
             // and a terminal's Ctrl-C does not reach the pods directly.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; this only asks the kernel to
-        // SIGKILL nginx's master if zdt dies without cleaning up.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                Ok(())
-            });
-        }
+        // nginx's master is SIGKILLed if zdt dies without cleaning up.
+        crate::process::die_with_parent(cmd.as_std_mut());
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             pod: spec.pod.clone(),
             engine: Engine::Nginx,

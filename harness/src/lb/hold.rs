@@ -54,18 +54,7 @@ impl Holder {
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
                     .process_group(0);
-                let parent = std::process::id();
-                // SAFETY: prctl and getppid are async-signal-safe; nothing
-                // here allocates.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                        if libc::getppid() as u32 != parent {
-                            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                        }
-                        Ok(())
-                    });
-                }
+                crate::process::die_with_parent(&mut cmd);
                 let mut child = match cmd.spawn() {
                     Ok(c) => {
                         let _ = started_tx.send(Ok(()));

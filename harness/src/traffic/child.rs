@@ -214,21 +214,9 @@ pub(crate) async fn start(
         // Its own process group: a terminal's Ctrl-C reaches only the
         // parent, which then cancels the child and still gets its summary.
         .process_group(0);
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe and nothing here
-    // allocates. PDEATHSIG fires when the forking thread exits; tokio
-    // spawns from a runtime worker thread, which lives as long as the
+    // Spawned from a runtime worker thread, which lives as long as the
     // runtime that owns this attack.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            // The parent died before prctl: nobody would kill us later.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
+    crate::process::die_with_parent(cmd.as_std_mut());
     let mut child = cmd.spawn().map_err(|e| {
         TrafficError::Child(format!(
             "cannot start `{} {SUBCOMMAND}`: {e}; {EXE_ENV} names the zdt binary to use",
