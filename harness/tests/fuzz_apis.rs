@@ -25,6 +25,35 @@ use zdt::events::EventSink;
 use zdt::lb::{Lb, LbConfig, ProbeSettings};
 use zdt::units::Dur;
 
+/// How many answers were 2xx and how many 4xx. `TestRunner::run` takes an
+/// `Fn`, so the counts are cells.
+#[derive(Default)]
+struct Tally {
+    served: Cell<u32>,
+    refused: Cell<u32>,
+}
+
+impl Tally {
+    /// Print the counts; the generator must have reached both the happy and
+    /// the error paths, or the property says little.
+    fn check(&self, api: &str) {
+        eprintln!(
+            "fuzz_apis: {api}: {} cases, {} answered 2xx, {} 4xx",
+            cases(),
+            self.served.get(),
+            self.refused.get()
+        );
+        assert!(
+            self.refused.get() > 0,
+            "no request was refused: the generator is too tame"
+        );
+        assert!(
+            self.served.get() > 0,
+            "no request succeeded: the generator misses every route"
+        );
+    }
+}
+
 fn cases() -> u32 {
     std::env::var("ZDT_FUZZ_CASES")
         .ok()
@@ -453,8 +482,7 @@ fn emulator_api_answers_every_request_without_a_5xx_and_keeps_serving() {
         .expect("emulator starts")
     });
     let addr = emu.addr();
-    // `TestRunner::run` takes an `Fn`: count through cells.
-    let (seen_4xx, seen_2xx) = (Cell::new(0u32), Cell::new(0u32));
+    let tally = Tally::default();
     let mut runner = runner();
     let result = runner.run(&k8s_request(), |req| {
         rt.block_on(async {
@@ -470,7 +498,7 @@ fn emulator_api_answers_every_request_without_a_5xx_and_keeps_serving() {
                 String::from_utf8_lossy(&resp.body)
             );
             if resp.code >= 400 {
-                seen_4xx.set(seen_4xx.get() + 1);
+                tally.refused.set(tally.refused.get() + 1);
                 if req.method != "HEAD" {
                     let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
                         TestCaseError::fail(format!(
@@ -490,7 +518,7 @@ fn emulator_api_answers_every_request_without_a_5xx_and_keeps_serving() {
                     );
                 }
             } else if resp.code < 300 {
-                seen_2xx.set(seen_2xx.get() + 1);
+                tally.served.set(tally.served.get() + 1);
                 if !resp.chunked && req.method != "HEAD" && !resp.body.is_empty() {
                     prop_assert!(
                         serde_json::from_slice::<serde_json::Value>(&resp.body).is_ok(),
@@ -526,22 +554,7 @@ fn emulator_api_answers_every_request_without_a_5xx_and_keeps_serving() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    eprintln!(
-        "fuzz_apis: emulator: {} cases, {} answered 2xx, {} 4xx",
-        cases(),
-        seen_2xx.get(),
-        seen_4xx.get()
-    );
-    // The generator must reach both the happy and the error paths, or the
-    // property says little.
-    assert!(
-        seen_4xx.get() > 0,
-        "no request was refused: the generator is too tame"
-    );
-    assert!(
-        seen_2xx.get() > 0,
-        "no request succeeded: the generator misses every route"
-    );
+    tally.check("emulator");
 }
 
 fn lb_request() -> impl Strategy<Value = Req> {
@@ -704,8 +717,7 @@ fn lb_admin_answers_every_request_without_a_5xx_and_keeps_forwarding() {
     });
     let front = lb.frontend_addr();
     let admin = lb.admin();
-    // `TestRunner::run` takes an `Fn`: count through cells.
-    let (seen_4xx, seen_2xx) = (Cell::new(0u32), Cell::new(0u32));
+    let tally = Tally::default();
     let mut runner = runner();
     let result = runner.run(&lb_request(), |req| {
         rt.block_on(async {
@@ -723,7 +735,7 @@ fn lb_admin_answers_every_request_without_a_5xx_and_keeps_forwarding() {
                 resp.code
             );
             if resp.code >= 400 {
-                seen_4xx.set(seen_4xx.get() + 1);
+                tally.refused.set(tally.refused.get() + 1);
                 if req.method != "HEAD" {
                     let v: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| {
                         TestCaseError::fail(format!(
@@ -739,7 +751,7 @@ fn lb_admin_answers_every_request_without_a_5xx_and_keeps_forwarding() {
                     );
                 }
             } else if resp.code < 300 {
-                seen_2xx.set(seen_2xx.get() + 1);
+                tally.served.set(tally.served.get() + 1);
             }
             // Put the two real backends back however the request left
             // them, then the data path must still forward.
@@ -771,18 +783,5 @@ fn lb_admin_answers_every_request_without_a_5xx_and_keeps_forwarding() {
     if let Err(e) = result {
         panic!("{e}");
     }
-    eprintln!(
-        "fuzz_apis: lb admin: {} cases, {} answered 2xx, {} 4xx",
-        cases(),
-        seen_2xx.get(),
-        seen_4xx.get()
-    );
-    assert!(
-        seen_4xx.get() > 0,
-        "no request was refused: the generator is too tame"
-    );
-    assert!(
-        seen_2xx.get() > 0,
-        "no request succeeded: the generator misses every route"
-    );
+    tally.check("lb admin");
 }

@@ -334,6 +334,21 @@ fn final_nodes(events: &[Value]) -> Vec<Value> {
     state["nodes"].as_array().unwrap().clone()
 }
 
+/// No process the run had, no nginx under its temp dir, no socket it
+/// listened on.
+fn assert_nothing_left(before: &Held, tmp: &Path, output: &str) {
+    let left = still_alive(&before.procs);
+    assert!(left.is_empty(), "child processes left: {left:?}\n{output}");
+    let nginx = nginx_in(tmp);
+    assert!(nginx.is_empty(), "nginx processes left: {nginx:?}");
+    let still: Vec<_> = before
+        .listening
+        .intersection(&listening_inodes())
+        .copied()
+        .collect();
+    assert!(still.is_empty(), "listening sockets left: {still:?}");
+}
+
 /// Everything an interrupted run must leave true.
 fn assert_clean_interrupt(run: &mut Run, before: Held, code: Option<i32>) {
     let output = run.seen.join("\n");
@@ -348,16 +363,7 @@ fn assert_clean_interrupt(run: &mut Run, before: Held, code: Option<i32>) {
     assert_eq!(variants.len(), 1, "{summary}");
     assert_eq!(variants[0]["verdict"], "INCOMPLETE", "{summary}");
 
-    let left = still_alive(&before.procs);
-    assert!(left.is_empty(), "child processes left: {left:?}\n{output}");
-    let nginx = nginx_in(&run.tmp);
-    assert!(nginx.is_empty(), "nginx processes left: {nginx:?}");
-    let still: Vec<_> = before
-        .listening
-        .intersection(&listening_inodes())
-        .copied()
-        .collect();
-    assert!(still.is_empty(), "listening sockets left: {still:?}");
+    assert_nothing_left(&before, &run.tmp, &output);
 
     let evs = events(&run.out);
     for node in final_nodes(&evs) {
@@ -465,15 +471,7 @@ fn a_second_sigint_forces_exit_without_leaving_processes() {
         run.seen.join("\n")
     );
     // Pods die with zdt (PR_SET_PDEATHSIG) even on the forced path.
-    let left = still_alive(&before.procs);
-    assert!(left.is_empty(), "child processes left: {left:?}");
-    assert!(nginx_in(&run.tmp).is_empty(), "nginx processes left");
-    let still: Vec<_> = before
-        .listening
-        .intersection(&listening_inodes())
-        .copied()
-        .collect();
-    assert!(still.is_empty(), "listening sockets left: {still:?}");
+    assert_nothing_left(&before, &run.tmp, &run.seen.join("\n"));
 }
 
 #[test]
@@ -645,19 +643,8 @@ fn kill_9_then_zdt_clean_leaves_nothing() {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(nginx_in(&run.tmp).is_empty(), "nginx left after zdt clean");
-    assert!(
-        still_alive(&before.procs).is_empty(),
-        "processes left: {:?}",
-        still_alive(&before.procs)
-    );
+    assert_nothing_left(&before, &run.tmp, &format!("after zdt clean: {stdout}"));
     assert!(stale(&run.tmp).is_empty(), "temp dirs left: {stdout}");
-    let still: Vec<_> = before
-        .listening
-        .intersection(&listening_inodes())
-        .copied()
-        .collect();
-    assert!(still.is_empty(), "listening sockets left: {still:?}");
 
     // Docker, read-only: no container or network of this run. (zdt labels
     // what it creates on kind; the emulator creates none.)
