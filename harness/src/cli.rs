@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     raise_fd_limit();
     // This binary has the hidden generator subcommand; runs may re-exec it.
-    crate::traffic::child::allow_self_exec();
+    crate::process::allow_self_exec();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

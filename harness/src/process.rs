@@ -3,6 +3,34 @@
 //! chance to clean up, so the kernel does it.
 
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Names a zdt binary to run helper processes (the traffic generator, the
+/// LB's connection holder) in, for processes that are not zdt themselves
+/// (integration tests: `env!("CARGO_BIN_EXE_zdt")`).
+pub const EXE_ENV: &str = "ZDT_TRAFFIC_EXE";
+
+static SELF_EXEC: AtomicBool = AtomicBool::new(false);
+
+/// Called by the zdt binary: this process's own executable has the hidden
+/// subcommands, so helpers may run in a copy of it.
+pub fn allow_self_exec() {
+    SELF_EXEC.store(true, Ordering::Relaxed);
+}
+
+/// The zdt binary helpers run in: `$ZDT_TRAFFIC_EXE` when set, else this
+/// process's executable when it is zdt ([`allow_self_exec`]); `None` means
+/// in this process (a library user's binary has no hidden subcommands).
+pub fn zdt_exe() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(EXE_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    if SELF_EXEC.load(Ordering::Relaxed) {
+        return std::env::current_exe().ok();
+    }
+    None
+}
 
 /// Make `cmd`'s process receive SIGKILL when the thread that spawns it
 /// exits (PR_SET_PDEATHSIG). The spawning thread must live as long as the

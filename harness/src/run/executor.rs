@@ -215,7 +215,7 @@ pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
         seed,
         // Blackholed connections can outnumber the open-files limit; hold
         // them in a helper process when this process is zdt.
-        hold_in: crate::traffic::child::exe(),
+        hold_in: crate::process::zdt_exe(),
         ..LbConfig::default()
     }
 }

@@ -23,9 +23,8 @@
 
 use std::collections::VecDeque;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,9 +44,6 @@ use crate::units::Rate;
 
 /// The hidden subcommand the child runs (`zdt traffic-child`).
 pub const SUBCOMMAND: &str = "traffic-child";
-/// Names a zdt binary to run generators in, for processes that are not
-/// zdt themselves (integration tests: `env!("CARGO_BIN_EXE_zdt")`).
-pub const EXE_ENV: &str = "ZDT_TRAFFIC_EXE";
 /// How often the child reports progress.
 pub const PROGRESS_TICK: Duration = Duration::from_millis(200);
 /// How long a child may take to say it started (resolve, open raw output).
@@ -57,27 +53,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the child's stderr kept for error messages.
 const STDERR_TAIL: usize = 20;
-
-static SELF_EXEC: AtomicBool = AtomicBool::new(false);
-
-/// Called by the zdt binary: this process's own executable has the hidden
-/// subcommand, so generators may run in a copy of it.
-pub fn allow_self_exec() {
-    SELF_EXEC.store(true, Ordering::Relaxed);
-}
-
-/// The zdt binary generators run in: `$ZDT_TRAFFIC_EXE` when set, else this
-/// process's executable when it is zdt ([`allow_self_exec`]); `None` means
-/// in this process (a library user's binary has no hidden subcommand).
-pub fn exe() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(EXE_ENV).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
-    }
-    if SELF_EXEC.load(Ordering::Relaxed) {
-        return std::env::current_exe().ok();
-    }
-    None
-}
 
 /// Parent → child: the settings, exactly (floats as their bits).
 #[derive(Debug, Serialize, Deserialize)]
@@ -219,8 +194,9 @@ pub(crate) async fn start(
     crate::process::die_with_parent(cmd.as_std_mut());
     let mut child = cmd.spawn().map_err(|e| {
         TrafficError::Child(format!(
-            "cannot start `{} {SUBCOMMAND}`: {e}; {EXE_ENV} names the zdt binary to use",
-            exe.display()
+            "cannot start `{} {SUBCOMMAND}`: {e}; {} names the zdt binary to use",
+            exe.display(),
+            crate::process::EXE_ENV
         ))
     })?;
     let stderr = StderrTail::spawn(&mut child);

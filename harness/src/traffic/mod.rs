@@ -340,7 +340,7 @@ impl Attack {
         clock: Clock,
         cancel: CancellationToken,
     ) -> Result<Self, TrafficError> {
-        match child::exe() {
+        match crate::process::zdt_exe() {
             Some(exe) => Self::start_in_child(&exe, settings, clock, cancel).await,
             None => Self::start(settings, clock, cancel).await,
         }
