@@ -108,21 +108,24 @@ fn every_scenario_runs_on_kind_per_lb_mode_against_baselines() {
     );
 }
 
-#[test]
-fn the_zdt_flags_the_workflow_uses_exist() {
+/// `zdt SUBCOMMAND --help`.
+fn help_of(subcommand: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args(["run", "--help"])
+        .args([subcommand, "--help"])
         .output()
         .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    // Every flag the workflow and docs/kind.md give `zdt run` must exist.
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    assert!(out.status.success(), "zdt {subcommand} --help failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `--flags` the workflow and docs/kind.md pass in the commands that
+/// begin with one of `starts`: the words up to the closing backtick (docs),
+/// parenthesis (the workflow's argument arrays) or comment.
+fn flags_used(starts: &[&str]) -> std::collections::BTreeSet<(&'static str, String)> {
     let mut used = std::collections::BTreeSet::new();
     for file in [".github/workflows/nightly.yml", "docs/kind.md"] {
-        let text = std::fs::read_to_string(repo.join(file)).unwrap();
-        // The words of each `zdt run …` command: up to the closing backtick
-        // (docs), parenthesis (the workflow's argument array) or comment.
-        for start in ["zdt run", "args=(run"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        for start in starts {
             for (i, _) in text.match_indices(start) {
                 let rest = &text[i + start.len()..];
                 let end = rest.find(['`', ')', '#', '\n']).unwrap_or(rest.len());
@@ -134,6 +137,28 @@ fn the_zdt_flags_the_workflow_uses_exist() {
             }
         }
     }
+    used
+}
+
+fn assert_flags_exist(
+    subcommand: &str,
+    used: &std::collections::BTreeSet<(&'static str, String)>,
+    help: &str,
+) {
+    for (file, flag) in used {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "{file} uses `zdt {subcommand} {flag}`, which does not exist:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_zdt_flags_the_workflow_uses_exist() {
+    let help = help_of("run");
+    // Every flag the workflow and docs/kind.md give `zdt run` must exist,
+    // the `--variant NAME` words the workflow adds to its array included.
+    let used = flags_used(&["zdt run", "args=(run", "args+=("]);
     for flag in [
         "--provider",
         "--out",
@@ -141,16 +166,28 @@ fn the_zdt_flags_the_workflow_uses_exist() {
         "--lb-mode",
         "--keep-cluster",
         "--context",
+        "--variant",
     ] {
         assert!(help.contains(flag), "`zdt run` has no {flag}:\n{help}");
     }
     assert!(used.iter().any(|(_, f)| f == "--lb-mode"), "{used:?}");
-    for (file, flag) in &used {
+    assert!(
+        used.iter()
+            .any(|(file, f)| file.ends_with("nightly.yml") && f == "--variant"),
+        "the workflow selects variants: {used:?}"
+    );
+    assert_flags_exist("run", &used, &help);
+    // And every flag given `zdt validate` (the variant list per LB mode).
+    let validate = flags_used(&["zdt validate"]);
+    for flag in ["--list-variants", "--lb-mode"] {
         assert!(
-            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
-            "{file} uses `zdt run {flag}`, which does not exist:\n{help}"
+            validate
+                .iter()
+                .any(|(file, f)| file.ends_with("nightly.yml") && f == flag),
+            "the workflow lists the variants per LB mode with `zdt validate {flag}`: {validate:?}"
         );
     }
+    assert_flags_exist("validate", &validate, &help_of("validate"));
     for mode in ["model", "metallb", "cloud-provider-kind"] {
         assert!(
             help.contains(mode),
@@ -162,4 +199,58 @@ fn the_zdt_flags_the_workflow_uses_exist() {
         .output()
         .unwrap();
     assert!(clean.status.success());
+}
+
+/// What the workflow runs in the MetalLB and cloud-provider-kind modes: a
+/// scenario's variants without LB admin steps. seed-drain's `lb-first`
+/// removes a backend through zdt's LB, its other three variants do not.
+#[test]
+fn list_variants_leaves_out_only_the_variants_with_lb_admin_steps() {
+    let list = |mode: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zdt"));
+        cmd.args(["validate", "--list-variants"]);
+        if let Some(m) = mode {
+            cmd.args(["--lb-mode", m]);
+        }
+        let out = cmd
+            .arg(repo().join("scenarios/seed-drain.yaml"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let all = "published\nlb-first\nk8s-1.31\nno-mitigation\n";
+    assert_eq!(list(None), (Some(0), all.to_owned(), String::new()));
+    assert_eq!(
+        list(Some("model")),
+        (Some(0), all.to_owned(), String::new())
+    );
+    for mode in ["metallb", "cloud-provider-kind"] {
+        let (code, stdout, stderr) = list(Some(mode));
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(stdout, "published\nk8s-1.31\nno-mitigation\n", "{mode}");
+        assert!(
+            stderr.contains(&format!(
+                "variant `lb-first` cannot run with --lb-mode {mode}: chaos step `pick` (lbRemoveBackend) needs zdt's LB"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let (code, _, stderr) = list(Some("haproxy"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--lb-mode `haproxy`: use model, metallb or cloud-provider-kind"),
+        "{stderr}"
+    );
+    // `--lb-mode` alone is a usage error: it only filters the list.
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["validate", "--lb-mode", "metallb"])
+        .arg(repo().join("scenarios/seed-drain.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

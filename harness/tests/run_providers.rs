@@ -289,8 +289,8 @@ fn lb_modes_other_than_model_need_kind() {
         "{}",
         text(&out)
     );
-    // On kind, but with an LB admin step: the nightly greps this message
-    // to skip such scenarios in the MetalLB and cloud-provider-kind modes.
+    // On kind, but with an LB admin step: refused before anything runs,
+    // naming the variant and how to run the others.
     let kind = sb.scenario(
         "kind",
         "chaos:\n  - name: pick\n    at: 2s\n    lbRemoveBackend:\n      node: {hostingPod: {app: nginx}}\n",
@@ -304,7 +304,66 @@ fn lb_modes_other_than_model_need_kind() {
         "{}",
         text(&out)
     );
+    assert!(
+        text(&out).contains("variant `default`: chaos step `pick`")
+            && text(&out)
+                .contains("`zdt validate --list-variants --lb-mode cloud-provider-kind FILE`"),
+        "{}",
+        text(&out)
+    );
     assert!(sb.calls().is_empty(), "nothing ran: {:?}", sb.calls());
+}
+
+/// What the nightly does in the MetalLB and cloud-provider-kind modes: of a
+/// file whose `lb-first` variant needs zdt's LB, `--variant` runs the other
+/// one; an unknown name is refused, listing the real ones.
+#[test]
+fn variant_selects_what_runs_behind_an_lb_without_admin_api() {
+    let sb = Sandbox::new();
+    let file = sb.scenario(
+        "kind",
+        "variants:\n  - name: plain\n    patch: {}\n  - name: lb-first\n    patch:\n      chaos:\n        - name: pick\n          at: 2s\n          lbRemoveBackend:\n            node: {hostingPod: {app: nginx}}\n",
+    );
+    let out = sb.run(&file, &["--lb-mode", "metallb"], true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("variant `lb-first`: chaos step `pick` (lbRemoveBackend) needs zdt's LB"),
+        "{}",
+        text(&out)
+    );
+    assert!(sb.calls().is_empty(), "nothing ran: {:?}", sb.calls());
+
+    let out = sb.run(&file, &["--lb-mode", "metallb", "--variant", "nope"], true);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        // (miette may wrap the list; `text` keeps the break as a space)
+        text(&out).contains("no variant `nope`; the variants are plain, lb-"),
+        "{}",
+        text(&out)
+    );
+    assert!(sb.calls().is_empty(), "nothing ran: {:?}", sb.calls());
+
+    // `plain` alone gets past the check and runs on (the fake) kind: the
+    // workload cannot be applied there (INVALID), and the cluster goes.
+    let out = sb.run(&file, &["--lb-mode", "metallb", "--variant", "plain"], true);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let calls = sb.calls();
+    let name = cluster_name(&calls);
+    assert_eq!(
+        calls.last().unwrap(),
+        &format!("delete cluster --name {name}")
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path("out/summary.json")).unwrap())
+            .unwrap();
+    let ran: Vec<&str> = summary["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ran, ["plain"]);
 }
 
 /// A kubeconfig with contexts `prod` (current) and `staging`, both at an

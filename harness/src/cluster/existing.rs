@@ -216,15 +216,7 @@ pub fn disruptive_steps(steps: &[crate::scenario::ChaosStep]) -> Vec<String> {
     use crate::scenario::Action;
     steps
         .iter()
-        .filter(|s| {
-            !matches!(
-                s.action,
-                Action::Wait(_)
-                    | Action::LbRemoveBackend { .. }
-                    | Action::LbDrainBackend { .. }
-                    | Action::LbRestoreBackend { .. }
-            )
-        })
+        .filter(|s| !matches!(s.action, Action::Wait(_)) && !s.action.needs_lb_admin())
         .map(|s| format!("{} ({})", s.name, s.action.kind()))
         .collect()
 }

@@ -75,14 +75,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     };
     let lb_mode = match args.lb_mode.as_deref() {
         None => None,
-        Some("model") => Some(LbMode::Model),
-        Some("metallb") => Some(LbMode::Metallb),
-        Some("cloud-provider-kind") => Some(LbMode::CloudProviderKind),
-        Some(other) => {
-            return Err(miette::miette!(
-                "--lb-mode `{other}`: use model, metallb or cloud-provider-kind"
-            ))
-        }
+        Some(m) => Some(m.parse::<LbMode>().map_err(|e| miette::miette!("{e}"))?),
     };
     if let Some(f) = args.scale {
         if !(f.is_finite() && f > 0.0) {

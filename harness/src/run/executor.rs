@@ -126,43 +126,22 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Stri
         if v.cluster.provider != Provider::Kind {
             return Err(format!(
                 "loadBalancer mode `{}` needs the kind provider, not {}: add `--provider kind` or use `--lb-mode model`",
-                lb_mode_name(mode),
+                mode.as_str(),
                 v.cluster.provider
             ));
         }
-        if let Some(step) = v.chaos.iter().find(|s| needs_lb_admin(&s.action)) {
+        if let Some(step) = v.lb_admin_step() {
+            let mode = mode.as_str();
             return Err(format!(
-                "chaos step `{}` ({}) needs zdt's LB (`--lb-mode model`): {} has no admin API",
+                "variant `{}`: chaos step `{}` ({}) needs zdt's LB (`--lb-mode model`): {mode} has no admin API; \
+                 run the other variants with `--variant NAME` (`zdt validate --list-variants --lb-mode {mode} FILE` lists them)",
+                v.variant,
                 step.name,
                 step.action.kind(),
-                lb_mode_name(mode)
             ));
         }
     }
     Ok(v)
-}
-
-/// `loadBalancer.mode` as written in scenario files and `--lb-mode`.
-pub fn lb_mode_name(mode: scenario::LbMode) -> &'static str {
-    match mode {
-        scenario::LbMode::Model => "model",
-        scenario::LbMode::Metallb => "metallb",
-        scenario::LbMode::CloudProviderKind => "cloud-provider-kind",
-    }
-}
-
-fn needs_lb_admin(a: &scenario::Action) -> bool {
-    use scenario::{Action, Wait, WaitCondition};
-    matches!(
-        a,
-        Action::LbRemoveBackend { .. }
-            | Action::LbDrainBackend { .. }
-            | Action::LbRestoreBackend { .. }
-            | Action::Wait(Wait::Until {
-                condition: WaitCondition::LbHealthy,
-                ..
-            })
-    )
 }
 
 /// The kind cluster shape a scenario asks for.

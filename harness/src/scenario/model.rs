@@ -476,6 +476,23 @@ impl Action {
         }
     }
 
+    /// Whether the action drives zdt's LB through its admin API
+    /// (`lbRemoveBackend`, `lbDrainBackend`, `lbRestoreBackend`,
+    /// `wait: lbHealthy`): an LB zdt does not run (MetalLB,
+    /// cloud-provider-kind, a cloud's) cannot do it.
+    pub fn needs_lb_admin(&self) -> bool {
+        matches!(
+            self,
+            Action::LbRemoveBackend { .. }
+                | Action::LbDrainBackend { .. }
+                | Action::LbRestoreBackend { .. }
+                | Action::Wait(Wait::Until {
+                    condition: WaitCondition::LbHealthy,
+                    ..
+                })
+        )
+    }
+
     /// The node this action targets, if it targets one.
     pub fn node(&self) -> Option<&NodeSelector> {
         match self {
@@ -594,6 +611,13 @@ pub struct Overrides {
 }
 
 impl Scenario {
+    /// The first chaos step that needs zdt's LB admin API
+    /// ([`Action::needs_lb_admin`]): a variant with one cannot run behind
+    /// MetalLB or cloud-provider-kind.
+    pub fn lb_admin_step(&self) -> Option<&ChaosStep> {
+        self.chaos.iter().find(|s| s.action.needs_lb_admin())
+    }
+
     /// Applies command-line overrides. A shorter duration must still cover
     /// every `at:` step, so that is re-checked.
     pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, String> {

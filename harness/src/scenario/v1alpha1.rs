@@ -171,6 +171,29 @@ pub enum LbMode {
     CloudProviderKind,
 }
 
+impl LbMode {
+    /// As written in scenario files and `--lb-mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LbMode::Model => "model",
+            LbMode::Metallb => "metallb",
+            LbMode::CloudProviderKind => "cloud-provider-kind",
+        }
+    }
+}
+
+impl std::str::FromStr for LbMode {
+    type Err = String;
+
+    /// `--lb-mode MODE` (`zdt run`, `zdt validate`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        [LbMode::Model, LbMode::Metallb, LbMode::CloudProviderKind]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("--lb-mode `{s}`: use model, metallb or cloud-provider-kind"))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
