@@ -448,20 +448,74 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         .unwrap();
     cleanup.containers.push(lb.container.id.clone());
     assert!(lb.frontend.ip().is_loopback(), "{:?}", lb.frontend);
-    // As the kind provider does: health changes mirrored into the events.
-    let (events, mut rx) = zdt::events::EventSink::channel(zdt::clock::Clock::start());
+    // As the kind provider does: the container's event lines forwarded
+    // into the run's events, on the run's clock.
+    let clock = zdt::clock::Clock::start();
+    let (events, mut rx) = zdt::events::EventSink::channel(clock);
     let watch = tokio_util::sync::CancellationToken::new();
-    lb_container::watch_health(lb.admin.clone(), events, watch.clone());
+    lb_container::follow_events(d.clone(), lb.container.id.clone(), events, watch.clone());
     let control = LbControl::Remote {
+        frontend: lb.frontend,
         admin: lb.admin.clone(),
         container: lb.container.id.clone(),
         watch: Some(watch.drop_guard()),
     };
-    control
+    let checked = control
         .wait_ready(2, Duration::from_secs(20))
         .await
         .unwrap();
+    assert_eq!(
+        checked,
+        format!("2 backends healthy (probed by zdt's LB) at {}", lb.frontend)
+    );
     let admin = control.admin();
+    // Every event up to now, then one call's: the events with `reason` for
+    // `node`, which must be stamped between the run-clock times before and
+    // after the call (the LB emits them while it handles the request; the
+    // slack covers the wall-clock reading that maps Docker's timestamps).
+    let mut log: Vec<zdt::events::Event> = Vec::new();
+    let slack = Duration::from_millis(50);
+    async fn expect_event(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<zdt::events::Event>,
+        log: &mut Vec<zdt::events::Event>,
+        reason: &str,
+        node: &str,
+    ) -> zdt::events::Event {
+        if let Some(ev) = log
+            .iter()
+            .find(|e| e.reason == reason && e.node.as_deref() == Some(node))
+        {
+            return ev.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(ev)) => {
+                    log.push(ev.clone());
+                    if ev.reason == reason && ev.node.as_deref() == Some(node) {
+                        return ev;
+                    }
+                }
+                _ => panic!(
+                    "no {reason} event for {node} from the LB container within 10 s; got {:?}",
+                    log.iter().map(|e| (&e.reason, &e.node)).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+    let in_window = |ev: &zdt::events::Event, before: Duration, after: Duration| {
+        println!(
+            "{} for {:?} stamped {:?}; the admin call ran {before:?}..{after:?}",
+            ev.reason, ev.node, ev.at
+        );
+        assert!(
+            ev.at + slack >= before && ev.at <= after + slack,
+            "{} stamped {:?}, the call ran {before:?}..{after:?} on the run clock",
+            ev.reason,
+            ev.at
+        );
+    };
     assert_eq!(admin.backend_count().await.unwrap(), 2);
 
     let frontend = lb.frontend;
@@ -478,28 +532,39 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         seen.contains_key("b1") && seen.contains_key("b2"),
         "{seen:?}"
     );
-    // Both went healthy, and the watcher said so (it polls every 200 ms).
-    let mut healthy = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while healthy.len() < 2 && Instant::now() < deadline {
-        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            if ev.reason == "Healthy" {
-                healthy.insert(ev.node.clone().unwrap_or_default());
-            }
-        }
+    // Both were added, probed and went healthy, each event in order and
+    // before the run saw two healthy backends (events before the follow
+    // began are read too: `docker logs` starts at the container's start).
+    for b in ["b1", "b2"] {
+        let added = expect_event(&mut rx, &mut log, "Added", b).await;
+        let probed = expect_event(&mut rx, &mut log, "ProbeSucceeded", b).await;
+        let healthy = expect_event(&mut rx, &mut log, "Healthy", b).await;
+        assert!(
+            added.at <= probed.at && probed.at <= healthy.at,
+            "{b}: Added {:?}, ProbeSucceeded {:?}, Healthy {:?}",
+            added.at,
+            probed.at,
+            healthy.at
+        );
+        assert!(healthy.at <= clock.now(), "{healthy:?}");
     }
-    assert_eq!(
-        healthy.into_iter().collect::<Vec<_>>(),
-        ["b1", "b2"],
-        "Healthy events from the watcher"
-    );
 
-    // lbDrainBackend: no new connections to b1.
+    // lbDrainBackend: no new connections to b1, and the run hears of it
+    // (the admin-API poll this replaces saw health changes only).
+    let before = clock.now();
     admin.drain("b1", None).await.unwrap();
+    let after = clock.now();
+    let draining = expect_event(&mut rx, &mut log, "Draining", "b1").await;
+    in_window(&draining, before, after);
     let seen = spread(30).await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["b2"], "{seen:?}");
     // lbRestoreBackend (also the run's undo): b1 takes connections again.
+    let before = clock.now();
     admin.restore("b1").await.unwrap();
+    let after = clock.now();
+    let restored = expect_event(&mut rx, &mut log, "Restored", "b1").await;
+    in_window(&restored, before, after);
+    assert!(restored.at > draining.at);
     admin
         .wait_healthy(2, Duration::from_secs(10))
         .await
@@ -510,33 +575,56 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         "{seen:?}"
     );
     // lbRemoveBackend: b2 leaves the pool.
+    let before = clock.now();
     admin.remove("b2").await.unwrap();
+    let after = clock.now();
+    in_window(
+        &expect_event(&mut rx, &mut log, "Removed", "b2").await,
+        before,
+        after,
+    );
     assert_eq!(admin.backend_count().await.unwrap(), 1);
     let seen = spread(30).await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["b1"], "{seen:?}");
     let err = admin.drain("nope", None).await.unwrap_err().to_string();
     assert!(err.contains("no backend named `nope`"), "{err}");
 
-    // A hung backend: the LB's probes mark it unhealthy, and the watcher
-    // puts that into the events (what error-window attribution reads).
+    // A hung backend: the LB's failed probes, then its Unhealthy verdict,
+    // reach the events (what error-window attribution reads), stamped after
+    // the pause and at the LB's probe cadence.
+    log.clear();
+    let paused = clock.now();
     d.pause_container(&format!("{run_id}-b1")).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let unhealthy = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no Unhealthy event for the paused b1"
-        );
-        if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            if ev.reason == "Unhealthy" {
-                break ev;
-            }
-        }
-    };
-    assert_eq!(unhealthy.node.as_deref(), Some("b1"));
+    let unhealthy = expect_event(&mut rx, &mut log, "Unhealthy", "b1").await;
+    let failed: Vec<Duration> = log
+        .iter()
+        .filter(|e| e.reason == "ProbeFailed" && e.node.as_deref() == Some("b1"))
+        .map(|e| e.at)
+        .collect();
+    // The LB reports the first failure (a change of result), and Unhealthy
+    // at the second (the threshold), one probe interval later as the LB
+    // timed it (300 ms interval and timeout: 300 to 600 ms).
+    assert_eq!(
+        failed.len(),
+        1,
+        "one ProbeFailed before Unhealthy: {failed:?}"
+    );
     assert!(
-        unhealthy
-            .message
-            .contains("seen through the LB container's admin API"),
+        paused <= failed[0] + slack && failed[0] < unhealthy.at,
+        "paused {paused:?}, probe failed {failed:?}, Unhealthy {:?}",
+        unhealthy.at
+    );
+    let gap = unhealthy.at - failed[0];
+    println!(
+        "paused at {paused:?}; ProbeFailed {:?}, Unhealthy {:?} ({gap:?} later)",
+        failed[0], unhealthy.at
+    );
+    assert!(
+        gap >= Duration::from_millis(200) && gap <= Duration::from_millis(800),
+        "first and second failed probes {gap:?} apart; the interval is 300 ms"
+    );
+    assert!(
+        unhealthy.message.contains("consecutive failed probes"),
         "{}",
         unhealthy.message
     );

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 
 use super::docker::{self, RunningContainer};
+use crate::events::EventSink;
 use crate::lb::config::{ProbeOverrides, TrafficPolicy};
 use crate::lb::{AdminClient, BackendConfig, LbConfig, LbFile, Profile};
 use crate::units::Dur;
@@ -150,65 +151,122 @@ pub async fn start(
     }
 }
 
-/// How often [`watch_health`] asks the container LB for its backends.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Mirror the container LB's health transitions into the run's events (the
-/// in-process LB emits them itself): every [`WATCH_INTERVAL`], list the
-/// backends and emit `Healthy` / `Unhealthy` for each change, stamped when
-/// seen — at most one interval after the LB decided. Runs until `cancel`.
-pub fn watch_health(
-    admin: AdminClient,
-    events: crate::events::EventSink,
+/// Forward the LB container's events into the run's: `zdt lb` prints every
+/// event of its pool on stdout as one JSON line ([`crate::lb::cli`]) — the
+/// same [`Event`]s the in-process LB emits: probe results, `Healthy` /
+/// `Unhealthy`, `Added`, `Removed`, `Draining`, `Drained`, `Restored`,
+/// `ConnectionsCut`, fail-open. They are read with `docker logs --follow
+/// --timestamps` (from the container's start, so nothing before the call is
+/// missed), parsed back into [`Event`]s and put on the run's clock by
+/// [`LogClock`]. Runs until the container is gone or `cancel` fires.
+pub fn follow_events(
+    docker: Docker,
+    container: String,
+    events: EventSink,
     cancel: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    use crate::lb::Health;
+    use futures::StreamExt;
     tokio::spawn(async move {
-        let mut last: std::collections::HashMap<String, Health> = Default::default();
+        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(false)
+            .timestamps(true)
+            .build();
+        let mut stream = docker.logs(&container, Some(options));
+        let mut clock = LogClock::new(events.clock());
+        let mut pending = String::new();
         loop {
-            tokio::select! {
+            let chunk = tokio::select! {
+                // Cancelled first: the container is removed after the
+                // cancel, and its stream's end is then no loss.
+                biased;
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-            }
-            let Ok(list) = admin.list().await else {
-                continue;
+                c = stream.next() => c,
             };
-            last.retain(|name, _| list.iter().any(|b| &b.name == name));
-            for b in list {
-                if last.insert(b.name.clone(), b.health) == Some(b.health) {
-                    continue;
+            match chunk {
+                None => return,
+                Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                    pending.push_str(&String::from_utf8_lossy(&message));
+                    while let Some(end) = pending.find('\n') {
+                        let line: String = pending.drain(..=end).collect();
+                        if let Some(ev) = clock.stamp(&line) {
+                            events.send(ev);
+                        }
+                    }
                 }
-                let (reason, message) = match b.health {
-                    Health::Unknown => continue,
-                    Health::Healthy => (
-                        "Healthy",
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    events.emit(
+                        crate::events::Source::Run,
+                        "LbEventsLost",
+                        "lb",
+                        None,
                         format!(
-                            "{} consecutive successful probes: receives new connections (seen through the LB container's admin API)",
-                            b.consecutive_successes
+                            "cannot follow the LB container's event lines (`docker logs {container}`): {e}; \
+                             the run's log has no LB events from here on (the container's log driver must \
+                             support reading, e.g. json-file or local)"
                         ),
-                    ),
-                    Health::Unhealthy => (
-                        "Unhealthy",
-                        format!(
-                            "{} consecutive failed probes: no new connections (established ones stay){} (seen through the LB container's admin API)",
-                            b.consecutive_failures,
-                            b.last_probe_error
-                                .as_deref()
-                                .map(|e| format!("; last probe: {e}"))
-                                .unwrap_or_default()
-                        ),
-                    ),
-                };
-                events.emit(
-                    crate::events::Source::Lb,
-                    reason,
-                    format!("node/{}", b.name),
-                    Some(b.name.as_str()),
-                    message,
-                );
+                    );
+                    return;
+                }
             }
         }
     })
+}
+
+/// Puts the LB container's event lines on the run's clock. A line is
+/// `<docker timestamp> <event JSON>`; the event's `at` counts from the
+/// container's own clock (the `zdt lb` process's start), whose origin on the
+/// run's clock is unknown. Each line bounds it from above: the event was
+/// printed no later than Docker stamped the line, so
+/// `origin ≤ docker_time − at`. The smallest bound seen so far is the
+/// estimate (off by Docker's fastest read of the container's stdout, well
+/// under a millisecond), and an event's run time is `estimate + at`: the
+/// LB's own timing, not when zdt happened to read the line — a burst read
+/// late keeps its true spacing. Docker's timestamps are wall-clock times;
+/// they are turned into run times through one reading of both clocks taken
+/// when following starts.
+#[derive(Debug, Clone)]
+pub struct LogClock {
+    /// The wall clock (ns since the epoch) and the run clock at one moment.
+    wall_ns: i128,
+    run_ns: i128,
+    /// The container clock's origin on the run clock (ns), once a line
+    /// has bounded it.
+    origin_ns: Option<i128>,
+}
+
+impl LogClock {
+    /// Anchored now on `clock`.
+    pub fn new(clock: crate::clock::Clock) -> Self {
+        Self::anchored(jiff::Timestamp::now(), clock.now())
+    }
+
+    /// Anchored with `wall` being `run` on the run's clock.
+    pub fn anchored(wall: jiff::Timestamp, run: Duration) -> Self {
+        Self {
+            wall_ns: wall.as_nanosecond(),
+            run_ns: i128::try_from(run.as_nanos()).unwrap_or(i128::MAX),
+            origin_ns: None,
+        }
+    }
+
+    /// The event on one `docker logs --timestamps` line, with `at` on the
+    /// run's clock; `None` for lines that are not events.
+    pub fn stamp(&mut self, line: &str) -> Option<crate::events::Event> {
+        let (ts, json) = line.trim_end().split_once(' ')?;
+        let ts: jiff::Timestamp = ts.parse().ok()?;
+        let mut ev: crate::events::Event = serde_json::from_str(json).ok()?;
+        let seen = self.run_ns + (ts.as_nanosecond() - self.wall_ns);
+        let at = i128::try_from(ev.at.as_nanos()).unwrap_or(i128::MAX);
+        let bound = seen - at;
+        let origin = self.origin_ns.map_or(bound, |o| o.min(bound));
+        self.origin_ns = Some(origin);
+        let run_at = (origin + at).max(0);
+        ev.at = Duration::from_nanos(u64::try_from(run_at).unwrap_or(u64::MAX));
+        Some(ev)
+    }
 }
 
 /// The container's last log lines, for an error message.
@@ -234,6 +292,49 @@ async fn last_logs(docker: &Docker, container: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(wall: jiff::Timestamp, after: Duration, at_ms: u64, reason: &str) -> String {
+        let ev = crate::events::Event {
+            at: Duration::from_millis(at_ms),
+            source: crate::events::Source::Lb,
+            reason: reason.into(),
+            object: "node/w1".into(),
+            node: Some("w1".into()),
+            message: "m".into(),
+        };
+        let ts = wall
+            .checked_add(jiff::SignedDuration::try_from(after).unwrap())
+            .unwrap();
+        format!("{ts} {}\n", serde_json::to_string(&ev).unwrap())
+    }
+
+    #[test]
+    fn log_lines_land_on_the_run_clock_at_the_lbs_own_times() {
+        let wall: jiff::Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        // The run clock reads 10 s at that wall time.
+        let mut c = LogClock::anchored(wall, Duration::from_secs(10));
+        let ms = Duration::from_millis;
+        // Docker stamped it 1 s later (run 11 s); the LB says 500 ms after
+        // its start: the container started no later than run 10.5 s.
+        let ev = c.stamp(&line(wall, ms(1000), 500, "Added")).unwrap();
+        assert_eq!((ev.at, ev.reason.as_str()), (ms(11_000), "Added"));
+        assert_eq!(ev.node.as_deref(), Some("w1"));
+        // A tighter bound (run 12 s − 1.6 s = 10.4 s) moves the origin.
+        let ev = c
+            .stamp(&line(wall, ms(2000), 1600, "ProbeSucceeded"))
+            .unwrap();
+        assert_eq!(ev.at, ms(12_000));
+        // A line Docker stamped late (run 15 s) keeps the LB's own time:
+        // 10.4 s + 2 s, not 15 s.
+        let ev = c.stamp(&line(wall, ms(5000), 2000, "Draining")).unwrap();
+        assert_eq!(ev.at, ms(12_400));
+        // Not event lines: ignored.
+        assert!(c
+            .stamp("2026-11-26T12:00:01Z zdt lb: frontend 0.0.0.0:8080\n")
+            .is_none());
+        assert!(c.stamp("{\"no\": \"timestamp\"}\n").is_none());
+        assert!(c.stamp("").is_none());
+    }
 
     #[test]
     fn the_container_config_spells_out_the_runs_probe_settings() {

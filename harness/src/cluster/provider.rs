@@ -74,9 +74,11 @@ pub enum LbControl {
     /// zdt's LB model running in this process.
     InProcess(LbHandle),
     /// zdt's LB model in a container, driven through its HTTP admin API.
-    /// `watch` stops the task mirroring its health changes into the run's
-    /// events ([`lb_container::watch_health`]) when the LB goes.
+    /// `watch` stops the task forwarding its event lines into the run's
+    /// events ([`lb_container::follow_events`]) when the LB goes.
     Remote {
+        /// The frontend as published on the host.
+        frontend: SocketAddr,
         admin: AdminClient,
         container: String,
         watch: Option<tokio_util::sync::DropGuard>,
@@ -87,6 +89,15 @@ pub enum LbControl {
 }
 
 impl LbControl {
+    /// Where the run's traffic goes.
+    pub fn target(&self) -> SocketAddr {
+        match self {
+            LbControl::InProcess(h) => h.frontend_addr(),
+            LbControl::Remote { frontend, .. } => *frontend,
+            LbControl::External { target, .. } => *target,
+        }
+    }
+
     /// The admin operations (remove / drain / restore / wait healthy).
     pub fn admin(&self) -> LbAdmin {
         match self {
@@ -97,12 +108,30 @@ impl LbControl {
     }
 
     /// Wait until the LB can take the run's traffic: `count` healthy backends
-    /// for zdt's LB; for an external one, its address accepting connections
-    /// (what it does with them is what the run measures).
-    pub async fn wait_ready(&self, count: usize, timeout: Duration) -> Result<(), LbAdminError> {
+    /// for zdt's LB; for an external one, its address accepting TCP
+    /// connections (what it does with them is what the run measures).
+    /// Returns what was checked, in words, for the run's `LbReady` event:
+    /// only zdt's LB can say anything about backends.
+    pub async fn wait_ready(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<String, LbAdminError> {
         match self {
-            LbControl::External { target, what } => wait_accepting(*target, what, timeout).await,
-            other => other.admin().wait_healthy(count, timeout).await,
+            LbControl::External { target, what } => {
+                wait_accepting(*target, what, timeout).await?;
+                Ok(format!(
+                    "{what} at {target} accepts TCP connections (only that was checked: \
+                     zdt cannot see its backends or their health)"
+                ))
+            }
+            other => {
+                other.admin().wait_healthy(count, timeout).await?;
+                Ok(format!(
+                    "{count} backends healthy (probed by zdt's LB) at {}",
+                    other.target()
+                ))
+            }
         }
     }
 
@@ -643,10 +672,11 @@ impl KindRun {
             self.show_ingress(namespace, service, ip).await;
         }
         let watch = cancel.child_token();
-        lb_container::watch_health(lb.admin.clone(), events, watch.clone());
+        lb_container::follow_events(d, lb.container.id.clone(), events, watch.clone());
         Ok(Exposure {
             target: lb.frontend,
             lb: LbControl::Remote {
+                frontend: lb.frontend,
                 admin: lb.admin,
                 container: lb.container.id,
                 watch: Some(watch.drop_guard()),
@@ -757,7 +787,16 @@ mod tests {
             target,
             what: "the cloud's load balancer".into(),
         };
-        lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
+        let checked = lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
+        // It says what was checked, and claims nothing about backends.
+        assert_eq!(
+            checked,
+            format!(
+                "the cloud's load balancer at {target} accepts TCP connections (only that was \
+                 checked: zdt cannot see its backends or their health)"
+            )
+        );
+        assert!(!checked.contains("healthy"), "{checked}");
         drop(listener);
         let err = lb
             .wait_ready(3, Duration::from_millis(600))

@@ -503,19 +503,13 @@ async fn with_cluster(
     let healthy = unless_cancelled(&cancel, "waiting for the LB", async {
         lb.wait_ready(workers.len(), budget)
             .await
-            .map_err(|e| invalid(format!("the LB never saw every worker healthy: {e}")))
+            .map_err(|e| invalid(format!("the load balancer was not ready: {e}")))
     })
     .await;
     let outcome = match healthy {
         Err(e) => Err(e),
-        Ok(()) => {
-            sink.emit(
-                Source::Run,
-                "LbReady",
-                "lb",
-                None,
-                format!("{} backends healthy at {target}", workers.len()),
-            );
+        Ok(checked) => {
+            sink.emit(Source::Run, "LbReady", "lb", None, checked);
             measure(
                 s,
                 opts,
