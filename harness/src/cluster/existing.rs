@@ -169,6 +169,37 @@ impl ExistingCluster {
         &self.context
     }
 
+    /// [`delete_all`](CreatedObjects::delete_all) from a synchronous
+    /// context — a panic unwinding past the run's teardown — on a thread
+    /// with its own runtime and a fresh client of the same context (the
+    /// run's client belongs to the runtime being unwound). Blocks until done.
+    pub fn delete_blocking(&self, created: &CreatedObjects) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let (kubeconfig, context) = (self.kubeconfig.clone(), self.context.clone());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                rt.block_on(async {
+                    match Self::connect_for_run(kubeconfig.as_deref(), Some(&context), None).await
+                    {
+                        Ok(c) => {
+                            let done = created.delete_all(&c.client()).await;
+                            tracing::warn!("panic: context {context:?}: {done}");
+                        }
+                        Err(e) => tracing::warn!(
+                            "panic: cannot delete what zdt created in context {context:?} ({e}): {:?}",
+                            created.created_names()
+                        ),
+                    }
+                })
+            });
+        });
+    }
+
     /// [`check_disruption_allowed`] for this cluster.
     pub fn check_disruption_allowed(&self, allow_list: &[String]) -> Result<()> {
         check_disruption_allowed(self.named_context.as_deref(), &self.context, allow_list)
@@ -207,6 +238,120 @@ fn load_kubeconfig(
         return Err(err(format!("no context {context:?} (contexts: {known:?})")));
     }
     Ok((kc, context))
+}
+
+/// What a run applied to an existing cluster, so teardown deletes exactly
+/// that: the user's cluster must be left as it was found.
+///
+/// Told apart by a record, not a label: before each object is applied, zdt
+/// reads it; one the API server does not have yet is recorded as *created*
+/// (before the apply is sent, so a run interrupted mid-request still deletes
+/// it), one it has is recorded as *pre-existing* and is never deleted — even
+/// though the apply updated it (its changes stay; that is the user's object).
+/// A label set on apply could not tell the two apart, because applying also
+/// labels an object that was already there. An object someone else creates
+/// between zdt's read and its apply (milliseconds) would count as zdt's.
+/// The workload's namespace counts the same way: deleted only if zdt
+/// created it, and last.
+#[derive(Debug, Default)]
+pub struct CreatedObjects {
+    inner: std::sync::Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    created: Vec<CreatedObject>,
+    pre_existing: Vec<String>,
+}
+
+/// One object zdt created: where its API is, and how messages name it
+/// (`Deployment web/nginx`).
+#[derive(Debug, Clone)]
+pub struct CreatedObject {
+    pub resource: kube::api::ApiResource,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub described: String,
+}
+
+impl CreatedObjects {
+    /// Record an object zdt is about to create.
+    pub fn created(&self, object: CreatedObject) {
+        self.lock().created.push(object);
+    }
+
+    /// Record an object that was there before the run (`described` names it).
+    pub fn pre_existing(&self, described: String) {
+        self.lock().pre_existing.push(described);
+    }
+
+    /// Whether `described` is recorded already (a manifest's Namespace that
+    /// zdt just created for the workload, or an object listed twice).
+    pub fn knows(&self, described: &str) -> bool {
+        let r = self.lock();
+        r.created.iter().any(|o| o.described == described)
+            || r.pre_existing.iter().any(|d| d == described)
+    }
+
+    /// The objects zdt created, as messages name them, in creation order.
+    pub fn created_names(&self) -> Vec<String> {
+        self.lock()
+            .created
+            .iter()
+            .map(|o| o.described.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delete what zdt created, newest first (so the namespace, created
+    /// first, goes last), with background propagation: the cluster's garbage
+    /// collector removes the ReplicaSets and pods. Returns a one-line account
+    /// for the run's log; an object that is already gone counts as deleted.
+    pub async fn delete_all(&self, client: &kube::Client) -> String {
+        use kube::api::{Api, DeleteParams, DynamicObject};
+        let (created, kept) = {
+            let mut r = self.lock();
+            (
+                std::mem::take(&mut r.created),
+                std::mem::take(&mut r.pre_existing),
+            )
+        };
+        let mut deleted = Vec::new();
+        let mut failed = Vec::new();
+        for o in created.iter().rev() {
+            let api: Api<DynamicObject> = match &o.namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &o.resource),
+                None => Api::all_with(client.clone(), &o.resource),
+            };
+            match api.delete(&o.name, &DeleteParams::background()).await {
+                Ok(_) => deleted.push(o.described.clone()),
+                Err(kube::Error::Api(s)) if s.code == 404 => deleted.push(o.described.clone()),
+                Err(e) => failed.push(format!("{} ({e})", o.described)),
+            }
+        }
+        let mut text = format!(
+            "deleted the {} object(s) zdt created: [{}]",
+            deleted.len(),
+            deleted.join(", ")
+        );
+        if !kept.is_empty() {
+            text.push_str(&format!(
+                "; left the {} that existed before the run: [{}]",
+                kept.len(),
+                kept.join(", ")
+            ));
+        }
+        if !failed.is_empty() {
+            text.push_str(&format!(
+                "; NOT deleted, delete them by hand (`kubectl delete`): [{}]",
+                failed.join(", ")
+            ));
+        }
+        text
+    }
 }
 
 /// The chaos steps that change the cluster (everything but waits; the LB

@@ -33,8 +33,9 @@ pub enum ClusterError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Existing(#[from] ExistingError),
-    /// The run was interrupted while the cluster was being set up; what
-    /// was created is deleted again.
+    /// The run was interrupted while the cluster (or the load balancer in
+    /// front of the workload) was being set up; what was created is deleted
+    /// again.
     #[error("interrupted during cluster start")]
     Interrupted,
     #[error("load balancer: {0}")]
@@ -281,6 +282,19 @@ impl std::fmt::Debug for KindRun {
 pub struct ExistingRun {
     cluster: ExistingCluster,
     workers: Vec<String>,
+    /// What the run applied there: teardown deletes what zdt created.
+    created: existing::CreatedObjects,
+}
+
+impl Drop for ExistingRun {
+    fn drop(&mut self) {
+        // A panic inside a variant unwinds past the executor's teardown:
+        // delete what zdt created here rather than leave it in the user's
+        // cluster.
+        if std::thread::panicking() && !self.created.created_names().is_empty() {
+            self.cluster.delete_blocking(&self.created);
+        }
+    }
 }
 
 /// A run id for the docker objects of one variant: unique per process and
@@ -391,6 +405,7 @@ impl Cluster {
         Ok(Cluster::Existing(Box::new(ExistingRun {
             cluster,
             workers,
+            created: existing::CreatedObjects::default(),
         })))
     }
 
@@ -416,6 +431,16 @@ impl Cluster {
             }
             Cluster::Kind(k) => Ok(k.client.clone()),
             Cluster::Existing(x) => Ok(x.cluster.client()),
+        }
+    }
+
+    /// Where the workload's apply records what it creates, on providers
+    /// whose teardown must delete exactly that (an existing cluster; the
+    /// emulator and kind clusters zdt made go away whole).
+    pub fn created_objects(&self) -> Option<&existing::CreatedObjects> {
+        match self {
+            Cluster::Existing(x) => Some(&x.created),
+            Cluster::Emulator(_) | Cluster::Kind(_) => None,
         }
     }
 
@@ -456,7 +481,12 @@ impl Cluster {
             }
             Cluster::Kind(k) => k.expose(namespace, service, &config, events, cancel).await,
             Cluster::Existing(x) => {
-                let target = ingress_target(&x.cluster.client(), namespace, service).await?;
+                // Clouds take up to minutes; Ctrl-C must not wait for them.
+                let client = x.cluster.client();
+                let target = tokio::select! {
+                    t = ingress_target(&client, namespace, service) => t?,
+                    _ = cancel.cancelled() => return Err(ClusterError::Interrupted),
+                };
                 Ok(Exposure {
                     target,
                     lb: LbControl::External {
@@ -502,8 +532,9 @@ impl Cluster {
             }
             Cluster::Kind(k) => k.teardown().await,
             Cluster::Existing(x) => format!(
-                "context {:?} left as it is (zdt deletes nothing there; the workload stays applied)",
-                x.cluster.context()
+                "context {:?}: {}",
+                x.cluster.context(),
+                x.created.delete_all(&x.cluster.client()).await
             ),
         }
     }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::chaos::rollout_complete;
+use crate::cluster::existing::{CreatedObject, CreatedObjects};
 
 /// A workload that could not be applied or never became ready.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,21 @@ pub async fn apply_objects(
     objects: &[Value],
     default_ns: &str,
 ) -> Result<Vec<String>, ApplyError> {
-    ensure_namespace(client, default_ns).await?;
+    apply_objects_recorded(client, objects, default_ns, None).await
+}
+
+/// [`apply_objects`], recording in `record` (when given) which objects zdt
+/// creates and which were there before — what the existing provider's
+/// teardown deletes and leaves ([`CreatedObjects`]). The record is written
+/// as it goes, so a failure or an interruption halfway still lists every
+/// object created so far.
+pub async fn apply_objects_recorded(
+    client: &Client,
+    objects: &[Value],
+    default_ns: &str,
+    record: Option<&CreatedObjects>,
+) -> Result<Vec<String>, ApplyError> {
+    ensure_namespace(client, default_ns, record).await?;
     let mut applied = Vec::new();
     let mut ordered: Vec<(usize, &Value)> = objects.iter().enumerate().collect();
     ordered.sort_by_key(|(_, o)| o.get("kind").and_then(Value::as_str) != Some("Namespace"));
@@ -124,6 +139,26 @@ pub async fn apply_objects(
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
+        if let Some(record) = record.filter(|r| !r.knows(&describe(kind, ns, name))) {
+            let described = describe(kind, ns, name);
+            match api.get_opt(name).await {
+                Ok(Some(_)) => record.pre_existing(described),
+                Ok(None) => record.created(CreatedObject {
+                    resource: ar.clone(),
+                    namespace: ns.map(str::to_owned),
+                    name: name.to_owned(),
+                    described,
+                }),
+                Err(e) => {
+                    return Err(ApplyError::Api {
+                        what: format!(
+                            "read {described} before applying it (to know whether zdt creates it)"
+                        ),
+                        source: e,
+                    })
+                }
+            }
+        }
         let mut body = obj.clone();
         if let Some(ns) = ns {
             body["metadata"]["namespace"] = Value::String(ns.to_owned());
@@ -143,13 +178,28 @@ pub async fn apply_objects(
     Ok(applied)
 }
 
-async fn ensure_namespace(client: &Client, ns: &str) -> Result<(), ApplyError> {
+async fn ensure_namespace(
+    client: &Client,
+    ns: &str,
+    record: Option<&CreatedObjects>,
+) -> Result<(), ApplyError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let exists = api.get_opt(ns).await.map_err(|e| ApplyError::Api {
         what: format!("get namespace {ns}"),
         source: e,
     })?;
+    if let (Some(record), Some(_)) = (record, &exists) {
+        record.pre_existing(describe("Namespace", None, ns));
+    }
     if exists.is_none() {
+        if let Some(record) = record {
+            record.created(CreatedObject {
+                resource: kube::api::ApiResource::erase::<Namespace>(&()),
+                namespace: None,
+                name: ns.to_owned(),
+                described: describe("Namespace", None, ns),
+            });
+        }
         let mut n = Namespace::default();
         n.metadata.name = Some(ns.to_owned());
         match api.create(&PostParams::default(), &n).await {

@@ -18,7 +18,7 @@ use crate::lb::LbConfig;
 use crate::scenario::{self, Provider, Scenario, TrafficPolicy};
 use crate::traffic::{self, Attack, Settings};
 
-use super::apply::{apply_objects, wait_deployments_ready};
+use super::apply::{apply_objects_recorded, wait_deployments_ready};
 use super::attribution::{error_windows, BucketErrors};
 use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
 use super::timeline::{self, Context, Undo};
@@ -455,7 +455,7 @@ async fn with_cluster(
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
     phase(s, "workload apply");
     unless_cancelled(&cancel, "workload apply", async {
-        apply_objects(&client, &objects, &ns)
+        apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
             .await
             .map_err(|e| invalid(format!("workload: {e}")))
     })
@@ -497,7 +497,14 @@ async fn with_cluster(
             cancel.clone(),
         )
         .await
-        .map_err(|e| invalid(format!("load balancer: {e}")))?;
+        .map_err(|e| match e {
+            ClusterError::Interrupted => (
+                Verdict::Incomplete,
+                "interrupted during load balancer".to_owned(),
+                Vec::new(),
+            ),
+            e => invalid(format!("load balancer: {e}")),
+        })?;
     let admin = lb.admin();
     let workers = cluster.workers();
     let healthy = unless_cancelled(&cancel, "waiting for the LB", async {
