@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod emulator;
 pub mod events;
 pub mod lb;
+pub mod net;
 pub mod process;
 pub mod report;
 pub mod run;

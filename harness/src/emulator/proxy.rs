@@ -40,7 +40,7 @@ use k8s_openapi::api::core::v1::{Service, Taint};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -672,7 +672,7 @@ impl Dialer for ServiceDialer {
                 Ok(addr) => addr,
                 Err(d) => return d,
             };
-            match TcpStream::connect(addr).await {
+            match crate::net::connect(addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
                     Dial::Connected(s)

@@ -42,7 +42,7 @@ impl Dialer for TcpDialer {
     fn dial(&self, _client: SocketAddr) -> BoxFuture<'static, Dial> {
         let addr = self.addr;
         Box::pin(async move {
-            match TcpStream::connect(addr).await {
+            match crate::net::connect(addr).await {
                 Ok(s) => Dial::Connected(s),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Dial::Refused,
                 Err(e) => Dial::Failed(e),

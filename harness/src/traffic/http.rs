@@ -303,49 +303,12 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Loopback source addresses a loopback target is dialled from, in turn.
-const LOOPBACK_SOURCES: u32 = 32;
-
-/// Dial `addr`. A 127.0.0.0/8 target is dialled from one of several
-/// loopback source addresses in turn: every connection to one address and
-/// port needs its own ephemeral port, and at thousands of new connections
-/// per second, with thousands held open (a blackholed node) and the rest in
-/// TIME_WAIT, the ~28,000 ports of one source address run short. The
-/// kernel's port search in connect() then burns a whole core (seen at
-/// 5000/s with 14,000 held connections) and the generator falls behind.
+/// Dial `addr` ([`crate::net::connect`]: loopback sources spread, no
+/// reactor turn for a handshake that already finished).
 pub async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, Failure> {
-    let io = |e: std::io::Error| Failure::io(Stage::Connect, &e);
-    let SocketAddr::V4(v4) = addr else {
-        return tokio::net::TcpStream::connect(addr).await.map_err(io);
-    };
-    if !v4.ip().is_loopback() {
-        return tokio::net::TcpStream::connect(addr).await.map_err(io);
-    }
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % LOOPBACK_SOURCES;
-    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + n as u8);
-    let socket = tokio::net::TcpSocket::new_v4().map_err(io)?;
-    // Choose the port at connect() time, per 4-tuple, not at bind() time
-    // per address: otherwise each source address gets only its own range.
-    set_bind_address_no_port(&socket);
-    socket.bind(SocketAddr::from((source, 0))).map_err(io)?;
-    socket.connect(addr).await.map_err(io)
-}
-
-fn set_bind_address_no_port(socket: &tokio::net::TcpSocket) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket descriptor and a c_int option value of the
-    // size passed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    crate::net::connect(addr)
+        .await
+        .map_err(|e| Failure::io(Stage::Connect, &e))
 }
 
 /// Write `request` and read one complete response into `buf` (the head
