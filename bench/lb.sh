@@ -5,6 +5,13 @@
 #
 #   bench/lb.sh [DURATION_SECONDS] [RATES...]      defaults: 10 5000 10000
 #
+# ROUNDS=N (default 3) repeats every cell N times, the paths interleaved in
+# each round, and reports the median of each figure with the spread of the
+# added p50: on a shared 2-core machine one 10 s cell moves by ±0.2 ms.
+# ZDT_LB=path runs another zdt build as the LB than as the generator, and
+# ZDT_LB_B=path adds a second LB build as path "zdt-b" (A/B of an LB change
+# with one generator).
+#
 # Generator: GEN=zdt (default: `zdt attack`, open model, latency from the
 # due time, reports its schedule lag) or GEN=oha (cargo install oha; run with
 # --latency-correction). Needs nginx, haproxy and a release zdt
@@ -21,7 +28,7 @@ RATES=("${@:-5000 10000}")
 RATES=(${RATES[@]})
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/zdt-bench-lb.XXXXXX)
-NGINX_PORT=18900 ZDT_PORT=18901 HAPROXY_PORT=18902 ADMIN_PORT=18903
+NGINX_PORT=18900 ZDT_PORT=18901 HAPROXY_PORT=18902 ADMIN_PORT=18903 ZDT_B_PORT=18904 ADMIN_B_PORT=18905
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -47,6 +54,9 @@ if [ -z "$ZDT" ]; then
   (cd "$ROOT" && cargo build --release --bin zdt) >&2
   ZDT=$ROOT/target/release/zdt
 fi
+ZDT_LB=${ZDT_LB:-$ZDT}
+ZDT_LB_B=${ZDT_LB_B:-}
+ROUNDS=${ROUNDS:-3}
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 MAXCONN=$(( (NOFILE - 512) / 2 ))  # two descriptors per proxied connection
@@ -79,9 +89,16 @@ backends:
   - name: nginx
     address: 127.0.0.1:$NGINX_PORT
 LB
-"$ZDT" lb --config "$WORK/lb.yaml" > "$WORK/lb-events.jsonl" 2> "$WORK/lb.log" &
+"$ZDT_LB" lb --config "$WORK/lb.yaml" > "$WORK/lb-events.jsonl" 2> "$WORK/lb.log" &
 ZDT_PID=$!
 PIDS+=("$ZDT_PID")
+ZDT_B_PID=
+if [ -n "$ZDT_LB_B" ]; then
+  sed -e "s/:$ZDT_PORT\$/:$ZDT_B_PORT/" -e "s/:$ADMIN_PORT\$/:$ADMIN_B_PORT/" "$WORK/lb.yaml" > "$WORK/lb-b.yaml"
+  "$ZDT_LB_B" lb --config "$WORK/lb-b.yaml" > "$WORK/lb-b-events.jsonl" 2> "$WORK/lb-b.log" &
+  ZDT_B_PID=$!
+  PIDS+=("$ZDT_B_PID")
+fi
 
 # --- haproxy: mode tcp, one thread -------------------------------------------
 cat > "$WORK/haproxy.cfg" <<HAP
@@ -106,6 +123,7 @@ PIDS+=("$HAPROXY_PID")
 # Wait until all three answer and the LB's backend is healthy.
 for i in $(seq 1 100); do
   if curl -sf "http://127.0.0.1:$ADMIN_PORT/wait-healthy?count=1&timeout=100ms" >/dev/null 2>&1 \
+    && { [ -z "$ZDT_LB_B" ] || curl -sf "http://127.0.0.1:$ADMIN_B_PORT/wait-healthy?count=1&timeout=100ms" >/dev/null 2>&1; } \
     && curl -sf "http://127.0.0.1:$ZDT_PORT/" >/dev/null && curl -sf "http://127.0.0.1:$HAPROXY_PORT/" >/dev/null; then
     break
   fi
@@ -117,69 +135,104 @@ CLK_TCK=$(getconf CLK_TCK)
 OHA_JSON=(-j)
 if [ "$GEN" = oha ] && oha --help 2>&1 | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); fi
 
+# Each proxied request leaves two conntrack entries (client and backend
+# legs) for TIME_WAIT's 120 s; a full table drops SYNs and the cells after
+# it measure the kernel, not the proxies.
+if [ -r /proc/sys/net/netfilter/nf_conntrack_max ]; then
+  legs=$(( 1 + 2 + 2 + $([ -n "$ZDT_LB_B" ] && echo 2 || echo 0) ))
+  total=0; for r in "${RATES[@]}"; do total=$(( total + r * DURATION * legs )); done
+  total=$(( total * ROUNDS ))
+  max=$(cat /proc/sys/net/netfilter/nf_conntrack_max)
+  if [ "$total" -gt "$max" ]; then
+    echo "bench/lb.sh: this run opens ~$total connections and the conntrack table holds $max;" >&2
+    echo "  raise it for the run: sysctl -w net.netfilter.nf_conntrack_max=$(( total * 2 ))" >&2
+  fi
+fi
+
 # One measurement: the generator at RATE against PORT for DURATION seconds.
-run() { # name port rate pid|-
-  local name=$1 port=$2 rate=$3 pid=$4 before after
+run() { # name port rate round pid|-
+  local name=$1 port=$2 rate=$3 round=$4 pid=$5 before after out
+  out="$WORK/$name-$rate-$round"
   [ "$pid" != - ] && before=$(cpu_ticks "$pid")
   if [ "$GEN" = oha ]; then
     oha --no-tui "${OHA_JSON[@]}" --disable-keepalive --latency-correction \
-        -q "$rate" -z "${DURATION}s" -t 10s "http://127.0.0.1:$port/" > "$WORK/$name-$rate.json" 2> "$WORK/$name-$rate.err" || true
+        -q "$rate" -z "${DURATION}s" -t 10s "http://127.0.0.1:$port/" > "$out.json" 2> "$out.err" || true
   else
     "$ZDT" attack "http://127.0.0.1:$port/" --rate "$rate/s" --duration "${DURATION}s" --timeout 10s \
-        --keepalive false --max-inflight $MAXCONN --format json > "$WORK/$name-$rate.json" 2> "$WORK/$name-$rate.err" || true
+        --keepalive false --max-inflight $MAXCONN --format json > "$out.json" 2> "$out.err" || true
   fi
   if [ "$pid" != - ]; then
     after=$(cpu_ticks "$pid")
-    echo $(( after - before )) > "$WORK/$name-$rate.cpu"
+    echo $(( after - before )) > "$out.cpu"
   else
-    echo 0 > "$WORK/$name-$rate.cpu"
+    echo 0 > "$out.cpu"
   fi
   sleep 2 # let TIME_WAIT and the proxies settle between runs
 }
 
-for rate in "${RATES[@]}"; do
-  run direct "$NGINX_PORT" "$rate" -
-  run zdt "$ZDT_PORT" "$rate" "$ZDT_PID"
-  run haproxy "$HAPROXY_PORT" "$rate" "$HAPROXY_PID"
+PATHS=(direct zdt haproxy)
+[ -n "$ZDT_LB_B" ] && PATHS+=(zdt-b)
+for round in $(seq 1 "$ROUNDS"); do
+  for rate in "${RATES[@]}"; do
+    run direct "$NGINX_PORT" "$rate" "$round" -
+    run zdt "$ZDT_PORT" "$rate" "$round" "$ZDT_PID"
+    run haproxy "$HAPROXY_PORT" "$rate" "$round" "$HAPROXY_PID"
+    [ -n "$ZDT_LB_B" ] && run zdt-b "$ZDT_B_PORT" "$rate" "$round" "$ZDT_B_PID"
+  done
 done
 
-python3 - "$WORK" "$CLK_TCK" "$DURATION" "$GEN" "${RATES[@]}" <<'PY'
-import json, sys
-work, clk, duration, gen, rates = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5:]
-def load(name, rate):
-    with open(f"{work}/{name}-{rate}.json") as f:
+python3 - "$WORK" "$CLK_TCK" "$DURATION" "$GEN" "$ROUNDS" "${PATHS[*]}" "${RATES[@]}" <<'PY'
+import json, statistics, sys
+work, clk, duration, gen, rounds, paths, rates = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6].split(), sys.argv[7:]
+def load(name, rate, rnd):
+    base = f"{work}/{name}-{rate}-{rnd}"
+    with open(f"{base}.json") as f:
         j = json.load(f)
-    cpu = int(open(f"{work}/{name}-{rate}.cpu").read()) / clk
+    cpu = int(open(f"{base}.cpu").read()) / clk
     if gen == "oha":
         s = j["summary"]
         lp = j.get("latencyPercentiles") or {}
         total = sum(j.get("statusCodeDistribution", {}).values()) + sum(j.get("errorDistribution", {}).values())
         ok = j.get("statusCodeDistribution", {}).get("200", 0)
+        p50, p99 = (lp.get("p50") or 0) * 1e3, (lp.get("p99") or 0) * 1e3
         return dict(rps=s.get("requestsPerSec", 0), total=total, ok=ok,
-                    p50=(lp.get("p50") or 0) * 1e3, p99=(lp.get("p99") or 0) * 1e3, lag=float("nan"),
+                    p50=p50, p99=p99, s50=p50, s99=p99, lag=float("nan"),
                     cpu_us=cpu * 1e6 / max(ok, 1), errors=j.get("errorDistribution", {}))
     total = j["requests"]
     ok = j.get("status_codes", {}).get("200", 0)
     return dict(rps=j["rate"], total=total, ok=ok,
                 p50=j["latencies"]["50th"] / 1e6, p99=j["latencies"]["99th"] / 1e6,
+                s50=j["latencies_uncorrected"]["50th"] / 1e6, s99=j["latencies_uncorrected"]["99th"] / 1e6,
                 lag=j["schedule_lag"]["99th"] / 1e6,
                 cpu_us=cpu * 1e6 / max(ok, 1),
                 errors=j.get("error_kinds", {}))  # not-sent is one of the kinds
-print(f"generator {gen}; {duration:.0f}s per cell; latency from the due time; proxy CPU from /proc/PID/stat\n")
-print("| rate | path | achieved/s | success | p50 ms | p99 ms | gen lag p99 ms | added p50 ms | added p99 ms | proxy CPU µs/conn |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+med = statistics.median
+print(f"generator {gen}; {duration:.0f}s per cell; median of {rounds} interleaved rounds; proxy CPU from /proc/PID/stat")
+print("'due': latency from the request's due time (what a user sees, generator lag included);")
+print("'sent': from the moment it was sent (the path alone; oha reports only 'due').")
+print("'added' compares each round's 'sent' latency with the direct path's in the same round.\n")
+print("| rate | path | achieved/s | success | due p50 ms | due p99 ms | sent p50 ms | sent p99 ms | gen lag p99 ms | added p50 ms (spread) | added p99 ms | proxy CPU µs/conn |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for rate in rates:
-    d = load("direct", rate)
-    for name in ("direct", "zdt", "haproxy"):
-        r = load(name, rate)
-        succ = 100.0 * r["ok"] / max(r["total"], 1)
-        added = "" if name == "direct" else f"{r['p50']-d['p50']:+.3f} | {r['p99']-d['p99']:+.3f}"
+    direct = [load("direct", rate, r) for r in range(1, rounds + 1)]
+    for name in paths:
+        rs = [load(name, rate, r) for r in range(1, rounds + 1)]
+        m = lambda k: med(x[k] for x in rs)
+        succ = 100.0 * sum(x["ok"] for x in rs) / max(sum(x["total"] for x in rs), 1)
         if name == "direct":
-            added = "– | –"
-        cpu = "–" if name == "direct" else f"{r['cpu_us']:.1f}"
-        print(f"| {rate}/s | {name} | {r['rps']:.0f} | {succ:.2f}% | {r['p50']:.3f} | {r['p99']:.3f} | {r['lag']:.3f} | {added} | {cpu} |")
-        if r["errors"]:
-            print(f"|  | errors | {r['errors']} | | | | | | | |")
+            added, cpu = "– | –", "–"
+        else:
+            a50 = [x["s50"] - d["s50"] for x, d in zip(rs, direct)]
+            a99 = [x["s99"] - d["s99"] for x, d in zip(rs, direct)]
+            added = f"{med(a50):+.3f} ({min(a50):+.3f}…{max(a50):+.3f}) | {med(a99):+.3f}"
+            cpu = f"{m('cpu_us'):.1f}"
+        print(f"| {rate}/s | {name} | {m('rps'):.0f} | {succ:.2f}% | {m('p50'):.3f} | {m('p99'):.3f} | {m('s50'):.3f} | {m('s99'):.3f} | {m('lag'):.3f} | {added} | {cpu} |")
+        errors = {}
+        for x in rs:
+            for k, v in x["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        if errors:
+            print(f"|  | errors, all rounds | {errors} | | | | | | | | | |")
 PY
 echo
 echo "raw results: $WORK"

@@ -90,10 +90,7 @@ pub fn main() -> ExitCode {
     raise_fd_limit();
     // This binary has the hidden generator subcommand; runs may re-exec it.
     crate::process::allow_self_exec();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("zdt: cannot start the async runtime: {e}");
@@ -106,6 +103,21 @@ pub fn main() -> ExitCode {
             eprintln!("{report:?}");
             Exit::Usage.into()
         }
+    }
+}
+
+/// A thread per core, except where a command asks for its own: `zdt lb`
+/// runs its data path on `--threads` threads (one by default, as haproxy's
+/// `nbthread 1`; see docs/bench-lb.md for why).
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Lb(a) if a.threads == 1 => tokio::runtime::Builder::new_current_thread(),
+        Command::Lb(a) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(a.threads));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

@@ -18,12 +18,37 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zdt_lb_serves_its_config_and_stops_on_sigterm() {
+    serves_and_stops(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zdt_lb_on_several_threads_serves_and_stops_too() {
+    serves_and_stops(&["--threads", "3"]).await;
+}
+
+#[test]
+fn zero_threads_is_refused_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["lb", "--config", "unused.yaml", "--threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+}
+
+/// Echo the client's "ping" as "pong": the request goes through the LB's
+/// first-bytes path, the answer through the splice.
+async fn serves_and_stops(extra_args: &[&str]) {
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap();
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut s, _)) = backend.accept().await {
-            let _ = s.write_all(b"pong").await;
+            let mut req = [0u8; 4];
+            if s.read_exact(&mut req).await.is_ok() && &req == b"ping" {
+                let _ = s.write_all(b"pong").await;
+            }
         }
     });
     let (front, admin) = (free_port(), free_port());
@@ -37,6 +62,7 @@ async fn zdt_lb_serves_its_config_and_stops_on_sigterm() {
         .args(["lb", "--config"])
         .arg(cfg.path())
         .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(extra_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -60,6 +86,9 @@ async fn zdt_lb_serves_its_config_and_stops_on_sigterm() {
     assert_eq!(list[0].name, "w1");
     assert_eq!(list[0].health, Health::Healthy);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", front))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"ping")
         .await
         .unwrap();
     let mut buf = [0u8; 4];

@@ -18,6 +18,13 @@ pub struct LbArgs {
     /// Serve the HTTP admin API here (overrides `admin:` in the config).
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Threads for the data path, probes and admin API. One thread (the
+    /// default, like haproxy's `nbthread 1`) costs less CPU per connection
+    /// and adds less latency than a thread per core on a small machine:
+    /// cross-thread wake-ups cost more than they give below ~10k new
+    /// connections/s (docs/bench-lb.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
 }
 
 /// Runs until Ctrl-C or SIGTERM; every LB event is printed on stdout as one
