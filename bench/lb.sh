@@ -142,9 +142,12 @@ if [ -r /proc/sys/net/netfilter/nf_conntrack_max ]; then
   legs=$(( 1 + 2 + 2 + $([ -n "$ZDT_LB_B" ] && echo 2 || echo 0) ))
   total=0; for r in "${RATES[@]}"; do total=$(( total + r * DURATION * legs )); done
   total=$(( total * ROUNDS ))
+  # Entries live ~120 s; the run lasts a cell of DURATION + 2 s per path.
+  seconds=$(( ROUNDS * ${#RATES[@]} * (legs + 1) / 2 * (DURATION + 2) ))
+  [ "$seconds" -gt 120 ] && total=$(( total * 120 / seconds ))
   max=$(cat /proc/sys/net/netfilter/nf_conntrack_max)
   if [ "$total" -gt "$max" ]; then
-    echo "bench/lb.sh: this run opens ~$total connections and the conntrack table holds $max;" >&2
+    echo "bench/lb.sh: this run keeps ~$total conntrack entries and the table holds $max;" >&2
     echo "  raise it for the run: sysctl -w net.netfilter.nf_conntrack_max=$(( total * 2 ))" >&2
   fi
 fi
