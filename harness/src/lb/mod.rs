@@ -138,10 +138,16 @@ impl Lb {
         // for a permit instead keeps clients queued in the backlog.
         let fd_budget = open_files_limit().saturating_sub(256) / 2;
         if fd_budget > 0 && config.max_connections > fd_budget {
-            tracing::warn!(
-                "lb max_connections {} exceeds what the open-files limit allows; using {fd_budget}",
-                config.max_connections
-            );
+            // Only a limit somebody asked for is worth a warning; the default
+            // is meant to be cut down to what the process may open.
+            if config.max_connections != LbConfig::default().max_connections {
+                tracing::warn!(
+                    "lb max_connections {} exceeds what the open-files limit allows; using {fd_budget}",
+                    config.max_connections
+                );
+            } else {
+                tracing::debug!("lb max_connections {fd_budget} (the open-files limit)");
+            }
             config.max_connections = fd_budget;
         }
         let listener = listen(config.frontend).map_err(|source| LbError::Bind {
