@@ -324,6 +324,26 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     );
     wait_health(&admin, Health::Healthy).await;
 
+    // The kind provider's guard on its LB container: dropped normally it
+    // leaves the container alone (the run's teardown removes it)...
+    {
+        let guard = docker::RemoveOnPanic::default();
+        guard.set(lb.id.clone());
+    }
+    assert_eq!(state(&d, &lb.id).await.running, Some(true));
+    // ...and a panic unwinding past the teardown removes it on the way out.
+    let guard = docker::RemoveOnPanic::default();
+    guard.set(lb.id.clone());
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _guard = guard;
+        panic!("injected: a panic inside a kind variant");
+    }));
+    assert!(unwound.is_err());
+    assert!(
+        docker::inspect(&d, &lb.id).await.is_err(),
+        "the LB container survived the panic"
+    );
+
     drop(cleanup);
     let left = docker::list_managed(&d).await.unwrap();
     assert!(

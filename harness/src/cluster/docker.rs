@@ -536,6 +536,49 @@ pub async fn remove_container(docker: &Docker, container: &str) -> Result<()> {
     }
 }
 
+/// A container to remove if a panic unwinds past the code that would
+/// remove it (a run's teardown): the kind provider's LB container, which
+/// `kind delete cluster` does not touch. Dropped without a panic it does
+/// nothing; the normal path [`take`](RemoveOnPanic::take)s the id and
+/// removes the container itself.
+#[derive(Debug, Default)]
+pub struct RemoveOnPanic(std::sync::Mutex<Option<String>>);
+
+impl RemoveOnPanic {
+    pub fn set(&self, container: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(container);
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for RemoveOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Some(container) = self.take() else {
+            return;
+        };
+        tracing::warn!(%container, "panic: removing the LB container");
+        // Nothing async runs in a Drop, and this thread may be a runtime's
+        // worker: remove it from a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let d = connect().await.ok()?;
+                remove_container(&d, &container).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// Stop a container with an explicit timeout (seconds before SIGKILL).
 pub async fn stop_container(docker: &Docker, container: &str, timeout_s: i32) -> Result<()> {
     docker

@@ -3,7 +3,6 @@
 //! and teardown. Chaos code never asks which provider it runs on.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::Client;
@@ -262,11 +261,13 @@ impl LbAdmin {
 
 /// A kind cluster in use by a run, and the LB container zdt put in front.
 pub struct KindRun {
+    // Before `cluster`: fields drop in order, and on a panic the LB
+    // container goes first, then the cluster (KindCluster's own Drop).
+    lb_container: docker::RemoveOnPanic,
     cluster: KindCluster,
     client: Client,
     mode: LbMode,
     run_id: String,
-    lb_container: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for KindRun {
@@ -364,7 +365,7 @@ impl Cluster {
             client,
             mode,
             run_id: run_id(),
-            lb_container: Mutex::new(None),
+            lb_container: docker::RemoveOnPanic::default(),
         })))
     }
 
@@ -697,8 +698,7 @@ impl KindRun {
         let lb = lb_container::start(&d, &image, KIND_NETWORK, &file, &self.run_id)
             .await
             .map_err(ClusterError::Lb)?;
-        *self.lb_container.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(lb.container.id.clone());
+        self.lb_container.set(lb.container.id.clone());
         if let Some(ip) = lb.container.ipv4 {
             self.show_ingress(namespace, service, ip).await;
         }
@@ -767,12 +767,7 @@ impl KindRun {
     }
 
     async fn teardown(self) -> String {
-        let container = self
-            .lb_container
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(c) = container {
+        if let Some(c) = self.lb_container.take() {
             remove_lb_container(&c).await;
         }
         let name = self.cluster.name().to_owned();
