@@ -295,6 +295,61 @@ impl Dialer for FixedDial {
     }
 }
 
+/// Threads of this process named `zdt-lb` (the LB's own data-path thread).
+fn lb_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "zdt-lb")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_its_own_thread_the_data_path_serves_and_shutdown_cuts_it_and_ends_the_thread() {
+    let clock = Clock::start();
+    let a = TestBackend::start("a", clock).await;
+    let lb = Lb::start(
+        LbConfig {
+            probe: fast_probe(),
+            own_thread: true,
+            ..Default::default()
+        },
+        vec![a.spec()],
+        EventSink::discard(clock),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    lb.admin()
+        .wait_healthy(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ask(lb.frontend_addr()).await.unwrap(), "a");
+    // Answered, so the thread runs (it names itself as it starts).
+    assert_eq!(lb_threads(), 1, "the LB's thread is running");
+    let mut open = TcpStream::connect(lb.frontend_addr()).await.unwrap();
+    assert_eq!(request(&mut open).await.unwrap(), "a");
+    assert_eq!(lb.admin().get("a").unwrap().active_connections, 1);
+
+    // Shutdown returns only once the thread's connections are gone (the
+    // open one is cut) and the thread has ended.
+    tokio::time::timeout(Duration::from_secs(5), lb.shutdown())
+        .await
+        .expect("shutdown waits for the LB thread's connections, which it cuts");
+    let mut buf = [0u8; 8];
+    match tokio::time::timeout(Duration::from_secs(2), open.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        other => panic!("the open connection survived shutdown: {other:?}"),
+    }
+    assert_eq!(lb_threads(), 0, "the LB's thread outlived shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_dials_hold_the_client_unanswered_and_refused_dials_reset_it() {
     let clock = Clock::start();

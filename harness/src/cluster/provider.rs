@@ -472,6 +472,10 @@ impl Cluster {
         match self {
             Cluster::Emulator(e) => {
                 let backends = e.lb_backends(namespace, service)?;
+                let config = LbConfig {
+                    own_thread: true,
+                    ..config
+                };
                 let handle = Lb::start(config, backends, events, cancel)
                     .await
                     .map_err(|e| ClusterError::Lb(e.to_string()))?;

@@ -207,6 +207,7 @@ impl LbFile {
             seed: self.seed.unwrap_or(defaults.seed),
             hold_dropped: self.hold_dropped.map_or(defaults.hold_dropped, Dur::get),
             hold_in: None,
+            own_thread: false,
         };
         let mut backends = Vec::with_capacity(self.backends.len());
         for b in &self.backends {

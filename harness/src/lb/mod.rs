@@ -77,6 +77,13 @@ pub struct LbConfig {
     /// zdt binary, so they do not count against this process's open-files
     /// limit; `None` holds them here.
     pub hold_in: Option<std::path::PathBuf>,
+    /// Run the data path (accept loop and connections) on a thread of its
+    /// own with a single-threaded runtime, as `zdt lb` does, instead of on
+    /// the caller's runtime: in `zdt run` the emulator shares that runtime,
+    /// and a connection hopping between its worker threads costs CPU and
+    /// latency (docs/bench-lb.md). Probes and the admin API stay on the
+    /// caller's runtime.
+    pub own_thread: bool,
 }
 
 impl Default for LbConfig {
@@ -91,6 +98,7 @@ impl Default for LbConfig {
             seed: 0,
             hold_dropped: Duration::from_secs(300),
             hold_in: None,
+            own_thread: false,
         }
     }
 }
@@ -167,12 +175,21 @@ impl Lb {
         for spec in backends {
             admin.add(spec)?;
         }
-        tokio::spawn(proxy::accept_loop(shared.clone(), listener, done_tx));
+        let thread = if shared.config.own_thread {
+            Some(
+                proxy::spawn_on_own_thread(shared.clone(), listener, done_tx)
+                    .map_err(|e| LbError::Config(format!("cannot start the LB's thread: {e}")))?,
+            )
+        } else {
+            tokio::spawn(proxy::accept_loop(shared.clone(), listener, done_tx));
+            None
+        };
         Ok(LbHandle {
             shared,
             frontend,
             cancel,
             done: Some(done_rx),
+            thread,
         })
     }
 }
@@ -211,6 +228,8 @@ pub struct LbHandle {
     frontend: SocketAddr,
     cancel: CancellationToken,
     done: Option<mpsc::Receiver<()>>,
+    /// The data path's own thread ([`LbConfig::own_thread`]).
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LbHandle {
@@ -245,13 +264,18 @@ impl LbHandle {
     }
 
     /// Stop accepting, stop probing, close every connection, and wait until
-    /// every task of this LB has finished.
+    /// every task (and the data path's own thread) of this LB has finished.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.shared.close_tasks();
         if let Some(mut done) = self.done.take() {
             // Every task holds a sender; `None` means all of them are gone.
             let _ = done.recv().await;
+        }
+        if let Some(thread) = self.thread.take() {
+            // Its last connection is closed by now; what is left is the
+            // runtime winding down.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 }

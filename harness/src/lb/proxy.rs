@@ -14,10 +14,48 @@ use super::backend::Dial;
 use super::hold::{hold_unanswered, reset};
 use super::pool::{Pick, Shared};
 
+/// Run [`accept_loop`] on a new thread with a single-threaded runtime; the
+/// thread ends once the loop has stopped and its last connection closed.
+pub(crate) fn spawn_on_own_thread(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    done: mpsc::Sender<()>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Registered with the caller's reactor: move it to the thread's.
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("zdt-lb".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(shared, listener, done).await,
+                    Err(e) => tracing::error!(error = %e, "lb: cannot serve the frontend"),
+                }
+            })
+        })
+}
+
+/// Accept until cancelled, then wait for the connections to close (they
+/// are cut on shutdown), so a runtime of the LB's own can end after this.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     done: mpsc::Sender<()>,
+) {
+    let connections = tokio_util::task::TaskTracker::new();
+    accept_until_cancelled(&shared, listener, &done, &connections).await;
+    connections.close();
+    connections.wait().await;
+}
+
+async fn accept_until_cancelled(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    done: &mpsc::Sender<()>,
+    connections: &tokio_util::task::TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let mut backoff = Duration::from_millis(1);
@@ -37,7 +75,7 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((client, peer)) => {
                 backoff = Duration::from_millis(1);
-                tokio::spawn(connection(
+                connections.spawn(connection(
                     shared.clone(),
                     client,
                     peer,
