@@ -672,11 +672,9 @@ impl Dialer for ServiceDialer {
                 Ok(addr) => addr,
                 Err(d) => return d,
             };
+            // The LB sets TCP_NODELAY on every connection it splices.
             match crate::net::connect(addr).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    Dial::Connected(s)
-                }
+                Ok(s) => Dial::Connected(s),
                 // A pod that stopped listening answers the SYN with RST.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Dial::Refused,
                 Err(e) => {
