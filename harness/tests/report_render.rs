@@ -199,3 +199,15 @@ async fn real_traffic_summary_renders_through_every_report() {
     assert_eq!(loaded.traffic.get(&name), Some(&summary));
     assert_eq!(loaded.buckets.get(&name), Some(&summary.buckets));
 }
+
+/// Saved reports are re-rendered from their JSON, so floats must come back
+/// bit for bit. serde_json's default parser can miss by one ulp (seen on an
+/// achieved rate, 52.498718230669716 read back as 52.49871823066971); the
+/// `float_roundtrip` feature makes it exact.
+#[test]
+fn floats_survive_the_json_round_trip_exactly() {
+    for x in [52.498718230669716_f64, 0.1 + 0.2, 1e-300, 4999.913849484408] {
+        let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+        assert_eq!(back.to_bits(), x.to_bits(), "{x:?} came back as {back:?}");
+    }
+}
