@@ -19,6 +19,7 @@ mod pool;
 mod probe;
 pub mod profile;
 mod proxy;
+mod splice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

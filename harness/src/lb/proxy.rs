@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::SockRef;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::backend::Dial;
 use super::hold::{hold_unanswered, reset};
 use super::pool::{Pick, Shared};
+use super::splice::splice;
 
 /// Run [`accept_loop`] on a new thread with a single-threaded runtime; the
 /// thread ends once the loop has stopped and its last connection closed.
@@ -98,7 +97,7 @@ async fn accept_until_cancelled(
 
 async fn connection(
     shared: Arc<Shared>,
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _done: mpsc::Sender<()>,
@@ -114,11 +113,11 @@ async fn connection(
         _ = cut.cancelled() => return reset(client),
     };
     match dial {
-        Dial::Connected(mut upstream) => {
+        Dial::Connected(upstream) => {
             let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);
             tokio::select! {
-                _ = splice(&mut client, &mut upstream) => {}
+                _ = splice(&client, &upstream) => {}
                 // Also fires on LB shutdown: `cut` is a child of its token.
                 _ = cut.cancelled() => {
                     reset(upstream);
@@ -145,31 +144,4 @@ async fn connection(
             reset(client)
         }
     }
-}
-
-/// Bytes moved from the client before the splice starts, at most.
-const FIRST_READ: usize = 8 * 1024;
-
-/// Splice both ways until either side is done. The client's first bytes
-/// (an HTTP request, a TLS hello) have usually arrived by the time the
-/// backend is connected; they are read and sent on at once, as haproxy
-/// does, instead of waiting for the reactor to report the fresh sockets
-/// ready: a scheduler round trip per connection under load (0.13 ms of
-/// added p50 at 2000 conn/s, docs/bench-lb.md).
-async fn splice(client: &mut TcpStream, upstream: &mut TcpStream) -> std::io::Result<()> {
-    // On the heap and uninitialised: a buffer in the future itself would be
-    // copied with it into the task, and zeroed, for every connection.
-    let mut first: Vec<u8> = Vec::with_capacity(FIRST_READ);
-    // tokio's readiness of a fresh socket is empty, so go past it. A
-    // would-block, EOF or error is left for the copy below to meet again.
-    if let Ok(n @ 1..) = SockRef::from(&*client).recv(first.spare_capacity_mut()) {
-        // SAFETY: recv initialised the first n bytes of the spare capacity.
-        unsafe { first.set_len(n) };
-        let sent = SockRef::from(&*upstream).send(&first).unwrap_or(0);
-        upstream.write_all(&first[sent..]).await?;
-    }
-    drop(first);
-    tokio::io::copy_bidirectional(client, upstream)
-        .await
-        .map(|_| ())
 }
