@@ -57,6 +57,14 @@ fi
 ZDT_LB=${ZDT_LB:-$ZDT}
 ZDT_LB_B=${ZDT_LB_B:-}
 ROUNDS=${ROUNDS:-3}
+# PIN=A:B runs the generator and nginx on CPUs A and the proxies on CPUs B
+# (taskset lists, e.g. PIN=0:1): each proxy then has a core of its own and
+# the cells stop depending on where the scheduler put whom.
+ON_GEN=() ON_PROXY=()
+if [ -n "${PIN:-}" ]; then
+  need taskset "apt-get install util-linux"
+  ON_GEN=(taskset -c "${PIN%%:*}") ON_PROXY=(taskset -c "${PIN##*:}")
+fi
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 MAXCONN=$(( (NOFILE - 512) / 2 ))  # two descriptors per proxied connection
@@ -76,7 +84,7 @@ http {
   }
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
+"${ON_GEN[@]}" nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log"
 
 # --- zdt lb --------------------------------------------------------------------
 cat > "$WORK/lb.yaml" <<LB
@@ -89,13 +97,13 @@ backends:
   - name: nginx
     address: 127.0.0.1:$NGINX_PORT
 LB
-"$ZDT_LB" lb --config "$WORK/lb.yaml" > "$WORK/lb-events.jsonl" 2> "$WORK/lb.log" &
+"${ON_PROXY[@]}" "$ZDT_LB" lb --config "$WORK/lb.yaml" > "$WORK/lb-events.jsonl" 2> "$WORK/lb.log" &
 ZDT_PID=$!
 PIDS+=("$ZDT_PID")
 ZDT_B_PID=
 if [ -n "$ZDT_LB_B" ]; then
   sed -e "s/:$ZDT_PORT\$/:$ZDT_B_PORT/" -e "s/:$ADMIN_PORT\$/:$ADMIN_B_PORT/" "$WORK/lb.yaml" > "$WORK/lb-b.yaml"
-  "$ZDT_LB_B" lb --config "$WORK/lb-b.yaml" > "$WORK/lb-b-events.jsonl" 2> "$WORK/lb-b.log" &
+  "${ON_PROXY[@]}" "$ZDT_LB_B" lb --config "$WORK/lb-b.yaml" > "$WORK/lb-b-events.jsonl" 2> "$WORK/lb-b.log" &
   ZDT_B_PID=$!
   PIDS+=("$ZDT_B_PID")
 fi
@@ -116,7 +124,7 @@ frontend fe
 backend be
   server nginx 127.0.0.1:$NGINX_PORT
 HAP
-haproxy -f "$WORK/haproxy.cfg" -db > "$WORK/haproxy.log" 2>&1 &
+"${ON_PROXY[@]}" haproxy -f "$WORK/haproxy.cfg" -db > "$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 PIDS+=("$HAPROXY_PID")
 
@@ -131,6 +139,8 @@ for i in $(seq 1 100); do
 done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Busy and total ticks of the whole machine: how much room a cell left.
+machine_ticks() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
 CLK_TCK=$(getconf CLK_TCK)
 OHA_JSON=(-j)
 if [ "$GEN" = oha ] && oha --help 2>&1 | grep -q -- '--output-format'; then OHA_JSON=(--output-format json); fi
@@ -157,13 +167,16 @@ run() { # name port rate round pid|-
   local name=$1 port=$2 rate=$3 round=$4 pid=$5 before after out
   out="$WORK/$name-$rate-$round"
   [ "$pid" != - ] && before=$(cpu_ticks "$pid")
+  read -r busy0 total0 < <(machine_ticks)
   if [ "$GEN" = oha ]; then
-    oha --no-tui "${OHA_JSON[@]}" --disable-keepalive --latency-correction \
+    "${ON_GEN[@]}" oha --no-tui "${OHA_JSON[@]}" --disable-keepalive --latency-correction \
         -q "$rate" -z "${DURATION}s" -t 10s "http://127.0.0.1:$port/" > "$out.json" 2> "$out.err" || true
   else
-    "$ZDT" attack "http://127.0.0.1:$port/" --rate "$rate/s" --duration "${DURATION}s" --timeout 10s \
+    "${ON_GEN[@]}" "$ZDT" attack "http://127.0.0.1:$port/" --rate "$rate/s" --duration "${DURATION}s" --timeout 10s \
         --keepalive false --max-inflight $MAXCONN --format json > "$out.json" 2> "$out.err" || true
   fi
+  read -r busy1 total1 < <(machine_ticks)
+  echo "$busy0 $total0 $busy1 $total1" > "$out.machine"
   if [ "$pid" != - ]; then
     after=$(cpu_ticks "$pid")
     echo $(( after - before )) > "$out.cpu"
@@ -192,6 +205,8 @@ def load(name, rate, rnd):
     with open(f"{base}.json") as f:
         j = json.load(f)
     cpu = int(open(f"{base}.cpu").read()) / clk
+    b0, t0, b1, t1 = map(int, open(f"{base}.machine").read().split())
+    busy = 100.0 * (b1 - b0) / max(t1 - t0, 1)
     if gen == "oha":
         s = j["summary"]
         lp = j.get("latencyPercentiles") or {}
@@ -200,22 +215,23 @@ def load(name, rate, rnd):
         p50, p99 = (lp.get("p50") or 0) * 1e3, (lp.get("p99") or 0) * 1e3
         return dict(rps=s.get("requestsPerSec", 0), total=total, ok=ok,
                     p50=p50, p99=p99, s50=p50, s99=p99, lag=float("nan"),
-                    cpu_us=cpu * 1e6 / max(ok, 1), errors=j.get("errorDistribution", {}))
+                    cpu_us=cpu * 1e6 / max(ok, 1), busy=busy, errors=j.get("errorDistribution", {}))
     total = j["requests"]
     ok = j.get("status_codes", {}).get("200", 0)
     return dict(rps=j["rate"], total=total, ok=ok,
                 p50=j["latencies"]["50th"] / 1e6, p99=j["latencies"]["99th"] / 1e6,
                 s50=j["latencies_uncorrected"]["50th"] / 1e6, s99=j["latencies_uncorrected"]["99th"] / 1e6,
                 lag=j["schedule_lag"]["99th"] / 1e6,
-                cpu_us=cpu * 1e6 / max(ok, 1),
+                cpu_us=cpu * 1e6 / max(ok, 1), busy=busy,
                 errors=j.get("error_kinds", {}))  # not-sent is one of the kinds
 med = statistics.median
 print(f"generator {gen}; {duration:.0f}s per cell; median of {rounds} interleaved rounds; proxy CPU from /proc/PID/stat")
 print("'due': latency from the request's due time (what a user sees, generator lag included);")
 print("'sent': from the moment it was sent (the path alone; oha reports only 'due').")
-print("'added' compares each round's 'sent' latency with the direct path's in the same round.\n")
-print("| rate | path | achieved/s | success | due p50 ms | due p99 ms | sent p50 ms | sent p99 ms | gen lag p99 ms | added p50 ms (spread) | added p99 ms | proxy CPU µs/conn |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("'added' compares each round's 'sent' latency with the direct path's in the same round;")
+print("'machine busy' is the share of all cores in use during the cell (idle and iowait excluded).\n")
+print("| rate | path | achieved/s | success | due p50 ms | due p99 ms | sent p50 ms | sent p99 ms | gen lag p99 ms | added p50 ms (spread) | added p99 ms | proxy CPU µs/conn | machine busy |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for rate in rates:
     direct = [load("direct", rate, r) for r in range(1, rounds + 1)]
     for name in paths:
@@ -229,13 +245,13 @@ for rate in rates:
             a99 = [x["s99"] - d["s99"] for x, d in zip(rs, direct)]
             added = f"{med(a50):+.3f} ({min(a50):+.3f}…{max(a50):+.3f}) | {med(a99):+.3f}"
             cpu = f"{m('cpu_us'):.1f}"
-        print(f"| {rate}/s | {name} | {m('rps'):.0f} | {succ:.2f}% | {m('p50'):.3f} | {m('p99'):.3f} | {m('s50'):.3f} | {m('s99'):.3f} | {m('lag'):.3f} | {added} | {cpu} |")
+        print(f"| {rate}/s | {name} | {m('rps'):.0f} | {succ:.2f}% | {m('p50'):.3f} | {m('p99'):.3f} | {m('s50'):.3f} | {m('s99'):.3f} | {m('lag'):.3f} | {added} | {cpu} | {m('busy'):.0f}% |")
         errors = {}
         for x in rs:
             for k, v in x["errors"].items():
                 errors[k] = errors.get(k, 0) + v
         if errors:
-            print(f"|  | errors, all rounds | {errors} | | | | | | | | | |")
+            print(f"|  | errors, all rounds | {errors} | | | | | | | | | | |")
 PY
 echo
 echo "raw results: $WORK"
