@@ -9,10 +9,13 @@
 //! - it shuts down the write side of both sockets once both directions are
 //!   done, just before they are closed anyway; here only the direction that
 //!   ends first passes its EOF on with `shutdown`, and the close sends the
-//!   other FIN.
+//!   other FIN;
+//! - after every read it reads again until the socket says would-block;
+//!   here a short read counts as dry, as in haproxy, and the reactor's next
+//!   event says when there is more.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::task::{ready, Context, Poll};
 
@@ -20,8 +23,6 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes moved from the client before the splice proper starts, at most.
-const FIRST_READ: usize = 8 * 1024;
 /// One read's worth, per thread.
 const SCRATCH: usize = 16 * 1024;
 
@@ -39,16 +40,8 @@ thread_local! {
 /// load (0.13 ms of added p50 at 2000 conn/s, docs/bench-lb.md).
 pub(crate) async fn splice(client: &TcpStream, upstream: &TcpStream) -> io::Result<()> {
     let mut up = Pump::default();
-    let first = read_first(client);
-    if !first.is_empty() {
-        let sent = SockRef::from(upstream).send(&first).unwrap_or(0);
-        if sent < first.len() {
-            let mut rest = first;
-            rest.drain(..sent);
-            up.pending = rest;
-        }
-    }
     let mut down = Pump::default();
+    up.step(client, upstream, true)?;
     std::future::poll_fn(|cx| {
         let up_done = up.poll(cx, client, upstream, !down.ended);
         let down_done = down.poll(cx, upstream, client, !up.ended);
@@ -59,39 +52,6 @@ pub(crate) async fn splice(client: &TcpStream, upstream: &TcpStream) -> io::Resu
         }
     })
     .await
-}
-
-/// The client's first bytes, if any have arrived.
-///
-/// tokio's readiness of a fresh socket is empty, so this reads past it. A
-/// would-block, EOF or error is left for the pumps to meet again. A short
-/// read means the socket is dry: that is told to tokio, so the pump's first
-/// poll does not try a read that can only say would-block.
-fn read_first(client: &TcpStream) -> Vec<u8> {
-    // On the heap and uninitialised: a buffer in the future itself would be
-    // copied with it into the task, and zeroed, for every connection.
-    let mut first: Vec<u8> = Vec::with_capacity(FIRST_READ);
-    let recv = |first: &mut Vec<u8>| {
-        let n = SockRef::from(client).recv(first.spare_capacity_mut())?;
-        // SAFETY: recv initialised the first n bytes of the spare capacity.
-        unsafe { first.set_len(n) };
-        Ok::<_, io::Error>(n)
-    };
-    let mut tried = false;
-    // Inside try_io, so the readiness cleared is the one seen before the
-    // read: an event that arrives during it is kept.
-    let _ = client.try_io(Interest::READABLE, || {
-        tried = true;
-        match recv(&mut first) {
-            Ok(n) if n > 0 && n < FIRST_READ => Err(io::ErrorKind::WouldBlock.into()),
-            other => other,
-        }
-    });
-    if !tried {
-        // No readiness to clear (the reactor has not seen this socket yet).
-        let _ = recv(&mut first);
-    }
-    first
 }
 
 /// One direction: reads from `src`, writes to `dst`.
@@ -114,10 +74,7 @@ impl Pump {
         dst: &TcpStream,
         pass_eof: bool,
     ) -> Poll<io::Result<()>> {
-        if self.ended {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
+        while !self.ended {
             while !self.pending.is_empty() {
                 let n = ready!(poll_write(cx, dst, &self.pending))?;
                 self.pending.drain(..n);
@@ -126,37 +83,78 @@ impl Pump {
             // check in it also keeps a busy connection from starving the
             // others.
             ready!(src.poll_read_ready(cx))?;
-            let read = SCRATCH_BUF.with_borrow_mut(|buf| match src.try_read(buf) {
-                Ok(0) => Ok(true),
-                Ok(n) => {
-                    let mut sent = 0;
-                    while sent < n {
-                        match dst.try_write(&buf[sent..n]) {
-                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                            Ok(k) => sent += k,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(e),
-                        }
+            self.step(src, dst, pass_eof)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One read from `src`, written on to `dst` as far as it takes it; both
+    /// are tried even where tokio has seen no readiness yet (a fresh
+    /// socket). A short read means `src` is dry, and tokio is told so, as
+    /// haproxy assumes: the next poll waits for the reactor instead of
+    /// trying a read that could only say would-block, or, after a response,
+    /// an EOF that the reactor reports anyway.
+    fn step(&mut self, src: &TcpStream, dst: &TcpStream, pass_eof: bool) -> io::Result<()> {
+        SCRATCH_BUF.with_borrow_mut(|buf| {
+            let mut short = None;
+            let read = attempt(src, Interest::READABLE, || {
+                match (&*SockRef::from(src)).read(buf) {
+                    Ok(n) if n > 0 && n < buf.len() => {
+                        short = Some(n);
+                        Err(io::ErrorKind::WouldBlock.into())
                     }
-                    self.pending.extend_from_slice(&buf[sent..n]);
-                    Ok(false)
+                    other => other,
                 }
-                Err(e) => Err(e),
             });
-            match read {
-                Ok(true) => {
+            let n = match (short, read) {
+                (Some(n), _) => n,
+                (None, Ok(0)) => {
                     self.ended = true;
                     if pass_eof {
                         SockRef::from(dst).shutdown(Shutdown::Write)?;
                     }
-                    return Poll::Ready(Ok(()));
+                    return Ok(());
                 }
-                Ok(false) => {}
-                // try_read cleared the readiness: the next poll registers.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                (None, Ok(n)) => n,
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                (None, Err(e)) => return Err(e),
+            };
+            let mut sent = 0;
+            while sent < n {
+                let wrote = attempt(dst, Interest::WRITABLE, || {
+                    SockRef::from(dst).send_with_flags(&buf[sent..n], libc::MSG_NOSIGNAL)
+                });
+                match wrote {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(k) => sent += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
             }
-        }
+            self.pending.extend_from_slice(&buf[sent..n]);
+            Ok(())
+        })
+    }
+}
+
+/// `op`, one syscall on `sock`, inside tokio's `try_io`, so that a
+/// would-block clears the readiness tokio had seen before the call (one
+/// that arrives meanwhile is kept); where tokio has seen none, `op` runs
+/// anyway, as there is nothing to clear.
+fn attempt<R>(
+    sock: &TcpStream,
+    interest: Interest,
+    mut op: impl FnMut() -> io::Result<R>,
+) -> io::Result<R> {
+    let mut tried = false;
+    let result = sock.try_io(interest, || {
+        tried = true;
+        op()
+    });
+    if tried {
+        result
+    } else {
+        op()
     }
 }
 
