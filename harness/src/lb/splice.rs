@@ -184,6 +184,18 @@ mod tests {
         (near.unwrap().0, far.unwrap())
     }
 
+    /// The client's and the backend's ends of a running splice.
+    async fn spliced() -> (
+        TcpStream,
+        TcpStream,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let (lb_client, client) = pair().await;
+        let (lb_upstream, backend) = pair().await;
+        let task = tokio::spawn(async move { splice(&lb_client, &lb_upstream).await });
+        (client, backend, task)
+    }
+
     /// A splice that stops moving bytes would hang the test, not fail it.
     async fn within<F: std::future::Future>(f: F) -> F::Output {
         tokio::time::timeout(std::time::Duration::from_secs(20), f)
@@ -197,9 +209,7 @@ mod tests {
     }
 
     async fn large_exchange() {
-        let (lb_client, mut client) = pair().await;
-        let (lb_upstream, mut backend) = pair().await;
-        let spliced = tokio::spawn(async move { splice(&lb_client, &lb_upstream).await });
+        let (mut client, mut backend, spliced) = spliced().await;
         // Larger than the scratch buffer and the socket buffers, so both
         // directions meet a full destination and keep bytes pending.
         let request: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -238,9 +248,7 @@ mod tests {
     }
 
     async fn backend_eof_first() {
-        let (lb_client, mut client) = pair().await;
-        let (lb_upstream, mut backend) = pair().await;
-        let spliced = tokio::spawn(async move { splice(&lb_client, &lb_upstream).await });
+        let (mut client, mut backend, spliced) = spliced().await;
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let mut req = [0u8; 18];
         backend.read_exact(&mut req).await.unwrap();
