@@ -121,11 +121,7 @@ impl Pump {
             };
             let mut sent = 0;
             while sent < n {
-                let wrote = attempt(dst, Interest::WRITABLE, || {
-                    SockRef::from(dst).send_with_flags(&buf[sent..n], libc::MSG_NOSIGNAL)
-                });
-                match wrote {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                match send(dst, &buf[sent..n]) {
                     Ok(k) => sent += k,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
@@ -158,14 +154,22 @@ fn attempt<R>(
     }
 }
 
+/// One `send` to `dst`, tried past tokio's readiness (see [`attempt`]).
+fn send(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    match attempt(dst, Interest::WRITABLE, || {
+        SockRef::from(dst).send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }) {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        other => other,
+    }
+}
+
 fn poll_write(cx: &mut Context<'_>, dst: &TcpStream, buf: &[u8]) -> Poll<io::Result<usize>> {
     loop {
         ready!(dst.poll_write_ready(cx))?;
-        match dst.try_write(buf) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => return Poll::Ready(Ok(n)),
+        match send(dst, buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Poll::Ready(Err(e)),
+            other => return Poll::Ready(other),
         }
     }
 }
