@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use lb_support::{ask, request, EventLog, TestBackend};
+use lb_support::{ask, healthy_lb, request, EventLog, TestBackend};
 use zdt::clock::Clock;
 use zdt::events::EventSink;
 use zdt::lb::{AdminClient, AdminError, BackendConfig, Health, Lb, LbConfig, ProbeSettings};
@@ -45,7 +45,7 @@ async fn drain_lets_in_flight_finish_refuses_new_and_cuts_at_the_timeout() {
     let mut log = EventLog::new(rx);
     let a = TestBackend::start("a", clock).await;
     let b = TestBackend::start("b", clock).await;
-    let lb = Lb::start(
+    let lb = healthy_lb(
         LbConfig {
             probe: probe(),
             seed: 11,
@@ -53,12 +53,11 @@ async fn drain_lets_in_flight_finish_refuses_new_and_cuts_at_the_timeout() {
         },
         vec![a.spec(), b.spec()],
         events,
-        CancellationToken::new(),
+        2,
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap();
+    .await;
     let admin = lb.admin();
-    admin.wait_healthy(2, Duration::from_secs(5)).await.unwrap();
     let front = lb.frontend_addr();
 
     // An in-flight slow response on `a` finishes within the drain timeout.

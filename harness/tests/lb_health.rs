@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use lb_support::{ask, request, EventLog, TestBackend};
+use lb_support::{ask, healthy_lb, request, EventLog, TestBackend};
 use zdt::clock::Clock;
 use zdt::events::EventSink;
 use zdt::lb::{BackendSpec, Dial, Dialer, Health, Lb, LbConfig, ProbeSettings, ProbeTarget};
@@ -43,19 +43,15 @@ async fn failing_backend_leaves_within_the_probe_budget_not_before_the_threshold
         seed: 7,
         ..Default::default()
     };
-    let lb = Lb::start(
+    let lb = healthy_lb(
         config,
         vec![a.spec(), b.spec()],
         events,
-        CancellationToken::new(),
+        2,
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap();
+    .await;
     let front = lb.frontend_addr();
-    lb.admin()
-        .wait_healthy(2, Duration::from_secs(5))
-        .await
-        .unwrap();
 
     let t_fail = clock.now();
     a.set_healthy(false);
@@ -146,7 +142,7 @@ async fn established_connections_survive_the_backend_turning_unhealthy() {
     let mut log = EventLog::new(rx);
     let a = TestBackend::start("a", clock).await;
     let b = TestBackend::start("b", clock).await;
-    let lb = Lb::start(
+    let lb = healthy_lb(
         LbConfig {
             probe: fast_probe(),
             seed: 3,
@@ -154,14 +150,10 @@ async fn established_connections_survive_the_backend_turning_unhealthy() {
         },
         vec![a.spec(), b.spec()],
         events,
-        CancellationToken::new(),
+        2,
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap();
-    lb.admin()
-        .wait_healthy(2, Duration::from_secs(5))
-        .await
-        .unwrap();
+    .await;
     // Open connections until one lands on `a` (random selection: bounded).
     let mut on_a = None;
     for _ in 0..64 {
@@ -314,7 +306,7 @@ fn lb_threads() -> usize {
 async fn on_its_own_thread_the_data_path_serves_and_shutdown_cuts_it_and_ends_the_thread() {
     let clock = Clock::start();
     let a = TestBackend::start("a", clock).await;
-    let lb = Lb::start(
+    let lb = healthy_lb(
         LbConfig {
             probe: fast_probe(),
             own_thread: true,
@@ -322,14 +314,10 @@ async fn on_its_own_thread_the_data_path_serves_and_shutdown_cuts_it_and_ends_th
         },
         vec![a.spec()],
         EventSink::discard(clock),
-        CancellationToken::new(),
+        1,
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap();
-    lb.admin()
-        .wait_healthy(1, Duration::from_secs(5))
-        .await
-        .unwrap();
+    .await;
     assert_eq!(ask(lb.frontend_addr()).await.unwrap(), "a");
     // Answered, so the thread runs (it names itself as it starts).
     assert_eq!(lb_threads(), 1, "the LB's thread is running");
@@ -363,7 +351,7 @@ async fn dropped_dials_hold_the_client_unanswered_and_refused_dials_reset_it() {
         (node("dropper", || Dial::Dropped), true),
         (node("refuser", || Dial::Refused), false),
     ] {
-        let lb = Lb::start(
+        let lb = healthy_lb(
             LbConfig {
                 probe: lone_unhealthy_backend(true).probe,
                 hold_dropped: Duration::from_secs(30),
@@ -371,14 +359,10 @@ async fn dropped_dials_hold_the_client_unanswered_and_refused_dials_reset_it() {
             },
             vec![spec],
             EventSink::discard(clock),
-            CancellationToken::new(),
+            1,
+            Duration::from_secs(3),
         )
-        .await
-        .unwrap();
-        lb.admin()
-            .wait_healthy(1, Duration::from_secs(3))
-            .await
-            .unwrap();
+        .await;
         // On loopback the reset can arrive before connect() returns.
         let mut s = match TcpStream::connect(lb.frontend_addr()).await {
             Ok(s) => s,
@@ -454,7 +438,7 @@ fn lb_hold_helpers() -> Vec<(u32, usize)> {
 async fn dropped_connections_are_held_in_the_helper_process_then_reset() {
     let clock = Clock::start();
     let health = TestBackend::start("health", clock).await;
-    let lb = Lb::start(
+    let lb = healthy_lb(
         LbConfig {
             probe: lone_unhealthy_backend(true).probe,
             hold_dropped: Duration::from_millis(1500),
@@ -467,14 +451,10 @@ async fn dropped_connections_are_held_in_the_helper_process_then_reset() {
             probe: ProbeTarget::Tcp { addr: health.app },
         }],
         EventSink::discard(clock),
-        CancellationToken::new(),
+        1,
+        Duration::from_secs(3),
     )
-    .await
-    .unwrap();
-    lb.admin()
-        .wait_healthy(1, Duration::from_secs(3))
-        .await
-        .unwrap();
+    .await;
     const N: usize = 20;
     let mut clients = Vec::new();
     for _ in 0..N {

@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use zdt::clock::Clock;
-use zdt::lb::{BackendSpec, ProbeTarget, TcpDialer};
+use zdt::events::EventSink;
+use zdt::lb::{BackendSpec, Lb, LbConfig, LbHandle, ProbeTarget, TcpDialer};
 
 pub struct TestBackend {
     pub name: String,
@@ -140,6 +141,22 @@ impl TestBackend {
     pub fn probes(&self) -> Vec<(Duration, bool)> {
         self.probes.lock().unwrap().clone()
     }
+}
+
+/// Start an LB and wait until `healthy` of its backends are (within
+/// `within`), as a test that is not about the start-up itself needs.
+pub async fn healthy_lb(
+    config: LbConfig,
+    backends: Vec<BackendSpec>,
+    events: EventSink,
+    healthy: usize,
+    within: Duration,
+) -> LbHandle {
+    let lb = Lb::start(config, backends, events, CancellationToken::new())
+        .await
+        .unwrap();
+    lb.admin().wait_healthy(healthy, within).await.unwrap();
+    lb
 }
 
 /// One request through the LB on a new connection: the name of the backend
