@@ -81,6 +81,13 @@ async fn accept_until_cancelled(
                     permit,
                     done.clone(),
                 ));
+                // Serve before accepting more: after a stall the backlog
+                // holds a burst, and accepting all of it first puts every
+                // response already waiting, and every new request, behind
+                // the whole burst. Yielding runs the tasks queued so far,
+                // this connection's first; at 5000 conn/s it took 88 µs off
+                // the added p50 and 0.13 ms off the p99 (docs/bench-lb.md).
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
