@@ -32,38 +32,39 @@ set -euo pipefail
 # "PATHS" RATES...
 report() {
 python3 - "$@" <<'PY'
-import json, statistics, sys
+import functools, json, statistics, sys
 work, clk, duration, gen, rounds, paths, rates = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6].split(), sys.argv[7:]
-def load(name, rate, rnd):
-    base = f"{work}/{name}-{rate}-{rnd}"
-    with open(f"{base}.json") as f:
-        j = json.load(f)
-    cpu = int(open(f"{base}.cpu").read()) / clk
-    b0, t0, b1, t1, s0, s1 = map(int, open(f"{base}.machine").read().split())
-    busy = 100.0 * (b1 - b0) / max(t1 - t0, 1)
-    steal_ms = 1000.0 * (s1 - s0) / clk
-    w0, i0, w1, i1 = map(int, open(f"{base}.sched").read().split())
+def generator_figures(j):
     if gen == "oha":
         s = j["summary"]
         lp = j.get("latencyPercentiles") or {}
         total = sum(j.get("statusCodeDistribution", {}).values()) + sum(j.get("errorDistribution", {}).values())
-        ok = j.get("statusCodeDistribution", {}).get("200", 0)
         p50, p99 = (lp.get("p50") or 0) * 1e3, (lp.get("p99") or 0) * 1e3
-        return dict(rps=s.get("requestsPerSec", 0), total=total, ok=ok,
+        return dict(rps=s.get("requestsPerSec", 0), total=total,
+                    ok=j.get("statusCodeDistribution", {}).get("200", 0),
                     p50=p50, p99=p99, s50=p50, s99=p99, smax=float("nan"), lag=float("nan"),
-                    cpu_us=cpu * 1e6 / max(ok, 1), busy=busy, steal=steal_ms,
-                    wait_us=(w1 - w0) / 1e3 / max(ok, 1), preempt=1000.0 * (i1 - i0) / max(ok, 1),
                     errors=j.get("errorDistribution", {}))
-    total = j["requests"]
-    ok = j.get("status_codes", {}).get("200", 0)
-    return dict(rps=j["rate"], total=total, ok=ok,
+    sent = j["latencies_uncorrected"]
+    return dict(rps=j["rate"], total=j["requests"], ok=j.get("status_codes", {}).get("200", 0),
                 p50=j["latencies"]["50th"] / 1e6, p99=j["latencies"]["99th"] / 1e6,
-                s50=j["latencies_uncorrected"]["50th"] / 1e6, s99=j["latencies_uncorrected"]["99th"] / 1e6,
-                smax=j["latencies_uncorrected"]["max"] / 1e6,
+                s50=sent["50th"] / 1e6, s99=sent["99th"] / 1e6, smax=sent["max"] / 1e6,
                 lag=j["schedule_lag"]["99th"] / 1e6,
-                cpu_us=cpu * 1e6 / max(ok, 1), busy=busy, steal=steal_ms,
-                wait_us=(w1 - w0) / 1e3 / max(ok, 1), preempt=1000.0 * (i1 - i0) / max(ok, 1),
                 errors=j.get("error_kinds", {}))  # not-sent is one of the kinds
+
+# Each cell is read once: the tables below look at the same cells again.
+@functools.cache
+def load(name, rate, rnd):
+    base = f"{work}/{name}-{rate}-{rnd}"
+    with open(f"{base}.json") as f:
+        x = generator_figures(json.load(f))
+    ok = max(x["ok"], 1)
+    cpu = int(open(f"{base}.cpu").read()) / clk
+    b0, t0, b1, t1, s0, s1 = map(int, open(f"{base}.machine").read().split())
+    w0, i0, w1, i1 = map(int, open(f"{base}.sched").read().split())
+    x.update(cpu_us=cpu * 1e6 / ok, busy=100.0 * (b1 - b0) / max(t1 - t0, 1),
+             steal=1000.0 * (s1 - s0) / clk,
+             wait_us=(w1 - w0) / 1e3 / ok, preempt=1000.0 * (i1 - i0) / ok)
+    return x
 med = statistics.median
 print(f"generator {gen}; {duration:.0f}s per cell; median of {rounds} interleaved rounds; proxy CPU from /proc/PID/stat")
 print("'due': latency from the request's due time (what a user sees, generator lag included);")
@@ -330,11 +331,11 @@ cell() { # path rate round
     zdt-b) run zdt-b "$ZDT_B_PORT" "$2" "$3" "$ZDT_B_PID" ;;
   esac
 }
+n=${#PATHS[@]}
 for round in $(seq 1 "$ROUNDS"); do
   for rate in "${RATES[@]}"; do
     # The order rotates each round: a fixed order gives one path the cell
     # after the busiest one (TIME_WAIT, conntrack) in every round.
-    n=${#PATHS[@]}
     for i in $(seq 0 $(( n - 1 ))); do
       cell "${PATHS[$(( (i + round - 1) % n ))]}" "$rate" "$round"
     done
