@@ -85,8 +85,8 @@ async fn accept_until_cancelled(
                 // holds a burst, and accepting all of it first puts every
                 // response already waiting, and every new request, behind
                 // the whole burst. Yielding runs the tasks queued so far,
-                // this connection's first; at 5000 conn/s it took 88 µs off
-                // the added p50 and 0.13 ms off the p99 (docs/bench-lb.md).
+                // this connection's first; at 5000 conn/s it took 67–88 µs
+                // off the added p50 in two A/B runs (docs/bench-lb.md).
                 tokio::task::yield_now().await;
             }
             Err(e) => {
