@@ -1,0 +1,190 @@
+//! `zdt attack`: the generator standalone, with vegeta's report on stdout.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use miette::{miette, IntoDiagnostic};
+use tokio_util::sync::CancellationToken;
+
+use crate::Exit;
+use zdt_core::clock::Clock;
+use zdt_core::units::{Dur, Rate};
+use zdt_traffic::{Attack, Progress, RawOutput, Settings, Summary};
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// vegeta's text report plus zdt's additions.
+    Text,
+    /// vegeta's JSON report plus zdt's additions (latencies in ns).
+    Json,
+}
+
+/// `zdt attack URL …`
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Request i is due at t0 + i/rate; latency is measured from that due time (and from the actual send). Exit status 0 when the attack completes, whatever the responses; 2 for bad flags."
+)]
+pub struct AttackArgs {
+    /// Target URL (http://HOST:PORT/PATH).
+    pub url: String,
+    /// Requests per second, e.g. `5000/s` or `300/m`.
+    #[arg(long, default_value = "50/s")]
+    pub rate: Rate,
+    /// How long to send, e.g. `10s`, `1m`.
+    #[arg(long, default_value = "10s")]
+    pub duration: Dur,
+    /// One timeout covering connect + response headers + body.
+    #[arg(long, default_value = "10s")]
+    pub timeout: Dur,
+    /// Reuse connections (`true`), or one fresh connection per request with
+    /// `Connection: close` (`false`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub keepalive: bool,
+    /// Requests in flight at most; at the bound the generator waits (and
+    /// reports its lag); requests still waiting at the end are "not sent".
+    #[arg(long, default_value_t = zdt_traffic::DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
+    /// With keep-alive: connections open at most.
+    #[arg(long, default_value_t = zdt_traffic::DEFAULT_POOL_CAP)]
+    pub connections: usize,
+    /// Report format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Also stream every result to this file (`.csv` or `.jsonl`).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Time bucket width for the per-bucket counts (≥ 100ms).
+    #[arg(long, default_value = "1s")]
+    pub bucket: Dur,
+    /// Request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// Request body (`@FILE` reads a file).
+    #[arg(long)]
+    pub body: Option<String>,
+}
+
+impl AttackArgs {
+    /// Flags → validated settings; every error names the flag and the fix.
+    pub fn settings(&self) -> miette::Result<Settings> {
+        let mut s = Settings::new(&self.url, self.rate, self.duration.get())
+            .map_err(|e| miette!("URL: {e}"))?;
+        s.timeout = self.timeout.get();
+        s.keep_alive = self.keepalive;
+        s.max_inflight = self.max_inflight;
+        s.pool_cap = self.connections;
+        s.bucket = self.bucket.get();
+        s.method = http::Method::from_bytes(self.method.to_ascii_uppercase().as_bytes()).map_err(
+            |_| {
+                miette!(
+                    "--method `{}` is not an HTTP method: use e.g. GET or POST",
+                    self.method
+                )
+            },
+        )?;
+        for h in &self.headers {
+            let Some((k, v)) = h.split_once(':') else {
+                return Err(miette!("-H `{h}`: write `Name: value`"));
+            };
+            s.headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if let Some(body) = &self.body {
+            s.body = match body.strip_prefix('@') {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| miette!("--body @{path}: {e}"))?
+                    .into(),
+                None => body.clone().into_bytes().into(),
+            };
+        }
+        if let Some(path) = &self.output {
+            s.raw = Some(RawOutput::from_path(path).map_err(|e| miette!("--output: {e}"))?);
+        }
+        s.validate().map_err(|e| miette!("{e}"))?;
+        Ok(s)
+    }
+}
+
+pub async fn run(args: AttackArgs) -> miette::Result<Exit> {
+    let settings = args.settings()?;
+    let cancel = CancellationToken::new();
+    let attack = Attack::start(settings, Clock::start(), cancel.clone())
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    // Ctrl-C stops sending; the report still covers what was sent.
+    let ctrl_c = {
+        let cancel = cancel.clone();
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        }))
+    };
+    let bar = std::io::stdout()
+        .is_terminal()
+        .then(|| progress_bar(attack.progress()));
+    let summary = attack.finish().await.map_err(|e| miette!("{e}"))?;
+    drop(ctrl_c);
+    if let Some(bar) = bar {
+        bar.abort();
+        let _ = bar.await;
+    }
+    print_report(&summary, args.format)?;
+    Ok(Exit::Pass)
+}
+
+fn print_report(summary: &Summary, format: Format) -> miette::Result<()> {
+    use std::io::Write;
+    let text = match format {
+        Format::Text => zdt_traffic::report::text(summary),
+        Format::Json => zdt_traffic::report::json(summary),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).into_diagnostic()?;
+    out.flush().into_diagnostic()
+}
+
+/// Live progress on stderr: elapsed, sent, success so far, p99 so far.
+fn progress_bar(progress: Progress) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new(progress.total());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        let _clear = scopeguard(bar.clone());
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let snap = progress.snapshot();
+            bar.set_position(snap.done);
+            let ratio = if snap.done == 0 {
+                100.0
+            } else {
+                snap.successes as f64 / snap.done as f64 * 100.0
+            };
+            bar.set_message(format!(
+                "success {ratio:.2}%  p99 {}",
+                zdt_traffic::report::go_duration(zdt_traffic::report::round(snap.p99))
+            ));
+        }
+    })
+}
+
+/// Clears the bar when the progress task ends (or is aborted).
+fn scopeguard(bar: indicatif::ProgressBar) -> impl Drop {
+    struct Clear(indicatif::ProgressBar);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0.finish_and_clear();
+        }
+    }
+    Clear(bar)
+}

@@ -1,0 +1,120 @@
+//! `zdt emulator up`: run an emulated cluster until Ctrl-C so a user can
+//! point kubectl at it (`kubectl get pods -o wide`, `kubectl drain`).
+
+use std::path::PathBuf;
+
+use miette::{miette, IntoDiagnostic};
+
+use crate::Exit;
+use zdt_core::clock::Clock;
+use zdt_core::events::EventSink;
+use zdt_emulator::{apiserver as api, Emulator, EmulatorConfig, KubeVersion, RuntimeChoice};
+
+/// `zdt emulator up [--workers N] [--kubernetes 1.31] [--manifests DIR] --kubeconfig PATH`
+#[derive(Debug, clap::Args)]
+pub struct EmulatorArgs {
+    /// What to do: `up` (the only action).
+    pub action: String,
+
+    /// Worker nodes besides the control plane.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+
+    /// Kubernetes version whose behaviour to model (e.g. 1.27, 1.31).
+    #[arg(long, default_value = "1.31")]
+    pub kubernetes: KubeVersion,
+
+    /// Apply every *.yaml / *.yml / *.json in this directory at start.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+
+    /// Where to write the kubeconfig for kubectl.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+
+    /// How pods run: auto (nginx when installed), nginx, builtin.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    Nginx,
+    Builtin,
+}
+
+impl From<RuntimeArg> for RuntimeChoice {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Auto => RuntimeChoice::Auto,
+            RuntimeArg::Nginx => RuntimeChoice::Nginx,
+            RuntimeArg::Builtin => RuntimeChoice::Builtin,
+        }
+    }
+}
+
+pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
+    if args.action != "up" {
+        return Err(miette!(
+            help = "run `zdt emulator up --kubeconfig PATH`",
+            "unknown emulator action `{}`",
+            args.action
+        ));
+    }
+    let manifests = match &args.manifests {
+        Some(dir) => zdt_scenario::workload::read_dir(dir).map_err(|e| miette!("{e}"))?,
+        None => Vec::new(),
+    };
+    let config = EmulatorConfig {
+        workers: args.workers,
+        kubernetes: args.kubernetes,
+        runtime: args.runtime.into(),
+        ..EmulatorConfig::default()
+    };
+    let timings = config.timings;
+    let emulator = Emulator::start(config, EventSink::discard(Clock::start()))
+        .await
+        .into_diagnostic()?;
+    emulator
+        .write_kubeconfig(&args.kubeconfig)
+        .into_diagnostic()?;
+    for obj in manifests {
+        let what = format!(
+            "{}/{}",
+            obj["kind"].as_str().unwrap_or("?"),
+            obj["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        api::apply_object(emulator.store(), &timings, obj)
+            .map_err(|e| miette!("cannot apply {what}: {}", e.message))?;
+        eprintln!("applied {what}");
+    }
+    let pods_as = match (args.runtime, zdt_emulator::node::runtime::find_nginx()) {
+        (RuntimeArg::Builtin, _) => "the built-in server (zdt serve semantics)".to_owned(),
+        (_, Some(nginx)) => format!(
+            "real nginx processes ({}) for nginx images, the built-in server otherwise",
+            nginx.display()
+        ),
+        (_, None) => "the built-in server (nginx is not installed)".to_owned(),
+    };
+    eprintln!("pods run as {pods_as}");
+    eprintln!(
+        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
+        args.kubernetes,
+        args.workers,
+        emulator.url(),
+        args.kubeconfig.display()
+    );
+    tokio::signal::ctrl_c().await.into_diagnostic()?;
+    let state = emulator.shutdown().await;
+    for n in state.nodes {
+        eprintln!(
+            "{}: ready={} unschedulable={} taints={}",
+            n.name,
+            n.ready,
+            n.unschedulable,
+            n.taints.len()
+        );
+    }
+    Ok(Exit::Pass)
+}

@@ -1,0 +1,310 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::Exit;
+use zdt::report;
+use zdt_core::units::{Dur, Rate};
+use zdt_scenario::{LbMode, Overrides, Provider};
+
+use zdt::run::executor::{self, RunObserver, RunOptions};
+use zdt::run::summary::{RunSummary, VariantSummary, Verdict};
+use zdt::run_planned;
+
+/// `zdt run FILE…`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files to run.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Run on this provider instead of the scenario's (emulator, kind, existing).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Run only this variant (repeatable).
+    #[arg(long = "variant")]
+    pub variants: Vec<String>,
+    /// Output directory (default reports/<scenario>/<timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the traffic rate (`5000/s`).
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Override the traffic duration (`60s`).
+    #[arg(long)]
+    pub duration: Option<Dur>,
+    /// Seed for node choice and LB choices (reproducible runs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Multiply every variant's rate (e.g. 0.1 on a small machine).
+    #[arg(long, env = "ZDT_SCALE")]
+    pub scale: Option<f64>,
+    /// The kube context to run in: an existing cluster (`--provider existing`
+    /// is implied unless the scenario runs on kind) may be disrupted only in
+    /// the context named here and listed in the scenario's allowContexts.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Leave the kind cluster running after the run; the next run of the
+    /// same shape reuses it (`zdt clean` deletes it).
+    #[arg(long)]
+    pub keep_cluster: bool,
+    /// What gives the Service its load balancer on kind, instead of the
+    /// scenario's `loadBalancer.mode`: model (zdt's LB in a container),
+    /// metallb or cloud-provider-kind.
+    #[arg(long, value_name = "MODE")]
+    pub lb_mode: Option<String>,
+    /// Compare with this baseline; a regression beyond the scenario's
+    /// `expect.tolerance` fails the run (exit 1).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write (or overwrite) the baseline from this run instead of checking it.
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
+}
+
+pub async fn run(args: RunArgs) -> miette::Result<Exit> {
+    if let Some(w) = zdt_cluster::clean::leftovers_warning().await {
+        eprintln!("{w}");
+    }
+    let provider = match &args.provider {
+        Some(p) => Some(
+            p.parse::<Provider>()
+                .map_err(|e| miette::miette!("--provider: {e}"))?,
+        ),
+        None => None,
+    };
+    let lb_mode = match args.lb_mode.as_deref() {
+        None => None,
+        Some(m) => Some(m.parse::<LbMode>().map_err(|e| miette::miette!("{e}"))?),
+    };
+    if let Some(f) = args.scale {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(miette::miette!("--scale must be a number > 0, e.g. 0.1"));
+        }
+    }
+    let opts = RunOptions {
+        variants: args.variants.clone(),
+        overrides: Overrides {
+            rate: args.rate,
+            duration: args.duration,
+            provider,
+            context: args.context.clone(),
+        },
+        seed: args.seed,
+        scale: args.scale,
+        out: None,
+        observer: Some(Arc::new(Terminal {
+            colour: std::io::stdout().is_terminal(),
+            bars: std::io::stderr().is_terminal(),
+        })),
+        keep_cluster: args.keep_cluster,
+        lb_mode,
+    };
+    // Validate every file before running any, so a typo in the third file
+    // does not surface after two long runs.
+    let mut plans = Vec::new();
+    for file in &args.files {
+        let plan = executor::plan(file, &opts).map_err(|e| match e {
+            executor::RunError::Scenario(e) => miette::Report::new(e),
+            other => miette::miette!("{other}"),
+        })?;
+        for v in &plan.1 {
+            if v.cluster.provider == Provider::Existing {
+                // Before anything touches the cluster: a scenario file alone
+                // must never disrupt whatever the kubeconfig points at.
+                zdt_cluster::existing::preflight(
+                    None,
+                    v.cluster.context.as_deref(),
+                    args.context.as_deref(),
+                    &v.cluster.allow_contexts,
+                    &v.chaos,
+                )
+                .map_err(miette::Report::new)?;
+            }
+        }
+        plans.push((file.clone(), plan));
+    }
+    let busiest = plans
+        .iter()
+        .flat_map(|(_, (_, variants))| variants.iter())
+        .filter(|v| !v.traffic.keep_alive)
+        .map(|v| v.traffic.rate.get())
+        .fold(0.0, f64::max);
+    if let Some(w) = zdt::run::host::conntrack_warning(busiest) {
+        eprintln!("{w}");
+    }
+
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(stop_on_signals(cancel.clone()));
+
+    let mut worst = Exit::Pass;
+    for (file, (name, variants)) in plans {
+        let out = match &args.out {
+            Some(o) if args.files.len() == 1 => o.clone(),
+            Some(o) => o.join(&name),
+            None => executor::default_out(&name),
+        };
+        let outcome = run_planned(&file, &name, variants, &out, &opts, cancel.clone())
+            .await
+            .map_err(|e| miette::miette!("{e}"))?;
+        if let Some(e) = &outcome.render_error {
+            eprintln!("zdt: the run's data is saved but the reports could not be rendered: {e}");
+        }
+        println!("zdt: {} — reports in {}", name, outcome.out.display());
+        let summary = &outcome.summary;
+        worst = worst_exit(worst, exit_for(summary.worst(), summary.complete));
+        if let Some(path) = &args.baseline {
+            worst = worst_exit(
+                worst,
+                baseline_step(path, args.update_baseline, summary, &outcome.variants)?,
+            );
+        }
+    }
+    signals.abort();
+    Ok(worst)
+}
+
+/// Prints each variant's verdict as it ends, and draws a progress bar
+/// while its traffic runs when stderr is a terminal.
+struct Terminal {
+    colour: bool,
+    bars: bool,
+}
+
+impl RunObserver for Terminal {
+    fn traffic_started(&self, variant: &str, progress: zdt_traffic::Progress) -> Box<dyn Send> {
+        if self.bars {
+            Box::new(crate::progress::bar(progress, variant.to_owned()))
+        } else {
+            Box::new(())
+        }
+    }
+
+    fn variant_finished(&self, summary: &VariantSummary) {
+        println!("{}", verdict_line(&summary.name, summary, self.colour));
+    }
+}
+
+/// Check the run against a baseline (or write it). Only complete runs may
+/// become baselines: a partial one would make every later run look better.
+fn baseline_step(
+    path: &std::path::Path,
+    update: bool,
+    summary: &RunSummary,
+    variants: &[zdt_scenario::Scenario],
+) -> miette::Result<Exit> {
+    if update {
+        if !summary.complete {
+            return Err(miette::miette!(
+                "not writing {}: the run was interrupted, and a partial run is no baseline",
+                path.display()
+            ));
+        }
+        report::baseline::write(summary, path).map_err(|e| miette::miette!("{e}"))?;
+        println!("zdt: baseline written to {}", path.display());
+        return Ok(Exit::Pass);
+    }
+    let baseline = report::baseline::load(path).map_err(|e| {
+        miette::miette!(
+            help = "create it with `zdt run FILE --baseline PATH --update-baseline`",
+            "{e}"
+        )
+    })?;
+    let tolerance = variants
+        .first()
+        .map(|v| report::baseline::Tolerance::from(&v.expect.tolerance))
+        .unwrap_or_default();
+    let regressions = report::baseline::check(summary, &baseline, &tolerance);
+    if regressions.is_empty() {
+        println!("zdt: no regression against {}", path.display());
+        Ok(Exit::Pass)
+    } else {
+        for r in &regressions {
+            println!("zdt: REGRESSION {r}");
+        }
+        Ok(Exit::Fail)
+    }
+}
+
+/// The first Ctrl-C or SIGTERM stops the run gracefully: traffic stops,
+/// chaos is undone, what was created is torn down and the partial report is
+/// written. A second one within the teardown forces exit after a short
+/// grace, for a teardown that hangs.
+async fn stop_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("zdt: interrupted — stopping traffic, undoing chaos, tearing down, writing the partial report (again to force exit)");
+    cancel.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("zdt: forced exit in 2s");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    std::process::exit(130);
+}
+
+fn exit_for(v: Verdict, complete: bool) -> Exit {
+    if !complete {
+        return Exit::Invalid;
+    }
+    match v {
+        Verdict::Pass => Exit::Pass,
+        Verdict::Fail => Exit::Fail,
+        Verdict::Invalid | Verdict::Incomplete => Exit::Invalid,
+    }
+}
+
+fn worst_exit(a: Exit, b: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Pass => 0,
+        Exit::Fail => 1,
+        Exit::Usage => 2,
+        Exit::Invalid => 3,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn verdict_line(name: &str, v: &VariantSummary, colour: bool) -> String {
+    let verdict = format!("{:?}", v.verdict).to_uppercase();
+    let verdict = if colour {
+        let code = match v.verdict {
+            Verdict::Pass => "32",
+            Verdict::Fail => "31",
+            _ => "33",
+        };
+        format!("\x1b[{code}m{verdict}\x1b[0m")
+    } else {
+        verdict
+    };
+    let mut line = format!(
+        "{verdict:>9}  {name:<16} success {:>9.4}%  requests {:>8}  p50 {:>8.1}ms  p99 {:>8.1}ms  max {:>8.1}ms",
+        v.success_ratio * 100.0,
+        v.requests,
+        v.latency_ms.p50,
+        v.latency_ms.p99,
+        v.latency_ms.max
+    );
+    if !v.errors.is_empty() {
+        let errs: Vec<String> = v.errors.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        line.push_str(&format!("  errors {}", errs.join(" ")));
+    }
+    for r in &v.reasons {
+        line.push_str(&format!("\n           - {r}"));
+    }
+    line
+}

@@ -1,0 +1,288 @@
+//! The exact `kind` command lines zdt runs, through a recorded fake `kind`
+//! on PATH (`tests/data/kind/fake-kind`, a test double that logs its argv
+//! and prints canned kind output — it creates nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use miette::Diagnostic;
+use zdt_cluster::clean::{describe, execute, CleanPlan};
+use zdt_cluster::kind::{
+    cluster_name, render_config, KindCli, KindCluster, KindError, KindSpec, INSTALL_URL,
+};
+
+/// A private copy of the fake kind: `<root>/bin/kind`, state in `<root>/state`.
+struct FakeKind {
+    root: tempfile::TempDir,
+}
+
+impl FakeKind {
+    fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::create_dir_all(root.path().join("state")).unwrap();
+        let src =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster/tests/data/kind/fake-kind");
+        let dst = root.path().join("bin/kind");
+        std::fs::copy(src, &dst).unwrap();
+        Self { root }
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            self.root.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    fn cli(&self) -> KindCli {
+        KindCli::on_path(self.path_env())
+    }
+
+    fn state(&self, file: &str) -> PathBuf {
+        self.root.path().join("state").join(file)
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.state("argv.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn set_clusters(&self, names: &[&str]) {
+        let mut text = names.join("\n");
+        text.push('\n');
+        std::fs::write(self.state("clusters"), text).unwrap();
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[tokio::test]
+async fn up_creates_then_a_second_up_reuses_and_teardown_deletes() {
+    let fake = FakeKind::new();
+    let spec = KindSpec::new(3, "1.31");
+    let name = cluster_name(&spec).unwrap();
+
+    let first = KindCluster::up_with(fake.cli(), spec.clone(), true)
+        .await
+        .unwrap();
+    assert!(first.created());
+    assert_eq!(first.name(), name);
+    assert_eq!(first.context(), format!("kind-{name}"));
+    let dir = first.kubeconfig_path().parent().unwrap().to_owned();
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("zdt-{}-", std::process::id())),
+        "temp dir must carry the owning pid for `zdt clean`: {}",
+        dir.display()
+    );
+    assert_eq!(
+        fake.calls(),
+        vec![
+            "get clusters".to_owned(),
+            format!(
+                "create cluster --name {name} --config {} --wait 120s --kubeconfig {}",
+                s(&dir.join("kind-config.yaml")),
+                s(first.kubeconfig_path())
+            ),
+        ]
+    );
+    // The config kind got is the generated one.
+    let given = std::fs::read_to_string(fake.state(&format!("config-{name}.yaml"))).unwrap();
+    assert_eq!(given, render_config(&spec).unwrap());
+    // The client comes from the kubeconfig kind wrote, context kind-<name>.
+    let client = first.client().await.unwrap();
+    assert_eq!(client.default_namespace(), "default");
+
+    // Same shape: found by `kind get clusters`, never created again.
+    let second = KindCluster::up_with(fake.cli(), spec.clone(), false)
+        .await
+        .unwrap();
+    assert!(!second.created());
+    assert_eq!(second.name(), name);
+    let calls = fake.calls();
+    assert_eq!(
+        calls[2..],
+        [
+            "get clusters".to_owned(),
+            format!("get kubeconfig --name {name}")
+        ]
+    );
+    assert_eq!(calls.iter().filter(|c| c.starts_with("create")).count(), 1);
+    let kubeconfig = std::fs::read_to_string(second.kubeconfig_path()).unwrap();
+    assert!(kubeconfig.contains(&format!("current-context: kind-{name}")));
+    second.client().await.unwrap();
+
+    // Kept: no delete. Not kept: `kind delete cluster --name`.
+    first.teardown().await.unwrap();
+    assert_eq!(fake.calls().len(), 4);
+    second.teardown().await.unwrap();
+    assert_eq!(fake.calls()[4], format!("delete cluster --name {name}"));
+    assert!(!dir.exists(), "the temp dir goes with the handle");
+}
+
+#[tokio::test]
+async fn another_shape_gets_its_own_cluster() {
+    let fake = FakeKind::new();
+    let a = KindCluster::up_with(fake.cli(), KindSpec::new(3, "1.31"), false)
+        .await
+        .unwrap();
+    let b = KindCluster::up_with(fake.cli(), KindSpec::new(3, "1.27"), false)
+        .await
+        .unwrap();
+    assert!(a.created() && b.created());
+    assert_ne!(a.name(), b.name());
+    assert_eq!(
+        fake.calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_file_from_the_repo_is_passed_with_the_pinned_image_filled_in() {
+    let fake = FakeKind::new();
+    let spec = KindSpec {
+        workers: 3,
+        kubernetes: "1.27".into(),
+        config_file: Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clusters/kind-3-workers.yaml"),
+        ),
+    };
+    let c = KindCluster::up_with(fake.cli(), spec.clone(), false)
+        .await
+        .unwrap();
+    let given = std::fs::read_to_string(fake.state(&format!("config-{}.yaml", c.name()))).unwrap();
+    assert_eq!(given, render_config(&spec).unwrap());
+    assert_eq!(
+        given.matches("kindest/node:v1.27.16@sha256:").count(),
+        4,
+        "{given}"
+    );
+    c.teardown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_create_keeps_the_command_line_and_output() {
+    let fake = FakeKind::new();
+    std::fs::write(fake.state("fail"), "create cluster").unwrap();
+    let err = KindCluster::up_with(fake.cli(), KindSpec::new(2, "1.31"), false)
+        .await
+        .unwrap_err();
+    let KindError::CommandFailed {
+        command, stderr, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert!(
+        command.starts_with("kind create cluster --name zdt-") && command.contains("--wait 120s"),
+        "{command}"
+    );
+    assert!(
+        stderr.contains("canned failure from the fake kind"),
+        "{stderr}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.contains(command.as_str()) && shown.contains("canned failure"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn missing_kind_is_an_install_hint_not_a_panic() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = KindCluster::up_with(
+        KindCli::on_path(empty.path().as_os_str()),
+        KindSpec::new(1, "1.31"),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, KindError::NotInstalled { .. }), "{err:?}");
+    assert!(err.to_string().contains("kind get clusters"), "{err}");
+    let help = err.help().unwrap().to_string();
+    assert!(help.contains(INSTALL_URL), "{help}");
+}
+
+#[tokio::test]
+async fn unsupported_version_fails_before_running_kind() {
+    let fake = FakeKind::new();
+    let err = KindCluster::up_with(fake.cli(), KindSpec::new(1, "1.20"), false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, KindError::UnsupportedVersion { .. }),
+        "{err:?}"
+    );
+    assert!(fake.calls().is_empty());
+}
+
+#[tokio::test]
+async fn clean_deletes_only_zdt_clusters() {
+    let fake = FakeKind::new();
+    fake.set_clusters(&["zdt-0123456789", "kind", "team-dev"]);
+    let plan = zdt_cluster::clean::plan(&fake.cli()).await;
+    assert_eq!(plan.clusters, vec!["zdt-0123456789".to_owned()]);
+    // Execute only the cluster part: containers and temp dirs of other
+    // tests running right now must not be touched.
+    let only_clusters = CleanPlan {
+        clusters: plan.clusters.clone(),
+        ..Default::default()
+    };
+    assert!(describe(&only_clusters, false)
+        .contains(&"removing kind cluster zdt-0123456789".to_owned()));
+    let failures = execute(&fake.cli(), &only_clusters).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let calls = fake.calls();
+    assert_eq!(
+        calls.last().unwrap(),
+        "delete cluster --name zdt-0123456789"
+    );
+    assert_eq!(calls.iter().filter(|c| c.starts_with("delete")).count(), 1);
+}
+
+#[test]
+fn zdt_clean_dry_run_lists_zdt_clusters_and_stale_temp_dirs_and_deletes_nothing() {
+    let fake = FakeKind::new();
+    fake.set_clusters(&["zdt-abcdef0123", "kind"]);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("zdt-99999999-kind-x")).unwrap();
+    std::fs::create_dir(tmp.path().join("unrelated-99999999")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["clean", "--dry-run"])
+        .env("PATH", fake.path_env())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("would remove kind cluster zdt-abcdef0123"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cluster kind\n"), "{stdout}");
+    assert!(stdout.contains("zdt-99999999-kind-x"), "{stdout}");
+    assert!(!stdout.contains("unrelated"), "{stdout}");
+    assert!(
+        fake.calls().iter().all(|c| c == "get clusters"),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(tmp.path().join("zdt-99999999-kind-x").exists());
+}

@@ -1,0 +1,647 @@
+//! The LB as a container on the real Docker Engine: a FROM scratch image of
+//! the test-built zdt binary, two `zdt serve` backends and `zdt lb` on a
+//! private network, the LB published on 127.0.0.1. Pausing one backend
+//! (its kernel still accepts TCP, nothing answers HTTP) must take it out of
+//! the LB within the probe budget. Skipped, with the reason printed, only
+//! when no Docker Engine answers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
+};
+use bollard::Docker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use zdt_cluster::lb_image::{self as image, Linkage};
+use zdt_lb::{AdminClient, Health};
+
+/// The tests here take turns: both build an image and publish ports on
+/// loopback, and a `start_container` failed once (error not captured) while
+/// the other test ran beside it on Docker 20.10.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Removes what the test created, even when it panics.
+struct Cleanup {
+    containers: Vec<String>,
+    network: Option<String>,
+    image: Option<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let containers = std::mem::take(&mut self.containers);
+        let network = self.network.take();
+        let image = self.image.take();
+        // Drop cannot await, and we are inside the test's runtime: clean up
+        // from a thread with its own.
+        let t = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async move {
+                let Ok(docker) = Docker::connect_with_local_defaults() else {
+                    return;
+                };
+                for c in &containers {
+                    let _ = docker.unpause_container(c).await;
+                    let _ = docker
+                        .remove_container(
+                            c,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                v: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await;
+                }
+                if let Some(n) = network {
+                    let _ = docker.remove_network(&n).await;
+                }
+                if let Some(i) = image {
+                    let _ = docker
+                        .remove_image(
+                            &i,
+                            Some(RemoveImageOptions {
+                                force: true,
+                                ..Default::default()
+                            }),
+                            None,
+                        )
+                        .await;
+                }
+            });
+        });
+        let _ = t.join();
+    }
+}
+
+/// One HTTP request on a new connection; the `X-Pod` header of the answer.
+async fn get_pod(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        if !text.starts_with("HTTP/1.1 200") {
+            return Err(format!("unexpected answer: {text:?}"));
+        }
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-pod").then(|| v.trim().to_owned())
+            })
+            .ok_or_else(|| format!("no X-Pod header in {text:?}"))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
+}
+
+fn host_port(inspect: &bollard::models::ContainerInspectResponse, port: &str) -> u16 {
+    inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .and_then(|p| p.get(port).cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{port} is not published: {inspect:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
+    let _turn = SERIAL.lock().await;
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: no Docker Engine client: {e}");
+            return;
+        }
+    };
+    if let Err(e) = docker.ping().await {
+        println!("skipped: no Docker Engine answers: {e}");
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let run_id = format!("test-lb-{}-{nanos}", std::process::id());
+    let labels = image::labels(&run_id);
+    let tag = format!("zdt-test:{run_id}");
+    let mut cleanup = Cleanup {
+        containers: Vec::new(),
+        network: None,
+        image: Some(tag.clone()),
+    };
+    let started = Instant::now();
+    let built = image::build(&docker, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
+        .await
+        .unwrap();
+    assert!(matches!(built.linkage, Linkage::Dynamic { .. }));
+    println!(
+        "image {} ({:.1} MB, dynamic: {:?}) built in {:?}",
+        built.tag,
+        built.size as f64 / 1e6,
+        built.linkage,
+        started.elapsed()
+    );
+
+    let network = format!("zdt-{run_id}");
+    docker
+        .create_network(NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    cleanup.network = Some(network.clone());
+
+    let mut ips = HashMap::new();
+    for pod in ["b1", "b2"] {
+        let name = format!("{run_id}-{pod}");
+        docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ContainerCreateBody {
+                    image: Some(tag.clone()),
+                    cmd: Some(
+                        [
+                            "serve",
+                            "--listen",
+                            "0.0.0.0:8080",
+                            "--pod",
+                            pod,
+                            "--node",
+                            pod,
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ),
+                    labels: Some(labels.clone()),
+                    host_config: Some(HostConfig {
+                        network_mode: Some(network.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        cleanup.containers.push(name.clone());
+        docker.start_container(&name, None).await.unwrap();
+        let inspect = docker.inspect_container(&name, None).await.unwrap();
+        let ip = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
+            .expect("backend has an address on the test network");
+        ips.insert(pod, ip);
+    }
+
+    let probe_interval = Duration::from_millis(500);
+    let probe_timeout = Duration::from_millis(300);
+    let unhealthy_threshold = 2u32;
+    let backends: Vec<serde_json::Value> = ["b1", "b2"]
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p,
+                "address": format!("{}:8080", ips[p]),
+                "probe": format!("http://{}:8080/healthz", ips[p]),
+            })
+        })
+        .collect();
+    let config = serde_json::json!({
+        "frontend": "0.0.0.0:8080",
+        "admin": "0.0.0.0:9090",
+        "profile": "custom",
+        "probe": {
+            "interval": "500ms",
+            "timeout": "300ms",
+            "unhealthy_threshold": unhealthy_threshold,
+            "healthy_threshold": 1
+        },
+        "backends": backends,
+    });
+    let lb_name = format!("{run_id}-lb");
+    let publish = |_: ()| {
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(String::new()),
+        }])
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(lb_name.clone()),
+                ..Default::default()
+            }),
+            ContainerCreateBody {
+                image: Some(tag.clone()),
+                cmd: Some(
+                    ["lb", "--config", "/etc/zdt/lb.json"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                labels: Some(labels.clone()),
+                exposed_ports: Some(vec!["8080/tcp".into(), "9090/tcp".into()]),
+                host_config: Some(HostConfig {
+                    network_mode: Some(network.clone()),
+                    port_bindings: Some(HashMap::from([
+                        ("8080/tcp".to_owned(), publish(())),
+                        ("9090/tcp".to_owned(), publish(())),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    cleanup.containers.push(lb_name.clone());
+    zdt_cluster::docker::upload_file(
+        &docker,
+        &lb_name,
+        "/etc/zdt/lb.json",
+        config.to_string().as_bytes(),
+        0o644,
+    )
+    .await
+    .unwrap();
+    docker.start_container(&lb_name, None).await.unwrap();
+    let inspect = docker.inspect_container(&lb_name, None).await.unwrap();
+    let front = SocketAddr::from(([127, 0, 0, 1], host_port(&inspect, "8080/tcp")));
+    let admin = AdminClient::new(SocketAddr::from((
+        [127, 0, 0, 1],
+        host_port(&inspect, "9090/tcp"),
+    )));
+
+    // The container needs a moment to listen: retry the admin API, bounded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.wait_healthy(2, Duration::from_secs(10)).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the LB container: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("LB never had 2 healthy backends: {e}"),
+        }
+    }
+
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let pod = get_pod(front, Duration::from_secs(2)).await.unwrap();
+        *seen.entry(pod).or_default() += 1;
+    }
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+
+    let paused_at = Instant::now();
+    docker
+        .pause_container(&format!("{run_id}-b1"))
+        .await
+        .unwrap();
+    let budget = probe_interval * unhealthy_threshold + probe_timeout;
+    let tolerance = Duration::from_millis(1500);
+    let detected = loop {
+        let list = admin.list().await.unwrap();
+        let b1 = list.iter().find(|b| b.name == "b1").unwrap();
+        if b1.health == Health::Unhealthy {
+            break paused_at.elapsed();
+        }
+        assert!(
+            paused_at.elapsed() < budget + tolerance * 2,
+            "b1 still {:?} after {:?}: {b1:?}",
+            b1.health,
+            paused_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("paused backend marked unhealthy after {detected:?} (budget {budget:?})");
+    assert!(
+        detected <= budget + tolerance,
+        "took {detected:?}, budget {budget:?}"
+    );
+    assert!(
+        detected >= probe_timeout,
+        "marked unhealthy implausibly early: {detected:?}"
+    );
+    for _ in 0..30 {
+        assert_eq!(
+            get_pod(front, Duration::from_secs(2)).await.unwrap(),
+            "b2",
+            "the LB still sent a new connection to the paused backend"
+        );
+    }
+    drop(cleanup);
+}
+
+/// The kind provider's LB path on a plain docker network: the config
+/// rendered from the run's `LbConfig` (`lb_container::lb_file`), the
+/// container started and awaited by `lb_container::start`, and the chaos
+/// steps' admin operations through `LbControl::Remote` — the same calls a
+/// run on kind makes, with two `zdt serve` containers standing in for the
+/// workers' NodePorts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
+    let _turn = SERIAL.lock().await;
+    use zdt_cluster::docker as zd;
+    use zdt_cluster::lb_container;
+    use zdt_cluster::LbControl;
+    use zdt_core::units::Dur;
+    use zdt_lb::{BackendConfig, LbConfig, ProbeSettings};
+
+    let d = match zd::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            println!("skipped: no Docker Engine answers: {e}");
+            return;
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let run_id = format!("test-lbc-{}-{nanos}", std::process::id());
+    let tag = format!("zdt-test:{run_id}");
+    let mut cleanup = Cleanup {
+        containers: Vec::new(),
+        network: None,
+        image: Some(tag.clone()),
+    };
+    image::build(&d, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
+        .await
+        .unwrap();
+    let network = format!("zdt-{run_id}");
+    zd::create_network(&d, &network, None, Some(&run_id))
+        .await
+        .unwrap();
+    cleanup.network = Some(network.clone());
+
+    let mut backends = Vec::new();
+    for pod in ["b1", "b2"] {
+        let c = zd::run_container(
+            &d,
+            &zd::ContainerSpec {
+                name: format!("{run_id}-{pod}"),
+                image: tag.clone(),
+                cmd: [
+                    "serve",
+                    "--listen",
+                    "0.0.0.0:8080",
+                    "--pod",
+                    pod,
+                    "--node",
+                    pod,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                network: Some(network.clone()),
+                run_id: Some(run_id.clone()),
+                init: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        cleanup.containers.push(c.id.clone());
+        let ip = c.ipv4.expect("backend has an address on the test network");
+        backends.push(BackendConfig {
+            name: pod.into(),
+            address: format!("{ip}:8080"),
+            probe: Some(format!("http://{ip}:8080/healthz")),
+        });
+    }
+
+    let config = LbConfig {
+        probe: ProbeSettings {
+            interval: Dur::from_millis(300),
+            timeout: Dur::from_millis(300),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        },
+        ..LbConfig::default()
+    };
+    let file = lb_container::lb_file(&config, backends);
+    let lb = lb_container::start(&d, &tag, &network, &file, &run_id)
+        .await
+        .unwrap();
+    cleanup.containers.push(lb.container.id.clone());
+    assert!(lb.frontend.ip().is_loopback(), "{:?}", lb.frontend);
+    // As the kind provider does: the container's event lines forwarded
+    // into the run's events, on the run's clock.
+    let clock = zdt_core::clock::Clock::start();
+    let (events, mut rx) = zdt_core::events::EventSink::channel(clock);
+    let watch = tokio_util::sync::CancellationToken::new();
+    lb_container::follow_events(d.clone(), lb.container.id.clone(), events, watch.clone());
+    let control = LbControl::Remote {
+        frontend: lb.frontend,
+        admin: lb.admin.clone(),
+        container: lb.container.id.clone(),
+        watch: Some(watch.drop_guard()),
+    };
+    let checked = control
+        .wait_ready(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        checked,
+        format!("2 backends healthy (probed by zdt's LB) at {}", lb.frontend)
+    );
+    let admin = control.admin();
+    // Every event up to now, then one call's: the events with `reason` for
+    // `node`, which must be stamped between the run-clock times before and
+    // after the call (the LB emits them while it handles the request; the
+    // slack covers the wall-clock reading that maps Docker's timestamps).
+    let mut log: Vec<zdt_core::events::Event> = Vec::new();
+    let slack = Duration::from_millis(50);
+    async fn expect_event(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<zdt_core::events::Event>,
+        log: &mut Vec<zdt_core::events::Event>,
+        reason: &str,
+        node: &str,
+    ) -> zdt_core::events::Event {
+        if let Some(ev) = log
+            .iter()
+            .find(|e| e.reason == reason && e.node.as_deref() == Some(node))
+        {
+            return ev.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(ev)) => {
+                    log.push(ev.clone());
+                    if ev.reason == reason && ev.node.as_deref() == Some(node) {
+                        return ev;
+                    }
+                }
+                _ => panic!(
+                    "no {reason} event for {node} from the LB container within 10 s; got {:?}",
+                    log.iter().map(|e| (&e.reason, &e.node)).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+    let in_window = |ev: &zdt_core::events::Event, before: Duration, after: Duration| {
+        println!(
+            "{} for {:?} stamped {:?}; the admin call ran {before:?}..{after:?}",
+            ev.reason, ev.node, ev.at
+        );
+        assert!(
+            ev.at + slack >= before && ev.at <= after + slack,
+            "{} stamped {:?}, the call ran {before:?}..{after:?} on the run clock",
+            ev.reason,
+            ev.at
+        );
+    };
+    assert_eq!(admin.backend_count().await.unwrap(), 2);
+
+    let frontend = lb.frontend;
+    let spread = |n: usize| async move {
+        let mut seen = HashMap::<String, usize>::new();
+        for _ in 0..n {
+            let pod = get_pod(frontend, Duration::from_secs(2)).await.unwrap();
+            *seen.entry(pod).or_default() += 1;
+        }
+        seen
+    };
+    let seen = spread(40).await;
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+    // Both were added, probed and went healthy, each event in order and
+    // before the run saw two healthy backends (events before the follow
+    // began are read too: `docker logs` starts at the container's start).
+    for b in ["b1", "b2"] {
+        let added = expect_event(&mut rx, &mut log, "Added", b).await;
+        let probed = expect_event(&mut rx, &mut log, "ProbeSucceeded", b).await;
+        let healthy = expect_event(&mut rx, &mut log, "Healthy", b).await;
+        assert!(
+            added.at <= probed.at && probed.at <= healthy.at,
+            "{b}: Added {:?}, ProbeSucceeded {:?}, Healthy {:?}",
+            added.at,
+            probed.at,
+            healthy.at
+        );
+        assert!(healthy.at <= clock.now(), "{healthy:?}");
+    }
+
+    // lbDrainBackend: no new connections to b1, and the run hears of it
+    // (the admin-API poll this replaces saw health changes only).
+    let before = clock.now();
+    admin.drain("b1", None).await.unwrap();
+    let after = clock.now();
+    let draining = expect_event(&mut rx, &mut log, "Draining", "b1").await;
+    in_window(&draining, before, after);
+    let seen = spread(30).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b2"], "{seen:?}");
+    // lbRestoreBackend (also the run's undo): b1 takes connections again.
+    let before = clock.now();
+    admin.restore("b1").await.unwrap();
+    let after = clock.now();
+    let restored = expect_event(&mut rx, &mut log, "Restored", "b1").await;
+    in_window(&restored, before, after);
+    assert!(restored.at > draining.at);
+    admin
+        .wait_healthy(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let seen = spread(40).await;
+    assert!(
+        seen.contains_key("b1") && seen.contains_key("b2"),
+        "{seen:?}"
+    );
+    // lbRemoveBackend: b2 leaves the pool.
+    let before = clock.now();
+    admin.remove("b2").await.unwrap();
+    let after = clock.now();
+    in_window(
+        &expect_event(&mut rx, &mut log, "Removed", "b2").await,
+        before,
+        after,
+    );
+    assert_eq!(admin.backend_count().await.unwrap(), 1);
+    let seen = spread(30).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["b1"], "{seen:?}");
+    let err = admin.drain("nope", None).await.unwrap_err().to_string();
+    assert!(err.contains("no backend named `nope`"), "{err}");
+
+    // A hung backend: the LB's failed probes, then its Unhealthy verdict,
+    // reach the events (what error-window attribution reads), stamped after
+    // the pause and at the LB's probe cadence.
+    log.clear();
+    let paused = clock.now();
+    d.pause_container(&format!("{run_id}-b1")).await.unwrap();
+    let unhealthy = expect_event(&mut rx, &mut log, "Unhealthy", "b1").await;
+    let failed: Vec<Duration> = log
+        .iter()
+        .filter(|e| e.reason == "ProbeFailed" && e.node.as_deref() == Some("b1"))
+        .map(|e| e.at)
+        .collect();
+    // The LB reports the first failure (a change of result), and Unhealthy
+    // at the second (the threshold), one probe interval later as the LB
+    // timed it (300 ms interval and timeout: 300 to 600 ms).
+    assert_eq!(
+        failed.len(),
+        1,
+        "one ProbeFailed before Unhealthy: {failed:?}"
+    );
+    assert!(
+        paused <= failed[0] + slack && failed[0] < unhealthy.at,
+        "paused {paused:?}, probe failed {failed:?}, Unhealthy {:?}",
+        unhealthy.at
+    );
+    let gap = unhealthy.at - failed[0];
+    println!(
+        "paused at {paused:?}; ProbeFailed {:?}, Unhealthy {:?} ({gap:?} later)",
+        failed[0], unhealthy.at
+    );
+    assert!(
+        gap >= Duration::from_millis(200) && gap <= Duration::from_millis(800),
+        "first and second failed probes {gap:?} apart; the interval is 300 ms"
+    );
+    assert!(
+        unhealthy.message.contains("consecutive failed probes"),
+        "{}",
+        unhealthy.message
+    );
+    d.unpause_container(&format!("{run_id}-b1")).await.unwrap();
+
+    // Shutting the LB down removes its container.
+    control.shutdown().await;
+    let gone = d.inspect_container(&lb.container.id, None).await;
+    assert!(
+        matches!(
+            gone,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+    drop(cleanup);
+}

@@ -1,0 +1,24 @@
+//! The zdt-cli crate's integration tests, one binary: each module was a
+//! test binary of its own.
+
+mod cluster_docker;
+mod cluster_existing;
+mod emulator_api_cli;
+mod kind_cli;
+mod kind_e2e;
+mod kind_workflow;
+mod layers;
+mod lb_cli;
+mod lb_docker;
+mod lb_health;
+mod reliability_signals;
+mod report_baseline;
+mod report_e2e;
+mod report_render;
+mod run_bad_manifests;
+mod run_providers;
+mod scenario_files;
+mod scenario_seeds;
+mod serve;
+mod traffic_child;
+mod traffic_cli;

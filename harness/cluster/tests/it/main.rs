@@ -1,0 +1,9 @@
+//! The zdt-cluster crate's integration tests, one binary: each module was a
+//! test binary of its own.
+
+mod emulator_api_glue;
+mod emulator_kubectl;
+mod emulator_node_dataplane;
+mod emulator_node_proxy;
+mod fuzz_apis;
+mod kind_config;

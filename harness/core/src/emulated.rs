@@ -1,0 +1,134 @@
+//! What an emulated cluster is: its Kubernetes version (which switches the
+//! version-dependent behaviours of DESIGN.md's model table), its timings
+//! (every one an upstream default, overridable by the scenario), and how
+//! pods run. These are settings, not the emulator: they live here so that a
+//! scenario can hold them without depending on the emulator's code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::Dur;
+use crate::version::KubeVersion;
+
+/// Every timing of the model, with the upstream default. A scenario
+/// overrides single fields (`#[serde(default)]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timings {
+    /// kube-proxy applies endpoint changes at most this often
+    /// (`--iptables-min-sync-period`, default 1 s).
+    pub kube_proxy_sync_delay: Dur,
+    /// From a pod bound to a node to its container running (image cached;
+    /// kind takes ≈ 0.5–1 s). Not an upstream flag: a model parameter.
+    pub pod_start_delay: Dur,
+    /// How long a node may stop heart-beating before the node lifecycle
+    /// controller marks it NotReady/Unknown (`--node-monitor-grace-period`,
+    /// 40 s).
+    pub node_monitor_grace_period: Dur,
+    /// How often the node lifecycle controller checks heartbeats
+    /// (`--node-monitor-period`, 5 s).
+    pub node_monitor_period: Dur,
+    /// How often a kubelet heart-beats (`nodeStatusUpdateFrequency` / lease
+    /// renewal, 10 s).
+    pub node_status_update_frequency: Dur,
+    /// The `tolerationSeconds` the DefaultTolerationSeconds admission plugin
+    /// gives every pod for `not-ready`/`unreachable` NoExecute taints (300 s):
+    /// pods on a dead node are evicted after this.
+    pub default_not_ready_toleration: Dur,
+    /// Delay between a pod change and its EndpointSlice update
+    /// (`--endpointslice-updates-batch-period`, 0).
+    pub endpoint_slice_batch_period: Dur,
+    /// Added to every API request and watch event (0): a slow or distant
+    /// API server. Not an upstream flag: a model parameter.
+    pub api_latency: Dur,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            kube_proxy_sync_delay: Dur::from_secs(1),
+            pod_start_delay: Dur::from_secs(1),
+            node_monitor_grace_period: Dur::from_secs(40),
+            node_monitor_period: Dur::from_secs(5),
+            node_status_update_frequency: Dur::from_secs(10),
+            default_not_ready_toleration: Dur::from_secs(300),
+            endpoint_slice_batch_period: Dur::ZERO,
+            api_latency: Dur::ZERO,
+        }
+    }
+}
+
+/// How pod containers run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeChoice {
+    /// nginx when `/usr/sbin/nginx` (or `nginx` on PATH) exists, else the
+    /// built-in server.
+    #[default]
+    Auto,
+    /// Real nginx processes; fail if nginx is not installed.
+    Nginx,
+    /// The built-in server (`zdt_emulator::node::serve`) with nginx's stop-signal
+    /// semantics.
+    Builtin,
+}
+
+/// What `Emulator::start` builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EmulatorConfig {
+    /// Worker nodes besides the control plane (kind's default layout has
+    /// one control plane and N workers).
+    pub workers: usize,
+    pub kubernetes: KubeVersion,
+    pub timings: Timings,
+    pub runtime: RuntimeChoice,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            workers: 3,
+            kubernetes: KubeVersion::default(),
+            timings: Timings::default(),
+            runtime: RuntimeChoice::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        let v: KubeVersion = "1.27".parse().unwrap();
+        assert_eq!(v, KubeVersion::V1_27);
+        assert_eq!(
+            "v1.31.4".parse::<KubeVersion>().unwrap(),
+            KubeVersion::V1_31
+        );
+        assert!(KubeVersion::V1_27 < KubeVersion::V1_31);
+        assert!(!KubeVersion::V1_27.proxy_terminating_endpoints());
+        assert!(KubeVersion::V1_31.proxy_terminating_endpoints());
+        assert!(KubeVersion::V1_31.proxy_healthz_reflects_node_deletion());
+        assert!(!"1.30"
+            .parse::<KubeVersion>()
+            .unwrap()
+            .proxy_healthz_reflects_node_deletion());
+        for bad in ["", "1", "one.two", "2.0", "1.2.3.4", "1.x"] {
+            let e = bad.parse::<KubeVersion>().unwrap_err();
+            assert!(e.to_string().contains("MAJOR.MINOR"), "{bad}: {e}");
+        }
+        let from_number: KubeVersion = serde_json::from_str("1.28").unwrap();
+        assert_eq!(from_number, KubeVersion::new(1, 28));
+        assert_eq!(serde_json::to_string(&from_number).unwrap(), "\"1.28\"");
+    }
+
+    #[test]
+    fn timings_default_to_upstream_and_override_per_field() {
+        let t: Timings = serde_json::from_str(r#"{"kubeProxySyncDelay":"250ms"}"#).unwrap();
+        assert_eq!(t.kube_proxy_sync_delay, Dur::from_millis(250));
+        assert_eq!(t.node_monitor_grace_period, Dur::from_secs(40));
+        assert!(serde_json::from_str::<Timings>(r#"{"kubeProxySyncDelai":"1s"}"#).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The vocabulary every zdt crate shares: units of time and rate, the run's
+//! one clock, the event stream, the one TCP dialer, child processes that die
+//! with zdt, and Kubernetes versions.
+
+pub mod clock;
+pub mod emulated;
+pub mod events;
+pub mod net;
+pub mod process;
+pub mod units;
+pub mod version;

@@ -1,0 +1,141 @@
+//! Child processes that must not outlive zdt: nginx pods, the traffic
+//! generator, the LB's connection holder. A run killed with SIGKILL gets no
+//! chance to clean up, so the kernel does it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Names a zdt binary to run helper processes (the traffic generator, the
+/// LB's connection holder) in, for processes that are not zdt themselves
+/// (integration tests: `env!("CARGO_BIN_EXE_zdt")`).
+pub const EXE_ENV: &str = "ZDT_TRAFFIC_EXE";
+
+static SELF_EXEC: AtomicBool = AtomicBool::new(false);
+
+/// Called by the zdt binary: this process's own executable has the hidden
+/// subcommands, so helpers may run in a copy of it.
+pub fn allow_self_exec() {
+    SELF_EXEC.store(true, Ordering::Relaxed);
+}
+
+/// The zdt binary helpers run in: `$ZDT_TRAFFIC_EXE` when set, else this
+/// process's executable when it is zdt ([`allow_self_exec`]); `None` means
+/// in this process (a library user's binary has no hidden subcommands).
+pub fn zdt_exe() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(EXE_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    if SELF_EXEC.load(Ordering::Relaxed) {
+        return std::env::current_exe().ok();
+    }
+    None
+}
+
+/// Make `cmd`'s process receive SIGKILL when the thread that spawns it
+/// exits (PR_SET_PDEATHSIG). The spawning thread must live as long as the
+/// child is wanted: tokio's worker threads do for a runtime's lifetime.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe and nothing here
+    // allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            // The parent died before prctl: nobody would kill us later.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A 5000/s run with a 10 s timeout keeps ~10k client sockets and as many
+/// LB-side sockets open at once; the default soft limit (often 1024) would
+/// turn that into spurious errors, so raise it as far as allowed.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        // Root may raise the hard limit too; try a generous value first.
+        let want = libc::rlimit {
+            rlim_cur: 262_144,
+            rlim_max: 262_144.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A zdt temp dir, `$TMPDIR/zdt-<pid>-<purpose>-XXXXXX`: the pid lets
+/// `zdt clean` tell a live run's files from a crashed run's.
+pub fn temp_dir(purpose: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("zdt-{}-{purpose}-", std::process::id()))
+        .tempdir()
+}
+
+/// The pid in a `zdt-<pid>-…` name.
+fn owning_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("zdt-")?;
+    let (pid, _) = rest.split_once('-')?;
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks existence/permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// zdt temp dirs under `dir` whose owning process is dead.
+pub fn stale_temp_dirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| owning_pid(&e.file_name().to_string_lossy()).is_some_and(|pid| !pid_alive(pid)))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owning_pid_is_read_from_zdt_dirs_only() {
+        assert_eq!(owning_pid("zdt-1234-kind-abc"), Some(1234));
+        assert_eq!(owning_pid("zdt-x-kind"), None);
+        assert_eq!(owning_pid("other-1234-x"), None);
+        assert_eq!(owning_pid("zdt-0-x"), None);
+    }
+
+    #[test]
+    fn only_dead_owners_temp_dirs_are_stale() {
+        let root = tempfile::tempdir().unwrap();
+        let live = root
+            .path()
+            .join(format!("zdt-{}-kind-live", std::process::id()));
+        // pid_max is at most 2^22 on Linux: this pid cannot exist.
+        let dead = root.path().join("zdt-99999999-kind-dead");
+        let foreign = root.path().join("not-zdt-99999999-x");
+        for d in [&live, &dead, &foreign] {
+            std::fs::create_dir(d).unwrap();
+        }
+        assert_eq!(stale_temp_dirs(root.path()), vec![dead]);
+    }
+}

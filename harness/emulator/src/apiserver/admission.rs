@@ -1,0 +1,344 @@
+//! Defaulting and allocation on create/update, as the API server's
+//! defaulters and admission plugins do: pod defaults (grace period, probe
+//! timings, the DefaultTolerationSeconds tolerations), Service clusterIP,
+//! nodePorts and healthCheckNodePort, Deployment strategy defaults.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use crate::store::{Resource, State};
+use crate::Timings;
+
+/// Where ClusterIPs come from (kind's default service subnet).
+const SERVICE_NET: [u8; 2] = [10, 96];
+const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+fn set_default(obj: &mut Value, key: &str, v: Value) {
+    if obj.get(key).is_none_or(Value::is_null) {
+        obj[key] = v;
+    }
+}
+
+fn default_probe(probe: &mut Value) {
+    if !probe.is_object() {
+        return;
+    }
+    set_default(probe, "periodSeconds", json!(10));
+    set_default(probe, "timeoutSeconds", json!(1));
+    set_default(probe, "successThreshold", json!(1));
+    set_default(probe, "failureThreshold", json!(3));
+    if probe.get("httpGet").is_some() {
+        set_default(&mut probe["httpGet"], "scheme", json!("HTTP"));
+        set_default(&mut probe["httpGet"], "path", json!("/"));
+    }
+}
+
+/// Pod spec defaults (also applied to pod templates).
+pub fn default_pod_spec(spec: &mut Value, timings: &Timings) {
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "serviceAccountName", json!("default"));
+    set_default(spec, "securityContext", json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs {
+                set_default(c, "imagePullPolicy", json!("IfNotPresent"));
+                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "terminationMessagePolicy", json!("File"));
+                set_default(c, "resources", json!({}));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(p, "protocol", json!("TCP"));
+                    }
+                }
+                for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                    if let Some(p) = c.get_mut(probe) {
+                        default_probe(p);
+                    }
+                }
+            }
+        }
+    }
+    // DefaultTolerationSeconds: pods tolerate a not-ready/unreachable node
+    // for 300 s before the taint manager evicts them.
+    let secs = timings.default_not_ready_toleration.get().as_secs() as i64;
+    if !spec.get("tolerations").is_some_and(Value::is_array) {
+        spec["tolerations"] = json!([]);
+    }
+    let tols = spec["tolerations"].as_array_mut().expect("array");
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let present = tols
+            .iter()
+            .any(|t| t["key"] == key && (t["effect"] == "NoExecute" || t.get("effect").is_none()));
+        if !present {
+            tols.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+        }
+    }
+}
+
+/// The pod's QoS class: Guaranteed when every container has cpu and memory
+/// limits equal to its requests, BestEffort when none has any, else
+/// Burstable.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|k| c["resources"][k].as_object().is_some_and(|m| !m.is_empty()))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = &c["resources"]["limits"][r];
+            let request = &c["resources"]["requests"][r];
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Defaults and allocations for a new object (inside the store's lock, so
+/// allocations cannot race).
+pub fn on_create(
+    st: &State,
+    resource: Resource,
+    obj: &mut Value,
+    timings: &Timings,
+) -> Result<(), String> {
+    match resource {
+        Resource::Pods => {
+            default_pod_spec(&mut obj["spec"], timings);
+            if !obj.get("status").is_some_and(Value::is_object) {
+                obj["status"] = json!({});
+            }
+            set_default(&mut obj["status"], "phase", json!("Pending"));
+            let qos = qos_class(&obj["spec"]);
+            set_default(&mut obj["status"], "qosClass", json!(qos));
+            if obj["spec"]["containers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                return Err(format!(
+                    "Pod \"{}\" is invalid: spec.containers: Required value",
+                    obj["metadata"]["name"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        Resource::Deployments => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            set_default(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+            );
+            if spec["strategy"]["type"] == "RollingUpdate" || spec["strategy"].get("type").is_none()
+            {
+                spec["strategy"]["type"] = json!("RollingUpdate");
+                set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+            }
+            default_pod_spec(&mut spec["template"]["spec"], timings);
+            if spec.get("selector").is_none_or(Value::is_null) {
+                return Err("Deployment.apps is invalid: spec.selector: Required value".into());
+            }
+        }
+        Resource::ReplicaSets => {
+            set_default(&mut obj["spec"], "replicas", json!(1));
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], timings);
+        }
+        Resource::Services => default_service(st, obj, None)?,
+        Resource::Namespaces => {
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Active"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Defaults for a replacement: allocated Service fields a client omitted
+/// (e.g. `kubectl apply` of the original manifest) are kept.
+pub fn on_update(
+    st: &State,
+    resource: Resource,
+    old: &Value,
+    obj: &mut Value,
+    timings: &Timings,
+) -> Result<(), String> {
+    match resource {
+        Resource::Services => default_service(st, obj, Some(old)),
+        Resource::Pods => {
+            default_pod_spec(&mut obj["spec"], timings);
+            Ok(())
+        }
+        Resource::Deployments | Resource::ReplicaSets => {
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], timings);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn used_ports_and_ips(st: &State, skip_uid: Option<&str>) -> (BTreeSet<i64>, BTreeSet<String>) {
+    let mut ports = BTreeSet::new();
+    let mut ips = BTreeSet::new();
+    for svc in st.list(Resource::Services, None) {
+        if skip_uid.is_some() && svc["metadata"]["uid"].as_str() == skip_uid {
+            continue;
+        }
+        if let Some(ip) = svc["spec"]["clusterIP"].as_str() {
+            ips.insert(ip.to_owned());
+        }
+        for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
+            if let Some(n) = p["nodePort"].as_i64() {
+                ports.insert(n);
+            }
+        }
+        if let Some(n) = svc["spec"]["healthCheckNodePort"].as_i64() {
+            ports.insert(n);
+        }
+    }
+    (ports, ips)
+}
+
+fn default_service(st: &State, obj: &mut Value, old: Option<&Value>) -> Result<(), String> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let invalid = |what: String| format!("Service \"{name}\" is invalid: {what}");
+    let (mut used_ports, used_ips) =
+        used_ports_and_ips(st, old.and_then(|o| o["metadata"]["uid"].as_str()));
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        obj["spec"] = json!({});
+    }
+    let spec = &mut obj["spec"];
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    set_default(spec, "ipFamilies", json!(["IPv4"]));
+    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_owned();
+    if !matches!(
+        ty.as_str(),
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        return Err(invalid(format!("spec.type: Unsupported value: \"{ty}\"")));
+    }
+    let external = ty == "NodePort" || ty == "LoadBalancer";
+    if external {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    // clusterIP: keep the old one, else allocate sequentially.
+    if let Some(old_ip) = old.and_then(|o| o["spec"]["clusterIP"].as_str()) {
+        set_default(spec, "clusterIP", json!(old_ip));
+    }
+    if spec.get("clusterIP").is_none_or(|v| v.is_null() || v == "") && ty != "ExternalName" {
+        let ip = (11u32..65_000)
+            .map(|n| {
+                format!(
+                    "{}.{}.{}.{}",
+                    SERVICE_NET[0],
+                    SERVICE_NET[1],
+                    n / 256,
+                    n % 256
+                )
+            })
+            .find(|ip| !used_ips.contains(ip) && !ip.ends_with(".0") && !ip.ends_with(".255"))
+            .ok_or_else(|| invalid("no ClusterIP left".into()))?;
+        spec["clusterIP"] = json!(ip);
+    }
+    if let Some(ip) = spec["clusterIP"].as_str() {
+        let ip = ip.to_owned();
+        spec["clusterIPs"] = json!([ip]);
+    }
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o["spec"]["ports"].as_array().cloned())
+        .unwrap_or_default();
+    let mut next_port = || -> Result<i64, String> {
+        let p = NODE_PORTS
+            .clone()
+            .find(|p| !used_ports.contains(p))
+            .ok_or_else(|| invalid("no NodePort left in 30000-32767".into()))?;
+        used_ports.insert(p);
+        Ok(p)
+    };
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut() {
+            set_default(p, "protocol", json!("TCP"));
+            let port = p["port"].clone();
+            if !port.is_i64() {
+                return Err(invalid("spec.ports[].port: Required value".into()));
+            }
+            set_default(p, "targetPort", port.clone());
+            if external {
+                if let Some(n) = p["nodePort"].as_i64() {
+                    if !NODE_PORTS.contains(&n) {
+                        return Err(invalid(format!(
+                            "spec.ports[].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                        )));
+                    }
+                } else {
+                    let kept = old_ports
+                        .iter()
+                        .find(|o| o["port"] == port && o["protocol"] == p["protocol"])
+                        .and_then(|o| o["nodePort"].as_i64());
+                    let n = match kept {
+                        Some(n) => n,
+                        None => next_port()?,
+                    };
+                    p["nodePort"] = json!(n);
+                }
+            } else if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        }
+    }
+    if ty == "LoadBalancer" && spec["externalTrafficPolicy"] == "Local" {
+        if spec["healthCheckNodePort"].as_i64().is_none() {
+            let kept = old.and_then(|o| o["spec"]["healthCheckNodePort"].as_i64());
+            let n = match kept {
+                Some(n) => n,
+                None => next_port()?,
+            };
+            spec["healthCheckNodePort"] = json!(n);
+        }
+    } else if let Some(m) = spec.as_object_mut() {
+        m.remove("healthCheckNodePort");
+    }
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({"loadBalancer": {}});
+    }
+    Ok(())
+}

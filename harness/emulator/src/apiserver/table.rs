@@ -1,0 +1,387 @@
+//! `Accept: application/json;as=Table` answers: the columns `kubectl get`
+//! prints for each kind (the server-side printers of the real API server).
+
+use serde_json::{json, Value};
+
+use crate::store::{parse_time, Resource};
+
+/// kubectl's `HumanDuration` for the AGE column.
+pub fn human_age(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(parse_time) else {
+        return "<unknown>".into();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 600 => format!("{m}m{}s", s % 60),
+        s if s < 3 * 3600 => format!("{m}m"),
+        s if s < 8 * 3600 => format!("{h}h{}m", m % 60),
+        s if s < 48 * 3600 => format!("{h}h"),
+        s if s < 8 * 86400 => format!("{d}d{}h", h % 24),
+        _ => format!("{d}d"),
+    }
+}
+
+fn col(name: &str, ty: &str, priority: i64) -> Value {
+    let format = if name == "Name" { "name" } else { "" };
+    json!({"name": name, "type": ty, "format": format, "description": name, "priority": priority})
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<none>".into(),
+        other => other.to_string(),
+    }
+}
+
+fn conditions_true(obj: &Value, ty: &str) -> Option<bool> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)
+        .map(|c| c["status"] == "True")
+}
+
+fn pod_status(pod: &Value) -> String {
+    if pod["metadata"].get("deletionTimestamp").is_some() {
+        return "Terminating".into();
+    }
+    let statuses = pod["status"]["containerStatuses"].as_array();
+    for cs in statuses.into_iter().flatten() {
+        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
+            return r.into();
+        }
+        if let Some(r) = cs["state"]["terminated"]["reason"].as_str() {
+            return r.into();
+        }
+    }
+    pod["status"]["reason"]
+        .as_str()
+        .or(pod["status"]["phase"].as_str())
+        .unwrap_or("Pending")
+        .into()
+}
+
+fn node_roles(node: &Value) -> String {
+    let roles: Vec<&str> = node["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+        .collect();
+    if roles.is_empty() {
+        "<none>".into()
+    } else {
+        roles.join(",")
+    }
+}
+
+fn node_ip(node: &Value, ty: &str) -> String {
+    node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == ty)
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("<none>")
+        .into()
+}
+
+fn int_or_none(v: &Value) -> String {
+    if v.is_null() {
+        "N/A".into()
+    } else {
+        s(v)
+    }
+}
+
+fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
+    let name = json!(o["metadata"]["name"]);
+    let age = json!(human_age(o["metadata"]["creationTimestamp"].as_str()));
+    match resource {
+        Resource::Pods => {
+            let cs = o["status"]["containerStatuses"].as_array();
+            let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+            let ready = cs
+                .into_iter()
+                .flatten()
+                .filter(|c| c["ready"] == true)
+                .count();
+            let restarts: i64 = cs
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("Ready", "string", 0),
+                    col("Status", "string", 0),
+                    col("Restarts", "string", 0),
+                    col("Age", "string", 0),
+                    col("IP", "string", 1),
+                    col("Node", "string", 1),
+                    col("Nominated Node", "string", 1),
+                    col("Readiness Gates", "string", 1),
+                ],
+                vec![
+                    name,
+                    json!(format!("{ready}/{total}")),
+                    json!(pod_status(o)),
+                    json!(restarts.to_string()),
+                    age,
+                    json!(o["status"]["podIP"].as_str().unwrap_or("<none>")),
+                    json!(o["spec"]["nodeName"].as_str().unwrap_or("<none>")),
+                    json!("<none>"),
+                    json!("<none>"),
+                ],
+            )
+        }
+        Resource::Nodes => {
+            let mut status = match conditions_true(o, "Ready") {
+                Some(true) => "Ready".to_owned(),
+                _ => "NotReady".to_owned(),
+            };
+            if o["spec"]["unschedulable"] == true {
+                status.push_str(",SchedulingDisabled");
+            }
+            let info = &o["status"]["nodeInfo"];
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("Status", "string", 0),
+                    col("Roles", "string", 0),
+                    col("Age", "string", 0),
+                    col("Version", "string", 0),
+                    col("Internal-IP", "string", 1),
+                    col("External-IP", "string", 1),
+                    col("OS-Image", "string", 1),
+                    col("Kernel-Version", "string", 1),
+                    col("Container-Runtime", "string", 1),
+                ],
+                vec![
+                    name,
+                    json!(status),
+                    json!(node_roles(o)),
+                    age,
+                    json!(s(&info["kubeletVersion"])),
+                    json!(node_ip(o, "InternalIP")),
+                    json!(node_ip(o, "ExternalIP")),
+                    json!(s(&info["osImage"])),
+                    json!(s(&info["kernelVersion"])),
+                    json!(s(&info["containerRuntimeVersion"])),
+                ],
+            )
+        }
+        Resource::Deployments => (
+            vec![
+                col("Name", "string", 0),
+                col("Ready", "string", 0),
+                col("Up-to-date", "string", 0),
+                col("Available", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                    o["spec"]["replicas"].as_i64().unwrap_or(0)
+                )),
+                json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ],
+        ),
+        Resource::ReplicaSets => (
+            vec![
+                col("Name", "string", 0),
+                col("Desired", "integer", 0),
+                col("Current", "integer", 0),
+                col("Ready", "integer", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ],
+        ),
+        Resource::Services => {
+            let ports: Vec<String> = o["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| match p["nodePort"].as_i64() {
+                    Some(np) => format!("{}:{np}/{}", s(&p["port"]), s(&p["protocol"])),
+                    None => format!("{}/{}", s(&p["port"]), s(&p["protocol"])),
+                })
+                .collect();
+            let ext: Vec<String> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| {
+                    i["ip"]
+                        .as_str()
+                        .or(i["hostname"].as_str())
+                        .map(str::to_owned)
+                })
+                .collect();
+            let ext = if !ext.is_empty() {
+                ext.join(",")
+            } else if o["spec"]["type"] == "LoadBalancer" {
+                "<pending>".into()
+            } else {
+                "<none>".into()
+            };
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("Type", "string", 0),
+                    col("Cluster-IP", "string", 0),
+                    col("External-IP", "string", 0),
+                    col("Port(s)", "string", 0),
+                    col("Age", "string", 0),
+                ],
+                vec![
+                    name,
+                    json!(s(&o["spec"]["type"])),
+                    json!(s(&o["spec"]["clusterIP"])),
+                    json!(ext),
+                    json!(if ports.is_empty() {
+                        "<none>".into()
+                    } else {
+                        ports.join(",")
+                    }),
+                    age,
+                ],
+            )
+        }
+        Resource::PodDisruptionBudgets => (
+            vec![
+                col("Name", "string", 0),
+                col("Min Available", "string", 0),
+                col("Max Unavailable", "string", 0),
+                col("Allowed Disruptions", "integer", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(int_or_none(&o["spec"]["minAvailable"])),
+                json!(int_or_none(&o["spec"]["maxUnavailable"])),
+                json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
+                age,
+            ],
+        ),
+        Resource::EndpointSlices => {
+            let eps: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+                .collect();
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| s(&p["port"]))
+                .collect();
+            (
+                vec![
+                    col("Name", "string", 0),
+                    col("AddressType", "string", 0),
+                    col("Ports", "string", 0),
+                    col("Endpoints", "string", 0),
+                    col("Age", "string", 0),
+                ],
+                vec![
+                    name,
+                    json!(s(&o["addressType"])),
+                    json!(if ports.is_empty() {
+                        "<unset>".into()
+                    } else {
+                        ports.join(",")
+                    }),
+                    json!(if eps.is_empty() {
+                        "<unset>".into()
+                    } else {
+                        eps.join(",")
+                    }),
+                    age,
+                ],
+            )
+        }
+        Resource::ConfigMaps => (
+            vec![
+                col("Name", "string", 0),
+                col("Data", "integer", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(o["data"].as_object().map_or(0, |d| d.len())),
+                age,
+            ],
+        ),
+        Resource::Namespaces => (
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![name, json!(s(&o["status"]["phase"])), age],
+        ),
+        Resource::CoreEvents | Resource::Events => {
+            let regarding = if o["regarding"].is_object() {
+                &o["regarding"]
+            } else {
+                &o["involvedObject"]
+            };
+            (
+                vec![
+                    col("Last Seen", "string", 0),
+                    col("Type", "string", 0),
+                    col("Reason", "string", 0),
+                    col("Object", "string", 0),
+                    col("Message", "string", 0),
+                ],
+                vec![
+                    age,
+                    json!(s(&o["type"])),
+                    json!(s(&o["reason"])),
+                    json!(format!(
+                        "{}/{}",
+                        regarding["kind"].as_str().unwrap_or("").to_lowercase(),
+                        regarding["name"].as_str().unwrap_or("")
+                    )),
+                    json!(o["note"].as_str().or(o["message"].as_str()).unwrap_or("")),
+                ],
+            )
+        }
+    }
+}
+
+/// A `meta.k8s.io/v1` Table of `objects` (each row carries its full object,
+/// which kubectl needs for `-o wide`, `--show-labels` and sorting).
+pub fn table(resource: Resource, objects: &[&Value], rv: &Value) -> Value {
+    let mut columns = None;
+    let mut rows = Vec::new();
+    for o in objects {
+        let (cols, cells) = columns_and_cells(resource, o);
+        columns.get_or_insert(cols);
+        rows.push(json!({"cells": cells, "object": o}));
+    }
+    let columns = columns.unwrap_or_else(|| columns_and_cells(resource, &json!({})).0);
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}

@@ -1,0 +1,7 @@
+//! The zdt-emulator crate's integration tests, one binary: each module was a
+//! test binary of its own.
+
+mod api;
+mod api_controllers;
+mod node_kubelet;
+mod node_runtime;

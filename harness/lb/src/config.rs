@@ -1,0 +1,276 @@
+//! The standalone LB's config file (`zdt lb --config FILE`, YAML or JSON)
+//! and the backend form the HTTP admin API accepts.
+//!
+//! ```yaml
+//! frontend: 0.0.0.0:8080
+//! admin: 0.0.0.0:9090            # optional; --admin overrides
+//! profile: cloud-provider-kind   # azure (default), aws-nlb, gcp, custom
+//! external_traffic_policy: Local # or Cluster: picks the profile's probe
+//! probe: { interval: 300ms }     # optional overrides of the profile
+//! fail_open: true
+//! selection: random              # or hash
+//! backends:
+//!   - name: worker1
+//!     address: 172.18.0.3:30080
+//!     probe: http://172.18.0.3:31234/healthz   # or tcp://…; default tcp://address
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{BackendSpec, ProbeTarget};
+use super::profile::{ProbeSettings, Profile};
+use super::{LbConfig, Selection};
+use zdt_core::net::TcpDialer;
+use zdt_core::units::Dur;
+
+/// `externalTrafficPolicy` of the Service the LB fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    #[default]
+    Local,
+    Cluster,
+}
+
+/// Per-field overrides of the profile's probe settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeOverrides {
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+}
+
+impl ProbeOverrides {
+    pub fn apply(&self, mut base: ProbeSettings) -> ProbeSettings {
+        if let Some(v) = self.interval {
+            base.interval = v;
+        }
+        if let Some(v) = self.timeout {
+            base.timeout = v;
+        }
+        if let Some(v) = self.unhealthy_threshold {
+            base.unhealthy_threshold = v;
+        }
+        if let Some(v) = self.healthy_threshold {
+            base.healthy_threshold = v;
+        }
+        base
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The config file of `zdt lb`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbFile {
+    /// `host:port` clients connect to.
+    pub frontend: String,
+    /// `host:port` of the HTTP admin API.
+    #[serde(default)]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+    #[serde(default)]
+    pub probe: ProbeOverrides,
+    #[serde(default = "yes")]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub selection: Selection,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub drain_timeout: Option<Dur>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub hold_dropped: Option<Dur>,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+/// A backend by address: a node's `InternalIP:NodePort` dialled over TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `host:port` to dial (a hostname is resolved once, when added).
+    pub address: String,
+    /// `http://host:port/path` or `tcp://host:port`; default `tcp://address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+}
+
+async fn resolve(what: &str, hostport: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = hostport.parse() {
+        return Ok(a);
+    }
+    if !hostport.contains(':') {
+        return Err(format!(
+            "{what} `{hostport}` has no port: write `host:port`, e.g. `10.0.0.2:30080`"
+        ));
+    }
+    let mut addrs = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| format!("{what} `{hostport}` does not resolve: {e}"))?;
+    // Prefer IPv4: kind's and docker's networks are IPv4.
+    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{what} `{hostport}` resolves to no address"))
+}
+
+impl BackendConfig {
+    /// Resolve the addresses into a backend the LB can dial and probe.
+    pub async fn resolve(&self) -> Result<BackendSpec, String> {
+        if self.name.trim().is_empty() {
+            return Err("backend `name` must not be empty".into());
+        }
+        let addr = resolve(&format!("backends[{}].address", self.name), &self.address).await?;
+        let what = format!("backends[{}].probe", self.name);
+        let probe = match self.probe.as_deref() {
+            None => ProbeTarget::Tcp { addr },
+            Some(p) => {
+                if let Some(rest) = p.strip_prefix("http://") {
+                    let (hostport, path) = match rest.find('/') {
+                        Some(i) => (&rest[..i], &rest[i..]),
+                        None => (rest, "/"),
+                    };
+                    ProbeTarget::Http {
+                        addr: resolve(&what, hostport).await?,
+                        path: path.to_owned(),
+                    }
+                } else if let Some(rest) = p.strip_prefix("tcp://") {
+                    ProbeTarget::Tcp {
+                        addr: resolve(&what, rest.trim_end_matches('/')).await?,
+                    }
+                } else {
+                    return Err(format!(
+                        "{what} `{p}` must start with `http://` (e.g. `http://10.0.0.2:10256/healthz`) or `tcp://`"
+                    ));
+                }
+            }
+        };
+        Ok(BackendSpec {
+            name: self.name.clone(),
+            dialer: Arc::new(TcpDialer { addr }),
+            probe,
+        })
+    }
+}
+
+impl LbFile {
+    /// Read a YAML or JSON config file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read LB config {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("LB config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        }
+    }
+
+    /// The probe settings: the profile's, then the overrides.
+    pub fn probe_settings(&self) -> ProbeSettings {
+        let local = self.external_traffic_policy == TrafficPolicy::Local;
+        self.probe.apply(self.profile.probe(local))
+    }
+
+    /// The in-process config and the resolved backends.
+    pub async fn resolve(&self) -> Result<(LbConfig, Vec<BackendSpec>), String> {
+        let frontend = resolve("frontend", &self.frontend).await?;
+        let defaults = LbConfig::default();
+        let probe = self.probe_settings();
+        probe.validate()?;
+        let config = LbConfig {
+            frontend,
+            probe,
+            fail_open: self.fail_open,
+            selection: self.selection,
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            drain_timeout: self.drain_timeout.map_or(defaults.drain_timeout, Dur::get),
+            seed: self.seed.unwrap_or(defaults.seed),
+            hold_dropped: self.hold_dropped.map_or(defaults.hold_dropped, Dur::get),
+            hold_in: None,
+            own_thread: false,
+        };
+        let mut backends = Vec::with_capacity(self.backends.len());
+        for b in &self.backends {
+            backends.push(b.resolve().await?);
+        }
+        Ok((config, backends))
+    }
+
+    pub async fn admin_addr(&self) -> Result<Option<SocketAddr>, String> {
+        match &self.admin {
+            None => Ok(None),
+            Some(a) => resolve("admin", a).await.map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn yaml_with_profile_and_overrides() {
+        let f = LbFile::parse(
+            "frontend: 127.0.0.1:0\nprofile: gcp\nprobe:\n  interval: 300ms\nfail_open: false\nselection: hash\nbackends:\n  - name: w1\n    address: 127.0.0.1:8080\n    probe: http://127.0.0.1:10256/healthz\n  - name: w2\n    address: 127.0.0.1:8081\n",
+        )
+        .unwrap();
+        let (config, backends) = f.resolve().await.unwrap();
+        assert_eq!(config.probe.interval, Dur::from_millis(300));
+        assert_eq!(config.probe.unhealthy_threshold, 3);
+        assert!(!config.fail_open);
+        assert_eq!(config.selection, Selection::Hash);
+        assert_eq!(
+            backends[0].probe,
+            ProbeTarget::Http {
+                addr: "127.0.0.1:10256".parse().unwrap(),
+                path: "/healthz".into()
+            }
+        );
+        assert_eq!(
+            backends[1].probe,
+            ProbeTarget::Tcp {
+                addr: "127.0.0.1:8081".parse().unwrap()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn mistakes_name_the_field() {
+        let err = LbFile::parse("frontend: 1.2.3.4:1\nprobes: {}\n").unwrap_err();
+        assert!(err.contains("probes"), "{err}");
+        let bad = BackendConfig {
+            name: "w1".into(),
+            address: "127.0.0.1:1".into(),
+            probe: Some("ftp://x".into()),
+        };
+        let err = bad.resolve().await.unwrap_err();
+        assert!(err.contains("backends[w1].probe"), "{err}");
+        let noport = BackendConfig {
+            name: "w1".into(),
+            address: "localhost".into(),
+            probe: None,
+        };
+        assert!(noport.resolve().await.unwrap_err().contains("no port"));
+    }
+}

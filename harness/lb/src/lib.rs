@@ -1,0 +1,292 @@
+//! A cloud load-balancer model: an L4 TCP proxy whose backends are the
+//! nodes, health-probed like a cloud LB, with an admin API and events.
+//!
+//! Lifecycle: [`Lb::start`] binds the frontend and starts one probe task per
+//! backend; every new client connection goes to one healthy backend and is
+//! spliced both ways until either side closes. The returned [`LbHandle`]
+//! owns every task: [`LbHandle::shutdown`] (or dropping the handle) stops
+//! them. [`Admin`] is the one implementation of list/add/remove/drain/
+//! restore; the HTTP admin API ([`LbHandle::serve_admin`]) is a thin layer
+//! over it, and [`AdminClient`] speaks that HTTP API from another process.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod hold;
+mod pool;
+mod probe;
+pub mod profile;
+mod proxy;
+mod splice;
+mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use zdt_core::events::EventSink;
+
+pub use admin::{Admin, AdminClient};
+pub use backend::{BackendSpec, ProbeTarget};
+pub use config::{BackendConfig, LbFile};
+pub use profile::{ClusterProbe, ProbeSettings, Profile};
+pub use status::{AdminError, BackendStatus, Health};
+pub use zdt_core::net::{Dial, Dialer, TcpDialer};
+
+/// How a new client connection picks among the eligible backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// Uniformly at random from a seeded sequence (Azure's and kind's envoy
+    /// `RANDOM` are not sticky either).
+    #[default]
+    Random,
+    /// A hash of the client's address and port and the frontend's (the
+    /// 5-tuple, protocol being always TCP): a client port keeps its backend.
+    Hash,
+}
+
+/// Everything that shapes the LB's behaviour. `LbConfig { frontend, probe,
+/// ..Default::default() }` gives the clouds' common choices.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// Where clients connect (`127.0.0.1:0` picks a port).
+    pub frontend: SocketAddr,
+    pub probe: ProbeSettings,
+    /// With no healthy backend, send to all (not draining) backends, as
+    /// Azure and AWS do; `false` resets new connections instead.
+    pub fail_open: bool,
+    pub selection: Selection,
+    /// At most this many client connections at once; the accept loop waits
+    /// for a free slot before accepting (the kernel backlog queues the rest).
+    pub max_connections: usize,
+    /// How long a removed backend's established connections may continue,
+    /// and the default for a drain without its own timeout.
+    pub drain_timeout: Duration,
+    /// Seeds backend selection and the probes' first-phase offsets, so a run
+    /// can be repeated.
+    pub seed: u64,
+    /// How long a connection whose backend dropped it (`Dial::Dropped`) is
+    /// held open unanswered before the LB closes it (the client normally
+    /// times out first).
+    pub hold_dropped: Duration,
+    /// Hold those connections in a `zdt lb-hold` helper started from this
+    /// zdt binary, so they do not count against this process's open-files
+    /// limit; `None` holds them here.
+    pub hold_in: Option<std::path::PathBuf>,
+    /// Run the data path (accept loop and connections) on a thread of its
+    /// own with a single-threaded runtime, as `zdt lb` does, instead of on
+    /// the caller's runtime: in `zdt run` the emulator shares that runtime,
+    /// and a connection hopping between its worker threads costs CPU and
+    /// latency (docs/bench-lb.md). Probes and the admin API stay on the
+    /// caller's runtime.
+    pub own_thread: bool,
+}
+
+impl Default for LbConfig {
+    fn default() -> Self {
+        Self {
+            frontend: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe: Profile::Azure.probe(true),
+            fail_open: true,
+            selection: Selection::Random,
+            max_connections: 65_536,
+            drain_timeout: Duration::from_secs(30),
+            seed: 0,
+            hold_dropped: Duration::from_secs(300),
+            hold_in: None,
+            own_thread: false,
+        }
+    }
+}
+
+/// Why the LB could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbError {
+    /// The frontend or admin address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is unusable; the message names the field.
+    #[error("invalid LB config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// The load balancer.
+pub struct Lb;
+
+impl Lb {
+    /// Bind the frontend, start probing `backends`, and serve until the
+    /// handle is shut down or dropped, or `cancel` fires. Backends start
+    /// `unknown` (not healthy) and become healthy after `healthy_threshold`
+    /// successful probes, as on the clouds; use [`Admin::wait_healthy`] to
+    /// wait for that.
+    pub async fn start(
+        config: LbConfig,
+        backends: Vec<BackendSpec>,
+        events: EventSink,
+        cancel: CancellationToken,
+    ) -> Result<LbHandle, LbError> {
+        config.probe.validate().map_err(LbError::Config)?;
+        if config.max_connections == 0 {
+            return Err(LbError::Config("max_connections must be at least 1".into()));
+        }
+        let mut config = config;
+        // Each connection holds two descriptors (client + backend). Past the
+        // process's limit accept() fails with EMFILE on every try; waiting
+        // for a permit instead keeps clients queued in the backlog.
+        let fd_budget = open_files_limit().saturating_sub(256) / 2;
+        if fd_budget > 0 && config.max_connections > fd_budget {
+            // Only a limit somebody asked for is worth a warning; the default
+            // is meant to be cut down to what the process may open.
+            if config.max_connections != LbConfig::default().max_connections {
+                tracing::warn!(
+                    "lb max_connections {} exceeds what the open-files limit allows; using {fd_budget}",
+                    config.max_connections
+                );
+            } else {
+                tracing::debug!("lb max_connections {fd_budget} (the open-files limit)");
+            }
+            config.max_connections = fd_budget;
+        }
+        let listener = listen(config.frontend).map_err(|source| LbError::Bind {
+            addr: config.frontend,
+            source,
+        })?;
+        let frontend = listener.local_addr().map_err(|source| LbError::Bind {
+            addr: config.frontend,
+            source,
+        })?;
+        // Our own token, so dropping the handle stops everything without
+        // cancelling the caller's token.
+        let cancel = cancel.child_token();
+        let (done_tx, done_rx) = mpsc::channel(1);
+        let shared = pool::Shared::new(config, frontend, events, cancel.clone(), done_tx.clone());
+        let admin = Admin::new(shared.clone());
+        for spec in backends {
+            admin.add(spec)?;
+        }
+        let thread = if shared.config.own_thread {
+            Some(
+                proxy::spawn_on_own_thread(shared.clone(), listener, done_tx)
+                    .map_err(|e| LbError::Config(format!("cannot start the LB's thread: {e}")))?,
+            )
+        } else {
+            tokio::spawn(proxy::accept_loop(shared.clone(), listener, done_tx));
+            None
+        };
+        Ok(LbHandle {
+            shared,
+            frontend,
+            cancel,
+            done: Some(done_rx),
+            thread,
+        })
+    }
+}
+
+/// Bind the frontend with a deep accept backlog: at thousands of new
+/// connections per second a short CPU stall would otherwise overflow the
+/// default queue and clients would see SYN retransmits (1 s connect delays).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(65_535)
+}
+
+/// The soft RLIMIT_NOFILE (0 when unknown).
+fn open_files_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid pointer to a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// Owner of a running LB: its tasks stop when this is shut down or dropped.
+pub struct LbHandle {
+    shared: Arc<pool::Shared>,
+    frontend: SocketAddr,
+    cancel: CancellationToken,
+    done: Option<mpsc::Receiver<()>>,
+    /// The data path's own thread ([`LbConfig::own_thread`]).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LbHandle {
+    /// The bound frontend address (with the real port when `:0` was asked).
+    pub fn frontend_addr(&self) -> SocketAddr {
+        self.frontend
+    }
+
+    /// The in-process admin API (cheap to clone, usable after the handle
+    /// moved elsewhere; operations fail with `ShuttingDown` once stopped).
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
+    }
+
+    /// Serve the HTTP admin API on `addr` until the LB stops; returns the
+    /// bound address.
+    pub async fn serve_admin(&self, addr: SocketAddr) -> Result<SocketAddr, LbError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| LbError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| LbError::Bind { addr, source })?;
+        let done = self.shared.task_token().ok_or(AdminError::ShuttingDown)?;
+        tokio::spawn(admin::http::serve(
+            self.admin(),
+            listener,
+            self.cancel.clone(),
+            done,
+        ));
+        Ok(bound)
+    }
+
+    /// Stop accepting, stop probing, close every connection, and wait until
+    /// every task (and the data path's own thread) of this LB has finished.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.shared.close_tasks();
+        if let Some(mut done) = self.done.take() {
+            // Every task holds a sender; `None` means all of them are gone.
+            let _ = done.recv().await;
+        }
+        if let Some(thread) = self.thread.take() {
+            // Its last connection is closed by now; what is left is the
+            // runtime winding down.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for LbHandle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.shared.close_tasks();
+    }
+}

@@ -1,0 +1,65 @@
+//! Health probes: one task per backend, probing on a fixed schedule (start
+//! to start, like the clouds), each probe bounded by the timeout.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::ProbeTarget;
+use super::profile::ProbeSettings;
+
+/// Probe `target` every `settings.interval`, the first time after `phase`,
+/// handing each result to `record`, until `cancel`. `_done` is held so the
+/// LB's owner can wait for every probe task to end.
+pub(crate) async fn probe_loop(
+    target: ProbeTarget,
+    settings: ProbeSettings,
+    phase: Duration,
+    cancel: CancellationToken,
+    _done: mpsc::Sender<()>,
+    mut record: impl FnMut(Result<(), String>),
+) {
+    let interval = settings.interval.get();
+    let timeout = settings.timeout.get();
+    let mut next = Instant::now() + phase;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = cancel.cancelled() => return,
+        }
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, probe_once(&target)) => {
+                r.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+            }
+            _ = cancel.cancelled() => return,
+        };
+        record(result);
+        next += interval;
+        // A probe slower than the interval delays the next one rather than
+        // firing a burst to catch up.
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+    }
+}
+
+/// One probe: `Ok` iff healthy.
+pub(crate) async fn probe_once(target: &ProbeTarget) -> Result<(), String> {
+    match target {
+        ProbeTarget::Tcp { addr } => TcpStream::connect(addr)
+            .await
+            .map(drop)
+            .map_err(|e| format!("connect: {e}")),
+        ProbeTarget::Http { addr, path } => {
+            match zdt_core::net::http_status(*addr, path, "zdt-lb-probe").await {
+                Ok(200) => Ok(()),
+                Ok(code) => Err(format!("HTTP {code}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}

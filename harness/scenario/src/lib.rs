@@ -1,0 +1,305 @@
+//! The scenario file format (`apiVersion: zdt/v1alpha1`, `kind: Scenario`):
+//! strict decoding into versioned public types, validation into an internal
+//! form with defaults, and `variants:` overlays. See docs/scenario-format.md.
+//!
+//! ```text
+//! text ──yaml::parse──▶ Node tree (spans) ──merge variant patch──▶ Node tree
+//!      ──yaml::from_node──▶ v1alpha1::ScenarioSpec ──validate──▶ model::Scenario
+//! ```
+//!
+//! Every step keeps the byte span of each YAML node, so an error anywhere —
+//! syntax, unknown field, bad unit, a chaos step naming a 5th worker of 3 —
+//! points at the exact line of the file, also inside a variant's patch.
+
+mod error;
+pub mod model;
+pub mod v1alpha1;
+mod validate;
+pub mod workload;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{InvalidScenario, ScenarioError};
+pub use model::*;
+pub use validate::{Problem, DEFAULT_MANIFESTS};
+
+use yaml::{Node, Seg, Value};
+
+/// A scenario file, parsed; [`ScenarioFile::variants`] validates it into
+/// runnable [`Scenario`]s.
+#[derive(Debug, Clone)]
+pub struct ScenarioFile {
+    /// The path as given (used in messages).
+    pub path: PathBuf,
+    /// The file's text.
+    pub text: String,
+    /// The document without `variants:`.
+    base: Node,
+    /// `(name, description, patch)` of each variant, in file order.
+    variants: Vec<VariantEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct VariantEntry {
+    name: String,
+    description: Option<String>,
+    patch: Option<Node>,
+}
+
+/// Reads, parses and fully validates a scenario file (the base document and
+/// every variant), so a file that loads is a file that can run.
+pub fn load(path: impl AsRef<Path>) -> Result<ScenarioFile, ScenarioError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = parse(path, text)?;
+    file.variants()?;
+    Ok(file)
+}
+
+/// Parses scenario text as if it were the file at `path` (relative paths in
+/// it resolve against `path`'s directory). Does not validate variants; call
+/// [`ScenarioFile::variants`] for that.
+pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
+    let name = path.display().to_string();
+    let mut root = yaml::parse(&text).map_err(|e| {
+        ScenarioError::invalid(
+            &name,
+            &text,
+            e.span,
+            format!("invalid YAML: {}", e.message),
+            Some("check the indentation and brackets around this place".into()),
+        )
+    })?;
+    if !matches!(root.value, Value::Map(_)) {
+        return Err(ScenarioError::invalid(
+            &name,
+            &text,
+            root.span,
+            format!(
+                "a scenario file is a mapping (`apiVersion: zdt/v1alpha1`, `kind: Scenario`, …), found {}",
+                yaml::describe(&root)
+            ),
+            None,
+        ));
+    }
+    let variants_node = root.take("variants");
+    let mut variants = Vec::new();
+    if let Some(vnode) = variants_node {
+        let headers: Vec<v1alpha1::VariantSpec> =
+            yaml::from_node(&vnode).map_err(|e| de_error(&name, &text, e, vnode.span, None))?;
+        let Value::Seq(items) = &vnode.value else {
+            unreachable!("decoded as a list");
+        };
+        if items.is_empty() {
+            return Err(ScenarioError::invalid(
+                &name,
+                &text,
+                vnode.span,
+                "`variants` is empty".into(),
+                Some("remove it, or add `- name: …` entries".into()),
+            ));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (h, item) in headers.iter().zip(items) {
+            let at = |f: &str| item.locate(&[Seg::from(f)]);
+            if let Err(p) = validate::check_name(&[], "variant name", &h.name) {
+                return Err(ScenarioError::invalid(
+                    &name,
+                    &text,
+                    at("name"),
+                    p.message,
+                    None,
+                ));
+            }
+            if seen.contains(&h.name.as_str()) {
+                return Err(ScenarioError::invalid(
+                    &name,
+                    &text,
+                    at("name"),
+                    format!("variant name `{}` is used twice", h.name),
+                    None,
+                ));
+            }
+            seen.push(&h.name);
+            let patch = item.get("patch").filter(|p| !p.is_null()).cloned();
+            if let Some(p) = &patch {
+                if !matches!(p.value, Value::Map(_)) {
+                    return Err(ScenarioError::invalid(
+                        &name,
+                        &text,
+                        p.span,
+                        format!(
+                            "variant `{}`: `patch` must be a mapping (a JSON merge patch on the scenario), found {}",
+                            h.name,
+                            yaml::describe(p)
+                        ),
+                        None,
+                    ));
+                }
+                for key in ["variants", "apiVersion", "kind"] {
+                    if let Some(k) = p.key(key) {
+                        return Err(ScenarioError::invalid(
+                            &name,
+                            &text,
+                            k.span,
+                            format!(
+                                "variant `{}` patches `{key}`, which variants cannot change",
+                                h.name
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            variants.push(VariantEntry {
+                name: h.name.clone(),
+                description: h.description.clone(),
+                patch,
+            });
+        }
+    }
+    Ok(ScenarioFile {
+        path: path.to_path_buf(),
+        text,
+        base: root,
+        variants,
+    })
+}
+
+fn de_error(
+    name: &str,
+    text: &str,
+    e: yaml::DeError,
+    fallback: yaml::Span,
+    variant: Option<&str>,
+) -> ScenarioError {
+    let message = match (variant, &e.unknown_field) {
+        (Some(v), Some(_)) => format!("variant `{v}` patches {}", e.message),
+        (Some(v), None) => format!("variant `{v}`: {}", e.message),
+        (None, _) => e.message,
+    };
+    ScenarioError::invalid(name, text, e.span.unwrap_or(fallback), message, e.help)
+}
+
+impl ScenarioFile {
+    /// The scenario's name (from the base document, unvalidated).
+    pub fn name(&self) -> Option<&str> {
+        match &self.base.get("name")?.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The variant names in file order (`["default"]` without `variants:`).
+    pub fn variant_names(&self) -> Vec<String> {
+        if self.variants.is_empty() {
+            vec!["default".into()]
+        } else {
+            self.variants.iter().map(|v| v.name.clone()).collect()
+        }
+    }
+
+    /// Every variant, merged and validated, in file order. A file without
+    /// `variants:` yields one variant named `default`. The base document
+    /// must be a valid scenario on its own either way.
+    pub fn variants(&self) -> Result<Vec<Scenario>, ScenarioError> {
+        let base = self.build(&self.base, "default", None, None)?;
+        if self.variants.is_empty() {
+            return Ok(vec![base]);
+        }
+        self.variants
+            .iter()
+            .map(|v| {
+                let mut doc = self.base.clone();
+                if let Some(p) = &v.patch {
+                    yaml::merge_patch(&mut doc, p);
+                }
+                self.build(&doc, &v.name, v.description.as_deref(), Some(&v.name))
+            })
+            .collect()
+    }
+
+    /// One variant by name.
+    pub fn variant(&self, name: &str) -> Result<Scenario, String> {
+        let all = self.variants().map_err(|e| e.one_line())?;
+        let names: Vec<String> = all.iter().map(|s| s.variant.clone()).collect();
+        all.into_iter().find(|s| s.variant == name).ok_or_else(|| {
+            let mut msg = format!(
+                "{} has no variant `{name}` (it has: {})",
+                self.path.display(),
+                names.join(", ")
+            );
+            if let Some(s) = yaml::suggest(name, names.iter().map(String::as_str)) {
+                msg.push_str(&format!("; did you mean `{s}`?"));
+            }
+            msg
+        })
+    }
+
+    fn build(
+        &self,
+        doc: &Node,
+        variant: &str,
+        description: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<Scenario, ScenarioError> {
+        let name = self.path.display().to_string();
+        let spec: v1alpha1::ScenarioSpec =
+            yaml::from_node(doc).map_err(|e| de_error(&name, &self.text, e, doc.span, label))?;
+        let dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        // Absolute, so the run can change directory and reports name real paths.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let located = |p: Problem| {
+            let span = if p.at_key {
+                doc.locate_key(&p.path)
+            } else {
+                doc.locate(&p.path)
+            };
+            let message = match label {
+                Some(v) => format!("variant `{v}`: {}", p.message),
+                None => p.message,
+            };
+            ScenarioError::invalid(&name, &self.text, span, message, p.help)
+        };
+        let scenario =
+            validate::validate(&spec, variant, description, &self.path, &dir).map_err(located)?;
+        // Render the workload once so a manifest problem (a missing
+        // Deployment, a patch that matches nothing) shows up here, pointing
+        // at the field to fix, instead of half-way into a run.
+        workload::render(&scenario).map_err(|e| located(render_problem(&e)))?;
+        Ok(scenario)
+    }
+}
+
+/// Where in the scenario a workload rendering error is fixed.
+fn render_problem(e: &workload::WorkloadError) -> Problem {
+    use workload::WorkloadError as W;
+    let path: Vec<Seg> = match e {
+        W::Missing { field, .. } => vec!["workload".into(), (*field).into()],
+        W::NoContainer { .. } => vec!["workload".into(), "container".into()],
+        W::PatchMatchesNothing { index, .. } => {
+            vec!["workload".into(), "patches".into(), (index - 1).into()]
+        }
+        _ => vec!["workload".into(), "manifests".into()],
+    };
+    let help = miette::Diagnostic::help(e).map(|h| h.to_string());
+    Problem {
+        path,
+        at_key: false,
+        message: e.to_string(),
+        help,
+    }
+}

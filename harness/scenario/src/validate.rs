@@ -1,0 +1,1149 @@
+//! From the decoded `v1alpha1` types to the internal [`Scenario`]: fill every
+//! default, resolve names to indexes and paths to absolute ones, and reject
+//! what cannot run. Each problem names the path of the YAML node it is about;
+//! the loader turns that into a file position.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::model::*;
+use super::v1alpha1 as v1;
+use super::yaml::{suggest, Seg};
+use zdt_core::units::Dur;
+
+/// A validation failure: where (path in the document) and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub path: Vec<Seg>,
+    /// Point at the key rather than its value (for "remove this" errors).
+    pub at_key: bool,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    fn new(path: &[Seg], message: impl Into<String>) -> Self {
+        Problem {
+            path: path.to_vec(),
+            at_key: false,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    fn key(mut self) -> Self {
+        self.at_key = true;
+        self
+    }
+}
+
+type R<T> = Result<T, Problem>;
+
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { [$(Seg::from($seg)),*] };
+}
+
+/// Names the default manifests directory, relative to the scenario file.
+pub const DEFAULT_MANIFESTS: &str = "../manifests/nginx";
+
+pub const STOP_SIGNALS: &[&str] = &[
+    "SIGTERM", "SIGQUIT", "SIGINT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+];
+
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Validates one (already merged) document. `dir` is the scenario file's
+/// directory, against which relative paths resolve.
+pub fn validate(
+    spec: &v1::ScenarioSpec,
+    variant: &str,
+    variant_description: Option<&str>,
+    source: &Path,
+    dir: &Path,
+) -> R<Scenario> {
+    if spec.api_version != v1::API_VERSION {
+        return Err(Problem::new(
+            &path!["apiVersion"],
+            format!(
+                "unsupported apiVersion `{}`: this zdt reads `{}`",
+                spec.api_version,
+                v1::API_VERSION
+            ),
+        )
+        .help(format!("write `apiVersion: {}`", v1::API_VERSION)));
+    }
+    if spec.kind != v1::KIND {
+        return Err(Problem::new(
+            &path!["kind"],
+            format!("unsupported kind `{}`: expected `{}`", spec.kind, v1::KIND),
+        ));
+    }
+    check_name(&path!["name"], "name", &spec.name)?;
+
+    let cluster = cluster(spec.cluster.clone().unwrap_or_default(), dir)?;
+    let load_balancer = load_balancer(
+        spec.load_balancer.clone().unwrap_or_default(),
+        cluster.provider,
+    )?;
+    let workload = workload(spec.workload.clone().unwrap_or_default(), &cluster, dir)?;
+    let traffic = traffic(&spec.traffic)?;
+    let chaos = chaos(
+        spec.chaos.as_deref().unwrap_or_default(),
+        &cluster,
+        &load_balancer,
+        &workload,
+        &traffic,
+    )?;
+    let expect = expect(spec.expect.clone().unwrap_or_default())?;
+
+    Ok(Scenario {
+        name: spec.name.clone(),
+        variant: variant.to_string(),
+        description: variant_description
+            .map(str::to_string)
+            .or_else(|| spec.description.clone()),
+        source: source.to_path_buf(),
+        cluster,
+        load_balancer,
+        workload,
+        traffic,
+        chaos,
+        expect,
+    })
+}
+
+/// Names end up in file names, report titles and Kubernetes objects.
+pub(crate) fn check_name(path: &[Seg], what: &str, name: &str) -> R<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            path,
+            format!("{what} `{name}` must be 1–63 lowercase letters, digits, `-` or `.`, starting with a letter or digit"),
+        ))
+    }
+}
+
+fn whole_seconds(path: &[Seg], what: &str, d: Dur) -> R<u64> {
+    let dd = d.get();
+    if dd.subsec_nanos() != 0 {
+        return Err(Problem::new(
+            path,
+            format!("{what} must be whole seconds (Kubernetes counts it in seconds), got {d}"),
+        )
+        .help(format!("write e.g. `{}s`", dd.as_secs().max(1))));
+    }
+    Ok(dd.as_secs())
+}
+
+fn positive(path: &[Seg], what: &str, d: Dur) -> R<Dur> {
+    if d.get().is_zero() {
+        Err(Problem::new(path, format!("`{what}` must be > 0")))
+    } else {
+        Ok(d)
+    }
+}
+
+fn cluster(c: v1::ClusterSpec, dir: &Path) -> R<Cluster> {
+    let provider = match c.provider.unwrap_or(v1::Provider::Auto) {
+        v1::Provider::Auto if c.context.is_some() => Provider::Existing,
+        v1::Provider::Auto | v1::Provider::Emulator => Provider::Emulator,
+        v1::Provider::Kind => Provider::Kind,
+        v1::Provider::Existing => Provider::Existing,
+    };
+    let kubernetes = match &c.kubernetes {
+        None => KubeVersion::new(1, 31),
+        Some(v) => {
+            let p = path!["cluster", "kubernetes"];
+            let version: KubeVersion =
+                v.0.parse()
+                    .map_err(|e: zdt_core::version::KubeVersionError| {
+                        Problem::new(&p, e.to_string())
+                    })?;
+            if version.major != 1 || !(25..=34).contains(&version.minor) {
+                return Err(Problem::new(
+                    &p,
+                    format!("Kubernetes {version} is not supported: use 1.25 … 1.34"),
+                ));
+            }
+            version
+        }
+    };
+    let workers = c.workers.unwrap_or(3);
+    if !(1..=20).contains(&workers) {
+        return Err(Problem::new(
+            &path!["cluster", "workers"],
+            format!("`workers` must be 1 … 20, got {workers}"),
+        ));
+    }
+    let kind_config = match &c.kind_config {
+        None => None,
+        Some(file) => {
+            let p = dir.join(file);
+            if !p.is_file() {
+                return Err(Problem::new(
+                    &path!["cluster", "kindConfig"],
+                    format!("kind config `{file}` not found"),
+                )
+                .help(format!("looked at {}; the path is relative to the scenario file, e.g. `../clusters/kind-3-workers.yaml`", p.display())));
+            }
+            Some(p)
+        }
+    };
+    let allow_contexts = c.allow_contexts.clone().unwrap_or_default();
+    if provider == Provider::Existing {
+        let Some(ctx) = &c.context else {
+            return Err(Problem::new(
+                &path!["cluster", "provider"],
+                "provider `existing` needs a kube `context`",
+            )
+            .help("add `context: NAME` (see `kubectl config get-contexts`); zdt never guesses which cluster to disrupt"));
+        };
+        if !allow_contexts.is_empty() && !allow_contexts.contains(ctx) {
+            return Err(Problem::new(
+                &path!["cluster", "context"],
+                format!("context `{ctx}` is not in `allowContexts`"),
+            )
+            .help("add it to `allowContexts` if zdt may drain nodes there"));
+        }
+    }
+    let e = c.emulator.clone().unwrap_or_default();
+    let d = Timings::default();
+    let emulator = Timings {
+        kube_proxy_sync_delay: e.kube_proxy_sync_delay.unwrap_or(d.kube_proxy_sync_delay),
+        pod_start_delay: e.pod_start_delay.unwrap_or(d.pod_start_delay),
+        endpoint_slice_batch_period: e.endpoints_delay.unwrap_or(d.endpoint_slice_batch_period),
+        node_monitor_grace_period: e
+            .node_monitor_grace_period
+            .unwrap_or(d.node_monitor_grace_period),
+        node_status_update_frequency: positive(
+            &path!["cluster", "emulator", "nodeStatusUpdateFrequency"],
+            "nodeStatusUpdateFrequency",
+            e.node_status_update_frequency
+                .unwrap_or(d.node_status_update_frequency),
+        )?,
+        api_latency: e.api_latency.unwrap_or(d.api_latency),
+        ..d
+    };
+    Ok(Cluster {
+        provider,
+        kubernetes,
+        workers,
+        kind_config,
+        context: c.context,
+        allow_contexts,
+        emulator,
+        runtime: e.runtime.unwrap_or_default(),
+    })
+}
+
+fn load_balancer(lb: v1::LoadBalancerSpec, provider: Provider) -> R<LoadBalancer> {
+    let mode = lb.mode.unwrap_or(LbMode::Model);
+    if mode != LbMode::Model && provider != Provider::Kind {
+        let name = match mode {
+            LbMode::Metallb => "metallb",
+            _ => "cloud-provider-kind",
+        };
+        return Err(Problem::new(
+            &path!["loadBalancer", "mode"],
+            format!("loadBalancer mode `{name}` needs `cluster.provider: kind`"),
+        )
+        .help("use `mode: model` (zdt's cloud LB model) on the emulator"));
+    }
+    let profile = lb.profile.unwrap_or(match mode {
+        LbMode::CloudProviderKind => LbProfile::CloudProviderKind,
+        _ => LbProfile::Azure,
+    });
+    if profile == LbProfile::Custom {
+        for (field, set) in [
+            ("interval", lb.interval.is_some()),
+            ("timeout", lb.timeout.is_some()),
+            ("unhealthyThreshold", lb.unhealthy_threshold.is_some()),
+            ("healthyThreshold", lb.healthy_threshold.is_some()),
+        ] {
+            if !set {
+                return Err(Problem::new(
+                    &path!["loadBalancer", "profile"],
+                    format!("profile `custom` needs `{field}`"),
+                )
+                .help("a custom profile sets interval, timeout, unhealthyThreshold and healthyThreshold"));
+            }
+        }
+    }
+    if let Some(i) = lb.interval {
+        positive(&path!["loadBalancer", "interval"], "interval", i)?;
+    }
+    if let Some(t) = lb.timeout {
+        positive(&path!["loadBalancer", "timeout"], "timeout", t)?;
+        if let Some(i) = lb.interval {
+            if t > i {
+                return Err(Problem::new(
+                    &path!["loadBalancer", "timeout"],
+                    format!("probe `timeout` {t} is longer than its `interval` {i}"),
+                )
+                .help("a probe must time out before the next one is due"));
+            }
+        }
+    }
+    for (field, v) in [
+        ("unhealthyThreshold", lb.unhealthy_threshold),
+        ("healthyThreshold", lb.healthy_threshold),
+    ] {
+        if v == Some(0) {
+            return Err(Problem::new(
+                &path!["loadBalancer", field],
+                format!("`{field}` must be ≥ 1"),
+            ));
+        }
+    }
+    Ok(LoadBalancer {
+        profile,
+        probe: zdt_lb::config::ProbeOverrides {
+            interval: lb.interval,
+            timeout: lb.timeout,
+            unhealthy_threshold: lb.unhealthy_threshold,
+            healthy_threshold: lb.healthy_threshold,
+        },
+        fail_open: lb.fail_open.unwrap_or(true),
+        selection: lb.selection.unwrap_or(Selection::Random),
+        mode,
+    })
+}
+
+fn dns_label(path: &[Seg], what: &str, name: &str) -> R<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            path,
+            format!("{what} `{name}` is not a valid Kubernetes name (lowercase letters, digits and `-`)"),
+        ))
+    }
+}
+
+fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
+    let rel = w.manifests.as_deref().unwrap_or(DEFAULT_MANIFESTS);
+    let manifests: PathBuf = dir.join(rel);
+    if !manifests.is_dir() {
+        return Err(Problem::new(
+            &path!["workload", "manifests"],
+            format!("manifests directory `{rel}` not found"),
+        )
+        .help(format!(
+            "looked at {}; `manifests` is relative to the scenario file",
+            manifests.display()
+        )));
+    }
+    let namespace = w.namespace.unwrap_or_else(|| "default".into());
+    dns_label(&path!["workload", "namespace"], "namespace", &namespace)?;
+    let service = w.service.unwrap_or_else(|| "nginx".into());
+    dns_label(&path!["workload", "service"], "service", &service)?;
+    let deployment = w.deployment.unwrap_or_else(|| "nginx".into());
+    dns_label(&path!["workload", "deployment"], "deployment", &deployment)?;
+
+    let m = w.mitigations.unwrap_or_default();
+    let mp = |f: &str| path!["workload", "mitigations", f];
+    if let Some(d) = m.pre_stop_sleep {
+        whole_seconds(&mp("preStopSleep"), "preStopSleep", d)?;
+    }
+    let pre_stop_sleep_mode = match m.pre_stop_sleep_mode {
+        Some(PreStopSleepMode::Action) if !cluster.kubernetes.at_least(1, 30) => {
+            return Err(Problem::new(
+                &mp("preStopSleepMode"),
+                format!(
+                    "preStopSleepMode `action` needs Kubernetes ≥ 1.30 (the cluster is {})",
+                    cluster.kubernetes
+                ),
+            )
+            .help("use `preStopSleepMode: exec` (runs `sleep N` in the container)"));
+        }
+        Some(mode) => mode,
+        None if cluster.kubernetes.at_least(1, 30) => PreStopSleepMode::Action,
+        None => PreStopSleepMode::Exec,
+    };
+    let readiness_probe = match m.readiness_probe {
+        None => None,
+        Some(v1::Toggle::Enabled(false)) => Some(Switch::Off),
+        Some(v1::Toggle::Enabled(true)) => Some(Switch::On(ReadinessProbe::default())),
+        Some(v1::Toggle::With(p)) => Some(Switch::On(probe(p)?)),
+    };
+    let pdb = match m.pdb {
+        None => None,
+        Some(v1::Toggle::Enabled(false)) => Some(Switch::Off),
+        Some(v1::Toggle::Enabled(true)) => {
+            Some(Switch::On(Pdb::MaxUnavailable(IntOrPercent::Int(1))))
+        }
+        Some(v1::Toggle::With(p)) => match (p.min_available, p.max_unavailable) {
+            (Some(a), None) => Some(Switch::On(Pdb::MinAvailable(a))),
+            (None, Some(u)) => Some(Switch::On(Pdb::MaxUnavailable(u))),
+            _ => {
+                return Err(Problem::new(
+                    &mp("pdb"),
+                    "`pdb` takes exactly one of `minAvailable` or `maxUnavailable`",
+                ))
+            }
+        },
+    };
+    if m.max_unavailable == Some(IntOrPercent::Int(0)) && m.max_surge == Some(IntOrPercent::Int(0))
+    {
+        return Err(Problem::new(
+            &mp("maxSurge"),
+            "`maxUnavailable` and `maxSurge` cannot both be 0: the rollout could never progress",
+        ));
+    }
+    if let Some(d) = m.termination_grace_period {
+        whole_seconds(&mp("terminationGracePeriod"), "terminationGracePeriod", d)?;
+    }
+    if let Some(d) = m.min_ready {
+        whole_seconds(&mp("minReady"), "minReady", d)?;
+    }
+    let stop_signal = match m.stop_signal {
+        None => None,
+        Some(s) => {
+            let upper = s.to_ascii_uppercase();
+            let canonical = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            if !STOP_SIGNALS.contains(&canonical.as_str()) {
+                let mut p = Problem::new(&mp("stopSignal"), format!("unknown stop signal `{s}`"))
+                    .help(format!("use one of {}", STOP_SIGNALS.join(", ")));
+                if let Some(near) = suggest(&canonical, STOP_SIGNALS.iter().copied()) {
+                    p.message = format!("unknown stop signal `{s}`, did you mean `{near}`?");
+                }
+                return Err(p);
+            }
+            if let Err(why) =
+                crate::model::stop_signal_supported(cluster.provider, cluster.kubernetes)
+            {
+                return Err(Problem::new(&mp("stopSignal"), why).help(
+                    "run it on the emulator (`provider: emulator`), or use an image whose STOPSIGNAL is the one you want",
+                ));
+            }
+            Some(canonical)
+        }
+    };
+    let spread = m.spread.map(|s| match s {
+        v1::SpreadSpec::None => Spread::None,
+        v1::SpreadSpec::Preferred => Spread::Preferred,
+        v1::SpreadSpec::Required => Spread::Required,
+    });
+
+    let mut patches = Vec::new();
+    for (i, p) in w.patches.unwrap_or_default().into_iter().enumerate() {
+        let pp = path!["workload", "patches", i];
+        if p.kind.is_empty() {
+            return Err(Problem::new(&pp, "patch `kind` must not be empty"));
+        }
+        if !p.patch.is_object() {
+            return Err(Problem::new(
+                &path!["workload", "patches", i, "patch"],
+                "`patch` must be a mapping (a JSON merge patch on the manifest)",
+            ));
+        }
+        patches.push(ManifestPatch {
+            kind: p.kind,
+            name: p.name,
+            patch: p.patch,
+        });
+    }
+
+    Ok(Workload {
+        manifests,
+        namespace,
+        service,
+        deployment,
+        container: w.container,
+        mitigations: Mitigations {
+            pre_stop_sleep: m.pre_stop_sleep,
+            pre_stop_sleep_mode,
+            readiness_probe,
+            pdb,
+            external_traffic_policy: m.external_traffic_policy,
+            max_unavailable: m.max_unavailable,
+            max_surge: m.max_surge,
+            termination_grace_period: m.termination_grace_period,
+            stop_signal,
+            replicas: m.replicas,
+            spread,
+            min_ready: m.min_ready,
+        },
+        patches,
+    })
+}
+
+fn probe(p: v1::ProbeSpec) -> R<ReadinessProbe> {
+    let d = ReadinessProbe::default();
+    let pp = |f: &str| path!["workload", "mitigations", "readinessProbe", f];
+    let period = p.period.unwrap_or(d.period);
+    whole_seconds(&pp("period"), "readinessProbe period", period)?;
+    positive(&pp("period"), "period", period)?;
+    let timeout = p.timeout.unwrap_or(d.timeout);
+    whole_seconds(&pp("timeout"), "readinessProbe timeout", timeout)?;
+    positive(&pp("timeout"), "timeout", timeout)?;
+    let initial_delay = p.initial_delay.unwrap_or(d.initial_delay);
+    whole_seconds(
+        &pp("initialDelay"),
+        "readinessProbe initialDelay",
+        initial_delay,
+    )?;
+    let failure_threshold = p.failure_threshold.unwrap_or(d.failure_threshold);
+    let success_threshold = p.success_threshold.unwrap_or(d.success_threshold);
+    for (f, v) in [
+        ("failureThreshold", failure_threshold),
+        ("successThreshold", success_threshold),
+    ] {
+        if v == 0 {
+            return Err(Problem::new(&pp(f), format!("`{f}` must be ≥ 1")));
+        }
+    }
+    let path = p.path.unwrap_or(d.path);
+    if !path.starts_with('/') {
+        return Err(Problem::new(
+            &pp("path"),
+            format!("probe path `{path}` must start with `/`"),
+        ));
+    }
+    Ok(ReadinessProbe {
+        path,
+        port: p.port,
+        period,
+        timeout,
+        failure_threshold,
+        success_threshold,
+        initial_delay,
+    })
+}
+
+fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
+    let tp = |f: &str| path!["traffic", f];
+    let duration = positive(&tp("duration"), "duration", t.duration)?;
+    let timeout = positive(
+        &tp("timeout"),
+        "timeout",
+        t.timeout.unwrap_or(Dur::from_secs(10)),
+    )?;
+    let method = t.method.clone().unwrap_or_else(|| "GET".into());
+    if !METHODS.contains(&method.as_str()) {
+        let mut p = Problem::new(&tp("method"), format!("unknown HTTP method `{method}`"))
+            .help(format!("use one of {}", METHODS.join(", ")));
+        if let Some(s) = suggest(&method.to_ascii_uppercase(), METHODS.iter().copied()) {
+            p.message = format!("unknown HTTP method `{method}`, did you mean `{s}`?");
+        }
+        return Err(p);
+    }
+    let path = t.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        return Err(Problem::new(
+            &tp("path"),
+            format!("request path `{path}` must start with `/`"),
+        ));
+    }
+    let max_in_flight = match t.max_in_flight {
+        Some(0) => {
+            return Err(Problem::new(
+                &tp("maxInFlight"),
+                "`maxInFlight` must be ≥ 1",
+            ))
+        }
+        Some(n) => n,
+        None => default_max_in_flight(t.rate, timeout),
+    };
+    let bucket = t.bucket.unwrap_or(Dur::from_secs(1));
+    if bucket < Dur::from_millis(100) || bucket > Dur::from_secs(1) {
+        return Err(Problem::new(
+            &tp("bucket"),
+            format!("`bucket` must be between 100ms and 1s, got {bucket}"),
+        ));
+    }
+    Ok(Traffic {
+        rate: t.rate,
+        duration,
+        timeout,
+        keep_alive: t.keep_alive.unwrap_or(false),
+        method,
+        path,
+        headers: t.headers.clone().unwrap_or_default(),
+        body: t.body.clone(),
+        max_in_flight,
+        warmup: t.warmup.unwrap_or(Dur::ZERO),
+        bucket,
+    })
+}
+
+fn chaos(
+    steps: &[v1::ChaosStepSpec],
+    cluster: &Cluster,
+    lb: &LoadBalancer,
+    workload: &Workload,
+    traffic: &Traffic,
+) -> R<Vec<ChaosStep>> {
+    let mut out: Vec<ChaosStep> = Vec::with_capacity(steps.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        let n = i + 1;
+        let sp = |f: &str| path!["chaos", i, f];
+        let name = match &s.name {
+            Some(name) => {
+                check_name(&sp("name"), &format!("chaos step {n}: name"), name)?;
+                if name == "previous" {
+                    return Err(Problem::new(
+                        &sp("name"),
+                        format!(
+                            "chaos step {n}: `previous` is reserved (it means the step before)"
+                        ),
+                    ));
+                }
+                if let Some(first) = names.get(name) {
+                    return Err(Problem::new(
+                        &sp("name"),
+                        format!(
+                            "chaos step {n}: name `{name}` is already used by step {}",
+                            first + 1
+                        ),
+                    ));
+                }
+                name.clone()
+            }
+            None => format!("step-{n}"),
+        };
+
+        let start = match (&s.at, &s.after) {
+            (Some(_), Some(_)) => return Err(Problem::new(
+                &sp("after"),
+                format!("chaos step {n} has both `at` and `after`: keep one"),
+            )
+            .key()
+            .help(
+                "`at` is an offset from traffic start; `after` waits for another step to finish",
+            )),
+            (Some(at), None) => {
+                if s.delay.is_some() {
+                    return Err(Problem::new(
+                        &sp("delay"),
+                        format!("chaos step {n}: `delay` only goes with `after`"),
+                    )
+                    .key()
+                    .help(format!("fold it into `at` (at: {at} + delay)")));
+                }
+                if *at >= traffic.duration {
+                    return Err(Problem::new(
+                        &sp("at"),
+                        format!(
+                            "chaos step {n} starts at {at}, but traffic lasts only {}",
+                            traffic.duration
+                        ),
+                    )
+                    .help("start it earlier or make `traffic.duration` longer"));
+                }
+                Start::At(*at)
+            }
+            (None, Some(after)) => {
+                let step = if after == "previous" {
+                    if i == 0 {
+                        return Err(Problem::new(
+                            &sp("after"),
+                            format!(
+                                "chaos step {n}: `after: previous` but there is no previous step"
+                            ),
+                        )
+                        .help("use `at: 0s` for the first step"));
+                    }
+                    i - 1
+                } else {
+                    match names.get(after) {
+                        Some(&j) => j,
+                        None => {
+                            let later = steps[i + 1..]
+                                .iter()
+                                .any(|l| l.name.as_deref() == Some(after.as_str()));
+                            let mut p = Problem::new(
+                                &sp("after"),
+                                if later {
+                                    format!("chaos step {n}: `after: {after}` names a later step; steps can only wait for earlier ones")
+                                } else {
+                                    format!(
+                                        "chaos step {n}: `after: {after}` names no earlier step"
+                                    )
+                                },
+                            );
+                            if let Some(near) = suggest(after, names.keys().map(String::as_str)) {
+                                p.message.push_str(&format!(" (did you mean `{near}`?)"));
+                            }
+                            return Err(p.help("use `previous` or the `name` of an earlier step"));
+                        }
+                    }
+                };
+                Start::After {
+                    step,
+                    delay: s.delay.unwrap_or(Dur::ZERO),
+                }
+            }
+            (None, None) => {
+                if s.delay.is_some() {
+                    return Err(Problem::new(
+                        &sp("delay"),
+                        format!("chaos step {n}: `delay` only goes with `after`"),
+                    )
+                    .key());
+                }
+                if i == 0 {
+                    Start::At(Dur::ZERO)
+                } else {
+                    Start::After {
+                        step: i - 1,
+                        delay: Dur::ZERO,
+                    }
+                }
+            }
+        };
+
+        let action = action(s, i, &out, &names, cluster, lb, workload)?;
+        names.insert(name.clone(), i);
+        out.push(ChaosStep {
+            name,
+            start,
+            action,
+        });
+    }
+    Ok(out)
+}
+
+fn action(
+    s: &v1::ChaosStepSpec,
+    i: usize,
+    earlier: &[ChaosStep],
+    names: &HashMap<String, usize>,
+    cluster: &Cluster,
+    lb: &LoadBalancer,
+    workload: &Workload,
+) -> R<Action> {
+    let n = i + 1;
+    let set: Vec<&str> = [
+        ("drain", s.drain.is_some()),
+        ("cordon", s.cordon.is_some()),
+        ("uncordon", s.uncordon.is_some()),
+        ("taint", s.taint.is_some()),
+        ("rolloutRestart", s.rollout_restart.is_some()),
+        ("setImage", s.set_image.is_some()),
+        ("scale", s.scale.is_some()),
+        ("deletePod", s.delete_pod.is_some()),
+        ("nodeStop", s.node_stop.is_some()),
+        ("nodePause", s.node_pause.is_some()),
+        ("nodeKill", s.node_kill.is_some()),
+        ("nodeResume", s.node_resume.is_some()),
+        ("lbRemoveBackend", s.lb_remove_backend.is_some()),
+        ("lbDrainBackend", s.lb_drain_backend.is_some()),
+        ("lbRestoreBackend", s.lb_restore_backend.is_some()),
+        ("wait", s.wait.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    let kind = match set.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Problem::new(
+                &path!["chaos", i],
+                format!("chaos step {n} has no action"),
+            )
+            .help(format!("add one of {}", v1::ACTIONS.join(", "))))
+        }
+        [a, b, ..] => {
+            return Err(Problem::new(
+                &path!["chaos", i, *b],
+                format!("chaos step {n} has more than one action (`{a}` and `{b}`): split it into one step each"),
+            )
+            .key())
+        }
+    };
+    let ap = |f: &str| path!["chaos", i, kind, f];
+    let node = |sel: &v1::NodeSelectorSpec| -> R<NodeSelector> {
+        let p = path!["chaos", i, kind, "node"];
+        Ok(match sel {
+            v1::NodeSelectorSpec::Name(name) => {
+                if name.is_empty() {
+                    return Err(Problem::new(&p, format!("chaos step {n}: empty node name")));
+                }
+                NodeSelector::Name(name.clone())
+            }
+            v1::NodeSelectorSpec::Index(idx) => {
+                if *idx >= cluster.workers as usize {
+                    return Err(Problem::new(
+                        &path!["chaos", i, kind, "node", "index"],
+                        format!(
+                            "chaos step {n}: node index {idx} but the cluster has {} workers",
+                            cluster.workers
+                        ),
+                    )
+                    .help(format!(
+                        "indexes are 0-based: use 0 … {}",
+                        cluster.workers.saturating_sub(1)
+                    )));
+                }
+                NodeSelector::Index(*idx)
+            }
+            v1::NodeSelectorSpec::HostingPod(labels) => NodeSelector::HostingPod(labels.clone()),
+            v1::NodeSelectorSpec::SameAs(step) => {
+                let sp = path!["chaos", i, kind, "node", "sameAs"];
+                let Some(&j) = names.get(step) else {
+                    let mut p = Problem::new(
+                        &sp,
+                        format!("chaos step {n}: `sameAs: {step}` names no earlier step"),
+                    );
+                    if let Some(near) = suggest(step, names.keys().map(String::as_str)) {
+                        p.message.push_str(&format!(" (did you mean `{near}`?)"));
+                    }
+                    return Err(p);
+                };
+                if earlier[j].action.node().is_none() {
+                    return Err(Problem::new(
+                        &sp,
+                        format!(
+                            "chaos step {n}: `sameAs: {step}` but step {} (`{}`) does not choose a node",
+                            j + 1,
+                            earlier[j].action.kind()
+                        ),
+                    ));
+                }
+                NodeSelector::SameAs(j)
+            }
+        })
+    };
+    let deployment = |d: &Option<String>, f: &str| -> R<String> {
+        let name = d.clone().unwrap_or_else(|| workload.deployment.clone());
+        dns_label(&ap(f), "deployment", &name)?;
+        Ok(name)
+    };
+    let needs_lb_model = || -> R<()> {
+        if lb.mode != LbMode::Model {
+            return Err(Problem::new(
+                &path!["chaos", i, kind],
+                format!("chaos step {n}: `{kind}` needs `loadBalancer.mode: model` (only zdt's LB has an admin API)"),
+            )
+            .key());
+        }
+        Ok(())
+    };
+    let needs_node_access = || -> R<()> {
+        if cluster.provider == Provider::Existing {
+            return Err(Problem::new(
+                &path!["chaos", i, kind],
+                format!("chaos step {n}: `{kind}` needs the emulator or kind: zdt cannot stop nodes of an existing cluster"),
+            )
+            .key());
+        }
+        Ok(())
+    };
+
+    Ok(match kind {
+        "drain" => {
+            let d = s.drain.as_ref().expect("checked above");
+            Action::Drain {
+                node: node(&d.node)?,
+                timeout: positive(
+                    &ap("timeout"),
+                    "timeout",
+                    d.timeout.unwrap_or(Dur::from_secs(300)),
+                )?,
+                grace_period: d.grace_period,
+            }
+        }
+        "cordon" => Action::Cordon {
+            node: node(&s.cordon.as_ref().expect("checked").node)?,
+        },
+        "uncordon" => Action::Uncordon {
+            node: node(&s.uncordon.as_ref().expect("checked").node)?,
+        },
+        "taint" => {
+            let t = s.taint.as_ref().expect("checked");
+            if t.key.is_empty() {
+                return Err(Problem::new(
+                    &ap("key"),
+                    format!("chaos step {n}: taint `key` must not be empty"),
+                ));
+            }
+            Action::Taint {
+                node: node(&t.node)?,
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.unwrap_or(TaintEffect::NoSchedule),
+            }
+        }
+        "rolloutRestart" => Action::RolloutRestart {
+            deployment: deployment(
+                &s.rollout_restart.as_ref().expect("checked").deployment,
+                "deployment",
+            )?,
+        },
+        "setImage" => {
+            let si = s.set_image.as_ref().expect("checked");
+            if si.image.trim().is_empty() {
+                return Err(Problem::new(
+                    &ap("image"),
+                    format!("chaos step {n}: `image` must not be empty"),
+                ));
+            }
+            Action::SetImage {
+                deployment: deployment(&si.deployment, "deployment")?,
+                container: si.container.clone().or_else(|| workload.container.clone()),
+                image: si.image.clone(),
+            }
+        }
+        "scale" => {
+            let sc = s.scale.as_ref().expect("checked");
+            Action::Scale {
+                deployment: deployment(&sc.deployment, "deployment")?,
+                replicas: sc.replicas,
+            }
+        }
+        "deletePod" => {
+            let dp = s.delete_pod.as_ref().expect("checked");
+            let target = match (&dp.name, &dp.selector) {
+                (Some(name), None) => PodTarget::Name(name.clone()),
+                (None, Some(sel)) if !sel.is_empty() => PodTarget::Selector(sel.clone()),
+                _ => {
+                    return Err(Problem::new(
+                        &path!["chaos", i, "deletePod"],
+                        format!("chaos step {n}: `deletePod` takes exactly one of `name` or `selector` (labels)"),
+                    )
+                    .key())
+                }
+            };
+            Action::DeletePod {
+                target,
+                grace_period: dp.grace_period,
+            }
+        }
+        "nodeStop" => {
+            needs_node_access()?;
+            Action::NodeStop {
+                node: node(&s.node_stop.as_ref().expect("checked").node)?,
+            }
+        }
+        "nodePause" => {
+            needs_node_access()?;
+            Action::NodePause {
+                node: node(&s.node_pause.as_ref().expect("checked").node)?,
+            }
+        }
+        "nodeKill" => {
+            needs_node_access()?;
+            Action::NodeKill {
+                node: node(&s.node_kill.as_ref().expect("checked").node)?,
+            }
+        }
+        "nodeResume" => {
+            needs_node_access()?;
+            Action::NodeResume {
+                node: node(&s.node_resume.as_ref().expect("checked").node)?,
+            }
+        }
+        "lbRemoveBackend" => {
+            needs_lb_model()?;
+            Action::LbRemoveBackend {
+                node: node(&s.lb_remove_backend.as_ref().expect("checked").node)?,
+            }
+        }
+        "lbDrainBackend" => {
+            needs_lb_model()?;
+            let d = s.lb_drain_backend.as_ref().expect("checked");
+            Action::LbDrainBackend {
+                node: node(&d.node)?,
+                timeout: d.timeout.unwrap_or(Dur::from_secs(30)),
+            }
+        }
+        "lbRestoreBackend" => {
+            needs_lb_model()?;
+            Action::LbRestoreBackend {
+                node: node(&s.lb_restore_backend.as_ref().expect("checked").node)?,
+            }
+        }
+        "wait" => {
+            let w = s.wait.as_ref().expect("checked");
+            match (w.duration, w.until) {
+                (Some(d), None) => {
+                    if w.timeout.is_some() {
+                        return Err(Problem::new(
+                            &ap("timeout"),
+                            format!("chaos step {n}: `timeout` only goes with `until`"),
+                        )
+                        .key());
+                    }
+                    Action::Wait(Wait::For(positive(&ap("duration"), "duration", d)?))
+                }
+                (None, Some(condition)) => {
+                    if condition == WaitCondition::LbHealthy {
+                        needs_lb_model()?;
+                    }
+                    Action::Wait(Wait::Until {
+                        condition,
+                        timeout: positive(
+                            &ap("timeout"),
+                            "timeout",
+                            w.timeout.unwrap_or(Dur::from_secs(300)),
+                        )?,
+                    })
+                }
+                _ => return Err(Problem::new(
+                    &path!["chaos", i, "wait"],
+                    format!("chaos step {n}: `wait` takes exactly one of `duration` or `until`"),
+                )
+                .key()
+                .help(
+                    "e.g. `wait: {duration: 10s}` or `wait: {until: rolloutComplete, timeout: 2m}`",
+                )),
+            }
+        }
+        other => unreachable!("action `{other}` listed but not handled"),
+    })
+}
+
+fn ratio(path: &[Seg], what: &str, v: f64) -> R<f64> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(
+            Problem::new(path, format!("{what} must be between 0 and 1, got {v}"))
+                .help("a ratio: 0.999 means 99.9 %"),
+        )
+    }
+}
+
+fn expect(e: v1::ExpectSpec) -> R<Expect> {
+    let ep = |f: &str| path!["expect", f];
+    let success_ratio = match e.success_ratio {
+        None => None,
+        Some(b) => {
+            let p = ep("successRatio");
+            if b.min.is_none() && b.max.is_none() {
+                return Err(Problem::new(&p, "`successRatio` needs `min` and/or `max`"));
+            }
+            let min = b
+                .min
+                .map(|v| ratio(&p, "successRatio min", v))
+                .transpose()?;
+            let max = b
+                .max
+                .map(|v| ratio(&p, "successRatio max", v))
+                .transpose()?;
+            if let (Some(lo), Some(hi)) = (min, max) {
+                if lo > hi {
+                    return Err(Problem::new(
+                        &p,
+                        format!("successRatio min {lo} is above its max {hi}"),
+                    ));
+                }
+            }
+            Some(Bound { min, max })
+        }
+    };
+    let l = e.latency.unwrap_or_default();
+    let lat = |name: &str, b: Option<v1::DurBound>| -> R<Option<Bound<Dur>>> {
+        let Some(b) = b else { return Ok(None) };
+        let p = path!["expect", "latency", name];
+        if b.min.is_none() && b.max.is_none() {
+            return Err(Problem::new(
+                &p,
+                format!("latency `{name}` needs `min` and/or `max`"),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (b.min, b.max) {
+            if lo > hi {
+                return Err(Problem::new(
+                    &p,
+                    format!("latency {name} min {lo} is above its max {hi}"),
+                ));
+            }
+        }
+        Ok(Some(Bound {
+            min: b.min,
+            max: b.max,
+        }))
+    };
+    let latency = LatencyExpect {
+        p50: lat("p50", l.p50)?,
+        p90: lat("p90", l.p90)?,
+        p95: lat("p95", l.p95)?,
+        p99: lat("p99", l.p99)?,
+        p999: lat("p99.9", l.p999)?,
+        max: lat("max", l.max)?,
+    };
+    if let Some(codes) = &e.status_codes {
+        for (i, c) in codes.iter().enumerate() {
+            if *c != 0 && !(100..=599).contains(c) {
+                return Err(Problem::new(
+                    &path!["expect", "statusCodes", i],
+                    format!(
+                        "status code {c} does not exist: use 100 … 599, or 0 for \"no response\""
+                    ),
+                ));
+            }
+        }
+    }
+    let min_achieved_rate = match e.min_achieved_rate {
+        None => 0.999,
+        Some(v) if v > 0.0 && v <= 1.0 => v,
+        Some(v) => {
+            return Err(Problem::new(
+                &ep("minAchievedRate"),
+                format!("`minAchievedRate` is a fraction of the requested rate in (0, 1], got {v}"),
+            ))
+        }
+    };
+    let t = e.tolerance.unwrap_or_default();
+    let dt = Tolerance::default();
+    let tolerance = Tolerance {
+        success_ratio: match t.success_ratio {
+            None => dt.success_ratio,
+            Some(v) => ratio(
+                &path!["expect", "tolerance", "successRatio"],
+                "tolerance successRatio",
+                v,
+            )?,
+        },
+        latency: match t.latency {
+            None => dt.latency,
+            Some(v1::Fraction(v)) if v >= 0.0 && v.is_finite() => v,
+            Some(v1::Fraction(v)) => {
+                return Err(Problem::new(
+                    &path!["expect", "tolerance", "latency"],
+                    format!("latency tolerance must be ≥ 0, got {v}"),
+                ))
+            }
+        },
+    };
+    let mut kinds = e.error_kinds;
+    if let Some(k) = kinds.as_mut() {
+        k.sort();
+        k.dedup();
+    }
+    Ok(Expect {
+        success_ratio,
+        latency,
+        status_codes: e.status_codes,
+        error_kinds: kinds,
+        max_error_window: e.max_error_window,
+        min_achieved_rate,
+        tolerance,
+    })
+}

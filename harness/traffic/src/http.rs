@@ -1,0 +1,809 @@
+//! The lean HTTP/1.1 exchange the generator runs per request.
+//!
+//! The request is the same bytes every time, so it is serialised once
+//! ([`Target::request_bytes`]). The response is parsed with `httparse` into a
+//! buffer owned by the request task and its body only counted, never kept.
+//! Doing the framing here (instead of through a general client) keeps the
+//! per-request cost to the syscalls and lets every failure be classified by
+//! the exact stage it happened in: connect, write, response head, body.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ErrorKind;
+
+/// The largest response head accepted; beyond it the response is garbage.
+const MAX_HEAD: usize = 64 * 1024;
+/// Read size for the response head: one read holds a typical head.
+const HEAD_CHUNK: usize = 1024;
+/// Read size while skipping a body.
+const BODY_CHUNK: usize = 16 * 1024;
+
+/// Where in the exchange a request was when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Waiting for a pool slot (keep-alive) or dialing.
+    Connect,
+    /// Writing the request.
+    Write,
+    /// Waiting for / reading the response head.
+    Head,
+    /// Reading the response body.
+    Body,
+}
+
+impl Stage {
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Connect => "dial tcp",
+            Stage::Write => "write request",
+            Stage::Head => "read response head",
+            Stage::Body => "read response body",
+        }
+    }
+}
+
+/// Why a request failed, small and `Copy` so results never allocate; the
+/// human message is built only the first time a distinct failure shows up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub stage: Stage,
+    pub detail: Detail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// An OS error (errno when known, else the io::ErrorKind's debug index).
+    Io(Option<i32>, IoKind),
+    /// The peer closed the connection before the response was complete.
+    Eof {
+        got_bytes: bool,
+    },
+    /// The response head did not parse.
+    Parse(ParseError),
+    HeadTooLarge,
+    BadContentLength,
+    BadChunk,
+    /// The one timeout (connect + headers + body) ran out.
+    Timeout,
+    /// The attack was cancelled while this request was in flight.
+    Cancelled,
+    /// The request was due but never sent (in-flight bound, end of attack).
+    NotSent,
+}
+
+/// `io::ErrorKind` is not `Hash`+stable-ordered in a way worth relying on;
+/// keep the few that matter plus "other".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoKind {
+    Refused,
+    Reset,
+    Aborted,
+    BrokenPipe,
+    TimedOut,
+    AddrNotAvailable,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseError(httparse::Error);
+
+impl std::hash::Hash for ParseError {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // httparse's errors are field-less variants.
+        std::mem::discriminant(&self.0).hash(state);
+    }
+}
+
+impl Failure {
+    pub fn new(kind: ErrorKind, stage: Stage, detail: Detail) -> Self {
+        Self {
+            kind,
+            stage,
+            detail,
+        }
+    }
+
+    pub fn io(stage: Stage, e: &io::Error) -> Self {
+        let (kind, io_kind) = match e.kind() {
+            io::ErrorKind::ConnectionRefused => (ErrorKind::Refused, IoKind::Refused),
+            io::ErrorKind::ConnectionReset => (ErrorKind::Reset, IoKind::Reset),
+            io::ErrorKind::ConnectionAborted => (ErrorKind::Reset, IoKind::Aborted),
+            io::ErrorKind::BrokenPipe => (ErrorKind::Reset, IoKind::BrokenPipe),
+            io::ErrorKind::TimedOut if stage == Stage::Connect => {
+                (ErrorKind::ConnectTimeout, IoKind::TimedOut)
+            }
+            io::ErrorKind::TimedOut => (ErrorKind::ResponseTimeout, IoKind::TimedOut),
+            io::ErrorKind::AddrNotAvailable => (ErrorKind::OtherIo, IoKind::AddrNotAvailable),
+            _ => (ErrorKind::OtherIo, IoKind::Other),
+        };
+        Self::new(kind, stage, Detail::Io(e.raw_os_error(), io_kind))
+    }
+
+    pub fn timeout(stage: Stage) -> Self {
+        let kind = if stage == Stage::Connect {
+            ErrorKind::ConnectTimeout
+        } else {
+            ErrorKind::ResponseTimeout
+        };
+        Self::new(kind, stage, Detail::Timeout)
+    }
+
+    fn eof(stage: Stage, got_bytes: bool) -> Self {
+        Self::new(ErrorKind::Closed, stage, Detail::Eof { got_bytes })
+    }
+
+    fn bad(stage: Stage, detail: Detail) -> Self {
+        Self::new(ErrorKind::BadResponse, stage, detail)
+    }
+
+    /// A reused keep-alive connection that the server had already closed:
+    /// nothing was answered, so the request may go again on a fresh one.
+    pub fn is_stale_connection(&self) -> bool {
+        matches!(self.stage, Stage::Write | Stage::Head)
+            && matches!(
+                self.detail,
+                Detail::Eof { got_bytes: false }
+                    | Detail::Io(_, IoKind::Reset | IoKind::BrokenPipe | IoKind::Aborted)
+            )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = self.stage.describe();
+        match self.detail {
+            Detail::Io(Some(errno), _) => {
+                write!(f, "{stage}: {}", io::Error::from_raw_os_error(errno))
+            }
+            Detail::Io(None, kind) => write!(f, "{stage}: {kind:?}"),
+            Detail::Eof { got_bytes: false } => {
+                write!(f, "{stage}: connection closed before any response (EOF)")
+            }
+            Detail::Eof { got_bytes: true } => {
+                write!(
+                    f,
+                    "{stage}: connection closed mid-response (unexpected EOF)"
+                )
+            }
+            Detail::Parse(ParseError(e)) => write!(f, "{stage}: malformed HTTP response: {e}"),
+            Detail::HeadTooLarge => {
+                write!(f, "{stage}: response head larger than {MAX_HEAD} bytes")
+            }
+            Detail::BadContentLength => write!(f, "{stage}: invalid Content-Length"),
+            Detail::BadChunk => write!(f, "{stage}: malformed chunked encoding"),
+            Detail::Timeout => write!(f, "{stage}: timeout exceeded"),
+            Detail::Cancelled => write!(f, "attack cancelled while in flight"),
+            Detail::NotSent => write!(
+                f,
+                "not sent: the generator could not keep up (in-flight bound or end of attack)"
+            ),
+        }
+    }
+}
+
+/// A complete response. Header values of interest are ranges into the
+/// buffer the exchange read into, so no copies are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Body bytes (after de-chunking), vegeta's `bytes_in`.
+    pub body: u64,
+    /// The connection may carry another request.
+    pub reusable: bool,
+    pub node: Option<Range<usize>>,
+    pub pod: Option<Range<usize>>,
+}
+
+/// Where and what to send, parsed once from the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http://host:port/path?query` as given.
+    pub url: String,
+    /// `host:port` (port defaulted), what is resolved and dialed.
+    pub authority: String,
+    /// The Host header value (as written in the URL).
+    pub host_header: String,
+    pub path_and_query: String,
+}
+
+impl Target {
+    /// Parses an `http://` URL; the error says what to write instead.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| {
+            format!("`{url}` is not a URL ({e}): write e.g. http://127.0.0.1:8080/")
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "`{url}`: https is not supported by the generator; target the plain-HTTP port"
+                ))
+            }
+            _ => return Err(format!("`{url}` needs a scheme: write http://{url}")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{url}` has no host: write e.g. http://127.0.0.1:8080/"))?;
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(80);
+        let host_for_dial = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Ok(Self {
+            url: url.to_string(),
+            authority: format!("{host_for_dial}:{port}"),
+            host_header: authority.as_str().to_string(),
+            path_and_query: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".to_string()),
+        })
+    }
+
+    /// The request as it goes on the wire, built once per attack.
+    pub fn request_bytes(
+        &self,
+        method: &http::Method,
+        headers: &[(String, String)],
+        body: &[u8],
+        keep_alive: bool,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + body.len());
+        let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.path_and_query.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if !has("host") {
+            push_header(&mut out, "Host", &self.host_header);
+        }
+        if !has("user-agent") {
+            push_header(
+                &mut out,
+                "User-Agent",
+                concat!("zdt/", env!("CARGO_PKG_VERSION")),
+            );
+        }
+        for (k, v) in headers {
+            if k.eq_ignore_ascii_case("connection") || k.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            push_header(&mut out, k, v);
+        }
+        if !body.is_empty()
+            || matches!(
+                *method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            )
+        {
+            push_header(&mut out, "Content-Length", &body.len().to_string());
+        }
+        if !keep_alive {
+            push_header(&mut out, "Connection", "close");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Dial `addr` ([`zdt_core::net::connect`]: loopback sources spread, no
+/// reactor turn for a handshake that already finished).
+pub async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, Failure> {
+    zdt_core::net::connect(addr)
+        .await
+        .map_err(|e| Failure::io(Stage::Connect, &e))
+}
+
+/// Write `request` and read one complete response into `buf` (the head
+/// stays at the start of `buf`; body bytes are counted and dropped).
+/// `stage` is kept current so a timeout wrapped around this future can say
+/// where it struck.
+pub async fn exchange<S>(
+    io: &mut S,
+    request: &[u8],
+    head_only: bool,
+    buf: &mut Vec<u8>,
+    stage: &mut Stage,
+) -> Result<Response, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    *stage = Stage::Write;
+    io.write_all(request)
+        .await
+        .map_err(|e| Failure::io(Stage::Write, &e))?;
+
+    *stage = Stage::Head;
+    buf.clear();
+    // Interim (1xx) heads are skipped; `start` is where the next head begins.
+    let mut start = 0;
+    let head = 'read: loop {
+        while buf.len() > start {
+            match parse_head(&buf[start..], head_only) {
+                Err(d) => return Err(Failure::bad(Stage::Head, d)),
+                Ok(Some(h)) if h.interim => start += h.len,
+                Ok(Some(h)) => break 'read h.offset(start),
+                Ok(None) if buf.len() - start > MAX_HEAD => {
+                    return Err(Failure::bad(Stage::Head, Detail::HeadTooLarge))
+                }
+                Ok(None) => break,
+            }
+        }
+        if buf.capacity() - buf.len() < HEAD_CHUNK / 2 {
+            buf.reserve(HEAD_CHUNK);
+        }
+        let n = io
+            .read_buf(buf)
+            .await
+            .map_err(|e| Failure::io(Stage::Head, &e))?;
+        if n == 0 {
+            return Err(Failure::eof(Stage::Head, !buf.is_empty()));
+        }
+    };
+
+    *stage = Stage::Body;
+    let head_end = head.len;
+    let mut reusable = head.reusable;
+    let body = match head.framing {
+        Framing::Empty => {
+            reusable &= buf.len() == head_end;
+            0
+        }
+        Framing::Length(want) => {
+            let mut have = (buf.len() - head_end) as u64;
+            while have < want {
+                let n = read_body(io, buf, head_end).await?;
+                if n == 0 {
+                    return Err(Failure::eof(Stage::Body, true));
+                }
+                have += n as u64;
+            }
+            reusable &= have == want;
+            want
+        }
+        Framing::Chunked => {
+            let mut decoder = Chunked::default();
+            let mut fed = decoder.feed(&buf[head_end..]);
+            loop {
+                match fed {
+                    Err(()) => return Err(Failure::bad(Stage::Body, Detail::BadChunk)),
+                    Ok(Fed { done: true, extra }) => {
+                        reusable &= !extra;
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+                let n = read_body(io, buf, head_end).await?;
+                if n == 0 {
+                    return Err(Failure::eof(Stage::Body, true));
+                }
+                fed = decoder.feed(&buf[head_end..head_end + n]);
+            }
+            decoder.data
+        }
+        Framing::UntilClose => {
+            reusable = false;
+            let mut have = (buf.len() - head_end) as u64;
+            loop {
+                let n = read_body(io, buf, head_end).await?;
+                if n == 0 {
+                    break have;
+                }
+                have += n as u64;
+            }
+        }
+    };
+    buf.truncate(head_end);
+    Ok(Response {
+        status: head.status,
+        body,
+        reusable,
+        node: head.node,
+        pod: head.pod,
+    })
+}
+
+/// Read more body bytes into `buf[head_end..]`, dropping the previous ones.
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    head_end: usize,
+) -> Result<usize, Failure> {
+    buf.truncate(head_end);
+    if buf.capacity() - head_end < BODY_CHUNK {
+        buf.reserve(BODY_CHUNK);
+    }
+    io.read_buf(buf)
+        .await
+        .map_err(|e| Failure::io(Stage::Body, &e))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    len: usize,
+    status: u16,
+    interim: bool,
+    framing: Framing,
+    reusable: bool,
+    node: Option<Range<usize>>,
+    pod: Option<Range<usize>>,
+}
+
+impl Head {
+    fn offset(mut self, by: usize) -> Self {
+        self.len += by;
+        let shift = |r: Range<usize>| r.start + by..r.end + by;
+        self.node = self.node.map(shift);
+        self.pod = self.pod.map(shift);
+        self
+    }
+}
+
+/// Parse one response head at the start of `bytes`; `None` if incomplete.
+fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, Detail> {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Detail::Parse(ParseError(e))),
+    };
+    let status = response.code.unwrap_or(0);
+    let version = response.version.unwrap_or(1);
+    let base = bytes.as_ptr() as usize;
+    let range_of = |v: &[u8]| {
+        let start = v.as_ptr() as usize - base;
+        start..start + v.len()
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = version == 0;
+    let mut node = None;
+    let mut pod = None;
+    for h in response.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let v = parse_length(h.value).ok_or(Detail::BadContentLength)?;
+            if length.is_some_and(|l| l != v) {
+                return Err(Detail::BadContentLength);
+            }
+            length = Some(v);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = contains_token(h.value, b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if contains_token(h.value, b"close") {
+                close = true;
+            } else if contains_token(h.value, b"keep-alive") {
+                close = false;
+            }
+        } else if name.eq_ignore_ascii_case(b"x-node") {
+            node = Some(range_of(h.value));
+        } else if name.eq_ignore_ascii_case(b"x-pod") {
+            pod = Some(range_of(h.value));
+        }
+    }
+    let interim = (100..200).contains(&status) && status != 101;
+    let framing = if head_only || interim || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(Some(Head {
+        len,
+        status,
+        interim,
+        framing,
+        reusable: !close,
+        node,
+        pod,
+    }))
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A chunked-body framing decoder that counts data bytes and keeps none.
+#[derive(Debug, Default)]
+struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    /// Data bytes seen so far.
+    data: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fed {
+    done: bool,
+    /// Bytes followed the end of the body (pipelining we never asked for).
+    extra: bool,
+}
+
+impl Chunked {
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<Fed, ()> {
+        use ChunkState::*;
+        while let Some((&b, rest)) = bytes.split_first() {
+            match self.state {
+                Done => break,
+                Data => {
+                    let take = (self.size.min(bytes.len() as u64)) as usize;
+                    self.data += take as u64;
+                    self.size -= take as u64;
+                    bytes = &bytes[take..];
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                    }
+                    None if self.digits == 0 => return Err(()),
+                    None if b == b'\r' => self.state = SizeLf,
+                    None if b == b';' || b == b' ' || b == b'\t' => self.state = Extension,
+                    None => return Err(()),
+                },
+                Extension => {
+                    if b == b'\r' {
+                        self.state = SizeLf;
+                    }
+                }
+                SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.digits = 0;
+                    self.state = if self.size == 0 { TrailerStart } else { Data };
+                }
+                DataCr => self.state = if b == b'\r' { DataLf } else { return Err(()) },
+                DataLf => self.state = if b == b'\n' { Size } else { return Err(()) },
+                TrailerStart => self.state = if b == b'\r' { FinalLf } else { Trailer },
+                Trailer => {
+                    if b == b'\r' {
+                        self.state = TrailerLf;
+                    }
+                }
+                TrailerLf => {
+                    self.state = if b == b'\n' {
+                        TrailerStart
+                    } else {
+                        return Err(());
+                    }
+                }
+                FinalLf => self.state = if b == b'\n' { Done } else { return Err(()) },
+            }
+            bytes = rest;
+        }
+        Ok(Fed {
+            done: self.state == Done,
+            extra: self.state == Done && !bytes.is_empty(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run one exchange against a canned server reply delivered in `parts`.
+    async fn run(parts: &[&[u8]], head_only: bool) -> (Result<Response, Failure>, Vec<u8>) {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+        let serve = tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let _ = server.read(&mut req).await;
+            for p in parts {
+                server.write_all(&p).await.unwrap();
+                server.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // dropping `server` closes the stream
+        });
+        let mut buf = Vec::new();
+        let mut stage = Stage::Connect;
+        let r = exchange(
+            &mut client,
+            b"GET / HTTP/1.1\r\n\r\n",
+            head_only,
+            &mut buf,
+            &mut stage,
+        )
+        .await;
+        serve.await.unwrap();
+        (r, buf)
+    }
+
+    #[tokio::test]
+    async fn content_length_body_is_counted_and_backend_headers_found() {
+        let (r, buf) = run(
+            &[b"HTTP/1.1 200 OK\r\nX-Node: worker2\r\nx-pod: nginx-1\r\nContent-Length: 10\r\n\r\n01234", b"56789"],
+            false,
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!((r.status, r.body, r.reusable), (200, 10, true));
+        assert_eq!(&buf[r.node.clone().unwrap()], b"worker2");
+        assert_eq!(&buf[r.pod.clone().unwrap()], b"nginx-1");
+    }
+
+    #[tokio::test]
+    async fn chunked_body_split_anywhere() {
+        let whole: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
+        for cut in [1, 40, 60, 70, 75, 80, whole.len() - 1] {
+            let (r, _) = run(&[&whole[..cut], &whole[cut..]], false).await;
+            let r = r.unwrap();
+            assert_eq!(
+                (r.status, r.body, r.reusable),
+                (503, 15, true),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_heads_are_skipped() {
+        let (r, _) = run(
+            &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert_eq!(r.unwrap().status, 204);
+    }
+
+    #[tokio::test]
+    async fn close_delimited_body_and_connection_close() {
+        let (r, _) = run(
+            &[b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", b"def"],
+            false,
+        )
+        .await;
+        let r = r.unwrap();
+        assert_eq!((r.status, r.body, r.reusable), (200, 6, false));
+        let (r, _) = run(&[b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        assert!(!r.unwrap().reusable, "HTTP/1.0 without keep-alive closes");
+    }
+
+    #[tokio::test]
+    async fn head_request_has_no_body() {
+        let (r, _) = run(&[b"HTTP/1.1 200 OK\r\nContent-Length: 612\r\n\r\n"], true).await;
+        assert_eq!(r.unwrap().body, 0);
+    }
+
+    #[tokio::test]
+    async fn failures_are_classified_by_stage() {
+        let (r, _) = run(&[b"garbage\r\n\r\n"], false).await;
+        let f = r.unwrap_err();
+        assert_eq!((f.kind, f.stage), (ErrorKind::BadResponse, Stage::Head));
+
+        let (r, _) = run(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"],
+            false,
+        )
+        .await;
+        let f = r.unwrap_err();
+        assert_eq!((f.kind, f.stage), (ErrorKind::Closed, Stage::Body));
+        assert_eq!(f.detail, Detail::Eof { got_bytes: true });
+
+        let (r, _) = run(&[], false).await;
+        let f = r.unwrap_err();
+        assert_eq!(f.detail, Detail::Eof { got_bytes: false });
+        assert!(f.is_stale_connection());
+
+        let (r, _) = run(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
+            false,
+        )
+        .await;
+        assert_eq!(r.unwrap_err().detail, Detail::BadContentLength);
+
+        let (r, _) = run(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            false,
+        )
+        .await;
+        assert_eq!(r.unwrap_err().detail, Detail::BadChunk);
+
+        let (r, _) = run(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA"],
+            false,
+        )
+        .await;
+        assert!(
+            !r.unwrap().reusable,
+            "bytes after the body poison the connection"
+        );
+    }
+
+    #[test]
+    fn request_bytes_are_built_once_and_right() {
+        let t = Target::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:8080");
+        let r = t.request_bytes(
+            &http::Method::POST,
+            &[
+                ("X-Test".into(), "1".into()),
+                ("Connection".into(), "keep-alive".into()),
+            ],
+            b"body",
+            false,
+        );
+        let r = String::from_utf8(r).unwrap();
+        assert!(
+            r.starts_with("POST /healthz?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("X-Test: 1\r\n"));
+        assert!(r.contains("Content-Length: 4\r\n"));
+        assert!(r.contains("Connection: close\r\n"));
+        assert!(!r.contains("keep-alive"));
+        assert!(r.ends_with("\r\n\r\nbody"));
+        let t = Target::parse("http://localhost").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.path_and_query.as_str()),
+            ("localhost:80", "/")
+        );
+        assert!(Target::parse("https://x/").unwrap_err().contains("https"));
+        assert!(Target::parse("127.0.0.1:80").is_err());
+    }
+}

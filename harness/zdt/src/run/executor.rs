@@ -1,0 +1,758 @@
+//! Running a scenario file: every variant in file order, each on a fresh
+//! cluster (a fresh emulator for the emulator provider) with a fresh
+//! workload, so variants cannot contaminate each other.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use zdt_cluster::kind::{KindCli, KindSpec};
+use zdt_cluster::{Cluster, ClusterError, Exposure};
+use zdt_core::events::{Event, EventSink, Source};
+use zdt_emulator::EmulatorConfig;
+use zdt_lb::LbConfig;
+use zdt_scenario::{self as scenario, Provider, Scenario, TrafficPolicy};
+use zdt_traffic::{self as traffic, Attack, Settings};
+
+use super::attribution::{error_windows, BucketErrors};
+use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
+use super::timeline::{self, Context, Undo};
+use super::verdict;
+use super::Clock;
+use zdt_cluster::apply::{apply_objects_recorded, wait_deployments_ready};
+
+/// Watches a run as it goes (the binary draws progress bars and prints
+/// verdicts with it). Both methods default to doing nothing.
+pub trait RunObserver: Send + Sync {
+    /// A variant's traffic started, with its live counters; the returned
+    /// value is dropped when the traffic stops.
+    fn traffic_started(&self, variant: &str, progress: zdt_traffic::Progress) -> Box<dyn Send> {
+        let _ = (variant, progress);
+        Box::new(())
+    }
+
+    /// A variant finished (whatever its verdict).
+    fn variant_finished(&self, summary: &VariantSummary) {
+        let _ = summary;
+    }
+}
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Run only these variants (all when empty).
+    pub variants: Vec<String>,
+    pub overrides: scenario::Overrides,
+    /// Seeds node choice and LB choices.
+    pub seed: u64,
+    /// Multiply the traffic rate (CI on small machines).
+    pub scale: Option<f64>,
+    /// Where a file run writes its data and reports (default
+    /// `reports/<scenario>/<timestamp>/`).
+    pub out: Option<PathBuf>,
+    /// Told as each variant's traffic starts and as each variant ends.
+    pub observer: Option<std::sync::Arc<dyn RunObserver>>,
+    /// Leave a kind cluster running after the run (`--keep-cluster`), so the
+    /// next run of the same shape reuses it.
+    pub keep_cluster: bool,
+    /// Run with this `loadBalancer.mode` instead of the scenario's (`--lb-mode`).
+    pub lb_mode: Option<scenario::LbMode>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("variants", &self.variants)
+            .field("overrides", &self.overrides)
+            .field("seed", &self.seed)
+            .field("scale", &self.scale)
+            .field("out", &self.out)
+            .field("observer", &self.observer.is_some())
+            .field("keep_cluster", &self.keep_cluster)
+            .field("lb_mode", &self.lb_mode)
+            .finish()
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            variants: Vec::new(),
+            overrides: scenario::Overrides::default(),
+            seed: 1,
+            scale: None,
+            out: None,
+            observer: None,
+            keep_cluster: false,
+            lb_mode: None,
+        }
+    }
+}
+
+/// Why a variant could not run at all (as opposed to running and failing).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Output(#[from] super::output::OutputError),
+}
+
+/// Everything one variant produced.
+pub struct VariantRun {
+    pub summary: VariantSummary,
+    pub events: Vec<Event>,
+    pub traffic: Option<traffic::Summary>,
+}
+
+/// Load the file and resolve the variants to run, with overrides applied.
+pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), RunError> {
+    let file = scenario::load(path)?;
+    let mut variants = file.variants()?;
+    if !opts.variants.is_empty() {
+        for want in &opts.variants {
+            if !variants.iter().any(|v| &v.variant == want) {
+                return Err(RunError::Usage(format!(
+                    "{}: no variant `{want}`; the variants are {}",
+                    path.display(),
+                    variants
+                        .iter()
+                        .map(|v| v.variant.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        variants.retain(|v| opts.variants.contains(&v.variant));
+    }
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        let mut v = v
+            .with_overrides(&opts.overrides)
+            .and_then(|v| provider_options(v, opts))
+            .map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))?;
+        if let Some(f) = opts.scale {
+            v = v.scaled(f);
+        }
+        out.push(v);
+    }
+    let name = out.first().map(|v| v.name.clone()).unwrap_or_default();
+    Ok((name, out))
+}
+
+/// The provider choices of the command line the scenario overrides do not
+/// cover: a `--context` without `--provider` means the existing cluster of
+/// that context (a scenario that runs on kind stays there), and `--lb-mode`
+/// replaces `loadBalancer.mode`, checked as the scenario file is.
+fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, String> {
+    let o = &opts.overrides;
+    if o.context.is_some() && o.provider.is_none() && v.cluster.provider == Provider::Emulator {
+        v.cluster.provider = Provider::Existing;
+    }
+    if let Some(mode) = opts.lb_mode {
+        v.load_balancer.mode = mode;
+    }
+    let mode = v.load_balancer.mode;
+    if mode != scenario::LbMode::Model {
+        if v.cluster.provider != Provider::Kind {
+            return Err(format!(
+                "loadBalancer mode `{}` needs the kind provider, not {}: add `--provider kind` or use `--lb-mode model`",
+                mode.as_str(),
+                v.cluster.provider
+            ));
+        }
+        if let Some(step) = v.lb_admin_step() {
+            let mode = mode.as_str();
+            return Err(format!(
+                "variant `{}`: chaos step `{}` ({}) needs zdt's LB (`--lb-mode model`): {mode} has no admin API; \
+                 run the other variants with `--variant NAME` (`zdt validate --list-variants --lb-mode {mode} FILE` lists them)",
+                v.variant,
+                step.name,
+                step.action.kind(),
+            ));
+        }
+    }
+    Ok(v)
+}
+
+/// The kind cluster shape a scenario asks for.
+pub fn kind_spec(s: &Scenario) -> KindSpec {
+    KindSpec {
+        workers: s.cluster.workers as usize,
+        kubernetes: s.cluster.kubernetes.to_string(),
+        config_file: s.cluster.kind_config.clone(),
+    }
+}
+
+/// The emulator configuration a scenario asks for.
+pub fn emulator_config(s: &Scenario) -> EmulatorConfig {
+    EmulatorConfig {
+        workers: s.cluster.workers as usize,
+        kubernetes: s.cluster.kubernetes,
+        timings: s.cluster.emulator,
+        runtime: s.cluster.runtime,
+    }
+}
+
+/// The LB settings: the profile's defaults for the Service's policy, with
+/// the scenario's overrides.
+pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
+    let lb = &s.load_balancer;
+    LbConfig {
+        probe: lb.probe(policy_local),
+        fail_open: lb.fail_open,
+        selection: lb.selection,
+        seed,
+        // Blackholed connections can outnumber the open-files limit; hold
+        // them in a helper process when this process is zdt.
+        hold_in: zdt_core::process::zdt_exe(),
+        ..LbConfig::default()
+    }
+}
+
+fn traffic_settings(
+    s: &Scenario,
+    target: std::net::SocketAddr,
+    duration: Duration,
+) -> Result<Settings, String> {
+    let t = &s.traffic;
+    let url = format!("http://{target}{}", t.path);
+    let mut settings = Settings::new(&url, t.rate, duration).map_err(|e| e.to_string())?;
+    settings.method = t
+        .method
+        .parse()
+        .map_err(|_| format!("traffic.method `{}` is not an HTTP method", t.method))?;
+    settings.headers = t
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    settings.body = t.body.clone().map(bytes::Bytes::from).unwrap_or_default();
+    settings.timeout = t.timeout.get();
+    settings.keep_alive = t.keep_alive;
+    settings.max_inflight = t.max_in_flight;
+    settings.bucket = t.bucket.get();
+    Ok(settings)
+}
+
+/// A variant that ended before it could measure anything.
+fn early_failure(
+    s: &Scenario,
+    verdict: Verdict,
+    reason: String,
+    events: Vec<Event>,
+    chaos: Vec<StepResult>,
+) -> VariantRun {
+    VariantRun {
+        summary: VariantSummary {
+            name: s.variant.clone(),
+            description: s.description.clone().unwrap_or_default(),
+            verdict,
+            reasons: vec![reason],
+            requests: 0,
+            success_ratio: 0.0,
+            status_codes: Default::default(),
+            errors: Default::default(),
+            latency_ms: LatencyMs::default(),
+            rate: RateSummary {
+                requested: s.traffic.rate.get(),
+                achieved: 0.0,
+            },
+            schedule_lag_ms: LagMs::default(),
+            expectations: Vec::new(),
+            events: events.len(),
+            error_windows: Vec::new(),
+            chaos,
+            traffic_started_s: 0.0,
+            scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+        },
+        events,
+        traffic: None,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Run one variant end to end. Never panics on cluster trouble: every
+/// failure becomes an INVALID (or INCOMPLETE, when `cancel` fired) variant
+/// with the reason, and whatever was created is torn down.
+pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationToken) -> VariantRun {
+    let clock = Clock::start();
+    let (sink, mut rx) = EventSink::channel(clock);
+    let collected: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let collector = {
+        let collected = collected.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                collected.lock().expect("event log lock").push(ev);
+            }
+        })
+    };
+    sink.emit(
+        Source::Run,
+        "VariantStarted",
+        format!("variant/{}", s.variant),
+        None,
+        format!("variant `{}` of {}", s.variant, s.name),
+    );
+
+    // The variant runs in its own task so a panic anywhere in it becomes an
+    // INVALID variant with the panic's message, and the run goes on to write
+    // its reports; what the task created is torn down by its owners' Drop.
+    let task = tokio::spawn({
+        let (s, opts, sink, cancel) = (s.clone(), opts.clone(), sink.clone(), cancel.clone());
+        async move { run_variant_inner(&s, &opts, &sink, cancel).await }
+    });
+    let result = match task.await {
+        Ok(r) => r,
+        Err(e) => Err((
+            Verdict::Invalid,
+            format!("zdt failed inside this variant: {}", panic_message(e)),
+            Vec::new(),
+        )),
+    };
+    drop(sink);
+    // Every producer (cluster, LB, chaos) is gone once the inner future is
+    // done, so the channel closes and the collector ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
+    let events = std::mem::take(&mut *collected.lock().expect("event log lock"));
+    match result {
+        Ok((traffic, chaos)) => VariantRun {
+            summary: summarise(s, &traffic, chaos, &events, cancel.is_cancelled()),
+            events,
+            traffic: Some(traffic),
+        },
+        Err((verdict, reason, chaos)) => early_failure(s, verdict, reason, events, chaos),
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Log the phase a variant enters: `zdt run -v` shows where a run is, and
+/// the reliability tests synchronise their signals on these lines.
+fn phase(s: &Scenario, name: &str) {
+    tracing::info!(variant = %s.variant, "run phase: {name}");
+    // Fault injection: `ZDT_FAILPOINT=<phase>` panics as the variant enters
+    // that phase, so the reliability tests can check what a panic leaves
+    // behind (a bug in zdt must not leave pods running or ports bound).
+    if std::env::var("ZDT_FAILPOINT").is_ok_and(|p| !p.is_empty() && name.starts_with(&p)) {
+        panic!("failpoint `{name}` (ZDT_FAILPOINT)");
+    }
+}
+
+/// Await `fut` unless the run is interrupted first.
+async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    phase: &str,
+    fut: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let interrupted = || {
+        Err((
+            Verdict::Incomplete,
+            format!("interrupted during {phase}"),
+            Vec::new(),
+        ))
+    };
+    tokio::select! {
+        // What the run owns shuts down on the same token (the in-process LB
+        // does), so a failure that races the cancellation is the
+        // interruption's doing, not the cluster's.
+        r = fut => match r {
+            Err(_) if cancel.is_cancelled() => interrupted(),
+            r => r,
+        },
+        _ = cancel.cancelled() => interrupted(),
+    }
+}
+
+/// What a variant measured: the traffic summary and the chaos steps.
+type Measured = (traffic::Summary, Vec<StepResult>);
+
+type Failure = (Verdict, String, Vec<StepResult>);
+
+async fn run_variant_inner(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    phase(s, "cluster start");
+    let cluster = match s.cluster.provider {
+        Provider::Emulator => {
+            let cfg = emulator_config(s);
+            unless_cancelled(&cancel, "cluster start", async {
+                Cluster::emulator(cfg, sink.clone())
+                    .await
+                    .map_err(|e| invalid(format!("cluster: {e}")))
+            })
+            .await?
+        }
+        Provider::Kind => {
+            let mode = s.load_balancer.mode;
+            // Not `unless_cancelled`: on Ctrl-C the kind provider itself
+            // stops kind and deletes a half-created cluster.
+            Cluster::kind(
+                KindCli::default(),
+                kind_spec(s),
+                opts.keep_cluster,
+                mode,
+                &s.workload.namespace,
+                &cancel,
+            )
+            .await
+            .map_err(|e| match e {
+                ClusterError::Interrupted => (
+                    Verdict::Incomplete,
+                    "interrupted during cluster start".to_owned(),
+                    Vec::new(),
+                ),
+                e => invalid(format!("cluster: {}", e.explain())),
+            })?
+        }
+        Provider::Existing => {
+            unless_cancelled(&cancel, "cluster start", async {
+                Cluster::existing(
+                    s.cluster.context.as_deref(),
+                    opts.overrides.context.as_deref(),
+                    &s.cluster.allow_contexts,
+                    &s.chaos,
+                )
+                .await
+                .map_err(|e| invalid(format!("cluster: {}", e.explain())))
+            })
+            .await?
+        }
+    };
+    let cluster = Arc::new(cluster);
+    let outcome = with_cluster(s, opts, sink, cancel, cluster.clone()).await;
+    // Tear down whatever happened above.
+    phase(s, "teardown");
+    match Arc::try_unwrap(cluster) {
+        Ok(c) => {
+            let state = c.teardown(Duration::from_secs(10)).await;
+            sink.emit(
+                Source::Run,
+                "ClusterDeleted",
+                "cluster",
+                None,
+                format!("final state: {state}"),
+            );
+        }
+        Err(_) => tracing::warn!("cluster still referenced at teardown; it is dropped instead"),
+    }
+    outcome
+}
+
+async fn with_cluster(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+    cluster: Arc<Cluster>,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    let client = cluster
+        .client()
+        .map_err(|e| invalid(format!("cluster client: {e}")))?;
+    let ns = s.workload.namespace.clone();
+
+    let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+    phase(s, "workload apply");
+    unless_cancelled(&cancel, "workload apply", async {
+        apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
+            .await
+            .map_err(|e| invalid(format!("workload: {e}")))
+    })
+    .await?;
+    sink.emit(
+        Source::Run,
+        "WorkloadApplied",
+        "workload",
+        None,
+        format!("{} objects applied", objects.len()),
+    );
+    phase(s, "waiting for the workload");
+    unless_cancelled(&cancel, "waiting for the workload", async {
+        wait_deployments_ready(&client, &ns, Duration::from_secs(120))
+            .await
+            .map_err(|e| invalid(e.to_string()))
+    })
+    .await?;
+    sink.emit(
+        Source::Run,
+        "WorkloadReady",
+        "workload",
+        None,
+        "every deployment rolled out",
+    );
+
+    let local =
+        scenario::workload::traffic_policy(&objects, &s.workload.service) == TrafficPolicy::Local;
+    let lb_cfg = lb_config(s, local, opts.seed);
+    let budget = lb_cfg.probe.interval.get() * (lb_cfg.probe.healthy_threshold + 2)
+        + lb_cfg.probe.timeout.get();
+    phase(s, "load balancer");
+    let Exposure { target, lb } = cluster
+        .expose(
+            &ns,
+            &s.workload.service,
+            lb_cfg,
+            sink.clone(),
+            cancel.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            ClusterError::Interrupted => (
+                Verdict::Incomplete,
+                "interrupted during load balancer".to_owned(),
+                Vec::new(),
+            ),
+            e => invalid(format!("load balancer: {e}")),
+        })?;
+    let admin = lb.admin();
+    let workers = cluster.workers();
+    let healthy = unless_cancelled(&cancel, "waiting for the LB", async {
+        lb.wait_ready(workers.len(), budget)
+            .await
+            .map_err(|e| invalid(format!("the load balancer was not ready: {e}")))
+    })
+    .await;
+    let outcome = match healthy {
+        Err(e) => Err(e),
+        Ok(checked) => {
+            sink.emit(Source::Run, "LbReady", "lb", None, checked);
+            measure(
+                s,
+                opts,
+                sink,
+                cancel,
+                &cluster,
+                &client,
+                admin.clone(),
+                target,
+                workers,
+            )
+            .await
+        }
+    };
+    lb.shutdown().await;
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    s: &Scenario,
+    opts: &RunOptions,
+    sink: &EventSink,
+    cancel: CancellationToken,
+    cluster: &Arc<Cluster>,
+    client: &kube::Client,
+    admin: zdt_cluster::LbAdmin,
+    target: std::net::SocketAddr,
+    workers: Vec<String>,
+) -> Result<Measured, Failure> {
+    let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
+    let clock = sink.clock();
+    if !s.traffic.warmup.get().is_zero() {
+        let warm = traffic_settings(s, target, s.traffic.warmup.get()).map_err(invalid)?;
+        Attack::start_isolated(warm, clock, cancel.child_token())
+            .await
+            .map_err(|e| invalid(format!("warmup traffic: {e}")))?
+            .finish()
+            .await
+            .map_err(|e| invalid(format!("warmup traffic: {e}")))?;
+        if cancel.is_cancelled() {
+            return Err((
+                Verdict::Incomplete,
+                "interrupted during warmup".into(),
+                Vec::new(),
+            ));
+        }
+    }
+    let settings = traffic_settings(s, target, s.traffic.duration.get()).map_err(invalid)?;
+    // In a child process when zdt can re-exec itself: the generator's
+    // sockets then do not count against this process's fd limit, which the
+    // LB's held connections already press on, and the emulator cannot
+    // delay its timers.
+    let attack = Attack::start_isolated(settings, clock, cancel.child_token())
+        .await
+        .map_err(|e| invalid(format!("traffic: {e}")))?;
+    let progress = attack.progress();
+    phase(s, "traffic");
+    let t0 = Instant::now() - progress.elapsed();
+    sink.emit(
+        Source::Traffic,
+        "TrafficStarted",
+        "traffic",
+        None,
+        format!("{} for {} to {target}", s.traffic.rate, s.traffic.duration),
+    );
+
+    let undo: Arc<Mutex<Vec<Undo>>> = Arc::default();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        cluster: cluster.clone(),
+        lb: Some(admin.clone()),
+        events: sink.clone(),
+        namespace: s.workload.namespace.clone(),
+        workers,
+        seed: opts.seed,
+        t0,
+        undo: undo.clone(),
+    });
+    let chaos_cancel = cancel.child_token();
+    let steps = s.chaos.clone();
+    let chaos = tokio::spawn({
+        let (ctx, cancel) = (ctx.clone(), chaos_cancel.clone());
+        async move { timeline::run(&steps, ctx, cancel).await }
+    });
+
+    let watcher = opts
+        .observer
+        .as_ref()
+        .map(|o| o.traffic_started(&s.id(), progress.clone()));
+    let traffic = attack.finish().await;
+    drop(watcher);
+    sink.emit(
+        Source::Traffic,
+        "TrafficStopped",
+        "traffic",
+        None,
+        "traffic finished",
+    );
+    // Steps still running when traffic ends get a bounded grace: their
+    // effect can no longer be measured, and a run must end.
+    let grace = Duration::from_secs(30);
+    let timeline_failure = |message: String| {
+        vec![StepResult {
+            index: 0,
+            name: "timeline".into(),
+            action: "timeline".into(),
+            node: None,
+            started_s: 0.0,
+            finished_s: 0.0,
+            ok: false,
+            message,
+        }]
+    };
+    let chaos_results = match tokio::time::timeout(grace, chaos).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => timeline_failure(format!("chaos timeline task failed: {e}")),
+        Err(_) => {
+            chaos_cancel.cancel();
+            timeline_failure(format!(
+                "chaos steps still running {grace:?} after traffic ended"
+            ))
+        }
+    };
+    phase(s, "chaos undo");
+    let undo_errors = timeline::undo_all(&undo, client, cluster, Some(&admin), sink).await;
+    for e in &undo_errors {
+        sink.emit(Source::Run, "UndoFailed", "run", None, e.clone());
+    }
+    drop(ctx);
+
+    let traffic = traffic.map_err(|e| {
+        (
+            Verdict::Invalid,
+            format!("traffic: {e}"),
+            chaos_results.clone(),
+        )
+    })?;
+    Ok((traffic, chaos_results))
+}
+
+/// Build the variant's summary from its traffic summary, chaos results and
+/// event log. Public so `zdt report` can re-evaluate saved runs.
+pub fn summarise(
+    s: &Scenario,
+    t: &traffic::Summary,
+    chaos: Vec<StepResult>,
+    events: &[Event],
+    interrupted: bool,
+) -> VariantSummary {
+    let buckets: Vec<BucketErrors> = t
+        .buckets
+        .iter()
+        .map(|b| BucketErrors {
+            start: b.start,
+            width: t.bucket,
+            requests: b.requests,
+            errors: b.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        })
+        .collect();
+    let windows = error_windows(&buckets, events, t.started_at, t.bucket);
+    let results = verdict::evaluate(t, &s.expect, &windows);
+    let invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    let (mut v, mut reasons) = verdict::verdict(&invalid, &results);
+    if interrupted {
+        v = Verdict::Incomplete;
+        reasons.insert(
+            0,
+            "the run was interrupted; numbers cover what was measured".into(),
+        );
+    }
+    VariantSummary {
+        name: s.variant.clone(),
+        description: s.description.clone().unwrap_or_default(),
+        verdict: v,
+        reasons,
+        requests: t.requests,
+        success_ratio: verdict::success_ratio(t),
+        status_codes: t
+            .status_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        errors: t.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        latency_ms: LatencyMs {
+            p50: ms(t.latency.p50),
+            p90: ms(t.latency.p90),
+            p95: ms(t.latency.p95),
+            p99: ms(t.latency.p99),
+            p999: ms(t.latency.p999),
+            max: ms(t.latency.max),
+            mean: ms(t.latency.mean),
+        },
+        rate: RateSummary {
+            requested: t.rate.get(),
+            achieved: t.achieved_rate,
+        },
+        schedule_lag_ms: LagMs {
+            p99: ms(t.schedule_lag.p99),
+            max: ms(t.schedule_lag.max),
+        },
+        expectations: results,
+        events: events.len(),
+        error_windows: windows,
+        chaos,
+        traffic_started_s: t.started_at.as_secs_f64(),
+        scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+    }
+}
+
+/// Where a run's outputs go by default: `reports/<scenario>/<timestamp>/`.
+pub fn default_out(scenario: &str) -> PathBuf {
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    PathBuf::from("reports").join(scenario).join(stamp)
+}

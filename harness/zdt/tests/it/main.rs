@@ -1,0 +1,7 @@
+//! The zdt crate's integration tests, one binary: each module was a
+//! test binary of its own.
+
+mod api_latency;
+mod report_html;
+mod report_junit;
+mod scenarios;

@@ -1,0 +1,76 @@
+//! Every scenario file in `scenarios/` is a test: all its variants run on
+//! the provider from `ZDT_PROVIDER` (default: the embedded emulator), and
+//! each variant's verdict must be PASS — i.e. the scenario's own `expect:`
+//! holds. `ZDT_SCALE` (default 0.1 here) multiplies the traffic rate so the
+//! suite fits a small CI machine; timelines and durations stay as written,
+//! and `zdt run` checks the same files at full size.
+
+use std::path::PathBuf;
+
+use rstest::rstest;
+use tokio_util::sync::CancellationToken;
+use zdt::run::{run_variant, RunOptions, Verdict};
+use zdt_scenario::{Overrides, Provider};
+
+fn options() -> RunOptions {
+    let scale = std::env::var("ZDT_SCALE")
+        .ok()
+        .map(|s| {
+            s.parse::<f64>()
+                .expect("ZDT_SCALE must be a number such as 0.1")
+        })
+        .unwrap_or(0.1);
+    let provider = std::env::var("ZDT_PROVIDER").ok().map(|p| {
+        p.parse::<Provider>()
+            .expect("ZDT_PROVIDER: emulator, kind or existing")
+    });
+    RunOptions {
+        overrides: Overrides {
+            provider,
+            ..Overrides::default()
+        },
+        scale: Some(scale),
+        ..RunOptions::default()
+    }
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario(#[files("../../scenarios/*.yaml")] path: PathBuf) {
+    zdt_core::process::raise_fd_limit();
+    let opts = options();
+    let (_, variants) = zdt::run::executor::plan(&path, &opts).expect("scenario loads");
+    assert!(!variants.is_empty());
+    let mut failures = Vec::new();
+    for v in &variants {
+        let run = run_variant(v, &opts, CancellationToken::new()).await;
+        let s = &run.summary;
+        eprintln!(
+            "{}: {:?} success {:.4}% requests {} p99 {:.1}ms errors {:?} windows {:?}",
+            v.id(),
+            s.verdict,
+            s.success_ratio * 100.0,
+            s.requests,
+            s.latency_ms.p99,
+            s.errors,
+            s.error_windows
+                .iter()
+                .map(|w| &w.explanation)
+                .collect::<Vec<_>>()
+        );
+        // The run puts back what chaos changed; an undo that fails means a
+        // step registered something it cannot undo.
+        for e in run.events.iter().filter(|e| e.reason == "UndoFailed") {
+            failures.push(format!("{}: {}", v.id(), e.message));
+        }
+        if s.verdict != Verdict::Pass {
+            failures.push(format!(
+                "{}: {:?}: {}",
+                v.id(),
+                s.verdict,
+                s.reasons.join("; ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
