@@ -113,7 +113,7 @@ pub struct ApiContext {
     pub timings: Timings,
 }
 
-struct Shared {
+struct ApiState {
     store: Arc<Store>,
     ctx: ApiContext,
     addr: SocketAddr,
@@ -137,7 +137,7 @@ impl ApiServer {
     ) -> std::io::Result<ApiServer> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ApiState {
             store,
             ctx,
             addr,
@@ -157,7 +157,7 @@ impl ApiServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<ApiState>) {
     loop {
         let stream = tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -319,7 +319,7 @@ impl Query {
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(shared: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     tracing::debug!("emulator API: {method} {}", req.uri());
@@ -396,7 +396,7 @@ fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
 }
 
 async fn handle_inner(
-    shared: &Arc<Shared>,
+    shared: &Arc<ApiState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let route = route(req.uri().path())?;
@@ -541,14 +541,14 @@ fn error_kind(resource: Resource) -> String {
 
 fn selectors(query: &Query) -> Result<(LabelSelector, FieldSelector), ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok((labels, fields))
 }
 
 fn list(
-    shared: &Shared,
+    shared: &ApiState,
     target: &Target,
     query: &Query,
     wants_table: bool,
@@ -584,7 +584,7 @@ fn list(
 }
 
 fn watch(
-    shared: &Arc<Shared>,
+    shared: &Arc<ApiState>,
     target: &Target,
     query: &Query,
     wants_table: bool,
@@ -757,7 +757,7 @@ fn check_namespace(st: &State, target: &Target, obj: &mut Value) -> Result<(), A
 }
 
 fn create(
-    shared: &Shared,
+    shared: &ApiState,
     target: &Target,
     mut obj: Value,
     query: &Query,
@@ -788,7 +788,7 @@ fn create(
 
 /// PUT: the whole object (or only `.status` through `/status`).
 fn replace(
-    shared: &Shared,
+    shared: &ApiState,
     target: &Target,
     name: &str,
     mut obj: Value,
@@ -864,7 +864,7 @@ fn write_update(
 }
 
 fn patch_object(
-    shared: &Shared,
+    shared: &ApiState,
     target: &Target,
     name: &str,
     ctype: &str,
@@ -916,9 +916,8 @@ fn patch_object(
         match kind.as_str() {
             "application/merge-patch+json" => json_patch::merge(&mut new, &patch),
             "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &patch),
-            "application/json-patch+json" => {
-                patch::json_patch(&mut new, &patch).map_err(|m| ApiError::new(422, "Invalid", m))?
-            }
+            "application/json-patch+json" => patch::json_patch(&mut new, &patch)
+                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
             _ => {
                 let mut p = patch.clone();
                 if let Some(m) = p["metadata"].as_object_mut() {
@@ -1013,7 +1012,7 @@ fn scale_of(obj: &Value) -> Value {
 
 /// `GET/PUT/PATCH deployments|replicasets/NAME/scale` (kubectl scale).
 fn scale(
-    shared: &Shared,
+    shared: &ApiState,
     target: &Target,
     name: &str,
     method: &Method,
@@ -1039,7 +1038,7 @@ fn scale(
                 let mut s = current.clone();
                 match ctype.split(';').next().unwrap_or("").trim() {
                     "application/json-patch+json" => patch::json_patch(&mut s, &patch)
-                        .map_err(|m| ApiError::new(422, "Invalid", m))?,
+                        .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?,
                     _ => json_patch::merge(&mut s, &patch),
                 }
                 s
@@ -1128,7 +1127,7 @@ fn pod_ready(pod: &Value) -> bool {
 /// `POST pods/NAME/eviction`: the pod is deleted unless a PDB forbids it
 /// (429 with the budget named in `details.causes`, as the real API).
 fn evict(
-    shared: &Shared,
+    shared: &ApiState,
     namespace: &str,
     name: &str,
     eviction: &Value,

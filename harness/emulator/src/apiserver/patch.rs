@@ -142,10 +142,19 @@ fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
 }
 
 /// RFC 6902 JSON patch.
-pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
+/// Why a JSON patch (RFC 6902) was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonPatchError {
+    #[error("invalid JSON patch: {0}")]
+    Decode(serde_json::Error),
+    #[error("the JSON patch failed: {0}")]
+    Apply(json_patch::PatchError),
+}
+
+pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), JsonPatchError> {
     let p: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    json_patch::patch(target, &p).map_err(|e| format!("the JSON patch failed: {e}"))
+        serde_json::from_value(patch.clone()).map_err(JsonPatchError::Decode)?;
+    json_patch::patch(target, &p).map_err(JsonPatchError::Apply)
 }
 
 #[cfg(test)]

@@ -52,16 +52,31 @@ fn valid_value(v: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// A selector the API cannot parse; the message is the API server's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("unable to parse requirement: {part:?} in label selector {text:?}")]
+    Requirement { part: String, text: String },
+    #[error("{0:?} is not a valid label selector operator")]
+    Operator(Option<String>),
+    #[error("invalid selector: '{text}'; can't understand '{part}'")]
+    Field { part: String, text: String },
+    #[error("field label not supported: {0}")]
+    FieldLabel(String),
+}
+
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         if text.trim().is_empty() {
             return Ok(Self { reqs });
         }
         for raw in split_top_level(text) {
             let part = raw.trim();
-            let bad =
-                || format!("unable to parse requirement: {part:?} in label selector {text:?}");
+            let bad = || SelectorError::Requirement {
+                part: part.to_owned(),
+                text: text.to_owned(),
+            };
             if part.is_empty() {
                 return Err(bad());
             }
@@ -116,7 +131,7 @@ impl LabelSelector {
     /// A `metav1.LabelSelector` (matchLabels + matchExpressions) as JSON.
     /// `None` (absent) matches nothing, as for a Service without selector;
     /// `{}` matches everything, as for a PDB.
-    pub fn from_json(sel: &Value) -> Result<Self, String> {
+    pub fn from_json(sel: &Value) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in m {
@@ -142,9 +157,7 @@ impl LabelSelector {
                     Some("NotIn") => Req::NotIn(key, values),
                     Some("Exists") => Req::Exists(key),
                     Some("DoesNotExist") => Req::NotExists(key),
-                    other => {
-                        return Err(format!("{other:?} is not a valid label selector operator"))
-                    }
+                    other => return Err(SelectorError::Operator(other.map(str::to_owned))),
                 });
             }
         }
@@ -192,7 +205,7 @@ pub struct FieldSelector {
 }
 
 impl FieldSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         if text.trim().is_empty() {
             return Ok(Self { reqs });
@@ -206,9 +219,10 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(format!(
-                    "invalid selector: '{text}'; can't understand '{part}'"
-                ));
+                return Err(SelectorError::Field {
+                    part: part.to_owned(),
+                    text: text.to_owned(),
+                });
             };
             let path = path.trim();
             if path.is_empty()
@@ -216,7 +230,7 @@ impl FieldSelector {
                     .split('.')
                     .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric()))
             {
-                return Err(format!("field label not supported: {path}"));
+                return Err(SelectorError::FieldLabel(path.to_owned()));
             }
             reqs.push((path.to_owned(), eq, value.trim().to_owned()));
         }

@@ -261,7 +261,7 @@ struct NodeState {
     to_be_deleted: bool,
 }
 
-struct Shared {
+struct ProxyState {
     node: String,
     version: KubeVersion,
     sync_delay: Duration,
@@ -286,7 +286,7 @@ struct Shared {
 /// health servers and pending applies.
 #[derive(Clone)]
 pub struct KubeProxy {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     _stop: Arc<tokio_util::sync::DropGuard>,
 }
 
@@ -308,7 +308,7 @@ impl KubeProxy {
         let listener = bind_local()?;
         let healthz_addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ProxyState {
             node,
             version,
             sync_delay,
@@ -356,7 +356,7 @@ impl KubeProxy {
     pub fn update(&self, services: &[Service], slices: &[EndpointSlice]) {
         let view = AppliedView::from_objects(services, slices);
         *self.shared.pending.lock().expect("pending lock") = Some(view);
-        Shared::schedule_apply(&self.shared);
+        ProxyState::schedule_apply(&self.shared);
     }
 
     /// The view new connections are routed by right now.
@@ -382,7 +382,7 @@ impl KubeProxy {
     pub fn set_down(&self, down: bool) {
         self.shared.down.send_replace(down);
         if !down {
-            Shared::schedule_apply(&self.shared);
+            ProxyState::schedule_apply(&self.shared);
         }
     }
 
@@ -441,8 +441,8 @@ impl KubeProxy {
     }
 }
 
-impl Shared {
-    fn schedule_apply(this: &Arc<Shared>) {
+impl ProxyState {
+    fn schedule_apply(this: &Arc<ProxyState>) {
         if this.apply_scheduled.swap(true, Ordering::SeqCst) {
             return; // this burst already has its apply
         }
@@ -640,7 +640,7 @@ impl Shared {
 }
 
 struct ServiceDialer {
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     key: ServiceKey,
     port: u16,
 }
@@ -697,7 +697,7 @@ fn bind_local() -> io::Result<TcpListener> {
 /// requests are held unanswered (the prober times out).
 async fn serve_health<F>(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ProxyState>,
     cancel: CancellationToken,
     answer: F,
 ) where

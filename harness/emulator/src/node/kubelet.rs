@@ -122,11 +122,11 @@ pub struct KubeletConfig {
 /// Dropping the last clone stops it (every container SIGKILLed).
 #[derive(Clone)]
 pub struct Kubelet {
-    shared: Arc<Shared>,
+    shared: Arc<KubeletState>,
     _stop: Arc<tokio_util::sync::DropGuard>,
 }
 
-struct Shared {
+struct KubeletState {
     config: KubeletConfig,
     runtime: Arc<Runtime>,
     pod_addrs: PodAddrs,
@@ -155,7 +155,7 @@ impl Kubelet {
         let stopped = CancellationToken::new();
         Kubelet {
             _stop: Arc::new(stopped.clone().drop_guard()),
-            shared: Arc::new(Shared {
+            shared: Arc::new(KubeletState {
                 config,
                 runtime,
                 pod_addrs,
@@ -364,7 +364,7 @@ struct Readiness {
 }
 
 struct PodWorker {
-    shared: Arc<Shared>,
+    shared: Arc<KubeletState>,
     key: String,
     pod: watch::Receiver<Pod>,
 }
@@ -706,7 +706,7 @@ impl PodWorker {
 }
 
 struct IpGuard {
-    shared: Arc<Shared>,
+    shared: Arc<KubeletState>,
     ip: Ipv4Addr,
 }
 
@@ -905,7 +905,7 @@ impl Prober {
 
 /// Runs a deleted pod's container down: preStop, stop signal, SIGKILL.
 struct Terminator {
-    shared: Arc<Shared>,
+    shared: Arc<KubeletState>,
     pod: watch::Receiver<Pod>,
     container: Arc<Container>,
     spec: ContainerSpecK8s,

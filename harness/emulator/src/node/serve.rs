@@ -119,8 +119,8 @@ enum Phase {
     Cut,
 }
 
-/// Shared state read by the accept loop and every connection.
-struct Shared {
+/// ServerState state read by the accept loop and every connection.
+struct ServerState {
     config: ServeConfig,
     phase: watch::Sender<Phase>,
     paused: watch::Sender<bool>,
@@ -130,7 +130,7 @@ struct Shared {
 /// no server outlives its owner.
 pub struct ServerHandle {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     /// Signals that arrived while paused wait here, as a stopped process's
     /// pending signals do.
     pending: std::sync::Mutex<Vec<Signal>>,
@@ -161,7 +161,7 @@ impl Server {
             let addr = socket.local_addr()?;
             (Socket::WarmingUp(socket), addr)
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             config,
             phase: watch::channel(Phase::Serving).0,
             paused: watch::channel(false).0,
@@ -276,7 +276,7 @@ const BACKLOG: u32 = 1024;
 /// that has not installed its signal handlers yet dies of any stop signal.
 async fn warm_up(
     socket: Socket,
-    shared: &Shared,
+    shared: &ServerState,
     kill: &CancellationToken,
 ) -> Result<TcpListener, ServerExit> {
     let socket = match socket {
@@ -305,7 +305,7 @@ async fn warm_up(
 
 async fn run(
     socket: Socket,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     kill: CancellationToken,
     exit: watch::Sender<Option<ServerExit>>,
 ) {
@@ -375,7 +375,7 @@ async fn run(
 
 async fn connection(
     stream: TcpStream,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     kill: CancellationToken,
     _alive: mpsc::Sender<()>,
 ) {
@@ -414,7 +414,7 @@ async fn connection(
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 async fn respond(
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut paused = shared.paused.subscribe();
