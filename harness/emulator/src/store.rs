@@ -291,6 +291,21 @@ pub struct State {
     name_counter: u64,
 }
 
+impl State {
+    /// The objects and counters, without the watch history a write never
+    /// reads.
+    fn dry_copy(&self) -> State {
+        State {
+            history_cap: self.history_cap,
+            rv: self.rv,
+            objects: self.objects.clone(),
+            history: VecDeque::new(),
+            uid_counter: self.uid_counter,
+            name_counter: self.name_counter,
+        }
+    }
+}
+
 /// The object store; shared as `Arc<Store>`.
 #[derive(Debug)]
 pub struct Store {
@@ -344,6 +359,15 @@ impl Store {
             self.changed.send_replace(rv);
         }
         out
+    }
+
+    /// Run `f` on a copy of the state that is then dropped: a server-side
+    /// dry run. It answers as the write would (defaults, generated names,
+    /// conflicts, validation errors), but nothing is stored, no
+    /// resourceVersion moves and no watcher or controller wakes.
+    pub fn write_dry<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut copy = self.lock().dry_copy();
+        f(&mut copy)
     }
 
     /// Run `f` on the locked state without changing it.

@@ -401,6 +401,7 @@ async fn handle_inner(
 ) -> Result<Response<Body>, ApiError> {
     let route = route(req.uri().path())?;
     let query = Query(query_pairs(&req));
+    let dry_run = dry_run(&query)?;
     let method = req.method().clone();
     let target = match route {
         Route::Version => return Ok(json_response(200, &discovery::version(shared.ctx.version))),
@@ -477,12 +478,12 @@ async fn handle_inner(
                 .to_owned();
             let method = method.clone();
             let (_, body) = read_body(req).await?;
-            scale(shared, &target, name, &method, &ctype, &body)
+            scale(shared, dry_run, &target, name, &method, &ctype, &body)
         }
         (&Method::POST, None, None) => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            create(shared, &target, obj, &query)
+            create(shared, dry_run, &target, obj)
         }
         (&Method::POST, Some(name), Some("eviction")) if target.resource == Resource::Pods => {
             let (_, body) = read_body(req).await?;
@@ -493,6 +494,7 @@ async fn handle_inner(
             };
             evict(
                 shared,
+                dry_run,
                 target.namespace.as_deref().unwrap_or("default"),
                 name,
                 &ev,
@@ -501,7 +503,7 @@ async fn handle_inner(
         (&Method::PUT, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            replace(shared, &target, name, obj, sub == Some("status"))
+            replace(shared, dry_run, &target, name, obj, sub == Some("status"))
         }
         (&Method::PATCH, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let ctype = req
@@ -511,15 +513,23 @@ async fn handle_inner(
                 .unwrap_or("")
                 .to_owned();
             let (_, body) = read_body(req).await?;
-            patch_object(shared, &target, name, &ctype, &body, sub == Some("status"))
+            patch_object(
+                shared,
+                dry_run,
+                &target,
+                name,
+                &ctype,
+                &body,
+                sub == Some("status"),
+            )
         }
         (&Method::DELETE, Some(name), None) => {
             let (_, body) = read_body(req).await?;
-            let opts = delete_options(&query, &body)?;
+            let (opts, body_dry_run) = delete_options(&query, &body)?;
             let ns = target.namespace.clone().unwrap_or_default();
-            let (obj, _) = shared
-                .store
-                .write(|st| delete_cascading(st, target.resource, &ns, name, &opts))?;
+            let (obj, _) = write(shared, dry_run || body_dry_run, |st| {
+                delete_cascading(st, target.resource, &ns, name, &opts)
+            })?;
             Ok(json_response(200, &obj))
         }
         _ => Err(ApiError::new(
@@ -527,6 +537,28 @@ async fn handle_inner(
             "MethodNotAllowed",
             format!("the server does not allow this method on the requested resource ({method})"),
         )),
+    }
+}
+
+/// `dryRun=All` (the only value the API accepts besides none).
+fn dry_run(query: &Query) -> Result<bool, ApiError> {
+    match query.get("dryRun") {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid dryRun value {other:?}: the only accepted value is \"All\""
+        ))),
+    }
+}
+
+/// A write to the store, or with `dryRun=All` the same write on a copy that
+/// is dropped ([`Store::write_dry`]): one code path, so a dry run answers
+/// exactly as the write would.
+fn write<R>(shared: &ApiState, dry_run: bool, f: impl FnOnce(&mut State) -> R) -> R {
+    if dry_run {
+        shared.store.write_dry(f)
+    } else {
+        shared.store.write(f)
     }
 }
 
@@ -758,9 +790,9 @@ fn check_namespace(st: &State, target: &Target, obj: &mut Value) -> Result<(), A
 
 fn create(
     shared: &ApiState,
+    dry_run: bool,
     target: &Target,
     mut obj: Value,
-    query: &Query,
 ) -> Result<Response<Body>, ApiError> {
     shape::check_typed(target.resource, &obj)?;
     let info = target.resource.info();
@@ -772,15 +804,11 @@ fn create(
             )));
         }
     }
-    let dry_run = query.get("dryRun").is_some();
     let timings = shared.ctx.timings;
-    let created = shared.store.write(|st| {
+    let created = write(shared, dry_run, |st| {
         check_namespace(st, target, &mut obj)?;
         admission::on_create(st, target.resource, &mut obj, &timings)
             .map_err(|m| ApiError::new(422, "Invalid", m))?;
-        if dry_run {
-            return Ok(obj);
-        }
         st.create(target.resource, obj).map_err(ApiError::from)
     })?;
     Ok(json_response(201, &created))
@@ -789,6 +817,7 @@ fn create(
 /// PUT: the whole object (or only `.status` through `/status`).
 fn replace(
     shared: &ApiState,
+    dry_run: bool,
     target: &Target,
     name: &str,
     mut obj: Value,
@@ -802,7 +831,7 @@ fn replace(
         )));
     }
     let timings = shared.ctx.timings;
-    let updated = shared.store.write(|st| {
+    let updated = write(shared, dry_run, |st| {
         check_namespace(st, target, &mut obj)?;
         obj["metadata"]["name"] = json!(name);
         let ns = target.namespace.clone().unwrap_or_default();
@@ -865,6 +894,7 @@ fn write_update(
 
 fn patch_object(
     shared: &ApiState,
+    dry_run: bool,
     target: &Target,
     name: &str,
     ctype: &str,
@@ -887,7 +917,7 @@ fn patch_object(
     };
     let timings = shared.ctx.timings;
     let ns = target.namespace.clone().unwrap_or_default();
-    let (code, out) = shared.store.write(|st| -> Result<(u16, Value), ApiError> {
+    let (code, out) = write(shared, dry_run, |st| -> Result<(u16, Value), ApiError> {
         let Some(old) = st.get(target.resource, &ns, name).cloned() else {
             if kind == "application/apply-patch+yaml" && !status {
                 let mut obj = patch.clone();
@@ -1013,6 +1043,7 @@ fn scale_of(obj: &Value) -> Value {
 /// `GET/PUT/PATCH deployments|replicasets/NAME/scale` (kubectl scale).
 fn scale(
     shared: &ApiState,
+    dry_run: bool,
     target: &Target,
     name: &str,
     method: &Method,
@@ -1021,7 +1052,7 @@ fn scale(
 ) -> Result<Response<Body>, ApiError> {
     let ns = target.namespace.clone().unwrap_or_default();
     let timings = shared.ctx.timings;
-    let out = shared.store.write(|st| -> Result<Value, ApiError> {
+    let out = write(shared, dry_run, |st| -> Result<Value, ApiError> {
         let obj =
             st.get(target.resource, &ns, name)
                 .cloned()
@@ -1070,10 +1101,25 @@ fn scale(
     Ok(json_response(200, &out))
 }
 
-fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+/// `DeleteOptions.dryRun` in a body: `["All"]` or none.
+fn body_dry_run(options: &Value) -> Result<bool, ApiError> {
+    match &options["dryRun"] {
+        Value::Null => Ok(false),
+        Value::Array(a) if a.is_empty() => Ok(false),
+        Value::Array(a) if a.len() == 1 && a[0] == "All" => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "invalid dryRun value {other}: the only accepted value is [\"All\"]"
+        ))),
+    }
+}
+
+/// The delete's options from its body and query; `dryRun` may be in either.
+fn delete_options(query: &Query, body: &[u8]) -> Result<(DeleteOptions, bool), ApiError> {
     let mut opts = DeleteOptions::default();
+    let mut dry_run = false;
     if !body.is_empty() {
         let v = parse_json(body)?;
+        dry_run = body_dry_run(&v)?;
         opts.grace_period_seconds = v["gracePeriodSeconds"].as_i64();
         opts.precondition_uid = v["preconditions"]["uid"].as_str().map(str::to_owned);
         opts.precondition_rv = v["preconditions"]["resourceVersion"]
@@ -1087,7 +1133,7 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, ApiError>
             ))
         })?);
     }
-    Ok(opts)
+    Ok((opts, dry_run))
 }
 
 /// Delete; a Namespace takes everything in it along (the namespace
@@ -1128,10 +1174,12 @@ fn pod_ready(pod: &Value) -> bool {
 /// (429 with the budget named in `details.causes`, as the real API).
 fn evict(
     shared: &ApiState,
+    dry_run: bool,
     namespace: &str,
     name: &str,
     eviction: &Value,
 ) -> Result<Response<Body>, ApiError> {
+    let dry_run = dry_run || body_dry_run(&eviction["deleteOptions"])?;
     let opts = DeleteOptions {
         grace_period_seconds: eviction["deleteOptions"]["gracePeriodSeconds"].as_i64(),
         precondition_uid: eviction["deleteOptions"]["preconditions"]["uid"]
@@ -1139,7 +1187,7 @@ fn evict(
             .map(str::to_owned),
         precondition_rv: None,
     };
-    shared.store.write(|st| -> Result<(), ApiError> {
+    write(shared, dry_run, |st| -> Result<(), ApiError> {
         let pod = st
             .get(Resource::Pods, namespace, name)
             .cloned()
@@ -1204,7 +1252,11 @@ fn evict(
         }
         let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
         if allowed < 0 {
-            return Err(ApiError::new(403, "Forbidden", "pdb disruptions allowed is negative"));
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                "pdb disruptions allowed is negative",
+            ));
         }
         if allowed == 0 {
             return Err(too_many(format!(

@@ -3,5 +3,6 @@
 
 mod api;
 mod api_controllers;
+mod dry_run;
 mod node_kubelet;
 mod node_runtime;
