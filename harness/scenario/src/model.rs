@@ -11,7 +11,7 @@ use serde::Serialize;
 
 pub use super::v1alpha1::{
     ErrorKindName, IntOrPercent, LbMode, LbProfile, PreStopSleepMode, Selection, TaintEffect,
-    TrafficPolicy, WaitCondition,
+    TrafficPolicy, UnknownLbMode, WaitCondition,
 };
 use zdt_core::units::{Dur, Rate};
 pub use zdt_traffic::Load;
