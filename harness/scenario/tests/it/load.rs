@@ -221,12 +221,25 @@ fn overrides_and_scaling() {
     .variant("published")
     .unwrap();
     let err = seed
+        .clone()
         .with_overrides(&Overrides {
             duration: Some(d("5s")),
             ..Default::default()
         })
         .unwrap_err();
     assert!(err.to_string().contains("starts at 10s"), "{err}");
+    assert!(
+        matches!(&err, OverrideError::DurationTooShort { step: 1, at, .. } if *at == d("10s")),
+        "{err:?}"
+    );
+    let err = seed
+        .with_overrides(&Overrides {
+            duration: Some(Dur::ZERO),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err, OverrideError::ZeroDuration);
+    assert_eq!(err.to_string(), "--duration must be > 0");
 
     // keepalive-drain's SIGTERM variant cannot move to a 1.31 kind cluster.
     let sigterm = scenario::load(
@@ -242,6 +255,11 @@ fn overrides_and_scaling() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("needs Kubernetes ≥ 1.33"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("--provider kind: `stopSignal` needs"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -255,6 +273,15 @@ fn unknown_variant_names_suggest_the_closest() {
         err.to_string().contains("did you mean `lb-first`?"),
         "{err}"
     );
+    let VariantError::Unknown {
+        names, suggestion, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(suggestion.as_deref(), Some("lb-first"));
+    assert!(names.iter().any(|n| n == "published"), "{names:?}");
+    assert!(file.variant("lb-first").is_ok());
 }
 
 #[test]
