@@ -242,8 +242,20 @@ impl fmt::Display for Rate {
 }
 
 impl Serialize for Rate {
+    /// As displayed (`5000/s`, `20000/m`) when that reads back to the same
+    /// rate, else every digit (`500.00000000000006/s`): a rate that crosses
+    /// a process boundary or a file is the rate that was sent.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let shown = self.to_string();
+        let exact = shown
+            .parse::<Rate>()
+            .is_ok_and(|r| r.per_second.to_bits() == self.per_second.to_bits());
+        if exact {
+            s.serialize_str(&shown)
+        } else {
+            // f64's Display is the shortest text that parses back to it.
+            s.collect_str(&format_args!("{}/s", self.per_second))
+        }
     }
 }
 
@@ -375,5 +387,26 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("`10s`"), "{e}");
+    }
+
+    #[test]
+    fn rates_serialize_exactly() {
+        // Displayed `18/m`, which reads back as 0.3.
+        let scaled = Rate::per_second(0.1 + 0.2).unwrap();
+        for r in [
+            scaled,
+            Rate::per_second(1000.0 / 3.0).unwrap(),
+            Rate::per_second(1e-7).unwrap(),
+            Rate::per_second(123456.789).unwrap(),
+            "300/m".parse().unwrap(),
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            let back: Rate = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.get().to_bits(), r.get().to_bits(), "{json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&scaled).unwrap(),
+            r#""0.30000000000000004/s""#
+        );
     }
 }

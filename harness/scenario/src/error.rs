@@ -89,6 +89,31 @@ impl ScenarioError {
     }
 }
 
+/// [`ScenarioFile::variant`](crate::ScenarioFile::variant) could not give
+/// the variant asked for.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VariantError {
+    /// The file has a problem (shown as `file:line:column: message`).
+    #[error("{}", .0.one_line())]
+    Invalid(ScenarioError),
+    /// The file has no variant of that name.
+    #[error(
+        "{} has no variant `{name}` (it has: {}){}",
+        path.display(),
+        names.join(", "),
+        suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+    )]
+    Unknown {
+        path: PathBuf,
+        name: String,
+        /// The variants it has, in file order.
+        names: Vec<String>,
+        /// The closest name, when one is close.
+        suggestion: Option<String>,
+    },
+}
+
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     while i > 0 && !text.is_char_boundary(i) {
         i -= 1;

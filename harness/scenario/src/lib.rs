@@ -20,7 +20,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use error::{InvalidScenario, ScenarioError};
+pub use error::{InvalidScenario, ScenarioError, VariantError};
 pub use model::*;
 pub use validate::{Problem, DEFAULT_MANIFESTS};
 
@@ -224,20 +224,18 @@ impl ScenarioFile {
     }
 
     /// One variant by name.
-    pub fn variant(&self, name: &str) -> Result<Scenario, String> {
-        let all = self.variants().map_err(|e| e.one_line())?;
+    pub fn variant(&self, name: &str) -> Result<Scenario, VariantError> {
+        let all = self.variants().map_err(VariantError::Invalid)?;
         let names: Vec<String> = all.iter().map(|s| s.variant.clone()).collect();
-        all.into_iter().find(|s| s.variant == name).ok_or_else(|| {
-            let mut msg = format!(
-                "{} has no variant `{name}` (it has: {})",
-                self.path.display(),
-                names.join(", ")
-            );
-            if let Some(s) = yaml::suggest(name, names.iter().map(String::as_str)) {
-                msg.push_str(&format!("; did you mean `{s}`?"));
-            }
-            msg
-        })
+        all.into_iter()
+            .find(|s| s.variant == name)
+            .ok_or_else(|| VariantError::Unknown {
+                path: self.path.clone(),
+                suggestion: yaml::suggest(name, names.iter().map(String::as_str))
+                    .map(str::to_string),
+                name: name.to_string(),
+                names,
+            })
     }
 
     fn build(

@@ -11,9 +11,10 @@ use serde::Serialize;
 
 pub use super::v1alpha1::{
     ErrorKindName, IntOrPercent, LbMode, LbProfile, PreStopSleepMode, Selection, TaintEffect,
-    TrafficPolicy, WaitCondition,
+    TrafficPolicy, UnknownLbMode, WaitCondition,
 };
 use zdt_core::units::{Dur, Rate};
+pub use zdt_traffic::Load;
 
 /// One runnable variant of a scenario file.
 #[derive(Debug, Clone, Serialize)]
@@ -54,16 +55,19 @@ impl fmt::Display for Provider {
     }
 }
 
+/// A provider name that is none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider `{0}`: use emulator, kind or existing")]
+pub struct UnknownProvider(pub String);
+
 impl std::str::FromStr for Provider {
-    type Err = String;
+    type Err = UnknownProvider;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "emulator" => Ok(Provider::Emulator),
             "kind" => Ok(Provider::Kind),
             "existing" => Ok(Provider::Existing),
-            other => Err(format!(
-                "unknown provider `{other}`: use emulator, kind or existing"
-            )),
+            other => Err(UnknownProvider(other.to_string())),
         }
     }
 }
@@ -209,24 +213,17 @@ pub struct ManifestPatch {
     pub patch: serde_json::Value,
 }
 
+/// The traffic a variant sends: the generator's own [`Load`], and the
+/// warmup the run sends before it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Traffic {
-    pub rate: Rate,
-    pub duration: Dur,
-    /// One timeout covering connect + headers + body.
-    pub timeout: Dur,
-    pub keep_alive: bool,
-    pub method: String,
-    pub path: String,
-    pub headers: BTreeMap<String, String>,
-    pub body: Option<String>,
-    /// Cap on requests in flight (default: rate × timeout, at least 1).
-    pub max_in_flight: usize,
+    /// What to send. Its in-flight cap defaults to rate × timeout (at
+    /// least 1), see [`default_max_in_flight`].
+    #[serde(flatten)]
+    pub load: Load,
     /// Traffic sent before t0, not counted; chaos times start after it.
     pub warmup: Dur,
-    /// Width of the report's time buckets (100ms..=1s).
-    pub bucket: Dur,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -498,18 +495,47 @@ pub struct Overrides {
     pub context: Option<String>,
 }
 
+/// `lifecycle.stopSignal` on a cluster that does not have it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`stopSignal` needs Kubernetes ≥ 1.33 with the ContainerStopSignals feature gate on a real cluster (this one is {version} on {provider})")]
+pub struct StopSignalUnsupported {
+    pub version: KubeVersion,
+    pub provider: Provider,
+}
+
 /// `lifecycle.stopSignal` exists from Kubernetes 1.33 (ContainerStopSignals,
 /// alpha); the emulator honours it at every version.
 pub(crate) fn stop_signal_supported(
     provider: Provider,
     version: KubeVersion,
-) -> Result<(), String> {
+) -> Result<(), StopSignalUnsupported> {
     if provider != Provider::Emulator && !version.at_least(1, 33) {
-        return Err(format!(
-            "`stopSignal` needs Kubernetes ≥ 1.33 with the ContainerStopSignals feature gate on a real cluster (this one is {version} on {provider})"
-        ));
+        return Err(StopSignalUnsupported { version, provider });
     }
     Ok(())
+}
+
+/// Command-line overrides that do not fit the scenario.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverrideError {
+    #[error("--duration must be > 0")]
+    ZeroDuration,
+    /// A shorter duration would end traffic before a chaos step starts.
+    #[error("--duration {duration} is too short: chaos step {step} (`{name}`) starts at {at}")]
+    DurationTooShort {
+        duration: Dur,
+        /// 1-based, as messages count steps.
+        step: usize,
+        name: String,
+        at: Dur,
+    },
+    #[error("--provider {provider}: {source}")]
+    Provider {
+        provider: Provider,
+        #[source]
+        source: StopSignalUnsupported,
+    },
 }
 
 impl Scenario {
@@ -522,13 +548,13 @@ impl Scenario {
 
     /// Applies command-line overrides. A shorter duration must still cover
     /// every `at:` step, so that is re-checked.
-    pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, String> {
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, OverrideError> {
         if let Some(rate) = o.rate {
             self.set_rate(rate);
         }
         if let Some(d) = o.duration {
             if d.get().is_zero() {
-                return Err("--duration must be > 0".into());
+                return Err(OverrideError::ZeroDuration);
             }
             let late = self
                 .chaos
@@ -539,18 +565,23 @@ impl Scenario {
                     _ => None,
                 });
             if let Some((i, step, at)) = late {
-                return Err(format!(
-                    "--duration {d} is too short: chaos step {} (`{}`) starts at {at}",
-                    i + 1,
-                    step.name
-                ));
+                return Err(OverrideError::DurationTooShort {
+                    duration: d,
+                    step: i + 1,
+                    name: step.name.clone(),
+                    at,
+                });
             }
-            self.traffic.duration = d;
+            self.traffic.load.duration = d;
         }
         if let Some(p) = o.provider {
             if self.workload.mitigations.stop_signal.is_some() {
-                stop_signal_supported(p, self.cluster.kubernetes)
-                    .map_err(|e| format!("--provider {p}: {e}"))?;
+                stop_signal_supported(p, self.cluster.kubernetes).map_err(|source| {
+                    OverrideError::Provider {
+                        provider: p,
+                        source,
+                    }
+                })?;
             }
             self.cluster.provider = p;
         }
@@ -566,7 +597,7 @@ impl Scenario {
     /// be ratios anyway. A factor that is not a positive number is ignored.
     pub fn scaled(mut self, factor: f64) -> Scenario {
         if factor.is_finite() && factor > 0.0 {
-            if let Ok(rate) = Rate::per_second(self.traffic.rate.get() * factor) {
+            if let Ok(rate) = Rate::per_second(self.traffic.load.rate.get() * factor) {
                 self.set_rate(rate);
             }
         }
@@ -576,7 +607,7 @@ impl Scenario {
     /// A new rate; an in-flight cap that was the default follows it, one the
     /// scenario set stays.
     fn set_rate(&mut self, rate: Rate) {
-        let t = &mut self.traffic;
+        let t = &mut self.traffic.load;
         if t.max_in_flight == default_max_in_flight(t.rate, t.timeout) {
             t.max_in_flight = default_max_in_flight(rate, t.timeout);
         }

@@ -165,15 +165,20 @@ impl LbMode {
     }
 }
 
+/// An `--lb-mode` that is none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--lb-mode `{0}`: use model, metallb or cloud-provider-kind")]
+pub struct UnknownLbMode(pub String);
+
 impl std::str::FromStr for LbMode {
-    type Err = String;
+    type Err = UnknownLbMode;
 
     /// `--lb-mode MODE` (`zdt run`, `zdt validate`).
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnknownLbMode> {
         [LbMode::Model, LbMode::Metallb, LbMode::CloudProviderKind]
             .into_iter()
             .find(|m| m.as_str() == s)
-            .ok_or_else(|| format!("--lb-mode `{s}`: use model, metallb or cloud-provider-kind"))
+            .ok_or_else(|| UnknownLbMode(s.to_string()))
     }
 }
 

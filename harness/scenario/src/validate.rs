@@ -10,6 +10,7 @@ use super::model::*;
 use super::v1alpha1 as v1;
 use super::yaml::{suggest, Seg};
 use zdt_core::units::Dur;
+use zdt_traffic::Method;
 
 /// A validation failure: where (path in the document) and what to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -435,7 +436,7 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
             if let Err(why) =
                 crate::model::stop_signal_supported(cluster.provider, cluster.kubernetes)
             {
-                return Err(Problem::new(&mp("stopSignal"), why).help(
+                return Err(Problem::new(&mp("stopSignal"), why.to_string()).help(
                     "run it on the emulator (`provider: emulator`), or use an image whose STOPSIGNAL is the one you want",
                 ));
             }
@@ -542,15 +543,19 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
         "timeout",
         t.timeout.unwrap_or(Dur::from_secs(10)),
     )?;
-    let method = t.method.clone().unwrap_or_else(|| "GET".into());
-    if !METHODS.contains(&method.as_str()) {
-        let mut p = Problem::new(&tp("method"), format!("unknown HTTP method `{method}`"))
+    let name = t.method.as_deref().unwrap_or("GET");
+    let method = METHODS
+        .contains(&name)
+        .then(|| Method::from_bytes(name.as_bytes()).ok())
+        .flatten();
+    let Some(method) = method else {
+        let mut p = Problem::new(&tp("method"), format!("unknown HTTP method `{name}`"))
             .help(format!("use one of {}", METHODS.join(", ")));
-        if let Some(s) = suggest(&method.to_ascii_uppercase(), METHODS.iter().copied()) {
-            p.message = format!("unknown HTTP method `{method}`, did you mean `{s}`?");
+        if let Some(s) = suggest(&name.to_ascii_uppercase(), METHODS.iter().copied()) {
+            p.message = format!("unknown HTTP method `{name}`, did you mean `{s}`?");
         }
         return Err(p);
-    }
+    };
     let path = t.path.clone().unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         return Err(Problem::new(
@@ -575,18 +580,22 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
             format!("`bucket` must be between 100ms and 1s, got {bucket}"),
         ));
     }
-    Ok(Traffic {
+    // Every field named: a setting added to `Load` must be decided here.
+    let load = Load {
+        method,
+        path,
+        headers: t.headers.clone().unwrap_or_default().into_iter().collect(),
+        body: t.body.clone().map(String::into_bytes).unwrap_or_default(),
         rate: t.rate,
         duration,
         timeout,
         keep_alive: t.keep_alive.unwrap_or(false),
-        method,
-        path,
-        headers: t.headers.clone().unwrap_or_default(),
-        body: t.body.clone(),
         max_in_flight,
-        warmup: t.warmup.unwrap_or(Dur::ZERO),
         bucket,
+    };
+    Ok(Traffic {
+        load,
+        warmup: t.warmup.unwrap_or(Dur::ZERO),
     })
 }
 
@@ -645,12 +654,12 @@ fn chaos(
                     .key()
                     .help(format!("fold it into `at` (at: {at} + delay)")));
                 }
-                if *at >= traffic.duration {
+                if *at >= traffic.load.duration {
                     return Err(Problem::new(
                         &sp("at"),
                         format!(
                             "chaos step {n} starts at {at}, but traffic lasts only {}",
-                            traffic.duration
+                            traffic.load.duration
                         ),
                     )
                     .help("start it earlier or make `traffic.duration` longer"));

@@ -43,8 +43,10 @@ impl Pool {
     }
 }
 
-/// Everything a request task needs, shared by all of them.
-pub(crate) struct Shared {
+/// What every request task of one attack works with: the request bytes and
+/// where they go, the connection pool, the cancel, and the aggregator the
+/// result is folded into.
+pub(crate) struct RequestContext {
     pub addr: SocketAddr,
     pub request: Vec<u8>,
     pub head_only: bool,
@@ -64,7 +66,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Shared {
+impl RequestContext {
     pub fn snapshot(&self) -> Snapshot {
         lock(&self.agg).snapshot()
     }
@@ -109,22 +111,27 @@ impl Shared {
 }
 
 /// One request, from its due time to its recorded result.
-async fn request(shared: Arc<Shared>, seq: u64, due: Duration, permit: OwnedSemaphorePermit) {
+async fn request(
+    context: Arc<RequestContext>,
+    seq: u64,
+    due: Duration,
+    permit: OwnedSemaphorePermit,
+) {
     let sent_at = Instant::now();
     let mut stage = Stage::Connect;
     let mut buf = Vec::new();
-    let deadline = TokioInstant::from_std(sent_at + shared.timeout);
+    let deadline = TokioInstant::from_std(sent_at + context.timeout);
     let outcome = tokio::select! {
         biased;
-        r = tokio::time::timeout_at(deadline, shared.exchange(&mut stage, &mut buf)) => {
+        r = tokio::time::timeout_at(deadline, context.exchange(&mut stage, &mut buf)) => {
             r.unwrap_or_else(|_| Err(Failure::timeout(stage)))
         }
-        _ = shared.stop.cancelled() => {
+        _ = context.stop.cancelled() => {
             Err(Failure::new(ErrorKind::Cancelled, stage, Detail::Cancelled))
         }
     };
     let end = Instant::now();
-    let t0 = shared.t0;
+    let t0 = context.t0;
     let mut record = Record {
         seq,
         due,
@@ -148,21 +155,21 @@ async fn request(shared: Arc<Shared>, seq: u64, due: Duration, permit: OwnedSema
         }
         Err(f) => record.failure = Some(ErrorKey::Failure(*f)),
     }
-    lock(&shared.agg).record(&record);
+    lock(&context.agg).record(&record);
     drop(permit);
 }
 
 /// The pacer task: runs the schedule, then waits for what is in flight.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    context: Arc<RequestContext>,
     pacer: Pacer,
     duration: Duration,
-    max_inflight: usize,
+    max_in_flight: usize,
     cancel: CancellationToken,
     raw: Option<RawWriter>,
 ) -> Result<Summary, TrafficError> {
-    let t0 = shared.t0;
-    let inflight = Arc::new(Semaphore::new(max_inflight));
+    let t0 = context.t0;
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let end_of_schedule = TokioInstant::from_std(t0 + duration);
     let mut sent = 0u64;
     let mut cancelled = false;
@@ -180,7 +187,7 @@ pub(crate) async fn run(
                 }
             }
             Pace::Send => {
-                let permit = match inflight.clone().try_acquire_owned() {
+                let permit = match in_flight.clone().try_acquire_owned() {
                     Ok(p) => p,
                     // At the bound: wait (the wait shows up as schedule lag
                     // and in the corrected latency), but not past the end
@@ -188,11 +195,11 @@ pub(crate) async fn run(
                     Err(_) => tokio::select! {
                         biased;
                         _ = cancel.cancelled() => { cancelled = true; break; }
-                        p = inflight.clone().acquire_owned() => p.expect("never closed"),
+                        p = in_flight.clone().acquire_owned() => p.expect("never closed"),
                         _ = tokio::time::sleep_until(end_of_schedule) => break,
                     },
                 };
-                tokio::spawn(request(shared.clone(), sent, pacer.due(sent), permit));
+                tokio::spawn(request(context.clone(), sent, pacer.due(sent), permit));
                 sent += 1;
             }
         }
@@ -207,7 +214,7 @@ pub(crate) async fn run(
     };
     if due > sent {
         let not_sent = Failure::new(ErrorKind::NotSent, Stage::Connect, Detail::NotSent);
-        let mut agg = lock(&shared.agg);
+        let mut agg = lock(&context.agg);
         for seq in sent..due {
             agg.record(&Record {
                 seq,
@@ -225,16 +232,16 @@ pub(crate) async fn run(
 
     // Every request task holds a permit until it has recorded its result;
     // the timeout bounds this wait, and a cancel aborts them sooner.
-    let all = u32::try_from(max_inflight).expect("validated to fit");
-    let _all = inflight.acquire_many(all).await.expect("never closed");
+    let all = u32::try_from(max_in_flight).expect("validated to fit");
+    let _all = in_flight.acquire_many(all).await.expect("never closed");
 
-    let raw_sink = lock(&shared.agg).take_raw();
+    let raw_sink = lock(&context.agg).take_raw();
     drop(raw_sink);
     if let Some(writer) = raw {
         tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| TrafficError::Internal(format!("raw writer task: {e}")))??;
     }
-    let summary = lock(&shared.agg).summary(cancelled);
+    let summary = lock(&context.agg).summary(cancelled);
     Ok(summary)
 }

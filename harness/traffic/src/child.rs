@@ -35,9 +35,7 @@ use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use super::attack::lock;
-use super::{
-    Attack, Progress, ProgressSource, RawOutput, Settings, Snapshot, Summary, TrafficError,
-};
+use super::{Attack, Progress, ProgressSource, Settings, Snapshot, Summary, TrafficError};
 use zdt_core::clock::Clock;
 use zdt_core::events::duration_ns;
 use zdt_core::units::Rate;
@@ -54,66 +52,42 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the child's stderr kept for error messages.
 const STDERR_TAIL: usize = 20;
 
-/// Parent → child: the settings, exactly (floats as their bits).
+/// Parent → child: the settings, exactly (their serde form is exact).
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     /// The parent's clock origin on CLOCK_MONOTONIC, in ns.
     origin_monotonic_ns: u64,
-    url: String,
-    method: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    rate_bits: u64,
-    #[serde(with = "duration_ns")]
-    duration: Duration,
-    #[serde(with = "duration_ns")]
-    timeout: Duration,
-    keep_alive: bool,
-    max_inflight: usize,
-    pool_cap: usize,
-    #[serde(with = "duration_ns")]
-    bucket: Duration,
-    raw: Option<RawOutput>,
+    settings: Settings,
+}
+
+/// Why the child has no request to run; the parent shows the message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("the request line is not a traffic request ({0}); `zdt {SUBCOMMAND}` is run by zdt itself", SUBCOMMAND = SUBCOMMAND)]
+    Decode(#[source] serde_json::Error),
+    #[error("no request on stdin; `zdt {SUBCOMMAND}` is run by zdt itself", SUBCOMMAND = SUBCOMMAND)]
+    Missing,
+    #[error("reading stdin: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the stdin thread died")]
+    StdinThread,
+    #[error("the parent's clock origin is in this process's future: CLOCK_MONOTONIC differs")]
+    ClockOrigin,
 }
 
 impl Request {
-    fn new(s: &Settings, clock: Clock) -> Self {
+    fn new(settings: &Settings, clock: Clock) -> Self {
         Self {
             origin_monotonic_ns: origin_monotonic_ns(clock),
-            url: s.target.url.clone(),
-            method: s.method.to_string(),
-            headers: s.headers.clone(),
-            body: s.body.to_vec(),
-            rate_bits: s.rate.get().to_bits(),
-            duration: s.duration,
-            timeout: s.timeout,
-            keep_alive: s.keep_alive,
-            max_inflight: s.max_inflight,
-            pool_cap: s.pool_cap,
-            bucket: s.bucket,
-            raw: s.raw.clone(),
+            settings: settings.clone(),
         }
     }
 
-    fn settings(self) -> Result<(Settings, Clock), String> {
-        let rate =
-            Rate::per_second(f64::from_bits(self.rate_bits)).map_err(|e| format!("rate: {e}"))?;
-        let mut s = Settings::new(&self.url, rate, self.duration).map_err(|e| e.to_string())?;
-        s.method = ::http::Method::from_bytes(self.method.as_bytes())
-            .map_err(|_| format!("method `{}` is not an HTTP method", self.method))?;
-        s.headers = self.headers;
-        s.body = self.body.into();
-        s.timeout = self.timeout;
-        s.keep_alive = self.keep_alive;
-        s.max_inflight = self.max_inflight;
-        s.pool_cap = self.pool_cap;
-        s.bucket = self.bucket;
-        s.raw = self.raw;
-        let clock = clock_from_monotonic_ns(self.origin_monotonic_ns).ok_or_else(|| {
-            "the parent's clock origin is in this process's future: CLOCK_MONOTONIC differs"
-                .to_string()
-        })?;
-        Ok((s, clock))
+    fn settings(self) -> Result<(Settings, Clock), RequestError> {
+        let clock =
+            clock_from_monotonic_ns(self.origin_monotonic_ns).ok_or(RequestError::ClockOrigin)?;
+        Ok((self.settings, clock))
     }
 }
 
@@ -258,7 +232,7 @@ pub(crate) async fn start(
             lines,
             stderr,
             latest,
-            rate: settings.rate,
+            rate: settings.load.rate,
         },
         abort.clone(),
         tx,
@@ -501,18 +475,20 @@ pub async fn run_child() -> Result<ChildEnd, ChildError> {
     }
 
     let request = match first_rx.await {
-        Ok(Ok(line)) if !line.trim().is_empty() => serde_json::from_str::<Request>(&line)
-            .map_err(|e| format!("the request line is not a traffic request ({e}); `zdt {SUBCOMMAND}` is run by zdt itself")),
-        Ok(Ok(_)) => Err(format!("no request on stdin; `zdt {SUBCOMMAND}` is run by zdt itself")),
-        Ok(Err(e)) => Err(format!("reading stdin: {e}")),
-        Err(_) => Err("the stdin thread died".to_string()),
+        Ok(Ok(line)) if !line.trim().is_empty() => {
+            serde_json::from_str::<Request>(&line).map_err(RequestError::Decode)
+        }
+        Ok(Ok(_)) => Err(RequestError::Missing),
+        Ok(Err(e)) => Err(RequestError::Read(e)),
+        Err(_) => Err(RequestError::StdinThread),
     };
+    // Either error goes to the parent as its message.
     let started = match request.and_then(Request::settings) {
         Ok((settings, clock)) => Attack::start(settings, clock, cancel.clone())
             .await
             .map(|a| (a, clock))
             .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+        Err(e) => Err(e.to_string()),
     };
     let (attack, clock) = match started {
         Ok(a) => a,
@@ -575,6 +551,7 @@ async fn send(out: &mut tokio::io::Stdout, report: &Report) -> Result<(), ChildE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RawOutput;
 
     #[test]
     fn the_clock_origin_survives_the_monotonic_round_trip() {
@@ -598,26 +575,64 @@ mod tests {
             Duration::from_millis(1500),
         )
         .unwrap();
-        s.method = ::http::Method::POST;
-        s.headers = vec![("X-A".into(), "b".into())];
-        s.body = bytes::Bytes::from_static(b"\0body");
-        s.keep_alive = true;
-        s.timeout = Duration::from_millis(250);
-        s.bucket = Duration::from_millis(100);
+        s.load.method = ::http::Method::POST;
+        s.load.headers = vec![("X-A".into(), "b".into())];
+        s.load.body = b"\0body".to_vec();
+        s.load.keep_alive = true;
+        s.load.timeout = Duration::from_millis(250).into();
+        s.load.bucket = Duration::from_millis(100).into();
+        s.load.max_in_flight = 7;
+        s.pool_cap = 3;
+        s.raw = Some(RawOutput::from_path("/tmp/raw.csv").unwrap());
         let line = serde_json::to_string(&Request::new(&s, Clock::start())).unwrap();
         let (back, _) = serde_json::from_str::<Request>(&line)
             .unwrap()
             .settings()
             .unwrap();
-        assert_eq!(back.rate.get().to_bits(), s.rate.get().to_bits());
-        assert_eq!(back.target.url, s.target.url);
+        assert_eq!(back.load.rate.get().to_bits(), s.load.rate.get().to_bits());
+        assert_eq!(back.target.url(&back.load.path), s.target.url(&s.load.path));
         assert_eq!(
-            (back.method, back.headers, back.body, back.keep_alive),
-            (s.method, s.headers, s.body, s.keep_alive)
+            (
+                &back.load.method,
+                &back.load.headers,
+                &back.load.body,
+                back.load.keep_alive
+            ),
+            (
+                &s.load.method,
+                &s.load.headers,
+                &s.load.body,
+                s.load.keep_alive
+            )
         );
         assert_eq!(
-            (back.duration, back.timeout, back.bucket),
-            (s.duration, s.timeout, s.bucket)
+            (back.load.duration, back.load.timeout, back.load.bucket),
+            (s.load.duration, s.load.timeout, s.load.bucket)
         );
+        // And everything else, so a new field cannot be left behind.
+        assert_eq!(back.load, s.load);
+        assert_eq!(back.target, s.target);
+        assert_eq!((back.pool_cap, back.raw), (s.pool_cap, s.raw));
+    }
+
+    #[test]
+    fn a_bad_request_says_what_it_is() {
+        let e = serde_json::from_str::<Request>("{}").map_err(RequestError::Decode);
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.starts_with("the request line is not a traffic request (")
+                && e.ends_with("; `zdt traffic-child` is run by zdt itself"),
+            "{e}"
+        );
+        let late = Request {
+            origin_monotonic_ns: u64::MAX,
+            settings: Settings::new(
+                "http://127.0.0.1:9/",
+                Rate::per_second(1.0).unwrap(),
+                Duration::from_secs(1),
+            )
+            .unwrap(),
+        };
+        assert!(matches!(late.settings(), Err(RequestError::ClockOrigin)));
     }
 }

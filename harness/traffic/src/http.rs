@@ -14,7 +14,9 @@ use std::ops::Range;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ErrorKind;
+use serde::{Deserialize, Serialize};
+
+use super::{ErrorKind, Load};
 
 /// The largest response head accepted; beyond it the response is garbage.
 const MAX_HEAD: usize = 64 * 1024;
@@ -200,36 +202,50 @@ pub struct Response {
     pub pod: Option<Range<usize>>,
 }
 
-/// Where and what to send, parsed once from the URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where requests go: the address dialed and the Host header sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
-    /// `http://host:port/path?query` as given.
-    pub url: String,
     /// `host:port` (port defaulted), what is resolved and dialed.
     pub authority: String,
     /// The Host header value (as written in the URL).
     pub host_header: String,
-    pub path_and_query: String,
+}
+
+/// A URL the generator cannot send to; each message says what to write.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    #[error("`{url}` is not a URL ({source}): write e.g. http://127.0.0.1:8080/")]
+    Malformed {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("`{url}`: https is not supported by the generator; target the plain-HTTP port")]
+    Https { url: String },
+    #[error("`{url}` needs a scheme: write http://{url}")]
+    NoScheme { url: String },
+    #[error("`{url}` has no host: write e.g. http://127.0.0.1:8080/")]
+    NoHost { url: String },
 }
 
 impl Target {
-    /// Parses an `http://` URL; the error says what to write instead.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| {
-            format!("`{url}` is not a URL ({e}): write e.g. http://127.0.0.1:8080/")
+    /// Parses an `http://` URL into where it points and its path and query
+    /// (`/` when it has none), which is part of the [`Load`].
+    pub fn parse(url: &str) -> Result<(Self, String), UrlError> {
+        let uri: http::Uri = url.parse().map_err(|source| UrlError::Malformed {
+            url: url.to_string(),
+            source,
         })?;
+        let url = || url.to_string();
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "`{url}`: https is not supported by the generator; target the plain-HTTP port"
-                ))
-            }
-            _ => return Err(format!("`{url}` needs a scheme: write http://{url}")),
+            Some("https") => return Err(UrlError::Https { url: url() }),
+            _ => return Err(UrlError::NoScheme { url: url() }),
         }
         let authority = uri
             .authority()
-            .ok_or_else(|| format!("`{url}` has no host: write e.g. http://127.0.0.1:8080/"))?;
+            .ok_or_else(|| UrlError::NoHost { url: url() })?;
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(80);
         let host_for_dial = if host.contains(':') && !host.starts_with('[') {
@@ -237,31 +253,46 @@ impl Target {
         } else {
             host.to_string()
         };
-        Ok(Self {
-            url: url.to_string(),
+        let path = match uri.path_and_query().map(|p| p.as_str()) {
+            None | Some("") => "/".to_string(),
+            Some(p) if p.starts_with('?') => format!("/{p}"),
+            Some(p) => p.to_string(),
+        };
+        let target = Self {
             authority: format!("{host_for_dial}:{port}"),
             host_header: authority.as_str().to_string(),
-            path_and_query: uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "/".to_string()),
-        })
+        };
+        Ok((target, path))
+    }
+
+    /// A resolved address: dialed as it is, and named in the Host header.
+    pub fn from_addr(addr: SocketAddr) -> Self {
+        Self {
+            authority: addr.to_string(),
+            host_header: addr.to_string(),
+        }
+    }
+
+    /// `http://host/path`, as reports name the target.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host_header)
     }
 
     /// The request as it goes on the wire, built once per attack.
-    pub fn request_bytes(
-        &self,
-        method: &http::Method,
-        headers: &[(String, String)],
-        body: &[u8],
-        keep_alive: bool,
-    ) -> Vec<u8> {
+    pub fn request_bytes(&self, load: &Load) -> Vec<u8> {
+        let Load {
+            method,
+            path,
+            headers,
+            body,
+            keep_alive,
+            ..
+        } = load;
         let mut out = Vec::with_capacity(256 + body.len());
         let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         out.extend_from_slice(method.as_str().as_bytes());
         out.push(b' ');
-        out.extend_from_slice(self.path_and_query.as_bytes());
+        out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         if !has("host") {
             push_header(&mut out, "Host", &self.host_header);
@@ -777,18 +808,17 @@ mod tests {
 
     #[test]
     fn request_bytes_are_built_once_and_right() {
-        let t = Target::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
+        let (t, path) = Target::parse("http://127.0.0.1:8080/healthz?x=1").unwrap();
         assert_eq!(t.authority, "127.0.0.1:8080");
-        let r = t.request_bytes(
-            &http::Method::POST,
-            &[
-                ("X-Test".into(), "1".into()),
-                ("Connection".into(), "keep-alive".into()),
-            ],
-            b"body",
-            false,
-        );
-        let r = String::from_utf8(r).unwrap();
+        let mut load = Load::new("1/s".parse().unwrap(), zdt_core::units::Dur::from_secs(1));
+        load.method = http::Method::POST;
+        load.path = path;
+        load.headers = vec![
+            ("X-Test".into(), "1".into()),
+            ("Connection".into(), "keep-alive".into()),
+        ];
+        load.body = b"body".to_vec();
+        let r = String::from_utf8(t.request_bytes(&load)).unwrap();
         assert!(
             r.starts_with("POST /healthz?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"),
             "{r}"
@@ -798,12 +828,19 @@ mod tests {
         assert!(r.contains("Connection: close\r\n"));
         assert!(!r.contains("keep-alive"));
         assert!(r.ends_with("\r\n\r\nbody"));
-        let t = Target::parse("http://localhost").unwrap();
-        assert_eq!(
-            (t.authority.as_str(), t.path_and_query.as_str()),
-            ("localhost:80", "/")
-        );
-        assert!(Target::parse("https://x/").unwrap_err().contains("https"));
+        let (t, path) = Target::parse("http://localhost").unwrap();
+        assert_eq!((t.authority.as_str(), path.as_str()), ("localhost:80", "/"));
+        let (_, path) = Target::parse("http://localhost?q=1").unwrap();
+        assert_eq!(path, "/?q=1");
+        assert!(Target::parse("https://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("https"));
         assert!(Target::parse("127.0.0.1:80").is_err());
+        let t = Target::from_addr("[::1]:8080".parse().unwrap());
+        assert_eq!(
+            (t.authority.as_str(), t.url("/a").as_str()),
+            ("[::1]:8080", "http://[::1]:8080/a")
+        );
     }
 }

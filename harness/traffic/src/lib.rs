@@ -14,6 +14,8 @@
 //!     "5000/s".parse().unwrap(),
 //!     Duration::from_secs(10),
 //! )?;
+//! // What to send is `settings.load`; adjust it before the attack.
+//! assert!(!settings.load.keep_alive);
 //! let cancel = tokio_util::sync::CancellationToken::new();
 //! let summary = traffic::attack(settings, Clock::start(), cancel).await?;
 //! print!("{}", traffic::report::text(&summary));
@@ -24,6 +26,7 @@ mod aggregate;
 mod attack;
 pub mod child;
 pub mod http;
+mod load;
 pub mod pacer;
 pub mod raw;
 pub mod report;
@@ -34,24 +37,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use zdt_core::clock::Clock;
 use zdt_core::units::Rate;
 
+pub use ::http::Method;
 pub use aggregate::Snapshot;
-pub use http::Target;
+pub use http::{Target, UrlError};
+pub use load::{Load, DEFAULT_MAX_IN_FLIGHT, MIN_BUCKET};
 pub use pacer::{Pace, Pacer};
 pub use raw::{RawFormat, RawOutput, RawRecord};
 pub use summary::{Bucket, ErrorKind, Latencies, Summary};
 
-/// The default bound on requests in flight: high enough that a 10 s timeout
-/// storm at 5000/s never hits it, low enough to stay within the fd limit.
-pub const DEFAULT_MAX_INFLIGHT: usize = 100_000;
 /// The default cap on keep-alive connections.
 pub const DEFAULT_POOL_CAP: usize = 10_000;
-/// The smallest time bucket.
-pub const MIN_BUCKET: Duration = Duration::from_millis(100);
 
 /// Errors before or around an attack (results are never errors: they are
 /// counted in the summary).
@@ -61,6 +62,9 @@ pub enum TrafficError {
     /// A setting is out of range; the message names it and the fix.
     #[error("{0}")]
     Settings(String),
+    /// The target URL cannot be sent to.
+    #[error(transparent)]
+    Url(#[from] UrlError),
     /// The target's host did not resolve.
     #[error("cannot resolve `{authority}`: {source}; check the host in the URL")]
     Resolve {
@@ -85,90 +89,47 @@ pub enum TrafficError {
     Child(String),
 }
 
-/// Everything one attack needs. Build with [`Settings::new`] and adjust the
-/// public fields; [`attack`] validates.
-#[derive(Debug, Clone)]
+/// Everything one attack needs: what to send ([`Load`]) and what only
+/// this run knows (where to, how many connections, where raw results go).
+/// [`attack`] validates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub target: Target,
-    pub method: ::http::Method,
-    /// Extra request headers (`Host`/`User-Agent` override the defaults;
-    /// `Connection` and `Content-Length` are managed by the generator).
-    pub headers: Vec<(String, String)>,
-    pub body: bytes::Bytes,
-    pub rate: Rate,
-    pub duration: Duration,
-    /// One timeout covering connect + response head + body, from the send.
-    pub timeout: Duration,
-    /// false: a fresh TCP connection per request with `Connection: close`.
-    pub keep_alive: bool,
-    /// Requests in flight at most; beyond it the generator waits and the
-    /// lag is reported (requests still waiting at the end: not sent).
-    pub max_inflight: usize,
+    pub load: Load,
     /// Keep-alive only: connections open at most.
     pub pool_cap: usize,
-    /// Width of the time buckets (≥ 100 ms).
-    pub bucket: Duration,
     /// Stream every result to this file too.
     pub raw: Option<RawOutput>,
 }
 
 impl Settings {
-    /// GET `url` at `rate` for `duration`, with a 10 s timeout, no
-    /// keep-alive (the scenario default) and 1 s buckets.
+    /// [`Load::new`] sent to `url`.
     pub fn new(url: &str, rate: Rate, duration: Duration) -> Result<Self, TrafficError> {
-        Ok(Self {
-            target: Target::parse(url).map_err(TrafficError::Settings)?,
-            method: ::http::Method::GET,
-            headers: Vec::new(),
-            body: bytes::Bytes::new(),
-            rate,
-            duration,
-            timeout: Duration::from_secs(10),
-            keep_alive: false,
-            max_inflight: DEFAULT_MAX_INFLIGHT,
+        let (target, path) = Target::parse(url)?;
+        let load = Load {
+            path,
+            ..Load::new(rate, duration.into())
+        };
+        Ok(Self::at(target, load))
+    }
+
+    /// `load` sent to `target`, with the default pool cap and no raw output.
+    pub fn at(target: Target, load: Load) -> Self {
+        Self {
+            target,
+            load,
             pool_cap: DEFAULT_POOL_CAP,
-            bucket: Duration::from_secs(1),
             raw: None,
-        })
+        }
     }
 
     /// Checks ranges; each message names the setting and the fix.
     pub fn validate(&self) -> Result<(), TrafficError> {
-        let bad = |m: String| Err(TrafficError::Settings(m));
-        if self.duration.is_zero() {
-            return bad("duration must be > 0: write e.g. `10s`".into());
-        }
-        if self.rate.count_in(self.duration) == 0 {
-            return bad(format!(
-                "rate {} for {:?} sends no request: raise the rate or the duration",
-                self.rate, self.duration
+        self.load.validate()?;
+        if self.load.keep_alive && self.pool_cap == 0 {
+            return Err(TrafficError::Settings(
+                "pool cap must be ≥ 1 with keep-alive".into(),
             ));
-        }
-        if self.timeout.is_zero() {
-            return bad("timeout must be > 0: write e.g. `10s`".into());
-        }
-        if self.max_inflight == 0 || self.max_inflight > 1_000_000 {
-            return bad(format!(
-                "max in-flight {} is out of range: use 1..=1000000",
-                self.max_inflight
-            ));
-        }
-        if self.keep_alive && self.pool_cap == 0 {
-            return bad("pool cap must be ≥ 1 with keep-alive".into());
-        }
-        if self.bucket < MIN_BUCKET {
-            return bad(format!(
-                "bucket {:?} is too small: use ≥ 100ms",
-                self.bucket
-            ));
-        }
-        for (k, v) in &self.headers {
-            let name_ok = ::http::HeaderName::from_bytes(k.as_bytes()).is_ok();
-            if !name_ok || ::http::HeaderValue::from_str(v).is_err() {
-                return bad(format!(
-                    "header `{k}: {v}` is not a valid HTTP header: write `Name: value`"
-                ));
-            }
         }
         Ok(())
     }
@@ -193,7 +154,7 @@ pub struct Progress {
 
 #[derive(Clone)]
 enum ProgressSource {
-    InProcess(Arc<attack::Shared>),
+    InProcess(Arc<attack::RequestContext>),
     /// The latest snapshot a child process reported.
     Child(Arc<Mutex<Snapshot>>),
 }
@@ -213,7 +174,7 @@ impl Progress {
     /// child process, its latest report, at most a tick old).
     pub fn snapshot(&self) -> Snapshot {
         match &self.source {
-            ProgressSource::InProcess(shared) => shared.snapshot(),
+            ProgressSource::InProcess(context) => context.snapshot(),
             ProgressSource::Child(latest) => *attack::lock(latest),
         }
     }
@@ -234,53 +195,42 @@ impl Attack {
         cancel: CancellationToken,
     ) -> Result<Self, TrafficError> {
         settings.validate()?;
-        let addr = resolve(&settings.target.authority).await?;
-        let (raw_sink, raw_writer) = match &settings.raw {
+        let Settings {
+            target,
+            load,
+            pool_cap,
+            raw,
+        } = settings;
+        let addr = resolve(&target.authority).await?;
+        let (raw_sink, raw_writer) = match &raw {
             Some(out) => {
                 let (s, w) = raw::start(out)?;
                 (Some(s), Some(w))
             }
             None => (None, None),
         };
-        let request = settings.target.request_bytes(
-            &settings.method,
-            &settings.headers,
-            &settings.body,
-            settings.keep_alive,
-        );
-        let pacer = Pacer::new(settings.rate, settings.duration);
+        let duration = load.duration.get();
+        let pacer = Pacer::new(load.rate, duration);
         let t0 = Instant::now();
         let meta = aggregate::Meta {
-            target: settings.target.url.clone(),
-            method: settings.method.to_string(),
-            rate: settings.rate,
-            duration: settings.duration,
-            keep_alive: settings.keep_alive,
-            timeout: settings.timeout,
+            target: target.url(&load.path),
+            method: load.method.to_string(),
+            rate: load.rate,
+            duration,
+            keep_alive: load.keep_alive,
+            timeout: load.timeout.get(),
             started_at: clock.offset(t0),
             started_wall: jiff::Timestamp::now(),
-            bucket: settings.bucket,
-            bytes_out: settings.body.len() as u64,
+            bucket: load.bucket.get(),
+            bytes_out: load.body.len() as u64,
         };
-        let shared = Arc::new(attack::Shared {
+        let context = Arc::new(attack::RequestContext {
             addr,
-            request,
-            head_only: settings.method == ::http::Method::HEAD,
-            // As Go's net/http: only a request without side effects (an
-            // idempotent method, no body) may go again on a fresh connection
-            // after the reused one was found closed.
-            replayable: settings.body.is_empty()
-                && matches!(
-                    settings.method,
-                    ::http::Method::GET
-                        | ::http::Method::HEAD
-                        | ::http::Method::OPTIONS
-                        | ::http::Method::TRACE
-                ),
-            timeout: settings.timeout,
-            pool: settings
-                .keep_alive
-                .then(|| attack::Pool::new(settings.pool_cap)),
+            request: target.request_bytes(&load),
+            head_only: load.method == ::http::Method::HEAD,
+            replayable: load.replayable(),
+            timeout: load.timeout.get(),
+            pool: load.keep_alive.then(|| attack::Pool::new(pool_cap)),
             t0,
             stop: cancel.child_token(),
             agg: Mutex::new(aggregate::Aggregator::new(meta, raw_sink)),
@@ -291,10 +241,10 @@ impl Attack {
         let abort = cancel.child_token();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = attack::run(
-            shared.clone(),
+            context.clone(),
             pacer,
-            settings.duration,
-            settings.max_inflight,
+            duration,
+            load.max_in_flight,
             abort.clone(),
             raw_writer,
         );
@@ -311,7 +261,7 @@ impl Attack {
             .map_err(|e| TrafficError::Internal(format!("traffic thread: {e}")))?;
         Ok(Self {
             progress: Progress {
-                source: ProgressSource::InProcess(shared),
+                source: ProgressSource::InProcess(context),
                 count: pacer.count(),
                 t0,
             },

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Exit;
 use zdt_core::clock::Clock;
 use zdt_core::units::{Dur, Rate};
-use zdt_traffic::{Attack, Progress, RawOutput, Settings, Summary};
+use zdt_traffic::{Attack, Load, Progress, RawOutput, Settings, Summary, Target};
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,8 +44,8 @@ pub struct AttackArgs {
     pub keepalive: bool,
     /// Requests in flight at most; at the bound the generator waits (and
     /// reports its lag); requests still waiting at the end are "not sent".
-    #[arg(long, default_value_t = zdt_traffic::DEFAULT_MAX_INFLIGHT)]
-    pub max_inflight: usize,
+    #[arg(long = "max-inflight", default_value_t = zdt_traffic::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// With keep-alive: connections open at most.
     #[arg(long, default_value_t = zdt_traffic::DEFAULT_POOL_CAP)]
     pub connections: usize,
@@ -70,42 +70,64 @@ pub struct AttackArgs {
 }
 
 impl AttackArgs {
-    /// Flags → validated settings; every error names the flag and the fix.
+    /// Flags → validated settings, in this one place: the struct literals
+    /// name every field, so a setting added to [`Load`] cannot be skipped
+    /// here. Every error names the flag and the fix.
     pub fn settings(&self) -> miette::Result<Settings> {
-        let mut s = Settings::new(&self.url, self.rate, self.duration.get())
-            .map_err(|e| miette!("URL: {e}"))?;
-        s.timeout = self.timeout.get();
-        s.keep_alive = self.keepalive;
-        s.max_inflight = self.max_inflight;
-        s.pool_cap = self.connections;
-        s.bucket = self.bucket.get();
-        s.method = http::Method::from_bytes(self.method.to_ascii_uppercase().as_bytes()).map_err(
-            |_| {
-                miette!(
-                    "--method `{}` is not an HTTP method: use e.g. GET or POST",
-                    self.method
-                )
+        let (target, path) = Target::parse(&self.url).map_err(|e| miette!("URL: {e}"))?;
+        let settings = Settings {
+            target,
+            load: Load {
+                method: self.method()?,
+                path,
+                headers: self.headers()?,
+                body: self.body()?,
+                rate: self.rate,
+                duration: self.duration,
+                timeout: self.timeout,
+                keep_alive: self.keepalive,
+                max_in_flight: self.max_in_flight,
+                bucket: self.bucket,
             },
-        )?;
-        for h in &self.headers {
-            let Some((k, v)) = h.split_once(':') else {
-                return Err(miette!("-H `{h}`: write `Name: value`"));
-            };
-            s.headers.push((k.trim().to_string(), v.trim().to_string()));
+            pool_cap: self.connections,
+            raw: match &self.output {
+                Some(path) => {
+                    Some(RawOutput::from_path(path).map_err(|e| miette!("--output: {e}"))?)
+                }
+                None => None,
+            },
+        };
+        settings.validate().map_err(|e| miette!("{e}"))?;
+        Ok(settings)
+    }
+
+    fn method(&self) -> miette::Result<http::Method> {
+        http::Method::from_bytes(self.method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+            miette!(
+                "--method `{}` is not an HTTP method: use e.g. GET or POST",
+                self.method
+            )
+        })
+    }
+
+    fn headers(&self) -> miette::Result<Vec<(String, String)>> {
+        self.headers
+            .iter()
+            .map(|h| match h.split_once(':') {
+                Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                None => Err(miette!("-H `{h}`: write `Name: value`")),
+            })
+            .collect()
+    }
+
+    fn body(&self) -> miette::Result<Vec<u8>> {
+        match self.body.as_deref().map(|b| (b, b.strip_prefix('@'))) {
+            None => Ok(Vec::new()),
+            Some((_, Some(path))) => {
+                std::fs::read(path).map_err(|e| miette!("--body @{path}: {e}"))
+            }
+            Some((text, None)) => Ok(text.as_bytes().to_vec()),
         }
-        if let Some(body) = &self.body {
-            s.body = match body.strip_prefix('@') {
-                Some(path) => std::fs::read(path)
-                    .map_err(|e| miette!("--body @{path}: {e}"))?
-                    .into(),
-                None => body.clone().into_bytes().into(),
-            };
-        }
-        if let Some(path) = &self.output {
-            s.raw = Some(RawOutput::from_path(path).map_err(|e| miette!("--output: {e}"))?);
-        }
-        s.validate().map_err(|e| miette!("{e}"))?;
-        Ok(s)
     }
 }
 

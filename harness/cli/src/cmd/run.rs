@@ -128,8 +128,8 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     let busiest = plans
         .iter()
         .flat_map(|(_, (_, variants))| variants.iter())
-        .filter(|v| !v.traffic.keep_alive)
-        .map(|v| v.traffic.rate.get())
+        .filter(|v| !v.traffic.load.keep_alive)
+        .map(|v| v.traffic.load.rate.get())
         .fold(0.0, f64::max);
     if let Some(w) = zdt::run::host::conntrack_warning(busiest) {
         eprintln!("{w}");

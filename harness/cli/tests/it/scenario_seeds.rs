@@ -55,10 +55,10 @@ fn seed_drain_is_the_reference_experiment() {
     assert_eq!(published.cluster.provider, Provider::Emulator);
     assert_eq!(published.cluster.kubernetes.to_string(), "1.27");
     assert_eq!(published.cluster.workers, 3);
-    assert_eq!(published.traffic.rate.get(), 5000.0);
-    assert_eq!(published.traffic.duration.get().as_secs(), 60);
-    assert_eq!(published.traffic.timeout.get().as_secs(), 10);
-    assert!(!published.traffic.keep_alive);
+    assert_eq!(published.traffic.load.rate.get(), 5000.0);
+    assert_eq!(published.traffic.load.duration.get().as_secs(), 60);
+    assert_eq!(published.traffic.load.timeout.get().as_secs(), 10);
+    assert!(!published.traffic.load.keep_alive);
     let sr = published.expect.success_ratio.unwrap();
     assert_eq!((sr.min, sr.max), (Some(0.93), Some(0.99)));
     assert_eq!(

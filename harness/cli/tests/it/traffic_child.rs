@@ -111,7 +111,7 @@ async fn the_child_counts_what_the_in_process_generator_counts() {
     .unwrap();
     let st = || {
         let mut s = settings(server.addr(), "400/s", 1500);
-        s.bucket = Duration::from_millis(500);
+        s.load.bucket = Duration::from_millis(500).into();
         s
     };
     let clock = Clock::start();
@@ -153,7 +153,7 @@ async fn cancelling_the_parent_gives_a_partial_summary() {
     // A short timeout, so requests complete (as timeouts) and the child's
     // progress reports have something to show before the cancel.
     let mut st = settings(addr, "500/s", 5000);
-    st.timeout = Duration::from_millis(200);
+    st.load.timeout = Duration::from_millis(200).into();
     let attack = Attack::start_in_child(Path::new(ZDT), st, Clock::start(), cancel.clone())
         .await
         .unwrap();
@@ -252,7 +252,7 @@ async fn a_binary_that_is_not_zdt_is_a_clear_error() {
     assert!(err.to_string().contains("is not a report"), "{err}");
     // Bad settings fail before any process starts, with the in-process error.
     let mut bad = settings(addr, "100/s", 1000);
-    bad.bucket = Duration::from_millis(10);
+    bad.load.bucket = Duration::from_millis(10).into();
     let err = Attack::start_in_child(
         Path::new(ZDT),
         bad,

@@ -31,6 +31,12 @@ fn bad_flags_exit_2_with_the_fix() {
         (vec![url.as_str(), "--bucket", "10ms"], "100ms"),
         (vec![url.as_str(), "--output", "results.txt"], ".csv"),
         (vec![url.as_str(), "-H", "no-colon"], "Name: value"),
+        // The flag keeps its spelling, and reaches the generator's check.
+        (
+            vec![url.as_str(), "--max-inflight", "0"],
+            "max in-flight 0 is out of range",
+        ),
+        (vec![url.as_str(), "--method", "GE T"], "--method `GE T`"),
         (vec!["https://127.0.0.1/"], "https"),
         (vec!["127.0.0.1:8080"], "http://"),
     ] {

@@ -45,12 +45,12 @@ fn a_minimal_file_gets_every_default() {
         s.workload.mitigations.pre_stop_sleep_mode,
         PreStopSleepMode::Action
     );
-    assert_eq!(s.traffic.timeout, d("10s"));
-    assert!(!s.traffic.keep_alive);
-    assert_eq!(s.traffic.method, "GET");
-    assert_eq!(s.traffic.path, "/");
-    assert_eq!(s.traffic.max_in_flight, 1000); // 100/s × 10s
-    assert_eq!(s.traffic.bucket, d("1s"));
+    assert_eq!(s.traffic.load.timeout, d("10s"));
+    assert!(!s.traffic.load.keep_alive);
+    assert_eq!(s.traffic.load.method, "GET");
+    assert_eq!(s.traffic.load.path, "/");
+    assert_eq!(s.traffic.load.max_in_flight, 1000); // 100/s × 10s
+    assert_eq!(s.traffic.load.bucket, d("1s"));
     assert_eq!(s.traffic.warmup, Dur::ZERO);
     assert!(s.chaos.is_empty());
     assert!(s.expect.success_ratio.is_none());
@@ -98,10 +98,13 @@ fn every_field_of_the_full_example_arrives() {
     assert_eq!(m.stop_signal.as_deref(), Some("SIGQUIT"));
     assert_eq!(m.spread, Some(Spread::Preferred));
     assert_eq!(s.workload.patches.len(), 2);
-    assert_eq!(s.traffic.rate.get(), 5.0);
-    assert_eq!(s.traffic.duration, d("90s"));
-    assert_eq!(s.traffic.headers["Content-Type"], "text/plain");
-    assert_eq!(s.traffic.body.as_deref(), Some("hello"));
+    assert_eq!(s.traffic.load.rate.get(), 5.0);
+    assert_eq!(s.traffic.load.duration, d("90s"));
+    assert_eq!(
+        s.traffic.load.headers,
+        [("Content-Type".to_string(), "text/plain".to_string())]
+    );
+    assert_eq!(s.traffic.load.body, b"hello");
 
     assert_eq!(s.chaos.len(), 20);
     assert_eq!(
@@ -202,14 +205,14 @@ fn overrides_and_scaling() {
         context: None,
     };
     let s2 = s.clone().with_overrides(&o).unwrap();
-    assert_eq!(s2.traffic.rate.get(), 50.0);
-    assert_eq!(s2.traffic.duration, d("5s"));
+    assert_eq!(s2.traffic.load.rate.get(), 50.0);
+    assert_eq!(s2.traffic.load.duration, d("5s"));
     assert_eq!(s2.cluster.provider, Provider::Kind);
-    assert_eq!(s2.traffic.max_in_flight, 500);
+    assert_eq!(s2.traffic.load.max_in_flight, 500);
 
     let scaled = s.clone().scaled(0.1);
-    assert_eq!(scaled.traffic.rate.get(), 10.0);
-    assert_eq!(scaled.traffic.duration, s.traffic.duration);
+    assert_eq!(scaled.traffic.load.rate.get(), 10.0);
+    assert_eq!(scaled.traffic.load.duration, s.traffic.load.duration);
 
     let seed = scenario::load(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/seed-drain.yaml"),
@@ -218,12 +221,25 @@ fn overrides_and_scaling() {
     .variant("published")
     .unwrap();
     let err = seed
+        .clone()
         .with_overrides(&Overrides {
             duration: Some(d("5s")),
             ..Default::default()
         })
         .unwrap_err();
-    assert!(err.contains("starts at 10s"), "{err}");
+    assert!(err.to_string().contains("starts at 10s"), "{err}");
+    assert!(
+        matches!(&err, OverrideError::DurationTooShort { step: 1, at, .. } if *at == d("10s")),
+        "{err:?}"
+    );
+    let err = seed
+        .with_overrides(&Overrides {
+            duration: Some(Dur::ZERO),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(err, OverrideError::ZeroDuration);
+    assert_eq!(err.to_string(), "--duration must be > 0");
 
     // keepalive-drain's SIGTERM variant cannot move to a 1.31 kind cluster.
     let sigterm = scenario::load(
@@ -238,7 +254,12 @@ fn overrides_and_scaling() {
             ..Default::default()
         })
         .unwrap_err();
-    assert!(err.contains("needs Kubernetes ≥ 1.33"), "{err}");
+    assert!(err.to_string().contains("needs Kubernetes ≥ 1.33"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("--provider kind: `stopSignal` needs"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -248,7 +269,19 @@ fn unknown_variant_names_suggest_the_closest() {
     )
     .unwrap();
     let err = file.variant("lb-frist").unwrap_err();
-    assert!(err.contains("did you mean `lb-first`?"), "{err}");
+    assert!(
+        err.to_string().contains("did you mean `lb-first`?"),
+        "{err}"
+    );
+    let VariantError::Unknown {
+        names, suggestion, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(suggestion.as_deref(), Some("lb-first"));
+    assert!(names.iter().any(|n| n == "published"), "{names:?}");
+    assert!(file.variant("lb-first").is_ok());
 }
 
 #[test]

@@ -148,7 +148,8 @@ fn settings(url: &str, rate: &str, duration_ms: u64) -> Settings {
 
 async fn run(settings: Settings) -> Summary {
     let started = Instant::now();
-    let limit = settings.duration + settings.timeout + Duration::from_secs(10);
+    let limit =
+        settings.load.duration.get() + settings.load.timeout.get() + Duration::from_secs(10);
     let summary = tokio::time::timeout(
         limit,
         traffic::attack(settings, Clock::start(), CancellationToken::new()),
@@ -204,7 +205,7 @@ async fn keep_alive_reuses_a_few_connections() {
     let _serial = SERIAL.lock().await;
     let server = Server::start(Behaviour::Ok).await;
     let mut st = settings(&server.url(), "1000/s", 1000);
-    st.keep_alive = true;
+    st.load.keep_alive = true;
     let s = run(st).await;
     assert_eq!((s.requests, s.successes), (1000, 1000), "{:?}", s.errors);
     let conns = server.connections.load(Ordering::Relaxed);
@@ -228,7 +229,7 @@ async fn a_stall_shows_in_the_corrected_p99_when_the_generator_is_held_back() {
     })
     .await;
     let mut st = settings(&server.url(), "500/s", 2000);
-    st.max_inflight = 4;
+    st.load.max_in_flight = 4;
     let s = run(st).await;
     assert_eq!(s.requests, 1000);
     // (a starved CPU may not catch up fully: the rest is counted not sent)
@@ -292,7 +293,7 @@ async fn silent_server_times_out_at_the_timeout() {
     let _serial = SERIAL.lock().await;
     let server = Server::start(Behaviour::Silent).await;
     let mut st = settings(&server.url(), "200/s", 500);
-    st.timeout = Duration::from_millis(400);
+    st.load.timeout = Duration::from_millis(400).into();
     let started = Instant::now();
     let s = run(st).await;
     assert_eq!(s.requests, 100);
@@ -342,8 +343,8 @@ async fn in_flight_bound_counts_requests_it_could_not_send() {
     let _serial = SERIAL.lock().await;
     let server = Server::start(Behaviour::Silent).await;
     let mut st = settings(&server.url(), "1000/s", 500);
-    st.max_inflight = 10;
-    st.timeout = Duration::from_secs(2);
+    st.load.max_in_flight = 10;
+    st.load.timeout = Duration::from_secs(2).into();
     let s = run(st).await;
     // 10 went out and hung; the other 490 were due and are accounted.
     assert_eq!(s.requests, 500);

@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use zdt_cluster::kind::{KindCli, KindSpec};
 use zdt_cluster::{Cluster, ClusterError, Exposure};
 use zdt_core::events::{Event, EventSink, Source};
+use zdt_core::units::Dur;
 use zdt_emulator::EmulatorConfig;
 use zdt_lb::LbConfig;
 use zdt_scenario::{self as scenario, Provider, Scenario, TrafficPolicy};
-use zdt_traffic::{self as traffic, Attack, Settings};
+use zdt_traffic::{self as traffic, Attack, Load, Settings, Target};
 
 use super::attribution::{error_windows, BucketErrors};
 use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
@@ -135,6 +136,7 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
     for v in variants {
         let mut v = v
             .with_overrides(&opts.overrides)
+            .map_err(|e| e.to_string())
             .and_then(|v| provider_options(v, opts))
             .map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))?;
         if let Some(f) = opts.scale {
@@ -216,29 +218,14 @@ pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
     }
 }
 
-fn traffic_settings(
-    s: &Scenario,
-    target: std::net::SocketAddr,
-    duration: Duration,
-) -> Result<Settings, String> {
-    let t = &s.traffic;
-    let url = format!("http://{target}{}", t.path);
-    let mut settings = Settings::new(&url, t.rate, duration).map_err(|e| e.to_string())?;
-    settings.method = t
-        .method
-        .parse()
-        .map_err(|_| format!("traffic.method `{}` is not an HTTP method", t.method))?;
-    settings.headers = t
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    settings.body = t.body.clone().map(bytes::Bytes::from).unwrap_or_default();
-    settings.timeout = t.timeout.get();
-    settings.keep_alive = t.keep_alive;
-    settings.max_inflight = t.max_in_flight;
-    settings.bucket = t.bucket.get();
-    Ok(settings)
+/// The variant's traffic, sent to the LB's address for `duration` (the
+/// run's, or the warmup's).
+fn traffic_settings(s: &Scenario, target: std::net::SocketAddr, duration: Dur) -> Settings {
+    let load = Load {
+        duration,
+        ..s.traffic.load.clone()
+    };
+    Settings::at(Target::from_addr(target), load)
 }
 
 /// A variant that ended before it could measure anything.
@@ -261,7 +248,7 @@ fn early_failure(
             errors: Default::default(),
             latency_ms: LatencyMs::default(),
             rate: RateSummary {
-                requested: s.traffic.rate.get(),
+                requested: s.traffic.load.rate.get(),
                 achieved: 0.0,
             },
             schedule_lag_ms: LagMs::default(),
@@ -572,7 +559,7 @@ async fn measure(
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
     let clock = sink.clock();
     if !s.traffic.warmup.get().is_zero() {
-        let warm = traffic_settings(s, target, s.traffic.warmup.get()).map_err(invalid)?;
+        let warm = traffic_settings(s, target, s.traffic.warmup);
         Attack::start_isolated(warm, clock, cancel.child_token())
             .await
             .map_err(|e| invalid(format!("warmup traffic: {e}")))?
@@ -587,7 +574,7 @@ async fn measure(
             ));
         }
     }
-    let settings = traffic_settings(s, target, s.traffic.duration.get()).map_err(invalid)?;
+    let settings = traffic_settings(s, target, s.traffic.load.duration);
     // In a child process when zdt can re-exec itself: the generator's
     // sockets then do not count against this process's fd limit, which the
     // LB's held connections already press on, and the emulator cannot
@@ -603,7 +590,10 @@ async fn measure(
         "TrafficStarted",
         "traffic",
         None,
-        format!("{} for {} to {target}", s.traffic.rate, s.traffic.duration),
+        format!(
+            "{} for {} to {target}",
+            s.traffic.load.rate, s.traffic.load.duration
+        ),
     );
 
     let undo: Arc<Mutex<Vec<Undo>>> = Arc::default();
