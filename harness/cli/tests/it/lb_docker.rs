@@ -11,7 +11,7 @@
 //! [`ZdtMade`] guard instead. The helpers here serve `cluster_docker` too.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use bollard::models::PortBinding;
 use bollard::Docker;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerRequest, GenericImage, ImageExt};
+use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -170,6 +170,38 @@ pub(crate) fn zdt_container(
         })
 }
 
+/// Backends `b1` and `b2`, `zdt serve` on port 8080 of `network` (it
+/// answers with its pod's name in `X-Pod`), each with its address there.
+async fn serve_backends(
+    built: &BuiltImage,
+    run_id: &str,
+    network: &str,
+) -> HashMap<&'static str, (ContainerAsync<GenericImage>, IpAddr)> {
+    let mut pods = HashMap::new();
+    for pod in ["b1", "b2"] {
+        let serve = [
+            "serve",
+            "--listen",
+            "0.0.0.0:8080",
+            "--pod",
+            pod,
+            "--node",
+            pod,
+        ];
+        let name = format!("{run_id}-{pod}");
+        let c = zdt_container(built, &name, network, &serve, &[], SERVE_READY)
+            .start()
+            .await
+            .unwrap();
+        let ip = c
+            .get_bridge_ip_address()
+            .await
+            .expect("backend has an address on the test network");
+        pods.insert(pod, (c, ip));
+    }
+    pods
+}
+
 /// One HTTP request on a new connection; the `X-Pod` header of the answer.
 async fn get_pod(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
     let work = async {
@@ -216,30 +248,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let network = format!("zdt-{run_id}");
-    let mut pods = HashMap::new();
-    let mut ips = HashMap::new();
-    for pod in ["b1", "b2"] {
-        let serve = [
-            "serve",
-            "--listen",
-            "0.0.0.0:8080",
-            "--pod",
-            pod,
-            "--node",
-            pod,
-        ];
-        let name = format!("{run_id}-{pod}");
-        let c = zdt_container(&built, &name, &network, &serve, &[], SERVE_READY)
-            .start()
-            .await
-            .unwrap();
-        let ip = c
-            .get_bridge_ip_address()
-            .await
-            .expect("backend has an address on the test network");
-        ips.insert(pod, ip);
-        pods.insert(pod, c);
-    }
+    let pods = serve_backends(&built, &run_id, &network).await;
 
     let probe_interval = Duration::from_millis(500);
     let probe_timeout = Duration::from_millis(300);
@@ -249,8 +258,8 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
         .map(|p| {
             serde_json::json!({
                 "name": p,
-                "address": format!("{}:8080", ips[p]),
-                "probe": format!("http://{}:8080/healthz", ips[p]),
+                "address": format!("{}:8080", pods[p].1),
+                "probe": format!("http://{}:8080/healthz", pods[p].1),
             })
         })
         .collect();
@@ -302,7 +311,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let paused_at = Instant::now();
-    pods["b1"].pause().await.unwrap();
+    pods["b1"].0.pause().await.unwrap();
     let budget = probe_interval * unhealthy_threshold + probe_timeout;
     let tolerance = Duration::from_millis(1500);
     let detected = loop {
@@ -360,34 +369,17 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let built = build_image(&d, &mut made, &tag, &run_id).await;
     let network = format!("zdt-{run_id}");
 
-    let mut pods = HashMap::new();
-    let mut backends = Vec::new();
-    for pod in ["b1", "b2"] {
-        let serve = [
-            "serve",
-            "--listen",
-            "0.0.0.0:8080",
-            "--pod",
-            pod,
-            "--node",
-            pod,
-        ];
-        let name = format!("{run_id}-{pod}");
-        let c = zdt_container(&built, &name, &network, &serve, &[], SERVE_READY)
-            .start()
-            .await
-            .unwrap();
-        let ip = c
-            .get_bridge_ip_address()
-            .await
-            .expect("backend has an address on the test network");
-        backends.push(BackendConfig {
-            name: pod.into(),
-            address: format!("{ip}:8080"),
-            probe: Some(format!("http://{ip}:8080/healthz")),
-        });
-        pods.insert(pod, c);
-    }
+    let pods = serve_backends(&built, &run_id, &network).await;
+    let backends = ["b1", "b2"]
+        .map(|pod| {
+            let ip = pods[pod].1;
+            BackendConfig {
+                name: pod.into(),
+                address: format!("{ip}:8080"),
+                probe: Some(format!("http://{ip}:8080/healthz")),
+            }
+        })
+        .to_vec();
 
     let config = LbConfig {
         probe: ProbeSettings {
@@ -554,7 +546,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     // the pause and at the LB's probe cadence.
     log.clear();
     let paused = clock.now();
-    pods["b1"].pause().await.unwrap();
+    pods["b1"].0.pause().await.unwrap();
     let unhealthy = expect_event(&mut rx, &mut log, "Unhealthy", "b1").await;
     let failed: Vec<Duration> = log
         .iter()
@@ -588,7 +580,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         "{}",
         unhealthy.message
     );
-    pods["b1"].unpause().await.unwrap();
+    pods["b1"].0.unpause().await.unwrap();
 
     // Shutting the LB down removes its container.
     control.shutdown().await;
