@@ -7,90 +7,24 @@
 //! inspect` and by what the LB's health probes see.
 //!
 //! Skipped, with the reason printed, only when no Docker Engine answers.
-//! Everything created is labelled `zdt.managed=true` and removed by a Drop
-//! guard, also when an assertion fails.
+//! The stand-in runs through testcontainers, which removes it on drop; the
+//! image, the network and the LB container are zdt's own doing (their
+//! making is under test here), so a [`ZdtMade`] guard removes those, also
+//! when an assertion fails. Everything carries `zdt.managed=true`.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::ImageExt;
 use zdt_cluster::docker::{
-    self, kind_nodes, network_ipv4_subnet, node_fault, run_container, run_lb_container,
-    ContainerSpec, NodeFault, KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
+    self, kind_nodes, network_ipv4_subnet, node_fault, run_lb_container, NodeFault,
+    KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
 };
 use zdt_lb::{AdminClient, Health};
 
-/// Removes what the test created, whatever happened. Drop cannot await, so
-/// it runs the removal on its own thread and runtime.
-struct Cleanup {
-    containers: Vec<String>,
-    networks: Vec<String>,
-    images: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let containers = std::mem::take(&mut self.containers);
-        let networks = std::mem::take(&mut self.networks);
-        let images = std::mem::take(&mut self.images);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(d) = docker::connect().await else {
-                    return;
-                };
-                for c in containers.iter().rev() {
-                    if let Err(e) = docker::remove_container(&d, c).await {
-                        eprintln!("cleanup: {e}");
-                    }
-                }
-                for n in &networks {
-                    if let Err(e) = docker::remove_network(&d, n).await {
-                        eprintln!("cleanup: {e}");
-                    }
-                }
-                for i in &images {
-                    let _ = d
-                        .remove_image(
-                            i,
-                            Some(bollard::query_parameters::RemoveImageOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                            None,
-                        )
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
-async fn docker_or_skip() -> Option<Docker> {
-    match docker::connect().await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("SKIPPED: no Docker Engine answers, so the docker tests cannot run: {e}");
-            None
-        }
-    }
-}
-
-fn uid() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
+use crate::lb_docker::{build_image, docker_or_skip, unique, zdt_container, ZdtMade, LB_READY};
 
 async fn state(d: &Docker, id: &str) -> bollard::models::ContainerState {
     docker::inspect(d, id).await.unwrap().state.unwrap()
@@ -123,19 +57,12 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     let Some(d) = docker_or_skip().await else {
         return;
     };
-    let id = uid();
-    let mut cleanup = Cleanup {
-        containers: vec![],
-        networks: vec![],
-        images: vec![],
-    };
+    let id = unique("node");
+    let mut made = ZdtMade::default();
 
     // The image: this build's zdt binary FROM scratch, with its libraries.
     let tag = format!("zdt-test-node:{id}");
-    cleanup.images.push(tag.clone());
-    zdt_cluster::lb_image::build(&d, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &id)
-        .await
-        .unwrap();
+    let built = build_image(&d, &mut made, &tag, &id).await;
 
     // A network standing in for kind's.
     let network = format!("zdt-test-{id}");
@@ -145,7 +72,7 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     docker::create_network(&d, &network, None, Some(&id))
         .await
         .unwrap();
-    cleanup.networks.push(network.clone());
+    made.networks.push(network.clone());
     let (subnet, prefix) = network_ipv4_subnet(&d, &network).await.unwrap();
     docker::remove_network(&d, &network).await.unwrap();
     docker::create_network(&d, &network, Some(&format!("{subnet}/{prefix}")), Some(&id))
@@ -156,32 +83,20 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         (subnet, prefix)
     );
 
-    // The node: labelled like a kind worker of cluster zdt-test-<id>.
+    // The node: labelled like a kind worker of cluster zdt-test-<id>, and
+    // like a container zdt made (so `zdt clean` sees it). The network
+    // exists already, so testcontainers leaves it alone.
     let cluster = format!("zdt-test-{id}");
     let node_name = format!("{cluster}-worker");
-    let node = run_container(
-        &d,
-        &ContainerSpec {
-            name: node_name.clone(),
-            image: tag.clone(),
-            cmd: ["lb", "--config", "/etc/zdt/node.yaml"]
-                .map(str::to_owned)
-                .to_vec(),
-            network: Some(network.clone()),
-            files: vec![("/etc/zdt/node.yaml".into(), STAND_IN_CONFIG.into(), 0o644)],
-            labels: [
-                (KIND_CLUSTER_LABEL.to_owned(), cluster.clone()),
-                (KIND_ROLE_LABEL.to_owned(), "worker".to_owned()),
-            ]
-            .into(),
-            run_id: Some(id.clone()),
-            init: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    cleanup.containers.push(node.id.clone());
+    let node_args = ["lb", "--config", "/etc/zdt/node.yaml"];
+    let node = zdt_container(&built, &node_name, &network, &node_args, &[], LB_READY)
+        .with_copy_to("/etc/zdt/node.yaml", STAND_IN_CONFIG.as_bytes().to_vec())
+        .with_labels(docker::managed_labels(Some(&id)))
+        .with_label(KIND_CLUSTER_LABEL, cluster.clone())
+        .with_label(KIND_ROLE_LABEL, "worker")
+        .start()
+        .await
+        .unwrap();
 
     // Discovery as the kind provider does it: by kind's labels, on the network.
     let nodes = kind_nodes(&d, &cluster, &network).await.unwrap();
@@ -192,7 +107,7 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         (node_name.as_str(), "worker")
     );
     let ip = n.ipv4.expect("running node has an address");
-    assert_eq!(Some(ip), node.ipv4);
+    assert_eq!(IpAddr::V4(ip), node.get_bridge_ip_address().await.unwrap());
     let mask = u32::MAX << (32 - u32::from(prefix));
     assert_eq!(
         u32::from(ip) & mask,
@@ -218,7 +133,7 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     )
     .await
     .unwrap();
-    cleanup.containers.push(lb.id.clone());
+    made.containers.push(lb.id.clone());
     let frontend = lb.published(8080).unwrap();
     let admin_addr = lb.published(9090).unwrap();
     assert!(frontend.ip().is_loopback() && frontend.port() != 0);
@@ -246,8 +161,8 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         stdout.contains(&format!("would remove image {tag} (")),
         "{stdout}"
     );
-    assert!(state(&d, &node.id).await.running == Some(true));
-    let labels = docker::inspect(&d, &node.id)
+    assert!(state(&d, node.id()).await.running == Some(true));
+    let labels = docker::inspect(&d, node.id())
         .await
         .unwrap()
         .config
@@ -344,7 +259,8 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         "the LB container survived the panic"
     );
 
-    drop(cleanup);
+    drop(node);
+    drop(made);
     let left = docker::list_managed(&d).await.unwrap();
     assert!(
         !left.0.iter().any(|c| c.run.as_deref() == Some(id.as_str())),

@@ -4,21 +4,27 @@
 //! (its kernel still accepts TCP, nothing answers HTTP) must take it out of
 //! the LB within the probe budget. Skipped, with the reason printed, only
 //! when no Docker Engine answers.
+//!
+//! The containers a test starts for itself run through testcontainers,
+//! which removes them (and a network it created for them) on drop, also
+//! when an assertion fails. What zdt's own code under test made is in a
+//! [`ZdtMade`] guard instead. The helpers here serve `cluster_docker` too.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding};
-use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, RemoveImageOptions,
-};
+use bollard::models::PortBinding;
 use bollard::Docker;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use zdt_cluster::lb_image::{self as image, Linkage};
+use zdt_cluster::docker as zd;
+use zdt_cluster::lb_image::{self as image, BuiltImage, Linkage};
 use zdt_lb::{AdminClient, Health};
 
 /// The tests here take turns: both build an image and publish ports on
@@ -26,61 +32,174 @@ use zdt_lb::{AdminClient, Health};
 /// the other test ran beside it on Docker 20.10.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Removes what the test created, even when it panics.
-struct Cleanup {
-    containers: Vec<String>,
-    network: Option<String>,
-    image: Option<String>,
+/// What `zdt serve` prints on stderr once it listens.
+pub(crate) const SERVE_READY: &str = "zdt serve: listening on";
+/// What `zdt lb` prints on stderr once its admin API listens (after the
+/// frontend).
+pub(crate) const LB_READY: &str = "zdt lb: admin API on";
+
+/// The Docker Engine as zdt's own code reaches it (`docker::connect` agrees
+/// on an API version), or `None` once the reason to skip is printed.
+pub(crate) async fn docker_or_skip() -> Option<Docker> {
+    match zd::connect().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            // The error says that no Docker Engine answers, and why.
+            println!("skipped: {e}");
+            None
+        }
+    }
 }
 
-impl Drop for Cleanup {
+/// A name no other test (or test process) uses: `prefix-pid-nanos`.
+pub(crate) fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// What zdt's own code made for a test, which testcontainers therefore does
+/// not own: the image `lb_image::build` made, a network
+/// `docker::create_network` made, a container zdt started. Removed on drop,
+/// also when an assertion fails, containers first. Declared before the
+/// test's testcontainers containers, it is dropped after them.
+#[derive(Default)]
+pub(crate) struct ZdtMade {
+    pub(crate) containers: Vec<String>,
+    pub(crate) networks: Vec<String>,
+    pub(crate) images: Vec<String>,
+}
+
+impl Drop for ZdtMade {
     fn drop(&mut self) {
         let containers = std::mem::take(&mut self.containers);
-        let network = self.network.take();
-        let image = self.image.take();
-        // Drop cannot await, and we are inside the test's runtime: clean up
-        // from a thread with its own.
-        let t = std::thread::spawn(move || {
+        let networks = std::mem::take(&mut self.networks);
+        let images = std::mem::take(&mut self.images);
+        // Drop cannot await, and this thread may be inside the test's
+        // runtime: remove from a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            rt.block_on(async move {
-                let Ok(docker) = Docker::connect_with_local_defaults() else {
-                    return;
+            rt.block_on(async {
+                let d = match zd::connect().await {
+                    Ok(d) => d,
+                    Err(e) => return eprintln!("cleanup: {e}"),
                 };
                 for c in &containers {
-                    let _ = docker.unpause_container(c).await;
-                    let _ = docker
-                        .remove_container(
-                            c,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                v: true,
-                                ..Default::default()
-                            }),
-                        )
-                        .await;
+                    if let Err(e) = zd::remove_container(&d, c).await {
+                        eprintln!("cleanup: {e}");
+                    }
                 }
-                if let Some(n) = network {
-                    let _ = docker.remove_network(&n).await;
+                for n in &networks {
+                    if let Err(e) = zd::remove_network(&d, n).await {
+                        eprintln!("cleanup: {e}");
+                    }
                 }
-                if let Some(i) = image {
-                    let _ = docker
-                        .remove_image(
-                            &i,
-                            Some(RemoveImageOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                            None,
-                        )
-                        .await;
+                for i in &images {
+                    if let Err(e) = zd::remove_image(&d, i).await {
+                        eprintln!("cleanup: {e}");
+                    }
                 }
-            });
-        });
-        let _ = t.join();
+            })
+        })
+        .join();
     }
+}
+
+/// This build's `zdt` binary as a FROM scratch image `tag`, built by zdt's
+/// own `lb_image::build`; `made` removes it.
+pub(crate) async fn build_image(
+    d: &Docker,
+    made: &mut ZdtMade,
+    tag: &str,
+    run_id: &str,
+) -> BuiltImage {
+    made.images.push(tag.to_owned());
+    image::build(d, Path::new(env!("CARGO_BIN_EXE_zdt")), tag, run_id)
+        .await
+        .unwrap()
+}
+
+/// A container of the test image for testcontainers to start and remove:
+/// named `name`, on `network` (testcontainers creates it, and removes it
+/// after its last container, unless it already exists), running `zdt
+/// <args>` under docker-init as zdt runs its own containers (so SIGTERM
+/// reaches zdt), started once `ready` is on its stderr. The `ports` are
+/// published on 127.0.0.1 only: testcontainers' own mapping binds every
+/// interface. The image exists (it was just built), so testcontainers, which
+/// pulls only when creating the container finds no image, never pulls it.
+pub(crate) fn zdt_container(
+    built: &BuiltImage,
+    name: &str,
+    network: &str,
+    args: &[&str],
+    ports: &[u16],
+    ready: &str,
+) -> ContainerRequest<GenericImage> {
+    let (repository, tag) = built
+        .tag
+        .split_once(':')
+        .expect("the test image's tag names a repository and a tag");
+    let mut image =
+        GenericImage::new(repository, tag).with_wait_for(WaitFor::message_on_stderr(ready));
+    for port in ports {
+        image = image.with_exposed_port(port.tcp());
+    }
+    let loopback: HashMap<String, Option<Vec<PortBinding>>> = ports
+        .iter()
+        .map(|port| {
+            let any_free = PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(String::new()),
+            };
+            (format!("{port}/tcp"), Some(vec![any_free]))
+        })
+        .collect();
+    image
+        .with_container_name(name)
+        .with_network(network)
+        .with_cmd(args.iter().copied())
+        .with_host_config_modifier(move |host| {
+            host.init = Some(true);
+            host.publish_all_ports = Some(false);
+            host.port_bindings = Some(loopback.clone());
+        })
+}
+
+/// Backends `b1` and `b2`, `zdt serve` on port 8080 of `network` (it
+/// answers with its pod's name in `X-Pod`), each with its address there.
+async fn serve_backends(
+    built: &BuiltImage,
+    run_id: &str,
+    network: &str,
+) -> HashMap<&'static str, (ContainerAsync<GenericImage>, IpAddr)> {
+    let mut pods = HashMap::new();
+    for pod in ["b1", "b2"] {
+        let serve = [
+            "serve",
+            "--listen",
+            "0.0.0.0:8080",
+            "--pod",
+            pod,
+            "--node",
+            pod,
+        ];
+        let name = format!("{run_id}-{pod}");
+        let c = zdt_container(built, &name, network, &serve, &[], SERVE_READY)
+            .start()
+            .await
+            .unwrap();
+        let ip = c
+            .get_bridge_ip_address()
+            .await
+            .expect("backend has an address on the test network");
+        pods.insert(pod, (c, ip));
+    }
+    pods
 }
 
 /// One HTTP request on a new connection; the `X-Pod` header of the answer.
@@ -108,47 +227,17 @@ async fn get_pod(addr: SocketAddr, timeout: Duration) -> Result<String, String> 
         .unwrap_or_else(|_| Err("timeout".into()))
 }
 
-fn host_port(inspect: &bollard::models::ContainerInspectResponse, port: &str) -> u16 {
-    inspect
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.ports.as_ref())
-        .and_then(|p| p.get(port).cloned().flatten())
-        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{port} is not published: {inspect:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     let _turn = SERIAL.lock().await;
-    let docker = match Docker::connect_with_local_defaults() {
-        Ok(d) => d,
-        Err(e) => {
-            println!("skipped: no Docker Engine client: {e}");
-            return;
-        }
-    };
-    if let Err(e) = docker.ping().await {
-        println!("skipped: no Docker Engine answers: {e}");
+    let Some(docker) = docker_or_skip().await else {
         return;
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let run_id = format!("test-lb-{}-{nanos}", std::process::id());
-    let labels = image::labels(&run_id);
-    let tag = format!("zdt-test:{run_id}");
-    let mut cleanup = Cleanup {
-        containers: Vec::new(),
-        network: None,
-        image: Some(tag.clone()),
     };
+    let run_id = unique("test-lb");
+    let tag = format!("zdt-test:{run_id}");
+    let mut made = ZdtMade::default();
     let started = Instant::now();
-    let built = image::build(&docker, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
-        .await
-        .unwrap();
+    let built = build_image(&docker, &mut made, &tag, &run_id).await;
     assert!(matches!(built.linkage, Linkage::Dynamic { .. }));
     println!(
         "image {} ({:.1} MB, dynamic: {:?}) built in {:?}",
@@ -159,61 +248,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let network = format!("zdt-{run_id}");
-    docker
-        .create_network(NetworkCreateRequest {
-            name: network.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(labels.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    cleanup.network = Some(network.clone());
-
-    let mut ips = HashMap::new();
-    for pod in ["b1", "b2"] {
-        let name = format!("{run_id}-{pod}");
-        docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                ContainerCreateBody {
-                    image: Some(tag.clone()),
-                    cmd: Some(
-                        [
-                            "serve",
-                            "--listen",
-                            "0.0.0.0:8080",
-                            "--pod",
-                            pod,
-                            "--node",
-                            pod,
-                        ]
-                        .map(String::from)
-                        .to_vec(),
-                    ),
-                    labels: Some(labels.clone()),
-                    host_config: Some(HostConfig {
-                        network_mode: Some(network.clone()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        cleanup.containers.push(name.clone());
-        docker.start_container(&name, None).await.unwrap();
-        let inspect = docker.inspect_container(&name, None).await.unwrap();
-        let ip = inspect
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
-            .expect("backend has an address on the test network");
-        ips.insert(pod, ip);
-    }
+    let pods = serve_backends(&built, &run_id, &network).await;
 
     let probe_interval = Duration::from_millis(500);
     let probe_timeout = Duration::from_millis(300);
@@ -223,8 +258,8 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
         .map(|p| {
             serde_json::json!({
                 "name": p,
-                "address": format!("{}:8080", ips[p]),
-                "probe": format!("http://{}:8080/healthz", ips[p]),
+                "address": format!("{}:8080", pods[p].1),
+                "probe": format!("http://{}:8080/healthz", pods[p].1),
             })
         })
         .collect();
@@ -240,70 +275,29 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
         },
         "backends": backends,
     });
-    let lb_name = format!("{run_id}-lb");
-    let publish = |_: ()| {
-        Some(vec![PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: Some(String::new()),
-        }])
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(lb_name.clone()),
-                ..Default::default()
-            }),
-            ContainerCreateBody {
-                image: Some(tag.clone()),
-                cmd: Some(
-                    ["lb", "--config", "/etc/zdt/lb.json"]
-                        .map(String::from)
-                        .to_vec(),
-                ),
-                labels: Some(labels.clone()),
-                exposed_ports: Some(vec!["8080/tcp".into(), "9090/tcp".into()]),
-                host_config: Some(HostConfig {
-                    network_mode: Some(network.clone()),
-                    port_bindings: Some(HashMap::from([
-                        ("8080/tcp".to_owned(), publish(())),
-                        ("9090/tcp".to_owned(), publish(())),
-                    ])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    cleanup.containers.push(lb_name.clone());
-    zdt_cluster::docker::upload_file(
-        &docker,
-        &lb_name,
-        "/etc/zdt/lb.json",
-        config.to_string().as_bytes(),
-        0o644,
+    let lb_args = ["lb", "--config", "/etc/zdt/lb.json"];
+    let lb = zdt_container(
+        &built,
+        &format!("{run_id}-lb"),
+        &network,
+        &lb_args,
+        &[8080, 9090],
+        LB_READY,
     )
+    .with_copy_to("/etc/zdt/lb.json", config.to_string().into_bytes())
+    .start()
     .await
     .unwrap();
-    docker.start_container(&lb_name, None).await.unwrap();
-    let inspect = docker.inspect_container(&lb_name, None).await.unwrap();
-    let front = SocketAddr::from(([127, 0, 0, 1], host_port(&inspect, "8080/tcp")));
+    let front = SocketAddr::from(([127, 0, 0, 1], lb.get_host_port_ipv4(8080).await.unwrap()));
     let admin = AdminClient::new(SocketAddr::from((
         [127, 0, 0, 1],
-        host_port(&inspect, "9090/tcp"),
+        lb.get_host_port_ipv4(9090).await.unwrap(),
     )));
 
-    // The container needs a moment to listen: retry the admin API, bounded.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match admin.wait_healthy(2, Duration::from_secs(10)).await {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for the LB container: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("LB never had 2 healthy backends: {e}"),
-        }
+    // The admin API listens (the wait strategy saw it say so); the probes
+    // may still be on their way to two healthy backends.
+    if let Err(e) = admin.wait_healthy(2, Duration::from_secs(20)).await {
+        panic!("LB never had 2 healthy backends: {e}");
     }
 
     let mut seen = HashMap::<String, usize>::new();
@@ -317,10 +311,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let paused_at = Instant::now();
-    docker
-        .pause_container(&format!("{run_id}-b1"))
-        .await
-        .unwrap();
+    pods["b1"].0.pause().await.unwrap();
     let budget = probe_interval * unhealthy_threshold + probe_timeout;
     let tolerance = Duration::from_millis(1500);
     let detected = loop {
@@ -353,7 +344,6 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
             "the LB still sent a new connection to the paused backend"
         );
     }
-    drop(cleanup);
 }
 
 /// The kind provider's LB path on a plain docker network: the config
@@ -365,73 +355,31 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let _turn = SERIAL.lock().await;
-    use zdt_cluster::docker as zd;
     use zdt_cluster::lb_container;
     use zdt_cluster::LbControl;
     use zdt_core::units::Dur;
     use zdt_lb::{BackendConfig, LbConfig, ProbeSettings};
 
-    let d = match zd::connect().await {
-        Ok(d) => d,
-        Err(e) => {
-            println!("skipped: no Docker Engine answers: {e}");
-            return;
-        }
+    let Some(d) = docker_or_skip().await else {
+        return;
     };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let run_id = format!("test-lbc-{}-{nanos}", std::process::id());
+    let run_id = unique("test-lbc");
     let tag = format!("zdt-test:{run_id}");
-    let mut cleanup = Cleanup {
-        containers: Vec::new(),
-        network: None,
-        image: Some(tag.clone()),
-    };
-    image::build(&d, Path::new(env!("CARGO_BIN_EXE_zdt")), &tag, &run_id)
-        .await
-        .unwrap();
+    let mut made = ZdtMade::default();
+    let built = build_image(&d, &mut made, &tag, &run_id).await;
     let network = format!("zdt-{run_id}");
-    zd::create_network(&d, &network, None, Some(&run_id))
-        .await
-        .unwrap();
-    cleanup.network = Some(network.clone());
 
-    let mut backends = Vec::new();
-    for pod in ["b1", "b2"] {
-        let c = zd::run_container(
-            &d,
-            &zd::ContainerSpec {
-                name: format!("{run_id}-{pod}"),
-                image: tag.clone(),
-                cmd: [
-                    "serve",
-                    "--listen",
-                    "0.0.0.0:8080",
-                    "--pod",
-                    pod,
-                    "--node",
-                    pod,
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-                network: Some(network.clone()),
-                run_id: Some(run_id.clone()),
-                init: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        cleanup.containers.push(c.id.clone());
-        let ip = c.ipv4.expect("backend has an address on the test network");
-        backends.push(BackendConfig {
-            name: pod.into(),
-            address: format!("{ip}:8080"),
-            probe: Some(format!("http://{ip}:8080/healthz")),
-        });
-    }
+    let pods = serve_backends(&built, &run_id, &network).await;
+    let backends = ["b1", "b2"]
+        .map(|pod| {
+            let ip = pods[pod].1;
+            BackendConfig {
+                name: pod.into(),
+                address: format!("{ip}:8080"),
+                probe: Some(format!("http://{ip}:8080/healthz")),
+            }
+        })
+        .to_vec();
 
     let config = LbConfig {
         probe: ProbeSettings {
@@ -446,7 +394,11 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let lb = lb_container::start(&d, &tag, &network, &file, &run_id)
         .await
         .unwrap();
-    cleanup.containers.push(lb.container.id.clone());
+    // zdt started the LB on the backends' network: this guard, dropped
+    // before them, removes it first if the test fails before shutdown does,
+    // so that testcontainers can remove the network after the backends.
+    let mut lb_made = ZdtMade::default();
+    lb_made.containers.push(lb.container.id.clone());
     assert!(lb.frontend.ip().is_loopback(), "{:?}", lb.frontend);
     // As the kind provider does: the container's event lines forwarded
     // into the run's events, on the run's clock.
@@ -594,7 +546,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     // the pause and at the LB's probe cadence.
     log.clear();
     let paused = clock.now();
-    d.pause_container(&format!("{run_id}-b1")).await.unwrap();
+    pods["b1"].0.pause().await.unwrap();
     let unhealthy = expect_event(&mut rx, &mut log, "Unhealthy", "b1").await;
     let failed: Vec<Duration> = log
         .iter()
@@ -628,7 +580,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         "{}",
         unhealthy.message
     );
-    d.unpause_container(&format!("{run_id}-b1")).await.unwrap();
+    pods["b1"].0.unpause().await.unwrap();
 
     // Shutting the LB down removes its container.
     control.shutdown().await;
@@ -643,5 +595,4 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         ),
         "{gone:?}"
     );
-    drop(cleanup);
 }
