@@ -1,8 +1,9 @@
 //! What an emulated cluster is: its Kubernetes version (which switches the
-//! version-dependent behaviours of DESIGN.md's model table), its timings
-//! (every one an upstream default, overridable by the scenario), and how
-//! pods run. These are settings, not the emulator: they live here so that a
-//! scenario can hold them without depending on the emulator's code.
+//! version-dependent behaviours of the emulator's model, docs/emulator.md),
+//! its timings (every one an upstream default, overridable by the
+//! scenario), and how pods run. These are settings, not the emulator: they
+//! live here so that a scenario can hold them without depending on the
+//! emulator's code.
 
 use serde::{Deserialize, Serialize};
 
