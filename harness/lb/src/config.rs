@@ -192,16 +192,15 @@ async fn resolve(field: &str, hostport: &str) -> Result<SocketAddr, ConfigError>
             value: hostport.to_owned(),
         });
     }
-    let mut addrs =
-        tokio::net::lookup_host(hostport)
-            .await
-            .map_err(|source| ConfigError::Unresolved {
-                field: field.to_owned(),
-                value: hostport.to_owned(),
-                source,
-            })?;
     // Prefer IPv4: kind's and docker's networks are IPv4.
-    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    let all: Vec<SocketAddr> = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|source| ConfigError::Unresolved {
+            field: field.to_owned(),
+            value: hostport.to_owned(),
+            source,
+        })?
+        .collect();
     all.iter()
         .find(|a| a.is_ipv4())
         .or(all.first())
