@@ -69,11 +69,12 @@ pub enum MetallbError {
         #[source]
         source: std::io::Error,
     },
+    /// Boxed: the YAML error is large.
     #[error("{MANIFEST_ENV}={path}: not YAML: {source}")]
     NotYaml {
         path: PathBuf,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("applying MetalLB from {path}: {source}")]
     Apply {
@@ -105,9 +106,9 @@ pub async fn install(client: &Client, subnet: (Ipv4Addr, u8)) -> Result<(), Meta
         source,
     })?;
     let objects: Vec<Value> = serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
-        .map_err(|source| MetallbError::NotYaml {
+        .map_err(|e| MetallbError::NotYaml {
             path: path.clone(),
-            source,
+            source: Box::new(e),
         })?
         .into_iter()
         .filter(|o| !o.is_null())

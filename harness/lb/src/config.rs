@@ -129,11 +129,12 @@ pub enum ConfigError {
         source: serde_json::Error,
     },
     /// Not YAML of this file's fields (the message names the field).
+    /// Boxed: the YAML error is large.
     #[error("{}{source}", in_file(path.as_deref()))]
     Yaml {
         path: Option<PathBuf>,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("{field} `{value}` has no port: write `host:port`, e.g. `10.0.0.2:30080`")]
     NoPort { field: String, value: String },
@@ -265,7 +266,10 @@ impl LbFile {
         if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|source| ConfigError::Json { path: None, source })
         } else {
-            serde_saphyr::from_str(text).map_err(|source| ConfigError::Yaml { path: None, source })
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: None,
+                source: Box::new(e),
+            })
         }
     }
 
