@@ -850,6 +850,28 @@ fn write_file(path: &Path, text: &str, what: &'static str) -> Result<()> {
     })
 }
 
+/// Why a Service cannot be put behind zdt's LB (yet): what it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbBackendsError {
+    #[error("Service {service} has no spec")]
+    NoSpec { service: String },
+    /// No port of that name (`None`: no port at all).
+    #[error("Service {service} has no port {}", port.as_deref().unwrap_or("at all"))]
+    NoPort {
+        service: String,
+        port: Option<String>,
+    },
+    #[error(
+        "Service {service} port {port} has no nodePort yet: is it type LoadBalancer or NodePort?"
+    )]
+    NoNodePort { service: String, port: i32 },
+    #[error(
+        "Service {service} is externalTrafficPolicy: Local but has no healthCheckNodePort yet"
+    )]
+    NoHealthCheckNodePort { service: String },
+}
+
 /// The backends of zdt's LB container for a Service on kind, as the cloud
 /// controllers build them: every worker's `InternalIP:NodePort`, probed over
 /// HTTP on the Service's `healthCheckNodePort` for
@@ -859,36 +881,29 @@ pub fn lb_backends(
     nodes: &[KindNode],
     service: &k8s_openapi::api::core::v1::Service,
     port_name: Option<&str>,
-) -> std::result::Result<Vec<zdt_lb::BackendConfig>, String> {
-    let name = service.metadata.name.as_deref().unwrap_or("?");
+) -> std::result::Result<Vec<zdt_lb::BackendConfig>, LbBackendsError> {
+    let name = || service.metadata.name.clone().unwrap_or_else(|| "?".into());
     let spec = service
         .spec
         .as_ref()
-        .ok_or_else(|| format!("Service {name} has no spec"))?;
+        .ok_or_else(|| LbBackendsError::NoSpec { service: name() })?;
     let port = spec
         .ports
         .iter()
         .flatten()
         .find(|p| port_name.is_none_or(|n| p.name.as_deref() == Some(n)))
-        .ok_or_else(|| {
-            format!(
-                "Service {name} has no port {}",
-                port_name.unwrap_or("at all")
-            )
+        .ok_or_else(|| LbBackendsError::NoPort {
+            service: name(),
+            port: port_name.map(str::to_owned),
         })?;
-    let node_port = port.node_port.ok_or_else(|| {
-        format!(
-            "Service {name} port {} has no nodePort yet: is it type LoadBalancer or NodePort?",
-            port.port
-        )
+    let node_port = port.node_port.ok_or_else(|| LbBackendsError::NoNodePort {
+        service: name(),
+        port: port.port,
     })?;
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
     let probe_port = if local {
-        spec.health_check_node_port.ok_or_else(|| {
-            format!(
-                "Service {name} is externalTrafficPolicy: Local but has no healthCheckNodePort yet"
-            )
-        })?
+        spec.health_check_node_port
+            .ok_or_else(|| LbBackendsError::NoHealthCheckNodePort { service: name() })?
     } else {
         10256
     };
@@ -1026,8 +1041,20 @@ mod tests {
             Some("http://172.18.0.4:10256/healthz")
         );
         let err = lb_backends(&nodes, &svc("Local", None), None).unwrap_err();
+        assert_eq!(
+            err,
+            LbBackendsError::NoHealthCheckNodePort {
+                service: "nginx".into()
+            }
+        );
+        let err = err.to_string();
         assert!(err.contains("healthCheckNodePort"), "{err}");
-        assert!(lb_backends(&nodes, &svc("Cluster", None), Some("grpc")).is_err());
+        assert_eq!(
+            lb_backends(&nodes, &svc("Cluster", None), Some("grpc"))
+                .unwrap_err()
+                .to_string(),
+            "Service nginx has no port grpc"
+        );
     }
 
     #[test]

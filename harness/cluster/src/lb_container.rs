@@ -6,16 +6,17 @@
 //! kind's or a test's.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 
-use super::docker::{self, RunningContainer};
+use super::docker::{self, DockerError, RunningContainer};
+use super::lb_image::ImageError;
 use zdt_core::events::EventSink;
 use zdt_core::units::Dur;
 use zdt_lb::config::{ProbeOverrides, TrafficPolicy};
-use zdt_lb::{AdminClient, BackendConfig, LbConfig, LbFile, Profile};
+use zdt_lb::{AdminClient, AdminError, BackendConfig, LbConfig, LbFile, Profile};
 
 /// Container port of the LB's frontend.
 pub const FRONTEND_PORT: u16 = 8080;
@@ -52,31 +53,81 @@ pub fn lb_file(config: &LbConfig, backends: Vec<BackendConfig>) -> LbFile {
     }
 }
 
+/// Why zdt's LB could not be put in a container and answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbContainerError {
+    #[error("cannot find the running zdt binary to put in the LB image: {0}")]
+    NoBinary(#[source] std::io::Error),
+    #[error("cannot read {path}: {source}")]
+    ReadBinary {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Hashing the binary (on a blocking thread) panicked or was cancelled.
+    #[error(transparent)]
+    Hash(#[from] tokio::task::JoinError),
+    #[error("building the LB image {tag} from {binary}: {source}")]
+    Build {
+        tag: String,
+        binary: PathBuf,
+        #[source]
+        source: ImageError,
+    },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("LB container {container} has no published port {port}")]
+    NotPublished { container: String, port: u16 },
+    /// The container's last log lines follow the reason, when it has any.
+    #[error(
+        "the LB container {container} did not answer on its admin API within {START_TIMEOUT:?}: {source}{}",
+        log_tail(logs)
+    )]
+    NotAnswering {
+        container: String,
+        #[source]
+        source: AdminError,
+        logs: String,
+    },
+}
+
+fn log_tail(logs: &str) -> String {
+    if logs.is_empty() {
+        String::new()
+    } else {
+        format!("\n--- last lines of its log ---\n{logs}")
+    }
+}
+
 /// The image tag for a zdt binary: its content hash, so the image is built
 /// once per binary and reused by every later run.
-fn image_tag(binary: &Path) -> Result<String, String> {
-    let bytes =
-        std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
+fn image_tag(binary: &Path) -> Result<String, LbContainerError> {
+    let bytes = std::fs::read(binary).map_err(|source| LbContainerError::ReadBinary {
+        path: binary.to_owned(),
+        source,
+    })?;
     Ok(format!("zdt-local:{:016x}", super::kind::fnv1a64(&bytes)))
 }
 
 /// The zdt image for the running binary, built `FROM scratch` unless an
 /// image of the same binary exists. Returns its tag.
-pub async fn ensure_image(docker: &Docker, run_id: &str) -> Result<String, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find the running zdt binary to put in the LB image: {e}"))?;
+pub async fn ensure_image(docker: &Docker, run_id: &str) -> Result<String, LbContainerError> {
+    let exe = std::env::current_exe().map_err(LbContainerError::NoBinary)?;
     let tag = {
         let exe = exe.clone();
-        tokio::task::spawn_blocking(move || image_tag(&exe))
-            .await
-            .map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || image_tag(&exe)).await??
     };
     if docker.inspect_image(&tag).await.is_ok() {
         return Ok(tag);
     }
-    crate::lb_image::build(docker, &exe, &tag, run_id)
-        .await
-        .map_err(|e| format!("building the LB image {tag} from {}: {e}", exe.display()))?;
+    if let Err(source) = crate::lb_image::build(docker, &exe, &tag, run_id).await {
+        return Err(LbContainerError::Build {
+            tag,
+            binary: exe,
+            source,
+        });
+    }
     Ok(tag)
 }
 
@@ -97,8 +148,8 @@ pub async fn start(
     network: &str,
     file: &LbFile,
     run_id: &str,
-) -> Result<LbContainer, String> {
-    let config = serde_json::to_vec_pretty(file).map_err(|e| e.to_string())?;
+) -> Result<LbContainer, LbContainerError> {
+    let config = serde_json::to_vec_pretty(file).expect("an LB config always serialises");
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let container = docker::run_lb_container(
         docker,
@@ -108,15 +159,14 @@ pub async fn start(
         &[(FRONTEND_PORT, loopback), (ADMIN_PORT, loopback)],
         Some(run_id),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let published = |port| {
-        container.published(port).ok_or_else(|| {
-            format!(
-                "LB container {} has no published port {port}",
-                container.name
-            )
-        })
+        container
+            .published(port)
+            .ok_or_else(|| LbContainerError::NotPublished {
+                container: container.name.clone(),
+                port,
+            })
     };
     let ready = async {
         let frontend = published(FRONTEND_PORT)?;
@@ -127,12 +177,12 @@ pub async fn start(
         loop {
             match admin.list().await {
                 Ok(_) => return Ok((frontend, admin)),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "the LB container {} did not answer on its admin API within {START_TIMEOUT:?}: {e}{}",
-                        container.name,
-                        last_logs(docker, &container.id).await
-                    ))
+                Err(source) if Instant::now() >= deadline => {
+                    return Err(LbContainerError::NotAnswering {
+                        container: container.name.clone(),
+                        source,
+                        logs: last_logs(docker, &container.id).await,
+                    })
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -269,7 +319,8 @@ impl LogClock {
     }
 }
 
-/// The container's last log lines, for an error message.
+/// The container's last log lines (empty when it logged nothing), for an
+/// error message.
 async fn last_logs(docker: &Docker, container: &str) -> String {
     use futures::StreamExt;
     let options = bollard::query_parameters::LogsOptionsBuilder::new()
@@ -285,7 +336,7 @@ async fn last_logs(docker: &Docker, container: &str) -> String {
     if text.trim().is_empty() {
         String::new()
     } else {
-        format!("\n--- last lines of its log ---\n{}", text.trim_end())
+        text.trim_end().to_owned()
     }
 }
 

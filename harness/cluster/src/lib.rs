@@ -14,4 +14,6 @@ pub mod metallb;
 pub mod provider;
 mod tar;
 
-pub use provider::{Cluster, ClusterError, Exposure, LbAdmin, LbAdminError, LbControl};
+pub use provider::{
+    Cluster, ClusterError, Exposure, LbAdmin, LbAdminError, LbControl, LbSetupError,
+};

@@ -8,10 +8,13 @@
 //! `IPAddressPool`, `L2Advertisement`); not run against real MetalLB here.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kube::Client;
 use serde_json::{json, Value};
+
+use crate::apply::ApplyError;
 
 /// The MetalLB release docs/kind.md and the nightly pin.
 pub const VERSION: &str = "v0.14.9";
@@ -50,35 +53,80 @@ fn manifest_help() -> String {
     )
 }
 
+/// Why MetalLB could not be installed or given its address pool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetallbError {
+    /// [`MANIFEST_ENV`] is not set; the message says where to get the file.
+    #[error(
+        "loadBalancer mode `metallb` installs MetalLB from a manifest file: {}",
+        manifest_help()
+    )]
+    NoManifest,
+    #[error("{MANIFEST_ENV}={path}: {source}")]
+    ReadManifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Boxed: the YAML error is large.
+    #[error("{MANIFEST_ENV}={path}: not YAML: {source}")]
+    NotYaml {
+        path: PathBuf,
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    #[error("applying MetalLB from {path}: {source}")]
+    Apply {
+        path: PathBuf,
+        #[source]
+        source: ApplyError,
+    },
+    #[error("MetalLB in {NAMESPACE}: {0}")]
+    NotReady(#[source] ApplyError),
+    #[error(
+        "the kind network's subnet {network}/{prefix} is smaller than a /24: no room for a MetalLB pool"
+    )]
+    SubnetTooSmall { network: Ipv4Addr, prefix: u8 },
+    #[error("MetalLB did not accept the address pool {first}-{last}: {source}")]
+    PoolRefused {
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+        #[source]
+        source: ApplyError,
+    },
+}
+
 /// Install MetalLB from the manifest named by [`MANIFEST_ENV`] and give it
 /// a pool inside `subnet` (the `kind` network's IPv4 subnet).
-pub async fn install(client: &Client, subnet: (Ipv4Addr, u8)) -> Result<(), String> {
-    let path = std::env::var_os(MANIFEST_ENV).ok_or_else(|| {
-        format!(
-            "loadBalancer mode `metallb` installs MetalLB from a manifest file: {}",
-            manifest_help()
-        )
+pub async fn install(client: &Client, subnet: (Ipv4Addr, u8)) -> Result<(), MetallbError> {
+    let path = PathBuf::from(std::env::var_os(MANIFEST_ENV).ok_or(MetallbError::NoManifest)?);
+    let text = std::fs::read_to_string(&path).map_err(|source| MetallbError::ReadManifest {
+        path: path.clone(),
+        source,
     })?;
-    let path = std::path::PathBuf::from(path);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{MANIFEST_ENV}={}: {e}", path.display()))?;
     let objects: Vec<Value> = serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text)
-        .map_err(|e| format!("{MANIFEST_ENV}={}: not YAML: {e}", path.display()))?
+        .map_err(|e| MetallbError::NotYaml {
+            path: path.clone(),
+            source: Box::new(e),
+        })?
         .into_iter()
         .filter(|o| !o.is_null())
         .collect();
     crate::apply::apply_objects(client, &objects, NAMESPACE)
         .await
-        .map_err(|e| format!("applying MetalLB from {}: {e}", path.display()))?;
+        .map_err(|source| MetallbError::Apply {
+            path: path.clone(),
+            source,
+        })?;
     crate::apply::wait_deployments_ready(client, NAMESPACE, READY_TIMEOUT)
         .await
-        .map_err(|e| format!("MetalLB in {NAMESPACE}: {e}"))?;
-    let (first, last) = super::kind::metallb_pool(subnet.0, subnet.1).ok_or_else(|| {
-        format!(
-            "the kind network's subnet {}/{} is smaller than a /24: no room for a MetalLB pool",
-            subnet.0, subnet.1
-        )
-    })?;
+        .map_err(MetallbError::NotReady)?;
+    let (first, last) =
+        super::kind::metallb_pool(subnet.0, subnet.1).ok_or(MetallbError::SubnetTooSmall {
+            network: subnet.0,
+            prefix: subnet.1,
+        })?;
     // The validating webhook answers only some time after its Deployment is
     // ready: retry the pool until it is accepted.
     let pool = pool_objects(first, last);
@@ -86,10 +134,12 @@ pub async fn install(client: &Client, subnet: (Ipv4Addr, u8)) -> Result<(), Stri
     loop {
         match crate::apply::apply_objects(client, &pool, NAMESPACE).await {
             Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!(
-                    "MetalLB did not accept the address pool {first}-{last}: {e}"
-                ))
+            Err(source) if Instant::now() >= deadline => {
+                return Err(MetallbError::PoolRefused {
+                    first,
+                    last,
+                    source,
+                })
             }
             Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }

@@ -12,6 +12,7 @@ use super::docker::{self, KIND_NETWORK};
 use super::existing::{self, ExistingCluster, ExistingError};
 use super::kind::{self, KindCluster, KindError, KindSpec};
 use super::lb_container;
+use super::metallb;
 use zdt_core::events::EventSink;
 use zdt_emulator::{Emulator, EmulatorConfig, NodeFault};
 use zdt_lb::{Admin, AdminClient, AdminError, Lb, LbConfig, LbHandle};
@@ -38,10 +39,64 @@ pub enum ClusterError {
     /// again.
     #[error("interrupted during cluster start")]
     Interrupted,
+    /// Boxed: its sources (kube and Docker errors) are large.
     #[error("load balancer: {0}")]
-    Lb(String),
+    Lb(#[source] Box<LbSetupError>),
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl From<LbSetupError> for ClusterError {
+    fn from(e: LbSetupError) -> Self {
+        ClusterError::Lb(Box::new(e))
+    }
+}
+
+/// Why the load balancer in front of the workload could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LbSetupError {
+    /// zdt's LB model in this process.
+    #[error(transparent)]
+    Model(#[from] zdt_lb::LbError),
+    /// zdt's LB model in a container.
+    #[error(transparent)]
+    Container(#[from] lb_container::LbContainerError),
+    /// The Service lacks what the LB's backends are made of.
+    #[error(transparent)]
+    Backends(#[from] kind::LbBackendsError),
+    #[error(transparent)]
+    Metallb(#[from] metallb::MetallbError),
+    #[error("cannot read Service {namespace}/{service}: {source}")]
+    ReadService {
+        namespace: String,
+        service: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The LB's ingress hostname.
+    #[error("{address} does not resolve: {source}")]
+    Unresolved {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{address} resolves to no address")]
+    NoAddress { address: String },
+    /// An LB zdt does not run (MetalLB, cloud-provider-kind) gave the
+    /// Service no address it could use.
+    #[error(
+        "{lb} gave Service {namespace}/{service} no address: {} \
+         (it must be installed and running for this cluster; see docs/kind.md)",
+        source.explain()
+    )]
+    NoIngress {
+        lb: &'static str,
+        namespace: String,
+        service: String,
+        #[source]
+        source: Box<ClusterError>,
+    },
 }
 
 impl ClusterError {
@@ -479,7 +534,7 @@ impl Cluster {
                 };
                 let handle = Lb::start(config, backends, events, cancel)
                     .await
-                    .map_err(|e| ClusterError::Lb(e.to_string()))?;
+                    .map_err(LbSetupError::from)?;
                 Ok(Exposure {
                     target: handle.frontend_addr(),
                     lb: LbControl::InProcess(handle),
@@ -558,14 +613,17 @@ async fn ingress_target(
             .await?;
     let resolved = tokio::net::lookup_host(&hostport)
         .await
-        .map_err(|e| ClusterError::Lb(format!("{hostport} does not resolve: {e}")))?
+        .map_err(|source| LbSetupError::Unresolved {
+            address: hostport.clone(),
+            source,
+        })?
         .collect::<Vec<_>>();
     resolved
         .iter()
         .find(|a| a.is_ipv4())
         .or(resolved.first())
         .copied()
-        .ok_or_else(|| ClusterError::Lb(format!("{hostport} resolves to no address")))
+        .ok_or_else(|| LbSetupError::NoAddress { address: hostport }.into())
 }
 
 /// How long an earlier workload's pods may take to go away on a reused
@@ -653,9 +711,9 @@ impl KindRun {
                 if self.mode == LbMode::Metallb {
                     let d = docker::connect().await?;
                     let subnet = docker::network_ipv4_subnet(&d, KIND_NETWORK).await?;
-                    super::metallb::install(&self.client, subnet)
+                    metallb::install(&self.client, subnet)
                         .await
-                        .map_err(ClusterError::Lb)?;
+                        .map_err(LbSetupError::from)?;
                 }
                 let what = match self.mode {
                     LbMode::Metallb => "MetalLB (L2)",
@@ -663,12 +721,11 @@ impl KindRun {
                 };
                 let target = ingress_target(&self.client, namespace, service)
                     .await
-                    .map_err(|e| {
-                        ClusterError::Lb(format!(
-                            "{what} gave Service {namespace}/{service} no address: {} \
-                             (it must be installed and running for this cluster; see docs/kind.md)",
-                            e.explain()
-                        ))
+                    .map_err(|e| LbSetupError::NoIngress {
+                        lb: what,
+                        namespace: namespace.to_owned(),
+                        service: service.to_owned(),
+                        source: Box::new(e),
                     })?;
                 Ok(Exposure {
                     target,
@@ -694,15 +751,15 @@ impl KindRun {
     ) -> Result<Exposure, ClusterError> {
         let svc = self.service_with_node_ports(namespace, service).await?;
         let nodes = self.cluster.nodes().await?;
-        let backends = kind::lb_backends(&nodes, &svc, None).map_err(ClusterError::Lb)?;
+        let backends = kind::lb_backends(&nodes, &svc, None).map_err(LbSetupError::from)?;
         let d = docker::connect().await?;
         let image = lb_container::ensure_image(&d, &self.run_id)
             .await
-            .map_err(ClusterError::Lb)?;
+            .map_err(LbSetupError::from)?;
         let file = lb_container::lb_file(config, backends);
         let lb = lb_container::start(&d, &image, KIND_NETWORK, &file, &self.run_id)
             .await
-            .map_err(ClusterError::Lb)?;
+            .map_err(LbSetupError::from)?;
         self.lb_container.set(lb.container.id.clone());
         if let Some(ip) = lb.container.ipv4 {
             self.show_ingress(namespace, service, ip).await;
@@ -753,9 +810,14 @@ impl KindRun {
             kube::Api::namespaced(self.client.clone(), namespace);
         let deadline = Instant::now() + NODE_PORT_WAIT;
         loop {
-            let svc = api.get(service).await.map_err(|e| {
-                ClusterError::Lb(format!("cannot read Service {namespace}/{service}: {e}"))
-            })?;
+            let svc = api
+                .get(service)
+                .await
+                .map_err(|source| LbSetupError::ReadService {
+                    namespace: namespace.to_owned(),
+                    service: service.to_owned(),
+                    source,
+                })?;
             let spec = svc.spec.as_ref();
             let has_node_port = spec
                 .and_then(|s| s.ports.as_ref())
@@ -871,6 +933,9 @@ mod tests {
         let text = e.explain();
         assert!(text.starts_with("`kind` is not installed"), "{text}");
         assert!(text.contains(kind::INSTALL_URL), "{text}");
-        assert_eq!(ClusterError::Lb("x".into()).explain(), "load balancer: x");
+        let e = ClusterError::from(LbSetupError::NoAddress {
+            address: "x".into(),
+        });
+        assert_eq!(e.explain(), "load balancer: x resolves to no address");
     }
 }

@@ -21,62 +21,62 @@ use tokio::sync::watch;
 
 use super::backend::BackendSpec;
 use super::config::BackendConfig;
-use super::pool::Shared;
+use super::pool::PoolState;
 pub use super::status::{AdminError, BackendStatus, Health};
 use zdt_core::units::Dur;
 
 /// The in-process admin API. Cheap to clone.
 #[derive(Clone)]
 pub struct Admin {
-    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
 }
 
 impl Admin {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(pool: Arc<PoolState>) -> Self {
+        Self { pool }
     }
 
     /// Every backend with its health, probe state and connection counts, in
     /// the order they were added.
     pub fn list(&self) -> Vec<BackendStatus> {
-        self.shared.list()
+        self.pool.list()
     }
 
     pub fn get(&self, name: &str) -> Result<BackendStatus, AdminError> {
-        self.shared.get(name)
+        self.pool.get(name)
     }
 
     /// Add a backend; it is probed from now on and takes new connections
     /// once healthy.
     pub fn add(&self, spec: BackendSpec) -> Result<(), AdminError> {
-        self.shared.add(spec)
+        self.pool.add(spec)
     }
 
     /// Take a backend out of the pool at once: no new connections, no more
     /// probes; its established connections are cut after the LB's drain
     /// timeout.
     pub fn remove(&self, name: &str) -> Result<(), AdminError> {
-        self.shared.remove(name)
+        self.pool.remove(name)
     }
 
     /// Connection draining: no new connections; established ones may finish
     /// within `timeout` (default: the LB's drain timeout), then are cut.
     /// Draining an already draining backend changes nothing.
     pub fn drain(&self, name: &str, timeout: Option<Duration>) -> Result<(), AdminError> {
-        self.shared.drain(name, timeout)
+        self.pool.drain(name, timeout)
     }
 
     /// Undo a drain: the backend takes new connections again when healthy.
     pub fn restore(&self, name: &str) -> Result<(), AdminError> {
-        self.shared.restore(name)
+        self.pool.restore(name)
     }
 
     /// Wait until at least `count` backends are healthy, at most `timeout`.
     pub async fn wait_healthy(&self, count: usize, timeout: Duration) -> Result<(), AdminError> {
-        let mut rx = self.shared.subscribe();
+        let mut rx = self.pool.subscribe();
         let wait = async {
             loop {
-                if self.shared.healthy_count() >= count {
+                if self.pool.healthy_count() >= count {
                     return Ok(());
                 }
                 if rx.changed().await.is_err() {
@@ -88,17 +88,17 @@ impl Admin {
             r = wait => r,
             _ = tokio::time::sleep(timeout) => Err(AdminError::Timeout {
                 want: count,
-                healthy: self.shared.healthy_count(),
+                healthy: self.pool.healthy_count(),
                 after: timeout,
             }),
-            _ = self.shared.cancel.cancelled() => Err(AdminError::ShuttingDown),
+            _ = self.pool.cancel.cancelled() => Err(AdminError::ShuttingDown),
         }
     }
 
     /// A counter bumped on every probe result and pool change: to watch the
     /// pool without polling.
     pub fn watch(&self) -> watch::Receiver<u64> {
-        self.shared.subscribe()
+        self.pool.subscribe()
     }
 }
 
@@ -118,6 +118,7 @@ pub(crate) mod http {
     use tokio_util::sync::CancellationToken;
 
     use super::{Admin, AdminError, BackendConfig, Dur};
+    use zdt_core::units::UnitError;
 
     pub(crate) async fn serve(
         admin: Admin,
@@ -185,12 +186,28 @@ pub(crate) mod http {
             .collect()
     }
 
-    fn duration(q: &HashMap<String, String>, key: &str) -> Result<Option<Duration>, String> {
+    /// A query parameter the route cannot use.
+    #[derive(Debug, thiserror::Error)]
+    enum QueryError {
+        #[error("query parameter `{key}`: {source}")]
+        Duration {
+            key: &'static str,
+            #[source]
+            source: UnitError,
+        },
+        #[error("query parameter `count` must be a whole number")]
+        Count,
+    }
+
+    fn duration(
+        q: &HashMap<String, String>,
+        key: &'static str,
+    ) -> Result<Option<Duration>, QueryError> {
         q.get(key)
             .map(|v| {
                 v.parse::<Dur>()
                     .map(Dur::get)
-                    .map_err(|e| format!("query parameter `{key}`: {e}"))
+                    .map_err(|source| QueryError::Duration { key, source })
             })
             .transpose()
     }
@@ -225,7 +242,7 @@ pub(crate) mod http {
                 };
                 let spec = match cfg.resolve().await {
                     Ok(s) => s,
-                    Err(e) => return error(400, e),
+                    Err(e) => return error(400, e.to_string()),
                 };
                 let name = spec.name.clone();
                 match admin.add(spec).and_then(|()| admin.get(&name)) {
@@ -240,7 +257,7 @@ pub(crate) mod http {
             (&Method::POST, ["backends", name, "drain"]) => {
                 let timeout = match duration(&q, "timeout") {
                     Ok(t) => t,
-                    Err(e) => return error(400, e),
+                    Err(e) => return error(400, e.to_string()),
                 };
                 match admin.drain(name, timeout).and_then(|()| admin.get(name)) {
                     Ok(s) => json(200, &s),
@@ -257,13 +274,11 @@ pub(crate) mod http {
                 let count = match q.get("count").map(|c| c.parse::<usize>()) {
                     None => admin.list().len(),
                     Some(Ok(c)) => c,
-                    Some(Err(_)) => {
-                        return error(400, "query parameter `count` must be a whole number")
-                    }
+                    Some(Err(_)) => return error(400, QueryError::Count.to_string()),
                 };
                 let timeout = match duration(&q, "timeout") {
                     Ok(t) => t.unwrap_or(Duration::from_secs(30)),
-                    Err(e) => return error(400, e),
+                    Err(e) => return error(400, e.to_string()),
                 };
                 match admin.wait_healthy(count, timeout).await {
                     Ok(()) => json(200, &admin.list()),

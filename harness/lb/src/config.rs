@@ -16,13 +16,13 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::backend::{BackendSpec, ProbeTarget};
-use super::profile::{ProbeSettings, Profile};
+use super::profile::{ProbeSettings, ProbeSettingsError, Profile};
 use super::{LbConfig, Selection};
 use zdt_core::net::TcpDialer;
 use zdt_core::units::Dur;
@@ -110,35 +110,116 @@ pub struct BackendConfig {
     pub probe: Option<String>,
 }
 
-async fn resolve(what: &str, hostport: &str) -> Result<SocketAddr, String> {
+/// Why a config file, or a backend of the admin API, is unusable. Each
+/// names the field (`frontend`, `backends[w1].probe`, …) and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read LB config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not JSON of this file's fields (the message names the field).
+    #[error("{}{source}", in_file(path.as_deref()))]
+    Json {
+        path: Option<PathBuf>,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Not YAML of this file's fields (the message names the field).
+    /// Boxed: the YAML error is large.
+    #[error("{}{source}", in_file(path.as_deref()))]
+    Yaml {
+        path: Option<PathBuf>,
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    #[error("{field} `{value}` has no port: write `host:port`, e.g. `10.0.0.2:30080`")]
+    NoPort { field: String, value: String },
+    #[error("{field} `{value}` does not resolve: {source}")]
+    Unresolved {
+        field: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{field} `{value}` resolves to no address")]
+    NoAddress { field: String, value: String },
+    #[error("backend `name` must not be empty")]
+    EmptyBackendName,
+    #[error(
+        "{field} `{value}` must start with `http://` (e.g. `http://10.0.0.2:10256/healthz`) or `tcp://`"
+    )]
+    ProbeScheme { field: String, value: String },
+    #[error(transparent)]
+    Probe(#[from] ProbeSettingsError),
+    #[error("max_connections must be at least 1")]
+    NoConnections,
+}
+
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("LB config {}: ", p.display()))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// The same error, saying which file it is in.
+    fn in_file(self, file: &Path) -> Self {
+        match self {
+            ConfigError::Json { source, .. } => ConfigError::Json {
+                path: Some(file.to_owned()),
+                source,
+            },
+            ConfigError::Yaml { source, .. } => ConfigError::Yaml {
+                path: Some(file.to_owned()),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+/// `hostport` as one socket address, IPv4 preferred; `field` names it in
+/// the error.
+async fn resolve(field: &str, hostport: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = hostport.parse() {
         return Ok(a);
     }
     if !hostport.contains(':') {
-        return Err(format!(
-            "{what} `{hostport}` has no port: write `host:port`, e.g. `10.0.0.2:30080`"
-        ));
+        return Err(ConfigError::NoPort {
+            field: field.to_owned(),
+            value: hostport.to_owned(),
+        });
     }
-    let mut addrs = tokio::net::lookup_host(hostport)
-        .await
-        .map_err(|e| format!("{what} `{hostport}` does not resolve: {e}"))?;
     // Prefer IPv4: kind's and docker's networks are IPv4.
-    let all: Vec<SocketAddr> = addrs.by_ref().collect();
+    let all: Vec<SocketAddr> = tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|source| ConfigError::Unresolved {
+            field: field.to_owned(),
+            value: hostport.to_owned(),
+            source,
+        })?
+        .collect();
     all.iter()
         .find(|a| a.is_ipv4())
         .or(all.first())
         .copied()
-        .ok_or_else(|| format!("{what} `{hostport}` resolves to no address"))
+        .ok_or_else(|| ConfigError::NoAddress {
+            field: field.to_owned(),
+            value: hostport.to_owned(),
+        })
 }
 
 impl BackendConfig {
     /// Resolve the addresses into a backend the LB can dial and probe.
-    pub async fn resolve(&self) -> Result<BackendSpec, String> {
+    pub async fn resolve(&self) -> Result<BackendSpec, ConfigError> {
         if self.name.trim().is_empty() {
-            return Err("backend `name` must not be empty".into());
+            return Err(ConfigError::EmptyBackendName);
         }
         let addr = resolve(&format!("backends[{}].address", self.name), &self.address).await?;
-        let what = format!("backends[{}].probe", self.name);
+        let field = format!("backends[{}].probe", self.name);
         let probe = match self.probe.as_deref() {
             None => ProbeTarget::Tcp { addr },
             Some(p) => {
@@ -148,17 +229,18 @@ impl BackendConfig {
                         None => (rest, "/"),
                     };
                     ProbeTarget::Http {
-                        addr: resolve(&what, hostport).await?,
+                        addr: resolve(&field, hostport).await?,
                         path: path.to_owned(),
                     }
                 } else if let Some(rest) = p.strip_prefix("tcp://") {
                     ProbeTarget::Tcp {
-                        addr: resolve(&what, rest.trim_end_matches('/')).await?,
+                        addr: resolve(&field, rest.trim_end_matches('/')).await?,
                     }
                 } else {
-                    return Err(format!(
-                        "{what} `{p}` must start with `http://` (e.g. `http://10.0.0.2:10256/healthz`) or `tcp://`"
-                    ));
+                    return Err(ConfigError::ProbeScheme {
+                        field,
+                        value: p.to_owned(),
+                    });
                 }
             }
         };
@@ -172,17 +254,22 @@ impl BackendConfig {
 
 impl LbFile {
     /// Read a YAML or JSON config file.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read LB config {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("LB config {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| e.to_string())
+            serde_json::from_str(text).map_err(|source| ConfigError::Json { path: None, source })
         } else {
-            serde_saphyr::from_str(text).map_err(|e| e.to_string())
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: None,
+                source: Box::new(e),
+            })
         }
     }
 
@@ -193,7 +280,7 @@ impl LbFile {
     }
 
     /// The in-process config and the resolved backends.
-    pub async fn resolve(&self) -> Result<(LbConfig, Vec<BackendSpec>), String> {
+    pub async fn resolve(&self) -> Result<(LbConfig, Vec<BackendSpec>), ConfigError> {
         let frontend = resolve("frontend", &self.frontend).await?;
         let defaults = LbConfig::default();
         let probe = self.probe_settings();
@@ -217,7 +304,7 @@ impl LbFile {
         Ok((config, backends))
     }
 
-    pub async fn admin_addr(&self) -> Result<Option<SocketAddr>, String> {
+    pub async fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
         match &self.admin {
             None => Ok(None),
             Some(a) => resolve("admin", a).await.map(Some),
@@ -258,6 +345,11 @@ mod tests {
     #[tokio::test]
     async fn mistakes_name_the_field() {
         let err = LbFile::parse("frontend: 1.2.3.4:1\nprobes: {}\n").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Yaml { path: None, .. }),
+            "{err:?}"
+        );
+        let err = err.to_string();
         assert!(err.contains("probes"), "{err}");
         let bad = BackendConfig {
             name: "w1".into(),
@@ -265,12 +357,16 @@ mod tests {
             probe: Some("ftp://x".into()),
         };
         let err = bad.resolve().await.unwrap_err();
+        assert!(matches!(err, ConfigError::ProbeScheme { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("backends[w1].probe"), "{err}");
         let noport = BackendConfig {
             name: "w1".into(),
             address: "localhost".into(),
             probe: None,
         };
-        assert!(noport.resolve().await.unwrap_err().contains("no port"));
+        let err = noport.resolve().await.unwrap_err();
+        assert!(matches!(err, ConfigError::NoPort { .. }), "{err:?}");
+        assert!(err.to_string().contains("no port"));
     }
 }

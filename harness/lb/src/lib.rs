@@ -35,8 +35,8 @@ use zdt_core::events::EventSink;
 
 pub use admin::{Admin, AdminClient};
 pub use backend::{BackendSpec, ProbeTarget};
-pub use config::{BackendConfig, LbFile};
-pub use profile::{ClusterProbe, ProbeSettings, Profile};
+pub use config::{BackendConfig, ConfigError, LbFile};
+pub use profile::{ClusterProbe, ProbeSettings, ProbeSettingsError, Profile, UnknownProfile};
 pub use status::{AdminError, BackendStatus, Health};
 pub use zdt_core::net::{Dial, Dialer, TcpDialer};
 
@@ -120,7 +120,11 @@ pub enum LbError {
     },
     /// The configuration is unusable; the message names the field.
     #[error("invalid LB config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// The data path's own thread ([`LbConfig::own_thread`]) or its
+    /// runtime could not be started.
+    #[error("cannot start the LB's thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] AdminError),
 }
@@ -140,9 +144,9 @@ impl Lb {
         events: EventSink,
         cancel: CancellationToken,
     ) -> Result<LbHandle, LbError> {
-        config.probe.validate().map_err(LbError::Config)?;
+        config.probe.validate().map_err(ConfigError::from)?;
         if config.max_connections == 0 {
-            return Err(LbError::Config("max_connections must be at least 1".into()));
+            return Err(ConfigError::NoConnections.into());
         }
         let mut config = config;
         // Each connection holds two descriptors (client + backend). Past the
@@ -174,22 +178,22 @@ impl Lb {
         // cancelling the caller's token.
         let cancel = cancel.child_token();
         let (done_tx, done_rx) = mpsc::channel(1);
-        let shared = pool::Shared::new(config, frontend, events, cancel.clone(), done_tx.clone());
-        let admin = Admin::new(shared.clone());
+        let pool = pool::PoolState::new(config, frontend, events, cancel.clone(), done_tx.clone());
+        let admin = Admin::new(pool.clone());
         for spec in backends {
             admin.add(spec)?;
         }
-        let thread = if shared.config.own_thread {
+        let thread = if pool.config.own_thread {
             Some(
-                proxy::spawn_on_own_thread(shared.clone(), listener, done_tx)
-                    .map_err(|e| LbError::Config(format!("cannot start the LB's thread: {e}")))?,
+                proxy::spawn_on_own_thread(pool.clone(), listener, done_tx)
+                    .map_err(LbError::Thread)?,
             )
         } else {
-            tokio::spawn(proxy::accept_loop(shared.clone(), listener, done_tx));
+            tokio::spawn(proxy::accept_loop(pool.clone(), listener, done_tx));
             None
         };
         Ok(LbHandle {
-            shared,
+            pool,
             frontend,
             cancel,
             done: Some(done_rx),
@@ -228,7 +232,7 @@ fn open_files_limit() -> usize {
 
 /// Owner of a running LB: its tasks stop when this is shut down or dropped.
 pub struct LbHandle {
-    shared: Arc<pool::Shared>,
+    pool: Arc<pool::PoolState>,
     frontend: SocketAddr,
     cancel: CancellationToken,
     done: Option<mpsc::Receiver<()>>,
@@ -245,7 +249,7 @@ impl LbHandle {
     /// The in-process admin API (cheap to clone, usable after the handle
     /// moved elsewhere; operations fail with `ShuttingDown` once stopped).
     pub fn admin(&self) -> Admin {
-        Admin::new(self.shared.clone())
+        Admin::new(self.pool.clone())
     }
 
     /// Serve the HTTP admin API on `addr` until the LB stops; returns the
@@ -257,7 +261,7 @@ impl LbHandle {
         let bound = listener
             .local_addr()
             .map_err(|source| LbError::Bind { addr, source })?;
-        let done = self.shared.task_token().ok_or(AdminError::ShuttingDown)?;
+        let done = self.pool.task_token().ok_or(AdminError::ShuttingDown)?;
         tokio::spawn(admin::http::serve(
             self.admin(),
             listener,
@@ -271,7 +275,7 @@ impl LbHandle {
     /// every task (and the data path's own thread) of this LB has finished.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        self.shared.close_tasks();
+        self.pool.close_tasks();
         if let Some(mut done) = self.done.take() {
             // Every task holds a sender; `None` means all of them are gone.
             let _ = done.recv().await;
@@ -287,6 +291,6 @@ impl LbHandle {
 impl Drop for LbHandle {
     fn drop(&mut self) {
         self.cancel.cancel();
-        self.shared.close_tasks();
+        self.pool.close_tasks();
     }
 }

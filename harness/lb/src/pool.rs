@@ -12,13 +12,14 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{BackendSpec, ProbeTarget};
+use super::probe::ProbeFailure;
 use super::status::{AdminError, BackendStatus, Health};
 use super::LbConfig;
 use zdt_core::events::{EventSink, Source};
 
 /// State shared by the accept loop, connection tasks, probe tasks and the
 /// admin API.
-pub(crate) struct Shared {
+pub(crate) struct PoolState {
     pub config: LbConfig,
     pub frontend: SocketAddr,
     pub events: EventSink,
@@ -66,7 +67,7 @@ struct ProbeState {
 
 /// Counts a connection on its backend for as long as it lives.
 pub(crate) struct ActiveGuard {
-    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
     backend: Arc<Backend>,
 }
 
@@ -75,15 +76,15 @@ impl Drop for ActiveGuard {
         let left = self.backend.active.fetch_sub(1, Ordering::AcqRel) - 1;
         if left == 0
             && self.backend.draining.load(Ordering::Acquire)
-            && !self.shared.cancel.is_cancelled()
+            && !self.pool.cancel.is_cancelled()
         {
             let name = &self.backend.spec.name;
-            self.shared.emit(
+            self.pool.emit(
                 "Drained",
                 name,
                 "the last connection of the draining backend closed".to_string(),
             );
-            self.shared.bump();
+            self.pool.bump();
         }
     }
 }
@@ -104,7 +105,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-impl Shared {
+impl PoolState {
     pub fn new(
         config: LbConfig,
         frontend: SocketAddr,
@@ -228,7 +229,7 @@ impl Shared {
         backend.active.fetch_add(1, Ordering::AcqRel);
         backend.total.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
-            shared: self.clone(),
+            pool: self.clone(),
             backend: backend.clone(),
         }
     }
@@ -273,7 +274,7 @@ impl Shared {
     }
 
     /// Record one probe result and apply the thresholds.
-    pub fn record_probe(&self, b: &Backend, result: Result<(), String>) {
+    pub fn record_probe(&self, b: &Backend, result: Result<(), ProbeFailure>) {
         if b.removed.load(Ordering::Acquire) {
             return;
         }
@@ -315,7 +316,7 @@ impl Shared {
                 if changed {
                     self.emit("ProbeFailed", name, format!("probe {target} failed: {e}"));
                 }
-                st.last_error = Some(e);
+                st.last_error = Some(e.to_string());
                 if st.health != Health::Unhealthy
                     && st.consecutive_failures >= settings.unhealthy_threshold
                 {
@@ -419,14 +420,14 @@ impl Shared {
                 phase
             ),
         );
-        let shared = self.clone();
+        let pool = self.clone();
         tokio::spawn(super::probe::probe_loop(
             backend.spec.probe.clone(),
             self.config.probe,
             phase,
             backend.probe_cancel.clone(),
             token,
-            move |result| shared.record_probe(&backend, result),
+            move |result| pool.record_probe(&backend, result),
         ));
         self.pool_changed();
         Ok(())
@@ -515,12 +516,12 @@ impl Shared {
         let Some(token) = self.task_token() else {
             return;
         };
-        let shared = self.clone();
+        let pool = self.clone();
         tokio::spawn(async move {
             let _token = token;
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {}
-                _ = shared.cancel.cancelled() => return,
+                _ = pool.cancel.cancelled() => return,
             }
             if backend.drain_generation.load(Ordering::Acquire) != generation {
                 return;
@@ -528,13 +529,13 @@ impl Shared {
             let active = backend.active.load(Ordering::Acquire);
             backend.cut.lock().unwrap().cancel();
             if active > 0 {
-                shared.emit(
+                pool.emit(
                     "ConnectionsCut",
                     &backend.spec.name,
                     format!("draining timeout {timeout:?} expired: {active} connections reset"),
                 );
             }
-            shared.bump();
+            pool.bump();
         });
     }
 }
@@ -552,14 +553,14 @@ mod tests {
     use crate::Selection;
     use zdt_core::clock::Clock;
 
-    fn shared(selection: Selection, seed: u64) -> Arc<Shared> {
+    fn pool(selection: Selection, seed: u64) -> Arc<PoolState> {
         let config = LbConfig {
             selection,
             seed,
             ..Default::default()
         };
         let (tx, _rx) = mpsc::channel(1);
-        Shared::new(
+        PoolState::new(
             config,
             "127.0.0.1:80".parse().unwrap(),
             EventSink::discard(Clock::start()),
@@ -570,7 +571,7 @@ mod tests {
 
     #[test]
     fn hash_selection_keeps_a_client_port_on_its_backend_and_spreads_ports() {
-        let s = shared(Selection::Hash, 1);
+        let s = pool(Selection::Hash, 1);
         let client: SocketAddr = "10.0.0.9:40000".parse().unwrap();
         let first = s.choose(client, 3);
         assert!((0..50).all(|_| s.choose(client, 3) == first));
@@ -585,15 +586,15 @@ mod tests {
     fn random_selection_is_seeded_and_uniform() {
         let client: SocketAddr = "10.0.0.9:40000".parse().unwrap();
         let a: Vec<usize> = {
-            let s = shared(Selection::Random, 42);
+            let s = pool(Selection::Random, 42);
             (0..100).map(|_| s.choose(client, 3)).collect()
         };
         let b: Vec<usize> = {
-            let s = shared(Selection::Random, 42);
+            let s = pool(Selection::Random, 42);
             (0..100).map(|_| s.choose(client, 3)).collect()
         };
         assert_eq!(a, b, "same seed, same sequence");
-        let s = shared(Selection::Random, 7);
+        let s = pool(Selection::Random, 7);
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
             counts[s.choose(client, 3)] += 1;

@@ -10,6 +10,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::ProbeTarget;
 use super::profile::ProbeSettings;
+use zdt_core::net::ProbeError;
+
+/// Why one probe found its backend unhealthy.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeFailure {
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    /// No connection (TCP probe) or no status code (HTTP probe).
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// An HTTP probe answered, but not 200.
+    #[error("HTTP {0}")]
+    Status(u16),
+}
 
 /// Probe `target` every `settings.interval`, the first time after `phase`,
 /// handing each result to `record`, until `cancel`. `_done` is held so the
@@ -20,7 +34,7 @@ pub(crate) async fn probe_loop(
     phase: Duration,
     cancel: CancellationToken,
     _done: mpsc::Sender<()>,
-    mut record: impl FnMut(Result<(), String>),
+    mut record: impl FnMut(Result<(), ProbeFailure>),
 ) {
     let interval = settings.interval.get();
     let timeout = settings.timeout.get();
@@ -32,7 +46,7 @@ pub(crate) async fn probe_loop(
         }
         let result = tokio::select! {
             r = tokio::time::timeout(timeout, probe_once(&target)) => {
-                r.unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+                r.unwrap_or(Err(ProbeFailure::TimedOut(timeout)))
             }
             _ = cancel.cancelled() => return,
         };
@@ -48,17 +62,16 @@ pub(crate) async fn probe_loop(
 }
 
 /// One probe: `Ok` iff healthy.
-pub(crate) async fn probe_once(target: &ProbeTarget) -> Result<(), String> {
+pub(crate) async fn probe_once(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     match target {
         ProbeTarget::Tcp { addr } => TcpStream::connect(addr)
             .await
             .map(drop)
-            .map_err(|e| format!("connect: {e}")),
+            .map_err(|e| ProbeError::Connect(e).into()),
         ProbeTarget::Http { addr, path } => {
-            match zdt_core::net::http_status(*addr, path, "zdt-lb-probe").await {
-                Ok(200) => Ok(()),
-                Ok(code) => Err(format!("HTTP {code}")),
-                Err(e) => Err(e.to_string()),
+            match zdt_core::net::http_status(*addr, path, "zdt-lb-probe").await? {
+                200 => Ok(()),
+                code => Err(ProbeFailure::Status(code)),
             }
         }
     }

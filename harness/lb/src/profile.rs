@@ -32,21 +32,35 @@ impl ProbeSettings {
     }
 
     /// Thresholds of zero or a zero interval make no sense; say which field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ProbeSettingsError> {
         if self.interval.get().is_zero() {
-            return Err("probe.interval must be greater than 0s, e.g. `5s`".into());
+            return Err(ProbeSettingsError::ZeroInterval);
         }
         if self.timeout.get().is_zero() {
-            return Err("probe.timeout must be greater than 0s, e.g. `5s`".into());
+            return Err(ProbeSettingsError::ZeroTimeout);
         }
         if self.unhealthy_threshold == 0 {
-            return Err("probe.unhealthy_threshold must be at least 1".into());
+            return Err(ProbeSettingsError::ZeroUnhealthyThreshold);
         }
         if self.healthy_threshold == 0 {
-            return Err("probe.healthy_threshold must be at least 1".into());
+            return Err(ProbeSettingsError::ZeroHealthyThreshold);
         }
         Ok(())
     }
+}
+
+/// A probe setting that makes no sense; each names its field and a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeSettingsError {
+    #[error("probe.interval must be greater than 0s, e.g. `5s`")]
+    ZeroInterval,
+    #[error("probe.timeout must be greater than 0s, e.g. `5s`")]
+    ZeroTimeout,
+    #[error("probe.unhealthy_threshold must be at least 1")]
+    ZeroUnhealthyThreshold,
+    #[error("probe.healthy_threshold must be at least 1")]
+    ZeroHealthyThreshold,
 }
 
 /// What a `Cluster`-policy Service is probed on, per cloud: kube-proxy's
@@ -136,18 +150,19 @@ impl fmt::Display for Profile {
     }
 }
 
+/// A profile name that is none of [`Profile::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown LB profile `{0}`: use one of azure, aws-nlb, gcp, cloud-provider-kind, custom")]
+pub struct UnknownProfile(pub String);
+
 impl FromStr for Profile {
-    type Err = String;
+    type Err = UnknownProfile;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Profile::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown LB profile `{s}`: use one of azure, aws-nlb, gcp, cloud-provider-kind, custom"
-                )
-            })
+            .ok_or_else(|| UnknownProfile(s.to_owned()))
     }
 }
 
@@ -203,6 +218,8 @@ mod tests {
             assert_eq!(serde_json::to_value(p).unwrap(), p.name());
         }
         let err = "aws".parse::<Profile>().unwrap_err();
+        assert_eq!(err, UnknownProfile("aws".into()));
+        let err = err.to_string();
         assert!(err.contains("aws-nlb"), "{err}");
     }
 
@@ -210,6 +227,8 @@ mod tests {
     fn zero_thresholds_are_rejected() {
         let mut p = Profile::Gcp.probe(true);
         p.unhealthy_threshold = 0;
-        assert!(p.validate().unwrap_err().contains("unhealthy_threshold"));
+        let err = p.validate().unwrap_err();
+        assert_eq!(err, ProbeSettingsError::ZeroUnhealthyThreshold);
+        assert!(err.to_string().contains("unhealthy_threshold"));
     }
 }

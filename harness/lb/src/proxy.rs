@@ -9,14 +9,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::hold::{hold_unanswered, reset};
-use super::pool::{Pick, Shared};
+use super::pool::{Pick, PoolState};
 use super::splice::splice;
 use zdt_core::net::Dial;
 
 /// Run [`accept_loop`] on a new thread with a single-threaded runtime; the
 /// thread ends once the loop has stopped and its last connection closed.
 pub(crate) fn spawn_on_own_thread(
-    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
     listener: TcpListener,
     done: mpsc::Sender<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -30,7 +30,7 @@ pub(crate) fn spawn_on_own_thread(
         .spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(shared, listener, done).await,
+                    Ok(listener) => accept_loop(pool, listener, done).await,
                     Err(e) => tracing::error!(error = %e, "lb: cannot serve the frontend"),
                 }
             })
@@ -40,23 +40,23 @@ pub(crate) fn spawn_on_own_thread(
 /// Accept until cancelled, then wait for the connections to close (they
 /// are cut on shutdown), so a runtime of the LB's own can end after this.
 pub(crate) async fn accept_loop(
-    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
     listener: TcpListener,
     done: mpsc::Sender<()>,
 ) {
     let connections = tokio_util::task::TaskTracker::new();
-    accept_until_cancelled(&shared, listener, &done, &connections).await;
+    accept_until_cancelled(&pool, listener, &done, &connections).await;
     connections.close();
     connections.wait().await;
 }
 
 async fn accept_until_cancelled(
-    shared: &Arc<Shared>,
+    pool: &Arc<PoolState>,
     listener: TcpListener,
     done: &mpsc::Sender<()>,
     connections: &tokio_util::task::TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let permits = Arc::new(Semaphore::new(pool.config.max_connections));
     let mut backoff = Duration::from_millis(1);
     loop {
         // Backpressure: no slot, no accept; clients queue in the backlog.
@@ -65,28 +65,22 @@ async fn accept_until_cancelled(
                 Ok(p) => p,
                 Err(_) => return,
             },
-            _ = shared.cancel.cancelled() => return,
+            _ = pool.cancel.cancelled() => return,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shared.cancel.cancelled() => return,
+            _ = pool.cancel.cancelled() => return,
         };
         match accepted {
             Ok((client, peer)) => {
                 backoff = Duration::from_millis(1);
-                connections.spawn(connection(
-                    shared.clone(),
-                    client,
-                    peer,
-                    permit,
-                    done.clone(),
-                ));
+                connections.spawn(connection(pool.clone(), client, peer, permit, done.clone()));
                 // Serve before accepting more: after a stall the backlog
                 // holds a burst, and accepting all of it first puts every
                 // response already waiting, and every new request, behind
                 // the whole burst. Yielding runs the tasks queued so far,
-                // this connection's first; at 5000 conn/s it took 67–88 µs
-                // off the added p50 in two A/B runs (docs/bench-lb.md).
+                // this connection's first (docs/bench-lb.md has the A/B
+                // runs).
                 tokio::task::yield_now().await;
             }
             Err(e) => {
@@ -94,7 +88,7 @@ async fn accept_until_cancelled(
                 tracing::warn!(error = %e, "lb accept failed; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shared.cancel.cancelled() => return,
+                    _ = pool.cancel.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -103,17 +97,17 @@ async fn accept_until_cancelled(
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    pool: Arc<PoolState>,
     client: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
     _done: mpsc::Sender<()>,
 ) {
-    let backend = match shared.pick(peer) {
+    let backend = match pool.pick(peer) {
         Pick::Backend(b) => b,
         Pick::Reject => return reset(client),
     };
-    let _active = shared.track(&backend);
+    let _active = pool.track(&backend);
     let cut = backend.cut.lock().unwrap().clone();
     let dial = tokio::select! {
         d = backend.spec.dialer.dial(peer) => d,
@@ -135,8 +129,8 @@ async fn connection(
         Dial::Dropped => {
             // The node blackholes the connection: keep the client's open and
             // unanswered, so it sees what it would see on a cloud, a timeout.
-            let hold = shared.config.hold_dropped;
-            let client = match &shared.holder {
+            let hold = pool.config.hold_dropped;
+            let client = match &pool.holder {
                 Some(h) => match h.hold(client, hold) {
                     Ok(()) => return,
                     Err(back) => back,

@@ -4,7 +4,7 @@ use zdt::report::testing as report_common;
 
 use std::process::Command;
 
-use zdt::report::baseline::{self, Metric, Tolerance};
+use zdt::report::baseline::{self, Metric, Tolerance, ToleranceError, ValueError};
 
 fn degraded() -> zdt::run::summary::RunSummary {
     let mut s = report_common::summary();
@@ -82,9 +82,33 @@ fn tolerance_comes_from_the_scenario_and_flags() {
     );
     t.apply("p99=0.1").unwrap();
     assert_eq!(t.p99, 0.1);
-    assert!(t.apply("p99").unwrap_err().contains("KEY=VALUE"));
-    assert!(t.apply("p95=1").unwrap_err().contains("unknown tolerance"));
-    assert!(Tolerance::from_scenario(&serde_json::json!({"tolerance": {"p99": "lots"}})).is_err());
+    assert!(t
+        .apply("p99")
+        .unwrap_err()
+        .to_string()
+        .contains("KEY=VALUE"));
+    assert!(t
+        .apply("p95=1")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown tolerance"));
+    assert_eq!(
+        t.apply("p99=-5%").unwrap_err(),
+        ToleranceError::Value(ValueError::OutOfRange(-0.05))
+    );
+    let err =
+        Tolerance::from_scenario(&serde_json::json!({"tolerance": {"p99": "lots"}})).unwrap_err();
+    assert_eq!(
+        err,
+        ToleranceError::Field {
+            key: "latency",
+            source: ValueError::NotRatio("lots".into())
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "tolerance.latency: `lots` is not a number or percentage (e.g. `0.2` or `20%`)"
+    );
     assert_eq!(
         Tolerance::from_scenario(&serde_json::json!({})).unwrap(),
         Tolerance::default()

@@ -109,11 +109,48 @@ impl From<&zdt_scenario::Tolerance> for Tolerance {
     }
 }
 
+/// Why a tolerance (from a scenario or `--tolerance KEY=VALUE`) is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToleranceError {
+    #[error("`{spec}`: write KEY=VALUE, e.g. `p99=30%`")]
+    NotKeyValue { spec: String },
+    #[error("unknown tolerance `{key}`: use successRatio, p99 or p99Min")]
+    UnknownKey { key: String },
+    /// A value given on the command line.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+    /// A value of the scenario's `tolerance:` section.
+    #[error("tolerance.{key}: {source}")]
+    Field {
+        key: &'static str,
+        #[source]
+        source: ValueError,
+    },
+}
+
+/// A tolerance value that is not what its key takes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    #[error("`{0}` is not a number or percentage (e.g. `0.2` or `20%`)")]
+    NotRatio(String),
+    /// Neither a number nor a string (a list, a map, a boolean).
+    #[error("`{0}` is not a number or percentage")]
+    NotRatioValue(Value),
+    #[error("{0} must be a non-negative number")]
+    OutOfRange(f64),
+    #[error(transparent)]
+    Duration(#[from] zdt_core::units::UnitError),
+    #[error("`{0}` is not a duration (e.g. `5ms`)")]
+    NotDuration(Value),
+}
+
 impl Tolerance {
     /// The `expect.tolerance:` section of a scenario document as run
     /// (missing keys keep their defaults): `successRatio: 0.001`,
     /// `latency: 20%` (or `0.2`; `p99` is accepted too), `p99Min: 5ms`.
-    pub fn from_scenario(doc: &Value) -> Result<Self, String> {
+    pub fn from_scenario(doc: &Value) -> Result<Self, ToleranceError> {
         let mut t = Self::default();
         let sec = doc
             .get("expect")
@@ -122,40 +159,43 @@ impl Tolerance {
         let Some(sec) = sec.filter(|s| s.is_object()) else {
             return Ok(t);
         };
+        let field = |key| move |source| ToleranceError::Field { key, source };
         if let Some(v) = sec.get("successRatio") {
-            t.success_ratio = ratio(v).map_err(|e| format!("tolerance.successRatio: {e}"))?;
+            t.success_ratio = ratio(v).map_err(field("successRatio"))?;
         }
         if let Some(v) = sec.get("latency").or_else(|| sec.get("p99")) {
-            t.p99 = ratio(v).map_err(|e| format!("tolerance.latency: {e}"))?;
+            t.p99 = ratio(v).map_err(field("latency"))?;
         }
         if let Some(v) = sec.get("p99Min") {
-            t.p99_min_ms = millis(v).map_err(|e| format!("tolerance.p99Min: {e}"))?;
+            t.p99_min_ms = millis(v).map_err(field("p99Min"))?;
         }
         Ok(t)
     }
 
     /// Apply `key=value` overrides from the command line
     /// (`successRatio=0.002`, `p99=30%`, `p99Min=10ms`).
-    pub fn apply(&mut self, spec: &str) -> Result<(), String> {
+    pub fn apply(&mut self, spec: &str) -> Result<(), ToleranceError> {
         let (k, v) = spec
             .split_once('=')
-            .ok_or_else(|| format!("`{spec}`: write KEY=VALUE, e.g. `p99=30%`"))?;
+            .ok_or_else(|| ToleranceError::NotKeyValue {
+                spec: spec.to_owned(),
+            })?;
         let val = Value::String(v.trim().to_owned());
         match k.trim() {
             "successRatio" | "success_ratio" => self.success_ratio = ratio(&val)?,
             "p99" | "latency" => self.p99 = ratio(&val)?,
             "p99Min" | "p99_min_ms" => self.p99_min_ms = millis(&val)?,
             other => {
-                return Err(format!(
-                    "unknown tolerance `{other}`: use successRatio, p99 or p99Min"
-                ))
+                return Err(ToleranceError::UnknownKey {
+                    key: other.to_owned(),
+                })
             }
         }
         Ok(())
     }
 }
 
-fn ratio(v: &Value) -> Result<f64, String> {
+fn ratio(v: &Value) -> Result<f64, ValueError> {
     let x = match v {
         Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
         Value::String(s) => {
@@ -164,25 +204,22 @@ fn ratio(v: &Value) -> Result<f64, String> {
                 Some(p) => p.trim().parse::<f64>().map(|x| x / 100.0),
                 None => s.parse::<f64>(),
             }
-            .map_err(|_| format!("`{s}` is not a number or percentage (e.g. `0.2` or `20%`)"))?
+            .map_err(|_| ValueError::NotRatio(s.to_owned()))?
         }
-        other => return Err(format!("`{other}` is not a number or percentage")),
+        other => return Err(ValueError::NotRatioValue(other.clone())),
     };
     if x.is_finite() && x >= 0.0 {
         Ok(x)
     } else {
-        Err(format!("{x} must be a non-negative number"))
+        Err(ValueError::OutOfRange(x))
     }
 }
 
-fn millis(v: &Value) -> Result<f64, String> {
+fn millis(v: &Value) -> Result<f64, ValueError> {
     match v {
         Value::Number(n) => Ok(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => s
-            .parse::<zdt_core::units::Dur>()
-            .map(|d| d.get().as_secs_f64() * 1000.0)
-            .map_err(|e| e.to_string()),
-        other => Err(format!("`{other}` is not a duration (e.g. `5ms`)")),
+        Value::String(s) => Ok(s.parse::<zdt_core::units::Dur>()?.get().as_secs_f64() * 1000.0),
+        other => Err(ValueError::NotDuration(other.clone())),
     }
 }
 

@@ -96,13 +96,57 @@ impl Default for RunOptions {
 
 /// Why a variant could not run at all (as opposed to running and failing).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     #[error(transparent)]
     Scenario(#[from] scenario::ScenarioError),
-    #[error("{0}")]
-    Usage(String),
+    /// `--variant NAME` names no variant of the file.
+    #[error("{}: no variant `{want}`; the variants are {}", path.display(), variants.join(", "))]
+    NoSuchVariant {
+        path: PathBuf,
+        want: String,
+        variants: Vec<String>,
+    },
+    /// A variant cannot run with the command line's options.
+    #[error("{}: {source}", path.display())]
+    Options {
+        path: PathBuf,
+        #[source]
+        source: OptionsError,
+    },
     #[error(transparent)]
     Output(#[from] super::output::OutputError),
+}
+
+/// Why the command line's options do not fit a variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// `--rate`, `--duration`, `--provider` or `--context` (zdt-scenario's
+    /// message names the option and the fix).
+    #[error(transparent)]
+    Overrides(scenario::OverrideError),
+    #[error(
+        "loadBalancer mode `{}` needs the kind provider, not {provider}: add `--provider kind` or use `--lb-mode model`",
+        mode.as_str()
+    )]
+    LbModeNeedsKind {
+        mode: scenario::LbMode,
+        provider: Provider,
+    },
+    /// A chaos step of the variant needs the admin API of zdt's LB, which
+    /// the chosen `loadBalancer.mode` does not have.
+    #[error(
+        "variant `{variant}`: chaos step `{step}` ({action}) needs zdt's LB (`--lb-mode model`): {m} has no admin API; \
+         run the other variants with `--variant NAME` (`zdt validate --list-variants --lb-mode {m} FILE` lists them)",
+        m = mode.as_str()
+    )]
+    LbAdminStep {
+        variant: String,
+        step: String,
+        action: &'static str,
+        mode: scenario::LbMode,
+    },
 }
 
 /// Everything one variant produced.
@@ -119,15 +163,11 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
     if !opts.variants.is_empty() {
         for want in &opts.variants {
             if !variants.iter().any(|v| &v.variant == want) {
-                return Err(RunError::Usage(format!(
-                    "{}: no variant `{want}`; the variants are {}",
-                    path.display(),
-                    variants
-                        .iter()
-                        .map(|v| v.variant.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+                return Err(RunError::NoSuchVariant {
+                    path: path.to_owned(),
+                    want: want.clone(),
+                    variants: variants.iter().map(|v| v.variant.clone()).collect(),
+                });
             }
         }
         variants.retain(|v| opts.variants.contains(&v.variant));
@@ -136,9 +176,12 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
     for v in variants {
         let mut v = v
             .with_overrides(&opts.overrides)
-            .map_err(|e| e.to_string())
+            .map_err(OptionsError::Overrides)
             .and_then(|v| provider_options(v, opts))
-            .map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))?;
+            .map_err(|source| RunError::Options {
+                path: path.to_owned(),
+                source,
+            })?;
         if let Some(f) = opts.scale {
             v = v.scaled(f);
         }
@@ -152,7 +195,7 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
 /// cover: a `--context` without `--provider` means the existing cluster of
 /// that context (a scenario that runs on kind stays there), and `--lb-mode`
 /// replaces `loadBalancer.mode`, checked as the scenario file is.
-fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, String> {
+fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, OptionsError> {
     let o = &opts.overrides;
     if o.context.is_some() && o.provider.is_none() && v.cluster.provider == Provider::Emulator {
         v.cluster.provider = Provider::Existing;
@@ -163,21 +206,18 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Stri
     let mode = v.load_balancer.mode;
     if mode != scenario::LbMode::Model {
         if v.cluster.provider != Provider::Kind {
-            return Err(format!(
-                "loadBalancer mode `{}` needs the kind provider, not {}: add `--provider kind` or use `--lb-mode model`",
-                mode.as_str(),
-                v.cluster.provider
-            ));
+            return Err(OptionsError::LbModeNeedsKind {
+                mode,
+                provider: v.cluster.provider,
+            });
         }
         if let Some(step) = v.lb_admin_step() {
-            let mode = mode.as_str();
-            return Err(format!(
-                "variant `{}`: chaos step `{}` ({}) needs zdt's LB (`--lb-mode model`): {mode} has no admin API; \
-                 run the other variants with `--variant NAME` (`zdt validate --list-variants --lb-mode {mode} FILE` lists them)",
-                v.variant,
-                step.name,
-                step.action.kind(),
-            ));
+            return Err(OptionsError::LbAdminStep {
+                variant: v.variant.clone(),
+                step: step.name.clone(),
+                action: step.action.kind(),
+                mode,
+            });
         }
     }
     Ok(v)
@@ -656,7 +696,7 @@ async fn measure(
     phase(s, "chaos undo");
     let undo_errors = timeline::undo_all(&undo, client, cluster, Some(&admin), sink).await;
     for e in &undo_errors {
-        sink.emit(Source::Run, "UndoFailed", "run", None, e.clone());
+        sink.emit(Source::Run, "UndoFailed", "run", None, e.to_string());
     }
     drop(ctx);
 

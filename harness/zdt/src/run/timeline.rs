@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use zdt_cluster::chaos::{self, DrainOptions, NodeChoice};
-use zdt_cluster::{Cluster, LbAdmin};
+use zdt_cluster::{Cluster, ClusterError, LbAdmin, LbAdminError};
 use zdt_core::events::{EventSink, Source};
 use zdt_emulator::NodeFault;
 use zdt_scenario::{Action, ChaosStep, NodeSelector, PodTarget, Start, Wait, WaitCondition};
@@ -30,6 +30,59 @@ pub enum Undo {
     Untaint { node: String, key: String },
     LbRestore(String),
     NodeResume(String),
+}
+
+/// Why a step (or the undo of one) did not do what it says.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The step it runs `after:` failed (`step` counts from 1).
+    #[error("not run: step {step} failed")]
+    AfterFailed { step: usize },
+    #[error("no node named `{name}`: the workers are {}", workers.join(", "))]
+    NoSuchNode { name: String, workers: Vec<String> },
+    /// `sameNodeAs` a step that acted on no node (`step` counts from 1).
+    #[error("step {step} chose no node to reuse")]
+    NoNodeToReuse { step: usize },
+    #[error("this action needs a node")]
+    NeedsNode,
+    #[error("this provider's load balancer has no admin API (use the zdt LB model)")]
+    NoLbAdmin,
+    #[error("get deployment {namespace}/{deployment}: {source}")]
+    GetDeployment {
+        namespace: String,
+        deployment: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deployment {namespace}/{deployment} has no containers")]
+    NoContainers {
+        namespace: String,
+        deployment: String,
+    },
+    #[error("list deployments: {0}")]
+    ListDeployments(#[source] kube::Error),
+    #[error("timed out after {timeout:?} waiting for {condition:?}")]
+    WaitTimeout {
+        condition: WaitCondition,
+        timeout: Duration,
+    },
+    #[error(transparent)]
+    Chaos(#[from] chaos::ChaosError),
+    /// A node fault (stop, pause, kill, resume).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Lb(#[from] LbAdminError),
+}
+
+/// A change the run could not put back.
+#[derive(Debug, thiserror::Error)]
+#[error("undo {undo:?}: {source}")]
+pub struct UndoError {
+    pub undo: Undo,
+    #[source]
+    pub source: StepError,
 }
 
 /// What the timeline needs from the run.
@@ -158,7 +211,8 @@ async fn run_step(
             let (_, ok) = wait_done(&done[*prev]).await;
             if !ok {
                 let now = ctx.since_t0();
-                return fail(now, None, format!("not run: step {} failed", prev + 1));
+                let e = StepError::AfterFailed { step: prev + 1 };
+                return fail(now, None, e.to_string());
             }
             tokio::time::sleep(delay.get()).await;
         }
@@ -167,7 +221,7 @@ async fn run_step(
     let node = match step.action.node() {
         Some(sel) => match resolve_node(sel, ctx, done).await {
             Ok(n) => Some(n),
-            Err(e) => return fail(started_s, None, e),
+            Err(e) => return fail(started_s, None, e.to_string()),
         },
         None => None,
     };
@@ -191,7 +245,7 @@ async fn run_step(
     let finished_s = ctx.since_t0();
     let (ok, message) = match outcome {
         Ok(m) => (true, m),
-        Err(m) => (false, m),
+        Err(e) => (false, e.to_string()),
     };
     ctx.events.emit(
         Source::Chaos,
@@ -216,7 +270,7 @@ async fn resolve_node(
     sel: &NodeSelector,
     ctx: &Context,
     done: &[watch::Receiver<Done>],
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     let choice = match sel {
         NodeSelector::Name(n) => {
             // kind prefixes node names with the cluster name: accept `worker2`
@@ -226,11 +280,9 @@ async fn resolve_node(
                 .iter()
                 .find(|w| *w == n || w.ends_with(&format!("-{n}")))
                 .cloned();
-            return found.ok_or_else(|| {
-                format!(
-                    "no node named `{n}`: the workers are {}",
-                    ctx.workers.join(", ")
-                )
+            return found.ok_or_else(|| StepError::NoSuchNode {
+                name: n.clone(),
+                workers: ctx.workers.clone(),
             });
         }
         NodeSelector::Index(i) => NodeChoice::WorkerIndex(*i),
@@ -243,30 +295,25 @@ async fn resolve_node(
         ),
         NodeSelector::SameAs(j) => {
             let (node, _) = wait_done(&done[*j]).await;
-            return node.ok_or_else(|| format!("step {} chose no node to reuse", j + 1));
+            return node.ok_or(StepError::NoNodeToReuse { step: j + 1 });
         }
     };
-    chaos::choose_node(&ctx.client, &ctx.namespace, &choice, &ctx.workers, ctx.seed)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(chaos::choose_node(&ctx.client, &ctx.namespace, &choice, &ctx.workers, ctx.seed).await?)
 }
 
-fn need_node(node: Option<&str>) -> Result<&str, String> {
-    node.ok_or_else(|| "this action needs a node".to_owned())
+fn need_node(node: Option<&str>) -> Result<&str, StepError> {
+    node.ok_or(StepError::NeedsNode)
 }
 
-fn need_lb(ctx: &Context) -> Result<&LbAdmin, String> {
-    ctx.lb.as_ref().ok_or_else(|| {
-        "this provider's load balancer has no admin API (use the zdt LB model)".to_owned()
-    })
+fn need_lb(ctx: &Context) -> Result<&LbAdmin, StepError> {
+    ctx.lb.as_ref().ok_or(StepError::NoLbAdmin)
 }
 
 /// Do one action; `Ok` carries a short description of what happened.
-async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<String, String> {
+async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<String, StepError> {
     let c = &ctx.client;
     let ev = &ctx.events;
     let ns = ctx.namespace.as_str();
-    let e2s = |e: chaos::ChaosError| e.to_string();
     match action {
         Action::Drain {
             timeout,
@@ -282,7 +329,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
                 grace_period: grace_period.map(|g| g.get()),
                 ..DrainOptions::default()
             };
-            let out = chaos::drain(c, ev, node, &opts).await.map_err(e2s)?;
+            let out = chaos::drain(c, ev, node, &opts).await?;
             Ok(format!(
                 "drained {node}: evicted {} ({} PDB refusals)",
                 if out.evicted.is_empty() {
@@ -296,12 +343,12 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
         Action::Cordon { .. } => {
             let node = need_node(node)?;
             ctx.push_undo(Undo::Uncordon(node.to_owned()));
-            chaos::cordon(c, ev, node).await.map_err(e2s)?;
+            chaos::cordon(c, ev, node).await?;
             Ok(format!("cordoned {node}"))
         }
         Action::Uncordon { .. } => {
             let node = need_node(node)?;
-            chaos::uncordon(c, ev, node).await.map_err(e2s)?;
+            chaos::uncordon(c, ev, node).await?;
             ctx.forget_undo(&Undo::Uncordon(node.to_owned()));
             Ok(format!("uncordoned {node}"))
         }
@@ -310,9 +357,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
         } => {
             let node = need_node(node)?;
             let effect = format!("{effect:?}");
-            let added = chaos::taint(c, ev, node, key, value.as_deref(), &effect)
-                .await
-                .map_err(e2s)?;
+            let added = chaos::taint(c, ev, node, key, value.as_deref(), &effect).await?;
             if added {
                 ctx.push_undo(Undo::Untaint {
                     node: node.to_owned(),
@@ -322,9 +367,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
             Ok(format!("tainted {node} with {key}:{effect}"))
         }
         Action::RolloutRestart { deployment } => {
-            chaos::rollout_restart(c, ev, ns, deployment)
-                .await
-                .map_err(e2s)?;
+            chaos::rollout_restart(c, ev, ns, deployment).await?;
             Ok(format!("restarted deployment {deployment}"))
         }
         Action::SetImage {
@@ -336,9 +379,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
                 Some(c) => c.clone(),
                 None => first_container(c, ns, deployment).await?,
             };
-            chaos::set_image(c, ev, ns, deployment, &container, image)
-                .await
-                .map_err(e2s)?;
+            chaos::set_image(c, ev, ns, deployment, &container, image).await?;
             Ok(format!(
                 "deployment {deployment} container {container} → {image}"
             ))
@@ -347,9 +388,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
             deployment,
             replicas,
         } => {
-            chaos::scale(c, ev, ns, deployment, *replicas as i32)
-                .await
-                .map_err(e2s)?;
+            chaos::scale(c, ev, ns, deployment, *replicas as i32).await?;
             Ok(format!("scaled {deployment} to {replicas}"))
         }
         Action::DeletePod {
@@ -377,8 +416,7 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
                 selector.as_deref(),
                 grace_period.map(|g| g.get()),
             )
-            .await
-            .map_err(e2s)?;
+            .await?;
             Ok(format!("deleted {n} pod(s)"))
         }
         Action::NodeStop { .. } | Action::NodePause { .. } | Action::NodeKill { .. } => {
@@ -389,18 +427,12 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
                 _ => NodeFault::Kill,
             };
             ctx.push_undo(Undo::NodeResume(node.to_owned()));
-            ctx.cluster
-                .node_fault(node, fault)
-                .await
-                .map_err(|e| e.to_string())?;
+            ctx.cluster.node_fault(node, fault).await?;
             Ok(format!("{fault:?} on {node}"))
         }
         Action::NodeResume { .. } => {
             let node = need_node(node)?;
-            ctx.cluster
-                .node_fault(node, NodeFault::Resume)
-                .await
-                .map_err(|e| e.to_string())?;
+            ctx.cluster.node_fault(node, NodeFault::Resume).await?;
             ctx.forget_undo(&Undo::NodeResume(node.to_owned()));
             Ok(format!("resumed {node}"))
         }
@@ -409,27 +441,18 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
             // No undo: restore only ends a drain, a removed backend is gone
             // (restoring it failed with "no backend named …" on every run),
             // and the LB itself lives only as long as the variant.
-            need_lb(ctx)?
-                .remove(node)
-                .await
-                .map_err(|e| e.to_string())?;
+            need_lb(ctx)?.remove(node).await?;
             Ok(format!("removed {node} from the LB pool"))
         }
         Action::LbDrainBackend { timeout, .. } => {
             let node = need_node(node)?;
             ctx.push_undo(Undo::LbRestore(node.to_owned()));
-            need_lb(ctx)?
-                .drain(node, Some(timeout.get()))
-                .await
-                .map_err(|e| e.to_string())?;
+            need_lb(ctx)?.drain(node, Some(timeout.get())).await?;
             Ok(format!("draining {node} in the LB (timeout {timeout})"))
         }
         Action::LbRestoreBackend { .. } => {
             let node = need_node(node)?;
-            need_lb(ctx)?
-                .restore(node)
-                .await
-                .map_err(|e| e.to_string())?;
+            need_lb(ctx)?.restore(node).await?;
             ctx.forget_undo(&Undo::LbRestore(node.to_owned()));
             Ok(format!("restored {node} in the LB pool"))
         }
@@ -444,24 +467,31 @@ async fn act(action: &Action, node: Option<&str>, ctx: &Context) -> Result<Strin
     }
 }
 
-async fn first_container(client: &Client, ns: &str, deployment: &str) -> Result<String, String> {
+async fn first_container(client: &Client, ns: &str, deployment: &str) -> Result<String, StepError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let d = api
         .get(deployment)
         .await
-        .map_err(|e| format!("get deployment {ns}/{deployment}: {e}"))?;
+        .map_err(|source| StepError::GetDeployment {
+            namespace: ns.to_owned(),
+            deployment: deployment.to_owned(),
+            source,
+        })?;
     d.spec
         .and_then(|s| s.template.spec)
         .and_then(|s| s.containers.into_iter().next())
         .map(|c| c.name)
-        .ok_or_else(|| format!("deployment {ns}/{deployment} has no containers"))
+        .ok_or_else(|| StepError::NoContainers {
+            namespace: ns.to_owned(),
+            deployment: deployment.to_owned(),
+        })
 }
 
 async fn wait_until(
     condition: WaitCondition,
     timeout: Duration,
     ctx: &Context,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     match condition {
         WaitCondition::RolloutComplete | WaitCondition::PodsReady => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -470,7 +500,7 @@ async fn wait_until(
                 let list = api
                     .list(&Default::default())
                     .await
-                    .map_err(|e| format!("list deployments: {e}"))?;
+                    .map_err(StepError::ListDeployments)?;
                 let ok = list.items.iter().all(|d| match condition {
                     WaitCondition::RolloutComplete => chaos::rollout_complete(d),
                     _ => {
@@ -486,17 +516,15 @@ async fn wait_until(
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "timed out after {timeout:?} waiting for {condition:?}"
-                    ));
+                    return Err(StepError::WaitTimeout { condition, timeout });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         WaitCondition::LbHealthy => {
             let lb = need_lb(ctx)?;
-            let n = lb.backend_count().await.map_err(|e| e.to_string())?;
-            lb.wait_healthy(n, timeout).await.map_err(|e| e.to_string())
+            let n = lb.backend_count().await?;
+            Ok(lb.wait_healthy(n, timeout).await?)
         }
     }
 }
@@ -509,29 +537,56 @@ pub async fn undo_all(
     cluster: &Cluster,
     lb: Option<&LbAdmin>,
     events: &EventSink,
-) -> Vec<String> {
+) -> Vec<UndoError> {
     let list: Vec<Undo> = std::mem::take(&mut *undo.lock().expect("undo list lock"));
     let mut errors = Vec::new();
     for u in list.into_iter().rev() {
-        let r = match &u {
-            Undo::Uncordon(n) => chaos::uncordon(client, events, n)
-                .await
-                .map_err(|e| e.to_string()),
+        let r: Result<(), StepError> = match &u {
+            Undo::Uncordon(n) => chaos::uncordon(client, events, n).await.map_err(Into::into),
             Undo::Untaint { node, key } => chaos::untaint(client, events, node, key)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(Into::into),
             Undo::LbRestore(n) => match lb {
-                Some(lb) => lb.restore(n).await.map_err(|e| e.to_string()),
+                Some(lb) => lb.restore(n).await.map_err(Into::into),
                 None => Ok(()),
             },
             Undo::NodeResume(n) => cluster
                 .node_fault(n, NodeFault::Resume)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(Into::into),
         };
-        if let Err(e) = r {
-            errors.push(format!("undo {u:?}: {e}"));
+        if let Err(source) = r {
+            errors.push(UndoError { undo: u, source });
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_errors_keep_the_words_the_report_shows() {
+        let e = StepError::NoSuchNode {
+            name: "worker9".into(),
+            workers: vec!["zdt-worker".into(), "zdt-worker2".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no node named `worker9`: the workers are zdt-worker, zdt-worker2"
+        );
+        assert_eq!(
+            StepError::AfterFailed { step: 2 }.to_string(),
+            "not run: step 2 failed"
+        );
+        let undo = UndoError {
+            undo: Undo::LbRestore("w1".into()),
+            source: StepError::NoLbAdmin,
+        };
+        assert_eq!(
+            undo.to_string(),
+            "undo LbRestore(\"w1\"): this provider's load balancer has no admin API (use the zdt LB model)"
+        );
+    }
 }
