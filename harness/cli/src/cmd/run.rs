@@ -216,6 +216,13 @@ fn baseline_step(
         .map(|v| report::baseline::Tolerance::from(&v.expect.tolerance))
         .unwrap_or_default();
     let regressions = report::baseline::check(summary, &baseline, &tolerance);
+    let not_run = report::baseline::not_run(summary, &baseline);
+    if !not_run.is_empty() {
+        println!(
+            "zdt: not run here, so not compared: {} (in the baseline)",
+            not_run.join(", ")
+        );
+    }
     if regressions.is_empty() {
         println!("zdt: no regression against {}", path.display());
         Ok(Exit::Pass)

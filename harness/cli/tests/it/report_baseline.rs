@@ -54,18 +54,45 @@ fn small_changes_within_tolerance_pass() {
 }
 
 #[test]
-fn missing_variants_and_other_scenarios_are_regressions() {
+fn variants_left_out_are_not_run_and_other_scenarios_are_regressions() {
     let b = baseline::Baseline::from_summary(&report_common::summary());
     let mut s = report_common::summary();
-    s.variants.remove(0);
-    let regs = baseline::check(&s, &b, &Tolerance::default());
-    assert_eq!(regs.len(), 1);
-    assert_eq!(regs[0].metric, Metric::MissingVariant);
+    let left_out = s.variants.remove(0).name;
+    assert!(baseline::check(&s, &b, &Tolerance::default()).is_empty());
+    assert_eq!(baseline::not_run(&s, &b), vec![left_out]);
     s.scenario = "rollout".into();
     assert_eq!(
         baseline::check(&s, &b, &Tolerance::default())[0].metric,
         Metric::Scenario
     );
+    assert!(baseline::not_run(&s, &b).is_empty());
+}
+
+#[test]
+fn zdt_compare_of_a_subset_lists_what_was_not_run_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    let all = report_common::summary();
+    let mut subset = report_common::summary();
+    let left_out = subset.variants.remove(0).name;
+    std::fs::write(&a, serde_json::to_string(&all).unwrap()).unwrap();
+    std::fs::write(&b, serde_json::to_string(&subset).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("compare")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "not run in B: {left_out} (only the variants both runs have are compared)"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no regressions"), "{stdout}");
+    assert!(!stdout.contains("REGRESSION"), "{stdout}");
 }
 
 #[test]

@@ -229,8 +229,6 @@ fn millis(v: &Value) -> Result<f64, ValueError> {
 pub enum Metric {
     SuccessRatio,
     P99,
-    /// The variant is in the baseline but not in the run.
-    MissingVariant,
     /// The baseline is for another scenario.
     Scenario,
 }
@@ -265,11 +263,6 @@ impl fmt::Display for Regression {
                 format::ms(self.limit),
                 format::ms(self.baseline)
             ),
-            Metric::MissingVariant => write!(
-                f,
-                "{}: in the baseline but not in this run (renamed? update the baseline)",
-                self.variant
-            ),
             Metric::Scenario => write!(
                 f,
                 "the baseline is for scenario `{}`, not this run's: pass this scenario's baseline file",
@@ -280,7 +273,9 @@ impl fmt::Display for Regression {
 }
 
 /// Every variant of `summary` that got worse than `baseline` beyond
-/// `tol`. Variants new in the run are not regressions (nothing to compare).
+/// `tol`. Only variants both ran are compared: one new in the run has
+/// nothing to compare with, and one the run left out (`--variant`) is
+/// [`not_run`], not worse.
 pub fn check(summary: &RunSummary, baseline: &Baseline, tol: &Tolerance) -> Vec<Regression> {
     let mut out = Vec::new();
     if baseline.scenario != summary.scenario {
@@ -295,18 +290,25 @@ pub fn check(summary: &RunSummary, baseline: &Baseline, tol: &Tolerance) -> Vec<
     }
     for (name, base) in &baseline.variants {
         let Some(v) = summary.variants.iter().find(|v| &v.name == name) else {
-            out.push(Regression {
-                variant: name.clone(),
-                metric: Metric::MissingVariant,
-                baseline: 0.0,
-                actual: 0.0,
-                limit: 0.0,
-            });
             continue;
         };
         out.extend(check_variant(name, base, &Metrics::of(v), tol));
     }
     out
+}
+
+/// The baseline's variants that `summary` did not run (a subset chosen with
+/// `--variant`, or a variant since renamed), for the same scenario.
+pub fn not_run(summary: &RunSummary, baseline: &Baseline) -> Vec<String> {
+    if baseline.scenario != summary.scenario {
+        return Vec::new();
+    }
+    baseline
+        .variants
+        .keys()
+        .filter(|name| !summary.variants.iter().any(|v| &v.name == *name))
+        .cloned()
+        .collect()
 }
 
 /// Compare one variant's numbers against its baseline numbers.

@@ -101,10 +101,11 @@ pub fn write_text(w: &mut dyn Write, c: &Comparison) -> io::Result<()> {
             delta(&|m| m.errors as f64, &|d| format!("{d:+.0}")),
             cell(sb, &|m| format::ms(m.p99_ms)),
             delta(&|m| m.p99_ms, &|d| format!("{d:+.1} ms")),
-            if r.regressions.is_empty() {
-                String::new()
-            } else {
-                "REGRESSION".into()
+            match (&r.a, &r.b, r.regressions.is_empty()) {
+                (_, _, false) => "REGRESSION".into(),
+                (Some(_), None, true) => "not run in B".into(),
+                (None, Some(_), true) => "new in B".into(),
+                _ => String::new(),
             },
         ]);
     }
@@ -124,6 +125,19 @@ pub fn write_text(w: &mut dyn Write, c: &Comparison) -> io::Result<()> {
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         writeln!(w, "{}", line.join("  ").trim_end())?;
+    }
+    let not_run: Vec<&str> = c
+        .rows
+        .iter()
+        .filter(|r| r.a.is_some() && r.b.is_none())
+        .map(|r| r.variant.as_str())
+        .collect();
+    if !not_run.is_empty() {
+        writeln!(
+            w,
+            "not run in B: {} (only the variants both runs have are compared)",
+            not_run.join(", ")
+        )?;
     }
     if c.regressions.is_empty() {
         writeln!(w, "no regressions")?;
