@@ -3,12 +3,12 @@
 //! with no authentication. Every error is a `Status` object, as clients
 //! expect; nothing a client sends can panic the server.
 
-pub mod admission;
-pub mod discovery;
-pub mod patch;
-pub mod selectors;
+pub(crate) mod admission;
+pub(crate) mod discovery;
+pub(crate) mod patch;
+pub(crate) mod selectors;
 mod shape;
-pub mod table;
+pub(crate) mod table;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -174,10 +174,6 @@ impl LabelSelector {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.reqs.is_empty()
-    }
-
     pub fn matches_labels(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.reqs.iter().all(|r| match r {

@@ -8,12 +8,12 @@
 //! is small, so a full pass costs microseconds; every write is skipped when
 //! it would not change the object, so the loop settles.
 
-pub mod disruption;
-pub mod endpoints;
-pub mod gc;
-pub mod nodes;
-pub mod scheduler;
-pub mod workloads;
+pub(crate) mod disruption;
+pub(crate) mod endpoints;
+pub(crate) mod gc;
+pub(crate) mod nodes;
+pub(crate) mod scheduler;
+pub(crate) mod workloads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

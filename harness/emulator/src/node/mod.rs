@@ -9,7 +9,7 @@ pub mod kube_proxy;
 pub mod kubelet;
 pub mod runtime;
 pub mod serve;
-pub mod simkubelet;
+pub(crate) mod simkubelet;
 
 use std::sync::{Arc, Mutex};
 
