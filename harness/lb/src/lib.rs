@@ -9,13 +9,13 @@
 //! restore; the HTTP admin API ([`LbHandle::serve_admin`]) is a thin layer
 //! over it, and [`AdminClient`] speaks that HTTP API from another process.
 
-pub mod admin;
-pub mod backend;
+pub(crate) mod admin;
+pub(crate) mod backend;
 pub mod config;
 pub mod hold;
 mod pool;
 mod probe;
-pub mod profile;
+pub(crate) mod profile;
 mod proxy;
 mod splice;
 mod status;

@@ -99,7 +99,7 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub const ALL: [Profile; 5] = [
+    pub(crate) const ALL: [Profile; 5] = [
         Profile::Azure,
         Profile::AwsNlb,
         Profile::Gcp,
@@ -133,7 +133,7 @@ impl Profile {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Profile::Azure => "azure",
             Profile::AwsNlb => "aws-nlb",
