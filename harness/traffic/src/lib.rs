@@ -25,9 +25,9 @@
 mod aggregate;
 mod attack;
 pub mod child;
-pub mod http;
+pub(crate) mod http;
 mod load;
-pub mod pacer;
+pub(crate) mod pacer;
 pub mod raw;
 pub mod report;
 mod summary;
