@@ -12,7 +12,7 @@
 //! points at the exact line of the file, also inside a variant's patch.
 
 mod error;
-pub mod model;
+pub(crate) mod model;
 pub mod v1alpha1;
 mod validate;
 pub mod workload;
