@@ -30,7 +30,7 @@ pub const KIND_CLUSTER_LABEL: &str = "io.x-k8s.kind.cluster";
 /// kind's container label with the node role (`control-plane`, `worker`).
 pub const KIND_ROLE_LABEL: &str = "io.x-k8s.kind.role";
 /// Where Docker install instructions live.
-pub const DOCKER_INSTALL_URL: &str = "https://docs.docker.com/engine/install/";
+pub(crate) const DOCKER_INSTALL_URL: &str = "https://docs.docker.com/engine/install/";
 
 /// Errors talking to Docker. Each names the operation and the object.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -59,7 +59,7 @@ pub enum DockerError {
     Unexpected(String),
 }
 
-pub type Result<T, E = DockerError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = DockerError> = std::result::Result<T, E>;
 
 fn api(op: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let op = op.into();
@@ -574,7 +574,7 @@ impl RemoveOnPanic {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(container);
     }
 
-    pub fn take(&self) -> Option<String> {
+    pub(crate) fn take(&self) -> Option<String> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

@@ -72,7 +72,7 @@ pub enum ExistingError {
     },
 }
 
-pub type Result<T, E = ExistingError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = ExistingError> = std::result::Result<T, E>;
 
 /// Refuse any disruptive step unless the context was named on the command
 /// line (`--context NAME`), is the context the client uses, and is in the
@@ -133,7 +133,7 @@ impl ExistingCluster {
     /// one), while only `named_on_cli` counts as named for the safety check.
     /// kube-rs's automatic 429 retry is off, so PDB refusals of evictions
     /// reach the drain code as on the other providers.
-    pub async fn connect_for_run(
+    pub(crate) async fn connect_for_run(
         kubeconfig: Option<&Path>,
         context: Option<&str>,
         named_on_cli: Option<&str>,
@@ -173,7 +173,7 @@ impl ExistingCluster {
     /// context — a panic unwinding past the run's teardown — on a thread
     /// with its own runtime and a fresh client of the same context (the
     /// run's client belongs to the runtime being unwound). Blocks until done.
-    pub fn delete_blocking(&self, created: &CreatedObjects) {
+    pub(crate) fn delete_blocking(&self, created: &CreatedObjects) {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -294,7 +294,7 @@ impl CreatedObjects {
     }
 
     /// The objects zdt created, as messages name them, in creation order.
-    pub fn created_names(&self) -> Vec<String> {
+    pub(crate) fn created_names(&self) -> Vec<String> {
         self.lock()
             .created
             .iter()
@@ -310,7 +310,7 @@ impl CreatedObjects {
     /// first, goes last), with background propagation: the cluster's garbage
     /// collector removes the ReplicaSets and pods. Returns a one-line account
     /// for the run's log; an object that is already gone counts as deleted.
-    pub async fn delete_all(&self, client: &kube::Client) -> String {
+    pub(crate) async fn delete_all(&self, client: &kube::Client) -> String {
         use kube::api::{Api, DeleteParams, DynamicObject};
         let (created, kept) = {
             let mut r = self.lock();

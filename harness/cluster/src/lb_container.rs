@@ -23,7 +23,7 @@ pub const FRONTEND_PORT: u16 = 8080;
 /// Container port of the LB's HTTP admin API.
 pub const ADMIN_PORT: u16 = 9090;
 /// How long a started LB container may take until its admin API answers.
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `zdt lb` config for `config` and `backends`: the probe settings are
 /// written out in full (profile `custom`), so the container probes exactly

@@ -10,7 +10,7 @@ pub mod existing;
 pub mod kind;
 pub mod lb_container;
 pub mod lb_image;
-pub mod metallb;
+pub(crate) mod metallb;
 pub mod provider;
 mod tar;
 

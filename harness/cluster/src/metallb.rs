@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use crate::apply::ApplyError;
 
 /// The MetalLB release docs/kind.md and the nightly pin.
-pub const VERSION: &str = "v0.14.9";
+pub(crate) const VERSION: &str = "v0.14.9";
 /// Names the manifest file to apply (`metallb-native.yaml` of [`VERSION`]).
-pub const MANIFEST_ENV: &str = "ZDT_METALLB_MANIFEST";
-pub const NAMESPACE: &str = "metallb-system";
+pub(crate) const MANIFEST_ENV: &str = "ZDT_METALLB_MANIFEST";
+pub(crate) const NAMESPACE: &str = "metallb-system";
 /// Name of the pool and advertisement zdt creates.
 pub const POOL: &str = "zdt";
 

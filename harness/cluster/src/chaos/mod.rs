@@ -8,9 +8,9 @@
 //! `await_condition` documents).
 
 pub mod drain;
-pub mod node;
-pub mod rollout;
-pub mod select;
+pub(crate) mod node;
+pub(crate) mod rollout;
+pub(crate) mod select;
 
 use std::time::Duration;
 
