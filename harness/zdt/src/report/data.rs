@@ -88,7 +88,7 @@ impl RunData {
     }
 
     /// A variant's events, in time order.
-    pub fn events_of<'a>(&'a self, variant: &str) -> Vec<&'a Event> {
+    pub(crate) fn events_of<'a>(&'a self, variant: &str) -> Vec<&'a Event> {
         let mut evs: Vec<&Event> = self
             .events
             .iter()
@@ -140,16 +140,16 @@ pub struct Point {
 }
 
 impl Point {
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.requests.saturating_sub(self.successes)
     }
 
     /// Success ratio of the bucket; `None` when nothing was due in it.
-    pub fn success_ratio(&self) -> Option<f64> {
+    pub(crate) fn success_ratio(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.successes as f64 / self.requests as f64)
     }
 
-    pub fn requests_per_s(&self) -> f64 {
+    pub(crate) fn requests_per_s(&self) -> f64 {
         if self.width_s > 0.0 {
             self.requests as f64 / self.width_s
         } else {
@@ -161,7 +161,7 @@ impl Point {
 /// The buckets of one variant as [`Point`]s, in time order. The bucket
 /// width is not stored per bucket, so it is the smallest gap between
 /// consecutive starts (1 s when there is only one bucket).
-pub fn points(buckets: &[Bucket]) -> Vec<Point> {
+pub(crate) fn points(buckets: &[Bucket]) -> Vec<Point> {
     let mut pts: Vec<Point> = buckets.iter().map(point).collect();
     pts.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
     let width = pts

@@ -4,7 +4,7 @@
 use crate::run::summary::VariantSummary;
 
 /// A ratio as a percentage with enough digits to tell 99.99 % from 100 %.
-pub fn pct(ratio: f64) -> String {
+pub(crate) fn pct(ratio: f64) -> String {
     if !ratio.is_finite() {
         return "n/a".into();
     }
@@ -18,7 +18,7 @@ pub fn pct(ratio: f64) -> String {
 }
 
 /// Milliseconds in the unit a person reads best.
-pub fn ms(v: f64) -> String {
+pub(crate) fn ms(v: f64) -> String {
     if !v.is_finite() {
         "n/a".into()
     } else if v >= 1000.0 {
@@ -31,7 +31,7 @@ pub fn ms(v: f64) -> String {
 }
 
 /// Seconds since traffic start, as an axis or table label.
-pub fn secs(v: f64) -> String {
+pub(crate) fn secs(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{v:.0} s")
     } else {
@@ -40,7 +40,7 @@ pub fn secs(v: f64) -> String {
 }
 
 /// Failed requests of a variant (the summary keeps the ratio, not the count).
-pub fn failed(v: &VariantSummary) -> u64 {
+pub(crate) fn failed(v: &VariantSummary) -> u64 {
     let errs: u64 = v.errors.values().sum();
     if errs > 0 {
         return errs;
@@ -50,7 +50,7 @@ pub fn failed(v: &VariantSummary) -> u64 {
 }
 
 /// Text for XML/HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -68,7 +68,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// Text for a Markdown table cell: pipes and newlines would break the row.
-pub fn md_cell(s: &str) -> String {
+pub(crate) fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 

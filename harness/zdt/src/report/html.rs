@@ -325,7 +325,7 @@ struct Panel {
 }
 
 /// The timeline of one variant (an `<svg class="timeline">`).
-pub fn timeline(v: &VariantSummary, pts: &[Point], events: &[(f64, &Event)]) -> String {
+pub(crate) fn timeline(v: &VariantSummary, pts: &[Point], events: &[(f64, &Event)]) -> String {
     let (t0, t1) = time_domain(v, pts);
     let x = Linear::new((t0, t1), (LEFT, WIDTH - RIGHT));
     let sources: Vec<Source> = {

@@ -62,7 +62,7 @@ fn header(w: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
 
 /// The comparison table across variants (also used by `zdt compare`'s
 /// neighbours: one row per variant, the headline numbers).
-pub fn variant_table(w: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
+pub(crate) fn variant_table(w: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
     writeln!(
         w,
         "| variant | verdict | requests | success | failed | errors by kind | p50 | p99 | max | rate achieved/requested | error windows |"

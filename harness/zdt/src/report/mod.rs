@@ -12,11 +12,11 @@ pub mod data;
 mod format;
 pub mod html;
 pub mod junit;
-pub mod markdown;
+pub(crate) mod markdown;
 mod svg;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod text;
+pub(crate) mod text;
 
 use std::path::{Path, PathBuf};
 

@@ -8,28 +8,28 @@ use super::format::escape;
 
 /// Okabe & Ito's palette: distinguishable with every common colour-vision
 /// deficiency, and in greyscale by lightness.
-pub const BLUE: &str = "#0072B2";
-pub const ORANGE: &str = "#E69F00";
-pub const SKY: &str = "#56B4E9";
-pub const GREEN: &str = "#009E73";
-pub const YELLOW: &str = "#F0E442";
-pub const VERMILLION: &str = "#D55E00";
-pub const PURPLE: &str = "#CC79A7";
-pub const BLACK: &str = "#000000";
-pub const GREY: &str = "#999999";
+pub(crate) const BLUE: &str = "#0072B2";
+pub(crate) const ORANGE: &str = "#E69F00";
+pub(crate) const SKY: &str = "#56B4E9";
+pub(crate) const GREEN: &str = "#009E73";
+pub(crate) const YELLOW: &str = "#F0E442";
+pub(crate) const VERMILLION: &str = "#D55E00";
+pub(crate) const PURPLE: &str = "#CC79A7";
+pub(crate) const BLACK: &str = "#000000";
+pub(crate) const GREY: &str = "#999999";
 
 /// Categorical series (nodes, pods, variants), most distinct first.
-pub const CATEGORICAL: [&str; 8] = [BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, YELLOW, BLACK];
+pub(crate) const CATEGORICAL: [&str; 8] = [BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, YELLOW, BLACK];
 
 /// Dash patterns paired with categorical colours so lines differ by more
 /// than hue.
-pub const DASHES: [&str; 4] = ["", "6 3", "2 2", "8 3 2 3"];
+pub(crate) const DASHES: [&str; 4] = ["", "6 3", "2 2", "8 3 2 3"];
 
 /// The SVG namespace: the only URL a report may contain.
-pub const XMLNS: &str = "http://www.w3.org/2000/svg";
+pub(crate) const XMLNS: &str = "http://www.w3.org/2000/svg";
 
 #[derive(Debug, Clone, Copy)]
-pub struct Linear {
+pub(crate) struct Linear {
     pub d0: f64,
     pub d1: f64,
     pub r0: f64,
@@ -37,7 +37,7 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(domain: (f64, f64), range: (f64, f64)) -> Self {
+    pub(crate) fn new(domain: (f64, f64), range: (f64, f64)) -> Self {
         Self {
             d0: domain.0,
             d1: domain.1,
@@ -46,7 +46,7 @@ impl Linear {
         }
     }
 
-    pub fn at(&self, v: f64) -> f64 {
+    pub(crate) fn at(&self, v: f64) -> f64 {
         let span = self.d1 - self.d0;
         if span.abs() < f64::EPSILON {
             return self.r0;
@@ -57,30 +57,30 @@ impl Linear {
 
 /// A log10 scale (latency spans 1 ms to 10 s in one drain).
 #[derive(Debug, Clone, Copy)]
-pub struct Log {
+pub(crate) struct Log {
     lin: Linear,
 }
 
 impl Log {
-    pub fn new(domain: (f64, f64), range: (f64, f64)) -> Self {
+    pub(crate) fn new(domain: (f64, f64), range: (f64, f64)) -> Self {
         Self {
             lin: Linear::new((domain.0.log10(), domain.1.log10()), range),
         }
     }
 
-    pub fn at(&self, v: f64) -> f64 {
+    pub(crate) fn at(&self, v: f64) -> f64 {
         self.lin.at(v.max(10f64.powf(self.lin.d0)).log10())
     }
 
     /// Powers of ten inside the domain.
-    pub fn ticks(&self) -> Vec<f64> {
+    pub(crate) fn ticks(&self) -> Vec<f64> {
         let (lo, hi) = (self.lin.d0.floor() as i32, self.lin.d1.ceil() as i32);
         (lo..=hi).map(|e| 10f64.powi(e)).collect()
     }
 }
 
 /// Round tick values covering `[lo, hi]`, about `target` of them.
-pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
+pub(crate) fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
@@ -102,7 +102,7 @@ pub fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 }
 
 /// The smallest round number ≥ v (axis maxima).
-pub fn nice_max(v: f64) -> f64 {
+pub(crate) fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
@@ -115,7 +115,7 @@ pub fn nice_max(v: f64) -> f64 {
 }
 
 /// Compact axis numbers: 5000 → 5k.
-pub fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     if v.abs() >= 1000.0 {
         let k = v / 1000.0;
         if (k - k.round()).abs() < 1e-9 {
@@ -131,7 +131,7 @@ pub fn num(v: f64) -> String {
 }
 
 /// Latency axis labels.
-pub fn ms_label(v: f64) -> String {
+pub(crate) fn ms_label(v: f64) -> String {
     if v >= 1000.0 {
         format!("{} s", num(v / 1000.0))
     } else if v >= 1.0 {
@@ -142,12 +142,12 @@ pub fn ms_label(v: f64) -> String {
 }
 
 /// An SVG document being written. Every text goes through [`escape`].
-pub struct Svg {
+pub(crate) struct Svg {
     buf: String,
 }
 
 impl Svg {
-    pub fn new(width: f64, height: f64, class: &str, label: &str) -> Self {
+    pub(crate) fn new(width: f64, height: f64, class: &str, label: &str) -> Self {
         let mut buf = String::new();
         let _ = write!(
             buf,
@@ -160,30 +160,30 @@ impl Svg {
     }
 
     /// Raw markup; callers escape their text.
-    pub fn raw(&mut self, s: &str) {
+    pub(crate) fn raw(&mut self, s: &str) {
         self.buf.push_str(s);
     }
 
-    pub fn open(&mut self, attrs: &str) {
+    pub(crate) fn open(&mut self, attrs: &str) {
         let _ = write!(self.buf, "<g {attrs}>");
     }
 
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.buf.push_str("</g>");
     }
 
-    pub fn title(&mut self, text: &str) {
+    pub(crate) fn title(&mut self, text: &str) {
         let _ = write!(self.buf, "<title>{}</title>", escape(text));
     }
 
-    pub fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, style: &str) {
+    pub(crate) fn line(&mut self, x1: f64, y1: f64, x2: f64, y2: f64, style: &str) {
         let _ = write!(
             self.buf,
             r#"<line x1="{x1:.1}" y1="{y1:.1}" x2="{x2:.1}" y2="{y2:.1}" {style}/>"#
         );
     }
 
-    pub fn rect(&mut self, x: f64, y: f64, w: f64, h: f64, style: &str) {
+    pub(crate) fn rect(&mut self, x: f64, y: f64, w: f64, h: f64, style: &str) {
         if w <= 0.0 || h <= 0.0 {
             return;
         }
@@ -194,7 +194,7 @@ impl Svg {
     }
 
     /// A rect with a tooltip.
-    pub fn rect_titled(&mut self, x: f64, y: f64, w: f64, h: f64, style: &str, title: &str) {
+    pub(crate) fn rect_titled(&mut self, x: f64, y: f64, w: f64, h: f64, style: &str, title: &str) {
         if w <= 0.0 || h <= 0.0 {
             return;
         }
@@ -205,7 +205,7 @@ impl Svg {
         );
     }
 
-    pub fn text(&mut self, x: f64, y: f64, text: &str, style: &str) {
+    pub(crate) fn text(&mut self, x: f64, y: f64, text: &str, style: &str) {
         let _ = write!(
             self.buf,
             r#"<text x="{x:.1}" y="{y:.1}" {style}>{}</text>"#,
@@ -214,7 +214,7 @@ impl Svg {
     }
 
     /// A polyline through `pts`; `None` breaks the line (no data).
-    pub fn polyline(&mut self, pts: &[Option<(f64, f64)>], style: &str) {
+    pub(crate) fn polyline(&mut self, pts: &[Option<(f64, f64)>], style: &str) {
         for run in pts.split(Option::is_none) {
             let coords: Vec<String> = run
                 .iter()
@@ -241,7 +241,7 @@ impl Svg {
         }
     }
 
-    pub fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.buf.push_str("</svg>");
         self.buf
     }

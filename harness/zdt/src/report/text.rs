@@ -45,7 +45,7 @@ fn traffic_text(w: &mut dyn Write, t: &super::data::TrafficSummary) -> io::Resul
 }
 
 /// vegeta's `text` reporter layout from the run summary's numbers.
-pub fn from_summary(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
+pub(crate) fn from_summary(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
     let ms = |x: f64| format!("{:.3}ms", x);
     let ok = v.requests.saturating_sub(format::failed(v));
     let duration = if v.rate.achieved > 0.0 {

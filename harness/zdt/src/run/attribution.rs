@@ -11,7 +11,7 @@ use super::summary::ErrorWindow;
 
 /// Errors in one time bucket, times relative to traffic start.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BucketErrors {
+pub(crate) struct BucketErrors {
     pub start: Duration,
     pub width: Duration,
     pub requests: u64,
@@ -33,7 +33,7 @@ const EDGE_SLACK: Duration = Duration::from_millis(500);
 /// Group buckets with errors into windows (gaps of at most `merge_gap` are
 /// bridged) and attribute each. `traffic_start` is the offset of traffic
 /// start on the events' clock.
-pub fn error_windows(
+pub(crate) fn error_windows(
     buckets: &[BucketErrors],
     events: &[Event],
     traffic_start: Duration,

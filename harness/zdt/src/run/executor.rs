@@ -224,7 +224,7 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
 }
 
 /// The kind cluster shape a scenario asks for.
-pub fn kind_spec(s: &Scenario) -> KindSpec {
+pub(crate) fn kind_spec(s: &Scenario) -> KindSpec {
     KindSpec {
         workers: s.cluster.workers as usize,
         kubernetes: s.cluster.kubernetes.to_string(),
@@ -244,7 +244,7 @@ pub fn emulator_config(s: &Scenario) -> EmulatorConfig {
 
 /// The LB settings: the profile's defaults for the Service's policy, with
 /// the scenario's overrides.
-pub fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
+pub(crate) fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig {
     let lb = &s.load_balancer;
     LbConfig {
         probe: lb.probe(policy_local),
@@ -712,7 +712,7 @@ async fn measure(
 
 /// Build the variant's summary from its traffic summary, chaos results and
 /// event log. Public so `zdt report` can re-evaluate saved runs.
-pub fn summarise(
+pub(crate) fn summarise(
     s: &Scenario,
     t: &traffic::Summary,
     chaos: Vec<StepResult>,

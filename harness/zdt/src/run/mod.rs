@@ -1,13 +1,13 @@
 //! The executor: cluster and workload up, traffic on, chaos timeline fired,
 //! events collected on one clock, `expect:` evaluated into a verdict.
 
-pub mod attribution;
+pub(crate) mod attribution;
 pub mod executor;
 pub mod host;
-pub mod output;
+pub(crate) mod output;
 pub mod summary;
-pub mod timeline;
-pub mod verdict;
+pub(crate) mod timeline;
+pub(crate) mod verdict;
 
 pub use executor::{run_variant, RunError, RunObserver, RunOptions, VariantRun};
 pub use summary::{RunSummary, VariantSummary, Verdict};

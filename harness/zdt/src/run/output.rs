@@ -95,7 +95,7 @@ pub fn write(
 }
 
 /// Variant names become file names: keep them portable.
-pub fn sanitize(name: &str) -> String {
+pub(crate) fn sanitize(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {

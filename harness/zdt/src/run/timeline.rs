@@ -25,7 +25,7 @@ use super::summary::StepResult;
 /// `kubectl drain` user would (uncordon) — so no cluster is left cordoned,
 /// tainted or out of its LB pool by a chaos test.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Undo {
+pub(crate) enum Undo {
     Uncordon(String),
     Untaint { node: String, key: String },
     LbRestore(String),
@@ -35,7 +35,7 @@ pub enum Undo {
 /// Why a step (or the undo of one) did not do what it says.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StepError {
+pub(crate) enum StepError {
     /// The step it runs `after:` failed (`step` counts from 1).
     #[error("not run: step {step} failed")]
     AfterFailed { step: usize },
@@ -79,14 +79,14 @@ pub enum StepError {
 /// A change the run could not put back.
 #[derive(Debug, thiserror::Error)]
 #[error("undo {undo:?}: {source}")]
-pub struct UndoError {
+pub(crate) struct UndoError {
     pub undo: Undo,
     #[source]
     pub source: StepError,
 }
 
 /// What the timeline needs from the run.
-pub struct Context {
+pub(crate) struct Context {
     pub client: Client,
     pub cluster: Arc<Cluster>,
     pub lb: Option<LbAdmin>,
@@ -531,7 +531,7 @@ async fn wait_until(
 
 /// Put back what the steps changed, in reverse order. Errors are collected,
 /// not fatal: the run reports them and still tears down.
-pub async fn undo_all(
+pub(crate) async fn undo_all(
     undo: &Mutex<Vec<Undo>>,
     client: &Client,
     cluster: &Cluster,

@@ -15,7 +15,7 @@ use super::summary::{ErrorWindow, ExpectationResult, StepResult, Verdict};
 const MAX_LAG_P99: Duration = Duration::from_millis(500);
 
 /// Whether `kind` is one of the kinds the scenario's `errorKinds` names.
-pub fn kind_matches(name: ErrorKindName, kind: ErrorKind) -> bool {
+pub(crate) fn kind_matches(name: ErrorKindName, kind: ErrorKind) -> bool {
     use ErrorKind as K;
     match name {
         ErrorKindName::Timeout => matches!(kind, K::ConnectTimeout | K::ResponseTimeout),
@@ -51,7 +51,7 @@ fn dur(d: Dur) -> String {
 }
 
 /// Why the run cannot be trusted, if it cannot.
-pub fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Vec<String> {
+pub(crate) fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Vec<String> {
     let mut reasons = Vec::new();
     if t.requests > 0 {
         let sent = t.sent as f64 / t.requests as f64;
@@ -87,7 +87,7 @@ pub fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Ve
 }
 
 /// Evaluate every expectation.
-pub fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<ExpectationResult> {
+pub(crate) fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<ExpectationResult> {
     let mut out = Vec::new();
     if let Some(b) = &expect.success_ratio {
         let actual = success_ratio(t);
@@ -168,7 +168,7 @@ fn only_allowed(name: &str, allowed: &[String], bad: Vec<String>) -> Expectation
 }
 
 /// vegeta's success ratio: successful requests over all requests due.
-pub fn success_ratio(t: &Summary) -> f64 {
+pub(crate) fn success_ratio(t: &Summary) -> f64 {
     if t.requests == 0 {
         0.0
     } else {
@@ -177,7 +177,7 @@ pub fn success_ratio(t: &Summary) -> f64 {
 }
 
 /// The verdict from invalidity reasons and expectation results.
-pub fn verdict(invalid: &[String], results: &[ExpectationResult]) -> (Verdict, Vec<String>) {
+pub(crate) fn verdict(invalid: &[String], results: &[ExpectationResult]) -> (Verdict, Vec<String>) {
     if !invalid.is_empty() {
         return (Verdict::Invalid, invalid.to_vec());
     }
