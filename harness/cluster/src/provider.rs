@@ -42,8 +42,32 @@ pub enum ClusterError {
     /// Boxed: its sources (kube and Docker errors) are large.
     #[error("load balancer: {0}")]
     Lb(#[source] Box<LbSetupError>),
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("listing the nodes of context {context:?}: {source}")]
+    ListNodes {
+        context: String,
+        source: kube::Error,
+    },
+    #[error("kube client for {url}: {source}")]
+    Client { url: String, source: kube::Error },
+    #[error(
+        "node faults are docker operations on kind's node containers; zdt cannot stop, \
+         pause or kill node {node} of context {context:?} (use `--provider kind`, or drain it)"
+    )]
+    NodeFaultUnsupported { node: String, context: String },
+    #[error("emptying namespace {namespace} of the reused kind cluster ({what}): {source}")]
+    ResetNamespace {
+        namespace: String,
+        what: String,
+        source: kube::Error,
+    },
+    #[error(
+        "{left} pod(s) of an earlier run still in namespace {namespace} after {after:?}; `zdt clean` deletes the cluster"
+    )]
+    ResetTimeout {
+        left: usize,
+        namespace: String,
+        after: Duration,
+    },
 }
 
 impl From<LbSetupError> for ClusterError {
@@ -224,9 +248,12 @@ async fn wait_accepting(
             Err(_) => "connect timed out".to_owned(),
         };
         if Instant::now() >= deadline {
-            return Err(LbAdminError::Unsupported(format!(
-                "{what} at {target} accepted no connection within {timeout:?}: {error}"
-            )));
+            return Err(LbAdminError::NotAccepting {
+                what: what.to_owned(),
+                target,
+                timeout,
+                error,
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -248,9 +275,20 @@ async fn remove_lb_container(container: &str) {
 pub enum LbAdminError {
     #[error(transparent)]
     Admin(#[from] AdminError),
-    /// The LB in front of this run has no admin API zdt can use.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The LB in front of this run (named) has no admin API zdt can use.
+    #[error(
+        "the load balancer in front of this run is {0}; zdt has no admin API for it \
+         (lbRemoveBackend, lbDrainBackend, lbRestoreBackend and `wait: lbHealthy` need \
+         zdt's LB: `loadBalancer.mode: model` on the emulator or kind)"
+    )]
+    Unavailable(String),
+    #[error("{what} at {target} accepted no connection within {timeout:?}: {error}")]
+    NotAccepting {
+        what: String,
+        target: SocketAddr,
+        timeout: Duration,
+        error: String,
+    },
 }
 
 /// The LB's admin operations wherever the LB runs: one type for the chaos
@@ -265,11 +303,7 @@ pub enum LbAdmin {
 
 impl LbAdmin {
     fn unavailable(what: &str) -> LbAdminError {
-        LbAdminError::Unsupported(format!(
-            "the load balancer in front of this run is {what}; zdt has no admin API for it \
-             (lbRemoveBackend, lbDrainBackend, lbRestoreBackend and `wait: lbHealthy` need \
-             zdt's LB: `loadBalancer.mode: model` on the emulator or kind)"
-        ))
+        LbAdminError::Unavailable(what.to_owned())
     }
 
     pub async fn remove(&self, name: &str) -> Result<(), LbAdminError> {
@@ -440,12 +474,14 @@ impl Cluster {
             cluster.check_disruption_allowed(allow_list)?;
         }
         let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(cluster.client());
-        let list = nodes.list(&Default::default()).await.map_err(|e| {
-            ClusterError::Unsupported(format!(
-                "listing the nodes of context {:?}: {e}",
-                cluster.context()
-            ))
-        })?;
+        let list =
+            nodes
+                .list(&Default::default())
+                .await
+                .map_err(|source| ClusterError::ListNodes {
+                    context: cluster.context().to_owned(),
+                    source,
+                })?;
         let mut workers: Vec<String> = list
             .items
             .into_iter()
@@ -482,8 +518,9 @@ impl Cluster {
             Cluster::Emulator(e) => {
                 let mut config = e.client_config();
                 config.default_retry = false;
-                Client::try_from(config).map_err(|err| {
-                    ClusterError::Unsupported(format!("kube client for {}: {err}", e.url()))
+                Client::try_from(config).map_err(|source| ClusterError::Client {
+                    url: e.url(),
+                    source,
                 })
             }
             Cluster::Kind(k) => Ok(k.client.clone()),
@@ -575,11 +612,10 @@ impl Cluster {
                 };
                 Ok(k.cluster.node_fault(node, fault).await?)
             }
-            Cluster::Existing(x) => Err(ClusterError::Unsupported(format!(
-                "node faults are docker operations on kind's node containers; zdt cannot stop, \
-                 pause or kill node {node} of context {:?} (use `--provider kind`, or drain it)",
-                x.cluster.context()
-            ))),
+            Cluster::Existing(x) => Err(ClusterError::NodeFaultUnsupported {
+                node: node.to_owned(),
+                context: x.cluster.context().to_owned(),
+            }),
         }
     }
 
@@ -638,10 +674,10 @@ async fn reset_namespace(client: &Client, namespace: &str) -> Result<(), Cluster
     use k8s_openapi::api::core::v1::{Pod, Service};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use kube::api::{DeleteParams, ListParams};
-    let fail = |what: &str, e: kube::Error| {
-        ClusterError::Unsupported(format!(
-            "emptying namespace {namespace} of the reused kind cluster ({what}): {e}"
-        ))
+    let fail = |what: &str, source: kube::Error| ClusterError::ResetNamespace {
+        namespace: namespace.to_owned(),
+        what: what.to_owned(),
+        source,
     };
     let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
     deployments
@@ -681,9 +717,11 @@ async fn reset_namespace(client: &Client, namespace: &str) -> Result<(), Cluster
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(ClusterError::Unsupported(format!(
-                "{left} pod(s) of an earlier run still in namespace {namespace} after {RESET_TIMEOUT:?}; `zdt clean` deletes the cluster"
-            )));
+            return Err(ClusterError::ResetTimeout {
+                left,
+                namespace: namespace.to_owned(),
+                after: RESET_TIMEOUT,
+            });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -36,8 +36,8 @@ thread_local! {
 /// The client's first bytes (an HTTP request, a TLS hello) have usually
 /// arrived by the time the backend is connected; they are read and sent on
 /// at once, as haproxy does, instead of waiting for the reactor to report
-/// the fresh sockets ready: a scheduler round trip per connection under
-/// load (0.13 ms of added p50 at 2000 conn/s, docs/bench-lb.md).
+/// the fresh sockets ready: that wait is a scheduler round trip per
+/// connection under load (docs/bench-lb.md has the figures).
 pub(crate) async fn splice(client: &TcpStream, upstream: &TcpStream) -> io::Result<()> {
     let mut up = Pump::default();
     let mut down = Pump::default();

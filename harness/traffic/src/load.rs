@@ -148,11 +148,16 @@ mod headers {
     use serde::de::{MapAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(h: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        h: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_map(h.iter().map(|(k, v)| (k, v)))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
         struct Pairs;
         impl<'de> Visitor<'de> for Pairs {
             type Value = Vec<(String, String)>;

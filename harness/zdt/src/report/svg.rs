@@ -19,7 +19,8 @@ pub(crate) const BLACK: &str = "#000000";
 pub(crate) const GREY: &str = "#999999";
 
 /// Categorical series (nodes, pods, variants), most distinct first.
-pub(crate) const CATEGORICAL: [&str; 8] = [BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, YELLOW, BLACK];
+pub(crate) const CATEGORICAL: [&str; 8] =
+    [BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, YELLOW, BLACK];
 
 /// Dash patterns paired with categorical colours so lines differ by more
 /// than hue.

@@ -87,7 +87,11 @@ pub(crate) fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]
 }
 
 /// Evaluate every expectation.
-pub(crate) fn evaluate(t: &Summary, expect: &Expect, windows: &[ErrorWindow]) -> Vec<ExpectationResult> {
+pub(crate) fn evaluate(
+    t: &Summary,
+    expect: &Expect,
+    windows: &[ErrorWindow],
+) -> Vec<ExpectationResult> {
     let mut out = Vec::new();
     if let Some(b) = &expect.success_ratio {
         let actual = success_ratio(t);
