@@ -101,6 +101,16 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         keep_cluster: args.keep_cluster,
         lb_mode,
     };
+    // A baseline that cannot be read would fail the run only after all of
+    // it: check it before anything starts.
+    if let (Some(path), false) = (&args.baseline, args.update_baseline) {
+        report::baseline::load(path).map_err(|e| {
+            miette::miette!(
+                help = "create it with `zdt run FILE --baseline PATH --update-baseline`, or fix the path",
+                "--baseline: {e}"
+            )
+        })?;
+    }
     // Validate every file before running any, so a typo in the third file
     // does not surface after two long runs.
     let mut plans = Vec::new();

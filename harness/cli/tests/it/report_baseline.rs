@@ -209,3 +209,67 @@ fn zdt_compare_exits_1_on_a_regression_and_0_without() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad flag is a usage error");
 }
+
+/// Text as miette drew it, with its line wrapping and frame taken out.
+fn unwrapped(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '│')
+        .collect()
+}
+
+/// A baseline that cannot be read is a usage error found before the run
+/// starts: exit 2 at once, naming the file and the fix, nothing run.
+#[test]
+fn an_unreadable_baseline_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-baseline.json");
+    let out_dir = dir.path().join("out");
+    let seed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/seed-drain.yaml");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("run")
+        .arg(&seed)
+        .arg("--baseline")
+        .arg(&missing)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = unwrapped(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--baseline:"), "{stderr}");
+    assert!(stderr.contains("no-such-baseline.json"), "{stderr}");
+    assert!(stderr.contains("--update-baseline"), "{stderr}");
+    assert!(
+        !out_dir.exists(),
+        "nothing may run before the baseline is known good"
+    );
+    // The seed scenario alone takes minutes; refusing it is instant.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // With --update-baseline the file need not exist yet: the check is
+    // skipped (shown by a usage error that comes later, for a bad variant).
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("run")
+        .arg(&seed)
+        .args([
+            "--variant",
+            "no-such-variant",
+            "--update-baseline",
+            "--baseline",
+        ])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = unwrapped(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-variant"), "{stderr}");
+    assert!(!stderr.contains("--baseline:"), "{stderr}");
+}
