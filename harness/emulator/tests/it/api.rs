@@ -15,28 +15,9 @@ use kube::api::{
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zdt_core::clock::Clock;
-use zdt_core::events::EventSink;
-use zdt_core::units::Dur;
-use zdt_emulator::{Emulator, EmulatorConfig, NodeFault, Timings};
+use zdt_emulator::NodeFault;
 
-async fn emulator(workers: usize) -> Emulator {
-    emulator_with_start_delay(workers, 50).await
-}
-
-async fn emulator_with_start_delay(workers: usize, start_ms: u64) -> Emulator {
-    let config = EmulatorConfig {
-        workers,
-        timings: Timings {
-            pod_start_delay: Dur::from_millis(start_ms),
-            ..Timings::default()
-        },
-        ..EmulatorConfig::default()
-    };
-    Emulator::start_simulated(config, EventSink::discard(Clock::start()))
-        .await
-        .expect("emulator starts")
-}
+use super::support::{deployment, emulator, emulator_with_start_delay, no_retry_client, pod};
 
 /// Poll `f` until it returns Some, at most `secs` seconds.
 async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
@@ -55,30 +36,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn pod(name: &str, labels: serde_json::Value) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [{"name": "c", "image": "nginx"}]}
-    }))
-    .unwrap()
-}
-
-fn deployment(name: &str, replicas: i32, extra_spec: serde_json::Value) -> Deployment {
-    let mut d = json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
-            }
-        }
-    });
-    json_patch::merge(&mut d["spec"], &extra_spec);
-    serde_json::from_value(d).unwrap()
 }
 
 async fn ready_pods(api: &Api<Pod>, selector: &str) -> usize {
@@ -294,9 +251,7 @@ async fn eviction_is_refused_with_429_when_the_pdb_forbids_it() {
     assert!(gone.is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
 
     // kube-rs retries 429s by default; see the refusal itself.
-    let mut config = emu.client_config();
-    config.default_retry = false;
-    let no_retry: Api<Pod> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
+    let no_retry: Api<Pod> = Api::default_namespaced(no_retry_client(&emu));
     let err = no_retry
         .evict(&second, &EvictParams::default())
         .await

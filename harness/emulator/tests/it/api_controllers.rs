@@ -13,6 +13,8 @@ use zdt_emulator::controllers::{pod_active, pod_ready};
 use zdt_emulator::store::{DeleteOptions, Resource};
 use zdt_emulator::{apiserver as api, Emulator, EmulatorConfig, KubeVersion, NodeFault, Timings};
 
+use super::support::{deployment_value, until};
+
 async fn emulator(workers: usize, version: KubeVersion, timings: Timings) -> Emulator {
     Emulator::start_simulated(
         EmulatorConfig {
@@ -38,49 +40,12 @@ fn apply(emu: &Emulator, obj: Value) -> Value {
     api::apply_object(emu.store(), &emu.config().timings, obj).unwrap()
 }
 
-fn deployment(name: &str, replicas: i64, pod_spec_extra: Value, spec_extra: Value) -> Value {
-    let mut d = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
-            }
-        }
-    });
-    json_patch::merge(&mut d["spec"]["template"]["spec"], &pod_spec_extra);
-    json_patch::merge(&mut d["spec"], &spec_extra);
-    d
-}
-
 fn pods_of(emu: &Emulator, app: &str) -> Vec<Value> {
     emu.store()
         .list(Resource::Pods, Some("default"))
         .into_iter()
         .filter(|p| p["metadata"]["labels"]["app"] == app)
         .collect()
-}
-
-/// Wait (on store changes, bounded) until `f` holds.
-async fn until(emu: &Emulator, secs: u64, what: &str, f: impl Fn(&Emulator) -> bool) {
-    let mut changed = emu.store().subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f(emu) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            for p in emu.store().list(Resource::Pods, None) {
-                eprintln!(
-                    "{} {} {}",
-                    p["metadata"]["name"], p["spec"]["nodeName"], p["status"]
-                );
-            }
-            panic!("timed out waiting for {what}");
-        }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), changed.changed()).await;
-    }
 }
 
 fn per_node(pods: &[Value]) -> std::collections::BTreeMap<String, usize> {
@@ -97,11 +62,11 @@ fn per_node(pods: &[Value]) -> std::collections::BTreeMap<String, usize> {
 async fn scheduler_spreads_respects_taints_and_anti_affinity() {
     let emu = emulator(3, KubeVersion::V1_31, fast()).await;
     // Least-pods spreading, never on the tainted control plane.
-    apply(&emu, deployment("plain", 6, json!({}), json!({})));
+    apply(&emu, deployment_value("plain", 6, json!({}), json!({})));
     // Topology spread that honours taints: 2 per worker.
     apply(
         &emu,
-        deployment(
+        deployment_value(
             "spread",
             6,
             json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
@@ -113,7 +78,7 @@ async fn scheduler_spreads_respects_taints_and_anti_affinity() {
     // Required anti-affinity: 4 replicas, 3 workers → one stays Pending.
     apply(
         &emu,
-        deployment(
+        deployment_value(
             "anti",
             4,
             json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
@@ -181,7 +146,7 @@ async fn scheduler_spreads_respects_taints_and_anti_affinity() {
     let mut node = emu.store().get(Resource::Nodes, "", "zdt-worker").unwrap();
     node["spec"]["unschedulable"] = json!(true);
     emu.store().update(Resource::Nodes, node).unwrap();
-    apply(&emu, deployment("late", 4, json!({}), json!({})));
+    apply(&emu, deployment_value("late", 4, json!({}), json!({})));
     until(&emu, 10, "late pods placed", |e| {
         pods_of(e, "late")
             .iter()
@@ -218,7 +183,7 @@ async fn roll_and_check(
     .await;
     apply(
         &emu,
-        deployment(
+        deployment_value(
             "web",
             replicas,
             json!({}),
@@ -309,7 +274,7 @@ async fn terminating_endpoint(version: KubeVersion) -> (Vec<Value>, Vec<Value>, 
     let emu = emulator(1, version, fast()).await;
     apply(
         &emu,
-        deployment(
+        deployment_value(
             "web",
             1,
             json!({"containers": [{"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]}),
@@ -388,7 +353,7 @@ async fn stopped_node_goes_not_ready_after_the_grace_period() {
         ..Timings::default()
     };
     let emu = emulator(2, KubeVersion::V1_31, timings).await;
-    apply(&emu, deployment("web", 2, json!({}), json!({})));
+    apply(&emu, deployment_value("web", 2, json!({}), json!({})));
     until(&emu, 5, "2 ready", |e| {
         pods_of(e, "web").iter().filter(|p| pod_ready(p)).count() == 2
     })
@@ -457,7 +422,7 @@ async fn min_ready_seconds_delays_availability() {
     let emu = emulator(3, KubeVersion::V1_31, fast()).await;
     apply(
         &emu,
-        deployment("web", 3, json!({}), json!({"minReadySeconds": 2})),
+        deployment_value("web", 3, json!({}), json!({"minReadySeconds": 2})),
     );
     until(&emu, 10, "3 ready", |e| {
         pods_of(e, "web").iter().filter(|p| pod_ready(p)).count() == 3

@@ -8,22 +8,10 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
-use zdt_core::clock::Clock;
-use zdt_core::events::EventSink;
 use zdt_emulator::store::Resource;
-use zdt_emulator::{Emulator, EmulatorConfig};
+use zdt_emulator::Emulator;
 
-async fn emulator() -> Emulator {
-    Emulator::start_simulated(
-        EmulatorConfig {
-            workers: 2,
-            ..EmulatorConfig::default()
-        },
-        EventSink::discard(Clock::start()),
-    )
-    .await
-    .expect("emulator starts")
-}
+use super::support::{deployment, emulator, no_retry_client, pod, until};
 
 fn dry_post() -> PostParams {
     PostParams {
@@ -37,29 +25,6 @@ fn dry_patch() -> PatchParams {
         dry_run: true,
         ..PatchParams::default()
     }
-}
-
-fn deployment(name: &str) -> Deployment {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}
-            }
-        }
-    }))
-    .unwrap()
-}
-
-fn pod(name: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"app": "solo"}},
-        "spec": {"containers": [{"name": "c", "image": "nginx"}]}
-    }))
-    .unwrap()
 }
 
 /// The store's view of one object, and the resourceVersion to look for
@@ -102,34 +67,17 @@ fn assert_untouched(emu: &Emulator, b: &Before) {
     );
 }
 
-/// Wait (at most 10 s) until the kubelet has the pod Running, so that
-/// nothing else changes it while a dry run is checked.
-async fn running(emu: &Emulator, name: &str) {
-    let mut changed = emu.store().subscribe();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let pod = emu.store().get(Resource::Pods, "default", name);
-        if pod.is_some_and(|p| p["status"]["phase"] == "Running") {
-            return;
-        }
-        tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .expect("the pod runs within 10 s")
-            .unwrap();
-    }
-}
-
 fn spec_of(d: &Deployment) -> Value {
     serde_json::to_value(d.spec.as_ref().unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn create_answers_with_defaults_and_names_but_stores_nothing() {
-    let emu = emulator().await;
+    let emu = emulator(2).await;
     let deploys: Api<Deployment> = Api::default_namespaced(emu.client().unwrap());
     let b = before(&emu, Resource::Deployments, "web");
     let dry = deploys
-        .create(&dry_post(), &deployment("web"))
+        .create(&dry_post(), &deployment("web", 1, json!({})))
         .await
         .unwrap();
     assert_untouched(&emu, &b);
@@ -141,13 +89,13 @@ async fn create_answers_with_defaults_and_names_but_stores_nothing() {
 
     // The real create gives the same object (defaults included).
     let real = deploys
-        .create(&PostParams::default(), &deployment("web"))
+        .create(&PostParams::default(), &deployment("web", 1, json!({})))
         .await
         .unwrap();
     assert_eq!(spec_of(&dry), spec_of(&real));
 
     // generateName: a name is generated, nothing is stored under it.
-    let mut generated = pod("ignored");
+    let mut generated = pod("ignored", json!({}));
     generated.metadata.name = None;
     generated.metadata.generate_name = Some("gen-".into());
     let pods: Api<Pod> = Api::default_namespaced(emu.client().unwrap());
@@ -164,7 +112,9 @@ async fn create_answers_with_defaults_and_names_but_stores_nothing() {
 
     // The errors of the real write: 409 for a name in use, 422 for an
     // invalid object.
-    let conflict = deploys.create(&dry_post(), &deployment("web")).await;
+    let conflict = deploys
+        .create(&dry_post(), &deployment("web", 1, json!({})))
+        .await;
     assert!(
         matches!(&conflict, Err(kube::Error::Api(s)) if s.code == 409),
         "{conflict:?}"
@@ -185,10 +135,10 @@ async fn create_answers_with_defaults_and_names_but_stores_nothing() {
 
 #[tokio::test]
 async fn update_and_every_patch_type_answer_without_storing() {
-    let emu = emulator().await;
+    let emu = emulator(2).await;
     let deploys: Api<Deployment> = Api::default_namespaced(emu.client().unwrap());
     deploys
-        .create(&PostParams::default(), &deployment("web"))
+        .create(&PostParams::default(), &deployment("web", 1, json!({})))
         .await
         .unwrap();
     let b = before(&emu, Resource::Deployments, "web");
@@ -238,7 +188,7 @@ async fn update_and_every_patch_type_answer_without_storing() {
     // Server-side apply of an object that does not exist yet creates it,
     // in a dry run only in the answer.
     let absent = before(&emu, Resource::Deployments, "fresh");
-    let mut fresh = serde_json::to_value(deployment("fresh")).unwrap();
+    let mut fresh = serde_json::to_value(deployment("fresh", 1, json!({}))).unwrap();
     fresh["apiVersion"] = json!("apps/v1");
     fresh["kind"] = json!("Deployment");
     let created = deploys
@@ -293,13 +243,19 @@ async fn update_and_every_patch_type_answer_without_storing() {
 
 #[tokio::test]
 async fn delete_and_eviction_answer_without_removing() {
-    let emu = emulator().await;
+    let emu = emulator(2).await;
     let client = emu.client().unwrap();
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    pods.create(&PostParams::default(), &pod("solo"))
+    pods.create(&PostParams::default(), &pod("solo", json!({"app": "solo"})))
         .await
         .unwrap();
-    running(&emu, "solo").await;
+    // Nothing else may change the pod while its dry runs are checked.
+    until(&emu, 10, "pod solo running", |e| {
+        e.store()
+            .get(Resource::Pods, "default", "solo")
+            .is_some_and(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
     let b = before(&emu, Resource::Pods, "solo");
 
     let dry_delete = DeleteParams {
@@ -326,9 +282,7 @@ async fn delete_and_eviction_answer_without_removing() {
     pdbs.create(&PostParams::default(), &pdb).await.unwrap();
     let b = before(&emu, Resource::Pods, "solo");
     // kube-rs retries 429s by default; see the refusal itself.
-    let mut config = emu.client_config();
-    config.default_retry = false;
-    let no_retry: Api<Pod> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
+    let no_retry: Api<Pod> = Api::default_namespaced(no_retry_client(&emu));
     let refused = no_retry.evict("solo", &dry_evict).await;
     assert!(
         matches!(&refused, Err(kube::Error::Api(s)) if s.code == 429),
@@ -349,7 +303,7 @@ async fn delete_and_eviction_answer_without_removing() {
 
 #[tokio::test]
 async fn a_dry_run_value_other_than_all_is_refused() {
-    let emu = emulator().await;
+    let emu = emulator(2).await;
     let url = format!(
         "{}/api/v1/namespaces/default/pods?dryRun=Yes",
         emu.client_config().cluster_url
@@ -357,7 +311,7 @@ async fn a_dry_run_value_other_than_all_is_refused() {
     let client = emu.client().unwrap();
     let req = http::Request::post(url)
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(&pod("x")).unwrap())
+        .body(serde_json::to_vec(&pod("x", json!({}))).unwrap())
         .unwrap();
     let err = client.request::<Pod>(req).await.unwrap_err();
     assert!(

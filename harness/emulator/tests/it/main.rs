@@ -6,3 +6,4 @@ mod api_controllers;
 mod dry_run;
 mod node_kubelet;
 mod node_runtime;
+mod support;
