@@ -102,15 +102,20 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         lb_mode,
     };
     // A baseline that cannot be read would fail the run only after all of
-    // it: check it before anything starts.
-    if let (Some(path), false) = (&args.baseline, args.update_baseline) {
-        report::baseline::load(path).map_err(|e| {
-            miette::miette!(
-                help = "create it with `zdt run FILE --baseline PATH --update-baseline`, or fix the path",
-                "--baseline: {e}"
-            )
-        })?;
-    }
+    // it: read it before anything starts.
+    let baseline = match (&args.baseline, args.update_baseline) {
+        (None, _) => None,
+        (Some(path), true) => Some(BaselineStep::Write(path.clone())),
+        (Some(path), false) => {
+            let loaded = report::baseline::load(path).map_err(|e| {
+                miette::miette!(
+                    help = "create it with `zdt run FILE --baseline PATH --update-baseline`, or fix the path",
+                    "--baseline: {e}"
+                )
+            })?;
+            Some(BaselineStep::Check(path.clone(), loaded))
+        }
+    };
     // Validate every file before running any, so a typo in the third file
     // does not surface after two long runs.
     let mut plans = Vec::new();
@@ -164,11 +169,8 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         println!("zdt: {} — reports in {}", name, outcome.out.display());
         let summary = &outcome.summary;
         worst = worst_exit(worst, exit_for(summary.worst(), summary.complete));
-        if let Some(path) = &args.baseline {
-            worst = worst_exit(
-                worst,
-                baseline_step(path, args.update_baseline, summary, &outcome.variants)?,
-            );
+        if let Some(step) = &baseline {
+            worst = worst_exit(worst, baseline_step(step, summary, &outcome.variants)?);
         }
     }
     signals.abort();
@@ -196,37 +198,40 @@ impl RunObserver for Terminal {
     }
 }
 
+/// What `--baseline` asks of a run: write the baseline from it, or check it
+/// against one read before the run started.
+enum BaselineStep {
+    Write(PathBuf),
+    Check(PathBuf, report::baseline::Baseline),
+}
+
 /// Check the run against a baseline (or write it). Only complete runs may
 /// become baselines: a partial one would make every later run look better.
 fn baseline_step(
-    path: &std::path::Path,
-    update: bool,
+    step: &BaselineStep,
     summary: &RunSummary,
     variants: &[zdt_scenario::Scenario],
 ) -> miette::Result<Exit> {
-    if update {
-        if !summary.complete {
-            return Err(miette::miette!(
-                "not writing {}: the run was interrupted, and a partial run is no baseline",
-                path.display()
-            ));
+    let (path, baseline) = match step {
+        BaselineStep::Write(path) => {
+            if !summary.complete {
+                return Err(miette::miette!(
+                    "not writing {}: the run was interrupted, and a partial run is no baseline",
+                    path.display()
+                ));
+            }
+            report::baseline::write(summary, path).map_err(|e| miette::miette!("{e}"))?;
+            println!("zdt: baseline written to {}", path.display());
+            return Ok(Exit::Pass);
         }
-        report::baseline::write(summary, path).map_err(|e| miette::miette!("{e}"))?;
-        println!("zdt: baseline written to {}", path.display());
-        return Ok(Exit::Pass);
-    }
-    let baseline = report::baseline::load(path).map_err(|e| {
-        miette::miette!(
-            help = "create it with `zdt run FILE --baseline PATH --update-baseline`",
-            "{e}"
-        )
-    })?;
+        BaselineStep::Check(path, baseline) => (path, baseline),
+    };
     let tolerance = variants
         .first()
         .map(|v| report::baseline::Tolerance::from(&v.expect.tolerance))
         .unwrap_or_default();
-    let regressions = report::baseline::check(summary, &baseline, &tolerance);
-    let not_run = report::baseline::not_run(summary, &baseline);
+    let regressions = report::baseline::check(summary, baseline, &tolerance);
+    let not_run = report::baseline::not_run(summary, baseline);
     if !not_run.is_empty() {
         println!(
             "zdt: not run here, so not compared: {} (in the baseline)",
