@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 /// Loopback source addresses a loopback target is dialled from, in turn.
 const LOOPBACK_SOURCES: u32 = 32;
 
-/// Open a TCP connection to `addr`.
+/// Open a TCP connection to `addr` in the host's network stack.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -45,6 +45,11 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
             socket.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1 + n as u8), 0)).into())?;
         }
     }
+    connect_socket(socket, addr).await
+}
+
+/// Connect a fresh non-blocking `socket` to `addr`.
+pub(crate) async fn connect_socket(socket: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
     let in_progress = match socket.connect(&addr.into()) {
         Ok(()) => false,
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
@@ -141,14 +146,13 @@ pub enum ProbeError {
 /// it (cloud LBs and the kubelet alike); returns the status code. Only the
 /// status line is read.
 pub async fn http_status(
+    net: &crate::netns::Net,
     addr: SocketAddr,
     path: &str,
     user_agent: &str,
 ) -> Result<u16, ProbeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr)
-        .await
-        .map_err(ProbeError::Connect)?;
+    let mut s = net.connect(addr).await.map_err(ProbeError::Connect)?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );

@@ -1,0 +1,360 @@
+//! The process that holds a private network: forked from zdt (no exec, so
+//! no binary is needed and library users get it too), it unshares its
+//! namespaces, sets up loopback, then makes TCP sockets on request until
+//! zdt closes its end of the channel — or dies, which closes it too.
+//!
+//! Between fork and exit the child runs only system calls on memory that
+//! was prepared before the fork: another thread of zdt may have held the
+//! allocator's lock at the fork.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{netlink, owned, Block, NetError};
+
+/// Sockets per request at most (SCM_RIGHTS carries up to 253).
+const MAX_BATCH: usize = 128;
+/// How long the helper may take to set up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the child tells the parent once set up: 0 or an errno, and the stage.
+const STAGES: [&str; 5] = [
+    "setup",
+    "creating the namespaces (unshare)",
+    "mapping zdt's user into the new user namespace",
+    "configuring the loopback device (rtnetlink)",
+    "closing inherited descriptors",
+];
+
+pub(super) struct Helper {
+    pub pid: libc::pid_t,
+    chan: Mutex<OwnedFd>,
+    pub net_ns: OwnedFd,
+    pub user_ns: Option<OwnedFd>,
+}
+
+/// Everything the child needs, made before the fork.
+struct Plan {
+    user_ns: bool,
+    netlink: Vec<Vec<u8>>,
+    setgroups: CString,
+    uid_map: CString,
+    gid_map: CString,
+    uid_line: Vec<u8>,
+    gid_line: Vec<u8>,
+}
+
+impl Helper {
+    pub fn start(blocks: &[Block]) -> Result<Helper, NetError> {
+        // SAFETY: plain getters.
+        let (euid, uid, gid) = unsafe { (libc::geteuid(), libc::getuid(), libc::getgid()) };
+        let plan = Plan {
+            user_ns: euid != 0,
+            netlink: netlink::setup(blocks),
+            setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
+            uid_map: CString::new("/proc/self/uid_map").expect("no NUL"),
+            gid_map: CString::new("/proc/self/gid_map").expect("no NUL"),
+            uid_line: format!("0 {uid} 1").into_bytes(),
+            gid_line: format!("0 {gid} 1").into_bytes(),
+        };
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: fds has room for the two descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(NetError::SocketPair(io::Error::last_os_error()));
+        }
+        // SAFETY: both were just created and are ours alone.
+        let (ours, theirs) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: the child only runs `child`, which makes system calls on
+        // memory prepared above and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(NetError::Fork(io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: see the module comment.
+            unsafe { child(theirs.as_raw_fd(), &plan) }
+        }
+        drop(theirs);
+        let mut helper = Helper {
+            pid,
+            chan: Mutex::new(ours),
+            // Replaced below; a placeholder keeps Drop (which reaps) armed.
+            net_ns: open_null(),
+            user_ns: None,
+        };
+        let (errno, stage) = helper.report()?;
+        if errno != 0 {
+            let hint = if stage == 1 && plan.user_ns {
+                " (user namespaces may be disabled: kernel.unprivileged_userns_clone=0, \
+                 user.max_user_namespaces=0, or an AppArmor/container policy)"
+            } else {
+                ""
+            };
+            return Err(NetError::Helper {
+                stage: STAGES.get(stage as usize).copied().unwrap_or("setup"),
+                source: io::Error::from_raw_os_error(errno),
+                hint,
+            });
+        }
+        helper.net_ns = open_ns(pid, "net")?;
+        if plan.user_ns {
+            helper.user_ns = Some(open_ns(pid, "user")?);
+        }
+        Ok(helper)
+    }
+
+    fn report(&self) -> Result<(i32, u8), NetError> {
+        let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pfd = libc::pollfd {
+            fd: chan.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, SETUP_TIMEOUT.as_millis() as i32) };
+        if ready <= 0 {
+            return Err(NetError::NoReport(if ready == 0 {
+                io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s")
+            } else {
+                io::Error::last_os_error()
+            }));
+        }
+        let mut buf = [0u8; 5];
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(chan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n != 5 {
+            return Err(NetError::NoReport(if n < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "the helper exited")
+            }));
+        }
+        Ok((i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), buf[4]))
+    }
+
+    /// `n` new sockets (at most [`MAX_BATCH`]) from the helper.
+    pub fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        let n = n.clamp(1, MAX_BATCH);
+        let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let req = [n as u8];
+        // SAFETY: req is valid for its length.
+        if unsafe { libc::send(chan.as_raw_fd(), req.as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } != 1
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut data = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; (MAX_BATCH * 4 + 64) / 8];
+        // SAFETY: msghdr is plain data; the fields set below point at live
+        // buffers of the lengths given.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg describes valid buffers.
+        let got = unsafe { libc::recvmsg(chan.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if got == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the network helper exited",
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        // SAFETY: walking the control messages the kernel filled in.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let first = libc::CMSG_DATA(cmsg) as *const RawFd;
+                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                        out.push(owned(first.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if out.is_empty() {
+            // The helper reports socket()'s errno in the data byte.
+            return Err(io::Error::from_raw_os_error(i32::from(data[0])));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = 0;
+        // SAFETY: ending and reaping our own child; its only job after
+        // this is to exit (EOF on the channel would do it too).
+        unsafe {
+            libc::shutdown(chan.as_raw_fd(), libc::SHUT_RDWR);
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+fn open_ns(pid: libc::pid_t, kind: &str) -> Result<OwnedFd, NetError> {
+    let path = format!("/proc/{pid}/ns/{kind}");
+    std::fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|source| NetError::OpenNs { path, source })
+}
+
+fn open_null() -> OwnedFd {
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .expect("/dev/null opens")
+}
+
+/// The helper. Never returns.
+unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
+    const CHAN: RawFd = 3;
+    let report = |errno: i32, stage: u8| {
+        let mut buf = [0u8; 5];
+        buf[..4].copy_from_slice(&errno.to_ne_bytes());
+        buf[4] = stage;
+        libc::send(CHAN, buf.as_ptr().cast(), 5, libc::MSG_NOSIGNAL);
+    };
+    let fail = |stage: u8| -> ! {
+        let errno = *libc::__errno_location();
+        report(errno, stage);
+        libc::_exit(1)
+    };
+    // Out of the terminal's process group: Ctrl-C is zdt's to handle, and
+    // zdt ends this process by closing the channel.
+    libc::setpgid(0, 0);
+    if chan != CHAN && libc::dup2(chan, CHAN) < 0 {
+        libc::_exit(1);
+    }
+    // Inherited descriptors would keep zdt's sockets alive: a listener zdt
+    // closes must stop accepting (a killed pod refuses connections).
+    if libc::syscall(libc::SYS_close_range, CHAN as u32 + 1, u32::MAX, 0) != 0 {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let top = lim.rlim_cur.min(1 << 20) as RawFd;
+        for fd in CHAN + 1..top {
+            libc::close(fd);
+        }
+    }
+    let flags = if plan.user_ns {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+    } else {
+        libc::CLONE_NEWNET
+    };
+    if libc::unshare(flags) != 0 {
+        fail(1);
+    }
+    if plan.user_ns {
+        for (path, line) in [
+            (&plan.setgroups, &b"deny"[..]),
+            (&plan.uid_map, &plan.uid_line[..]),
+            (&plan.gid_map, &plan.gid_line[..]),
+        ] {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, line.as_ptr().cast(), line.len()) != line.len() as isize {
+                fail(2);
+            }
+            libc::close(fd);
+        }
+    }
+    let nl = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE);
+    if nl < 0 {
+        fail(3);
+    }
+    let mut reply = [0u8; 512];
+    for m in &plan.netlink {
+        if libc::send(nl, m.as_ptr().cast(), m.len(), 0) != m.len() as isize {
+            fail(3);
+        }
+        let n = libc::recv(nl, reply.as_mut_ptr().cast(), reply.len(), 0);
+        if n < 0 {
+            fail(3);
+        }
+        match netlink::ack_error(&reply[..n as usize]) {
+            Some(0) => {}
+            Some(errno) => {
+                *libc::__errno_location() = errno;
+                fail(3);
+            }
+            None => {
+                *libc::__errno_location() = libc::EPROTO;
+                fail(3);
+            }
+        }
+    }
+    libc::close(nl);
+    report(0, 0);
+
+    let mut fds = [0 as RawFd; MAX_BATCH];
+    let mut control = [0u64; (MAX_BATCH * 4 + 64) / 8];
+    loop {
+        let mut req = [0u8; 1];
+        let n = libc::recv(CHAN, req.as_mut_ptr().cast(), 1, 0);
+        if n <= 0 {
+            libc::_exit(0);
+        }
+        let want = (req[0] as usize).clamp(1, MAX_BATCH);
+        let mut made = 0;
+        let mut errno = 0u8;
+        while made < want {
+            let fd = libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_TCP,
+            );
+            if fd < 0 {
+                errno = *libc::__errno_location() as u8;
+                break;
+            }
+            fds[made] = fd;
+            made += 1;
+        }
+        let mut data = [errno];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if made > 0 {
+            let bytes = made * std::mem::size_of::<RawFd>();
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(bytes as u32) as usize;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), bytes);
+        }
+        let sent = libc::sendmsg(CHAN, &msg, libc::MSG_NOSIGNAL);
+        for fd in &fds[..made] {
+            libc::close(*fd);
+        }
+        if sent < 0 {
+            libc::_exit(0);
+        }
+    }
+}

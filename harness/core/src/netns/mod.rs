@@ -1,0 +1,296 @@
+//! The emulated cluster's own network.
+//!
+//! Every hop of an emulated data path (generator → LB → pod) is a TCP
+//! connection. In the host's network stack those connections share the
+//! host's connection-tracking table, its ephemeral ports and whatever
+//! sysctls the host has, so a run's result would depend on how the machine
+//! was tuned. A [`Net::private`] network is a network namespace zdt creates
+//! for one cluster: it has only a loopback device, carrying the cluster's
+//! addresses (node InternalIPs, pod IPs, the LB's address), tracks no
+//! connections (no rule asks it to) and ends with the cluster.
+//!
+//! How it is held: a helper process, forked (not executed) from this one,
+//! unshares a network namespace — inside a new user namespace when zdt is
+//! not root, which is what lets a normal user do it — configures its
+//! loopback device over rtnetlink, and then hands this process new TCP
+//! sockets over a unix socket (SCM_RIGHTS). A socket belongs for life to
+//! the namespace it was created in, whichever thread or process later binds
+//! or connects it, so this process serves the namespace with no `setns` of
+//! its own (which a normal user could not do back into the host's
+//! namespace). Child processes (nginx, the traffic generator) join the
+//! namespace before they exec ([`Net::join_before_exec`]).
+//!
+//! Sockets are created ahead in batches by a filler thread so that a
+//! connection does not wait for a round trip to the helper.
+
+mod helper;
+mod netlink;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use socket2::Socket;
+use tokio::net::TcpStream;
+
+/// One address block on the namespace's loopback device: every address in
+/// `prefix/len` is local there (the kernel adds a local route for the whole
+/// prefix of an address on a loopback device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+/// Why a private network could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("cannot fork the network helper: {0}")]
+    Fork(io::Error),
+    #[error("cannot create a socket pair for the network helper: {0}")]
+    SocketPair(io::Error),
+    #[error("{stage} failed in the network helper: {source}{hint}")]
+    Helper {
+        stage: &'static str,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("the network helper did not report: {0}")]
+    NoReport(io::Error),
+    #[error("cannot open the network helper's namespace {path}: {source}")]
+    OpenNs { path: String, source: io::Error },
+}
+
+/// Where a cluster's data-path sockets live: the host's stack (loopback
+/// addresses) or a private network namespace. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Net(Option<Arc<Private>>);
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Net::Host"),
+            Some(p) => write!(f, "Net::Private(pid {})", p.helper.pid),
+        }
+    }
+}
+
+impl Net {
+    /// The host's network stack.
+    pub fn host() -> Net {
+        Net(None)
+    }
+
+    /// A new private network whose loopback device carries `blocks`.
+    pub fn private(blocks: &[Block]) -> Result<Net, NetError> {
+        let helper = helper::Helper::start(blocks)?;
+        let private = Arc::new(Private {
+            helper,
+            pool: Mutex::new(Pool::default()),
+            wake: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&private);
+        // The filler only holds a weak reference: dropping the last Net
+        // ends it (it checks between batches and is woken on drop).
+        let spawned = std::thread::Builder::new()
+            .name("zdt-netns-fill".into())
+            .spawn(move || fill(weak));
+        if let Err(e) = spawned {
+            return Err(NetError::Fork(e));
+        }
+        Ok(Net(Some(private)))
+    }
+
+    /// True for a private network namespace.
+    pub fn is_private(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The helper's pid: `nsenter -t PID -n` (with `-U` when
+    /// [`Net::user_namespace`]) enters the network.
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.0.as_ref().map(|p| p.helper.pid as u32)
+    }
+
+    /// True when the network lives in a user namespace of its own (zdt not
+    /// root): joining it takes `nsenter -U` too.
+    pub fn user_namespace(&self) -> bool {
+        self.0.as_ref().is_some_and(|p| p.helper.user_ns.is_some())
+    }
+
+    /// The command that opens a shell in this network, for people who want
+    /// to reach pod and node addresses by hand.
+    pub fn enter_command(&self) -> Option<String> {
+        let p = self.0.as_ref()?;
+        let user = if p.helper.user_ns.is_some() {
+            " -U --preserve-credentials"
+        } else {
+            ""
+        };
+        Some(format!("nsenter -t {}{user} -n", p.helper.pid))
+    }
+
+    /// A new non-blocking IPv4 TCP socket in this network.
+    pub fn tcp_socket(&self) -> io::Result<Socket> {
+        match &self.0 {
+            None => Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
+                Some(socket2::Protocol::TCP),
+            ),
+            Some(p) => p.take().map(Socket::from),
+        }
+    }
+
+    /// Open a TCP connection to `addr` from this network (see
+    /// [`crate::net::connect`] for what the host stack adds).
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        match &self.0 {
+            None => crate::net::connect(addr).await,
+            Some(_) => crate::net::connect_socket(self.tcp_socket()?, addr).await,
+        }
+    }
+
+    /// A listening socket on `addr` in this network. `reuse_port` lets
+    /// another socket bind the same address (a reserved port handed on).
+    pub fn listen_std(
+        &self,
+        addr: SocketAddr,
+        backlog: i32,
+        reuse_port: bool,
+    ) -> io::Result<std::net::TcpListener> {
+        let socket = self.tcp_socket()?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        Ok(socket.into())
+    }
+
+    /// [`Net::listen_std`] as a tokio listener (inside a runtime).
+    pub fn listen(&self, addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::from_std(self.listen_std(addr, backlog, false)?)
+    }
+
+    /// Make `cmd`'s process join this network before it executes (nothing
+    /// for the host's stack). The namespaces' descriptors stay open in this
+    /// process for as long as the network lives.
+    pub fn join_before_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let Some(p) = &self.0 else { return };
+        let user = p.helper.user_ns.as_ref().map(AsRawFd::as_raw_fd);
+        let net = p.helper.net_ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; nothing here allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(user) = user {
+                    if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                if libc::setns(net, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The network the emulator would make now, or why it cannot: asked once
+/// per process, as the answer does not change.
+pub fn private_unavailable() -> Option<&'static str> {
+    static PROBE: OnceLock<Option<String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| match Net::private(&[]) {
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        })
+        .as_deref()
+}
+
+/// Sockets made ahead: a connection takes one without waiting for the
+/// helper; the filler tops the pool up below [`LOW`].
+#[derive(Default)]
+struct Pool {
+    ready: Vec<OwnedFd>,
+    closed: bool,
+}
+
+const LOW: usize = 64;
+const BATCH: usize = 128;
+
+struct Private {
+    helper: helper::Helper,
+    pool: Mutex<Pool>,
+    wake: Condvar,
+}
+
+impl Private {
+    fn take(&self) -> io::Result<OwnedFd> {
+        let popped = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let fd = pool.ready.pop();
+            if pool.ready.len() < LOW {
+                self.wake.notify_one();
+            }
+            fd
+        };
+        match popped {
+            Some(fd) => Ok(fd),
+            // The filler is behind: ask the helper directly.
+            None => self
+                .helper
+                .sockets(1)?
+                .pop()
+                .ok_or_else(|| io::Error::other("the network helper sent no socket")),
+        }
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.closed = true;
+        pool.ready.clear();
+        self.wake.notify_all();
+    }
+}
+
+fn fill(weak: std::sync::Weak<Private>) {
+    loop {
+        let Some(private) = weak.upgrade() else {
+            return;
+        };
+        {
+            let pool = private.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let pool = private
+                .wake
+                .wait_while(pool, |p| !p.closed && p.ready.len() >= LOW)
+                .unwrap_or_else(|e| e.into_inner());
+            if pool.closed {
+                return;
+            }
+        }
+        match private.helper.sockets(BATCH) {
+            Ok(fds) => {
+                let mut pool = private.pool.lock().unwrap_or_else(|e| e.into_inner());
+                pool.ready.extend(fds);
+            }
+            // A dead helper: every later take() asks it directly and
+            // returns its error where the data path wants a socket.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Take ownership of a received descriptor.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the kernel just installed `fd` in this process for us
+    // (SCM_RIGHTS), and nothing else refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,93 @@
+//! A private network is a real, separate network stack: its addresses are
+//! bindable there and not on the host, processes can join it, and a socket
+//! zdt closes is closed (the helper keeps none of zdt's descriptors).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zdt_core::netns::{private_unavailable, Block, Net};
+
+fn private() -> Option<Net> {
+    if let Some(why) = private_unavailable() {
+        eprintln!("SKIPPED: no private network here: {why}");
+        return None;
+    }
+    Some(
+        Net::private(&[Block {
+            addr: Ipv4Addr::new(10, 244, 0, 1),
+            len: 16,
+        }])
+        .expect("a private network"),
+    )
+}
+
+#[tokio::test]
+async fn a_pod_address_carries_traffic_inside_and_does_not_exist_outside() {
+    let Some(net) = private() else { return };
+    let addr: SocketAddr = "10.244.3.7:80".parse().unwrap();
+    let listener = net.listen(addr, 128).unwrap();
+    let client = tokio::spawn({
+        let net = net.clone();
+        async move {
+            let mut s = net.connect(addr).await.unwrap();
+            s.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            buf
+        }
+    });
+    let (mut s, peer) = listener.accept().await.unwrap();
+    let std::net::IpAddr::V4(from) = peer.ip() else {
+        panic!("IPv4 only: {peer}")
+    };
+    assert_eq!(
+        from.octets()[..2],
+        [10, 244],
+        "the client is in the network: {peer}"
+    );
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    s.write_all(b"pong").await.unwrap();
+    assert_eq!(&client.await.unwrap(), b"pong");
+    assert_eq!(&buf, b"ping");
+
+    // The host's stack has no such address.
+    let err = std::net::TcpListener::bind(addr).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err}");
+}
+
+#[tokio::test]
+async fn a_closed_listener_refuses_connections() {
+    let Some(net) = private() else { return };
+    let addr: SocketAddr = "10.244.1.2:8080".parse().unwrap();
+    let listener = net.listen(addr, 16).unwrap();
+    drop(listener);
+    let err = net.connect(addr).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
+
+#[test]
+fn a_child_process_joins_the_network() {
+    let Some(net) = private() else { return };
+    let mut cmd = std::process::Command::new("readlink");
+    cmd.arg("/proc/self/ns/net");
+    net.join_before_exec(&mut cmd);
+    let out = cmd.output().expect("readlink runs");
+    assert!(out.status.success(), "{out:?}");
+    let theirs = String::from_utf8(out.stdout).unwrap();
+    let helper = std::fs::read_link(format!("/proc/{}/ns/net", net.helper_pid().unwrap())).unwrap();
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(theirs.trim(), helper.to_str().unwrap());
+    assert_ne!(theirs.trim(), ours.to_str().unwrap());
+    assert!(net.enter_command().unwrap().starts_with("nsenter -t "));
+}
+
+#[test]
+fn the_helper_ends_with_the_network() {
+    let Some(net) = private() else { return };
+    let pid = net.helper_pid().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(net);
+    // Dropping reaps it: no process, no zombie.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
