@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod emulated;
 pub mod events;
+pub mod hostfault;
 pub mod net;
 pub mod netns;
 pub mod process;

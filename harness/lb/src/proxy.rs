@@ -84,7 +84,9 @@ async fn accept_until_cancelled(
                 tokio::task::yield_now().await;
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: back off instead of spinning, and
+                // let the run know the machine, not the cluster, failed.
+                zdt_core::hostfault::record(e.raw_os_error());
                 tracing::warn!(error = %e, "lb accept failed; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

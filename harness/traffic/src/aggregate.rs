@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::http::Failure;
+use super::http::{Detail, Failure};
 use super::raw::{RawRecord, RawSink};
 use super::summary::{Bucket, ErrorKind, Latencies, Summary};
 
@@ -49,6 +49,17 @@ impl ErrorKey {
         match self {
             ErrorKey::Failure(f) => f.kind,
             ErrorKey::Status(_) => ErrorKind::HttpStatus,
+        }
+    }
+
+    /// The machine's failure this was, if it was one.
+    pub fn host_fault(&self) -> Option<zdt_core::hostfault::HostFault> {
+        match self {
+            ErrorKey::Failure(Failure {
+                detail: Detail::Io(Some(errno), _),
+                ..
+            }) => zdt_core::hostfault::HostFault::from_errno(*errno),
+            _ => None,
         }
     }
 }
@@ -243,6 +254,7 @@ pub(crate) struct Aggregator {
     nodes: Counts<u32>,
     pods: Counts<u32>,
     buckets: Vec<BucketAgg>,
+    host_faults: zdt_core::hostfault::HostFaults,
     raw: Option<RawSink>,
 }
 
@@ -268,6 +280,7 @@ impl Aggregator {
             nodes: Vec::new(),
             pods: Vec::new(),
             buckets: Vec::new(),
+            host_faults: Default::default(),
             raw,
         }
     }
@@ -281,6 +294,9 @@ impl Aggregator {
         if let Some(key) = r.failure {
             self.errors[key.kind().index()] += 1;
             self.remember_error(key);
+            if let Some(fault) = key.host_fault() {
+                *self.host_faults.entry(fault).or_default() += 1;
+            }
         }
         let corrected = r.sent.map(|_| r.end.saturating_sub(r.due));
         if let Some(sent) = r.sent {
@@ -464,6 +480,7 @@ impl Aggregator {
             schedule_lag: self.lag.latencies(),
             by_node: self.names.table(&self.nodes),
             by_pod: self.names.table(&self.pods),
+            host_faults: self.host_faults.clone(),
             bucket: self.meta.bucket,
             buckets,
         }

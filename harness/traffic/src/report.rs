@@ -420,6 +420,7 @@ mod tests {
             schedule_lag: Latencies::default(),
             by_node: BTreeMap::new(),
             by_pod: BTreeMap::new(),
+            host_faults: BTreeMap::new(),
             bucket: Duration::from_secs(1),
             buckets: vec![],
         }

@@ -209,6 +209,10 @@ pub struct Summary {
     pub by_node: BTreeMap<String, u64>,
     #[serde(default)]
     pub by_pod: BTreeMap<String, u64>,
+    /// Failures that were the generator's machine's, not the target's
+    /// (also counted in `errors`): see [`zdt_core::hostfault`].
+    #[serde(default)]
+    pub host_faults: zdt_core::hostfault::HostFaults,
     #[serde(with = "duration_ns")]
     pub bucket: Duration,
     pub buckets: Vec<Bucket>,

@@ -95,6 +95,7 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
             ok: true,
             message: "evicted 1 pod".into(),
         }],
+        host_faults: Default::default(),
         traffic_started_s: 3.0,
         scenario_as_run: serde_json::json!({
             "name": "seed-drain",

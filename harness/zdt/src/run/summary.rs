@@ -71,6 +71,11 @@ pub struct VariantSummary {
     pub events: usize,
     pub error_windows: Vec<ErrorWindow>,
     pub chaos: Vec<StepResult>,
+    /// Failures that were the machine's (out of descriptors, ports,
+    /// buffers, connection-tracking entries), by kind; any makes the
+    /// variant INVALID.
+    #[serde(default)]
+    pub host_faults: BTreeMap<String, u64>,
     /// Offset of the first request on the variant's clock, in seconds; event
     /// times minus this are times since traffic start.
     pub traffic_started_s: f64,

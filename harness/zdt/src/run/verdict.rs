@@ -74,6 +74,13 @@ pub(crate) fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]
             t.schedule_lag.p99
         ));
     }
+    for (fault, n) in &t.host_faults {
+        reasons.push(format!(
+            "the machine, not the cluster, failed {n} time(s): {} [{fault}]; the result \
+             says nothing about the cluster (see docs/emulator.md, \"Host limits\")",
+            fault.explain()
+        ));
+    }
     for s in steps.iter().filter(|s| !s.ok) {
         reasons.push(format!(
             "chaos step {} `{}` ({}) failed: {}",
