@@ -567,11 +567,16 @@ impl Cluster {
                 let backends = emulator_lb_backends(e, namespace, service)?;
                 let config = LbConfig {
                     own_thread: true,
+                    frontend: e.lb_frontend(namespace, service)?,
+                    net: e.net().clone(),
                     ..config
                 };
                 let handle = Lb::start(config, backends, events, cancel)
                     .await
                     .map_err(LbSetupError::from)?;
+                if let (true, Ok(client)) = (e.net().is_private(), e.client()) {
+                    show_ingress(&client, namespace, service, zdt_emulator::LB_IP).await;
+                }
                 Ok(Exposure {
                     target: handle.frontend_addr(),
                     lb: LbControl::InProcess(handle),
@@ -596,6 +601,15 @@ impl Cluster {
                     },
                 })
             }
+        }
+    }
+
+    /// The network the cluster's data path and its traffic run in: an
+    /// emulated cluster's own, else the host's.
+    pub fn net(&self) -> zdt_core::netns::Net {
+        match self {
+            Cluster::Emulator(e) => e.net().clone(),
+            Cluster::Kind(_) | Cluster::Existing(_) => zdt_core::netns::Net::host(),
         }
     }
 
@@ -800,7 +814,7 @@ impl KindRun {
             .map_err(LbSetupError::from)?;
         self.lb_container.set(lb.container.id.clone());
         if let Some(ip) = lb.container.ipv4 {
-            self.show_ingress(namespace, service, ip).await;
+            show_ingress(&self.client, namespace, service, ip).await;
         }
         let watch = cancel.child_token();
         lb_container::follow_events(d, lb.container.id.clone(), events, watch.clone());
@@ -813,29 +827,6 @@ impl KindRun {
                 watch: Some(watch.drop_guard()),
             },
         })
-    }
-
-    /// Write the LB container's address into the Service's
-    /// `status.loadBalancer.ingress`, as a cloud controller would, so
-    /// `kubectl get svc` shows it. Cosmetic: the run's traffic goes to the
-    /// published port on 127.0.0.1 either way, so a failure is only logged.
-    async fn show_ingress(&self, namespace: &str, service: &str, ip: std::net::Ipv4Addr) {
-        let api: kube::Api<k8s_openapi::api::core::v1::Service> =
-            kube::Api::namespaced(self.client.clone(), namespace);
-        let patch =
-            serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
-        if let Err(e) = api
-            .patch_status(
-                service,
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::warn!(
-                "Service {namespace}/{service}: cannot show the LB's address in its status: {e}"
-            );
-        }
     }
 
     /// The Service once the API server has given it its node ports.
@@ -884,6 +875,29 @@ impl KindRun {
             Ok(()) => format!("kind cluster {name} deleted"),
             Err(e) => format!("kind cluster {name} NOT deleted: {e}"),
         }
+    }
+}
+
+/// Write the LB's address into the Service's `status.loadBalancer.ingress`,
+/// as a cloud controller would, so `kubectl get svc` shows it. The run's
+/// traffic goes to the LB's frontend either way, so a failure is only
+/// logged.
+async fn show_ingress(client: &Client, namespace: &str, service: &str, ip: std::net::Ipv4Addr) {
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let patch =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string()}]}}});
+    if let Err(e) = api
+        .patch_status(
+            service,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(
+            "Service {namespace}/{service}: cannot show the LB's address in its status: {e}"
+        );
     }
 }
 

@@ -73,6 +73,21 @@ pub enum RuntimeChoice {
     Builtin,
 }
 
+/// Where an emulated cluster's data path runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkChoice {
+    /// A private network namespace when this machine allows one (as root,
+    /// or through a user namespace), else the host's stack, said once.
+    #[default]
+    Auto,
+    /// A private network namespace, or an error saying why not.
+    Private,
+    /// The host's network stack on 127.0.0.1: its connection tracking,
+    /// ports and limits are part of every measurement.
+    Host,
+}
+
 /// What `Emulator::start` builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -83,6 +98,7 @@ pub struct EmulatorConfig {
     pub kubernetes: KubeVersion,
     pub timings: Timings,
     pub runtime: RuntimeChoice,
+    pub network: NetworkChoice,
 }
 
 impl Default for EmulatorConfig {
@@ -92,6 +108,7 @@ impl Default for EmulatorConfig {
             kubernetes: KubeVersion::default(),
             timings: Timings::default(),
             runtime: RuntimeChoice::default(),
+            network: NetworkChoice::default(),
         }
     }
 }

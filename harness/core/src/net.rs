@@ -68,7 +68,7 @@ pub(crate) async fn connect_socket(socket: Socket, addr: SocketAddr) -> io::Resu
     Ok(stream)
 }
 
-fn set_bind_address_no_port(socket: &Socket) {
+pub(crate) fn set_bind_address_no_port(socket: &Socket) {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket descriptor and a c_int option value of the
     // size passed.

@@ -13,10 +13,16 @@ fn private() -> Option<Net> {
         return None;
     }
     Some(
-        Net::private(&[Block {
-            addr: Ipv4Addr::new(10, 244, 0, 1),
-            len: 16,
-        }])
+        Net::private(
+            &[Block {
+                addr: Ipv4Addr::new(10, 244, 0, 1),
+                len: 16,
+            }],
+            &[
+                Ipv4Addr::new(10, 244, 200, 1),
+                Ipv4Addr::new(10, 244, 200, 2),
+            ],
+        )
         .expect("a private network"),
     )
 }

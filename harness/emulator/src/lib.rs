@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use zdt_core::emulated::{EmulatorConfig, RuntimeChoice, Timings};
+pub use zdt_core::emulated::{EmulatorConfig, NetworkChoice, RuntimeChoice, Timings};
+pub use zdt_core::netns::Net;
 pub use zdt_core::version::{KubeVersion, KubeVersionError};
 
 use apiserver::{ApiContext, ApiServer};
@@ -57,7 +58,9 @@ pub enum EmulatorError {
     Simulated,
     #[error(transparent)]
     Runtime(#[from] node::runtime::RuntimeError),
-    #[error("a kube-proxy for {node} cannot listen on 127.0.0.1: {source}")]
+    #[error("the emulated cluster cannot have a network of its own: {0}")]
+    Network(#[from] zdt_core::netns::NetError),
+    #[error("a kube-proxy for {node} cannot listen: {source}")]
     Proxy {
         node: String,
         source: std::io::Error,
@@ -131,6 +134,7 @@ pub struct Emulator {
     heartbeats: NodeHeartbeats,
     agents: BTreeMap<String, Arc<NodeAgent>>,
     runtime: Option<Arc<node::runtime::Runtime>>,
+    net: Net,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     events: EventSink,
     started: Instant,
@@ -146,6 +150,61 @@ impl std::fmt::Debug for Emulator {
 }
 
 pub const CONTROL_PLANE: &str = "zdt-control-plane";
+
+/// The address the emulated cloud LB listens on in a private network, as
+/// `status.loadBalancer.ingress` shows it (kind's network is 172.18.0.0/16).
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 255, 1);
+
+/// The address blocks of a private network: pods (10.244.0.0/16, a /24 per
+/// node as kind's podCIDRs), nodes plus the LB (172.18.0.0/16), and the
+/// clients outside the cluster (100.64.0.0/16).
+const NETWORK_BLOCKS: [zdt_core::netns::Block; 3] = [
+    zdt_core::netns::Block {
+        addr: Ipv4Addr::new(10, 244, 0, 1),
+        len: 16,
+    },
+    zdt_core::netns::Block {
+        addr: Ipv4Addr::new(172, 18, 0, 1),
+        len: 16,
+    },
+    zdt_core::netns::Block {
+        addr: Ipv4Addr::new(100, 64, 0, 1),
+        len: 16,
+    },
+];
+
+/// Client addresses connections leave from, in turn: the generator's
+/// sockets held open through a blackhole (5000/s × a 10 s timeout) need
+/// more ephemeral ports to one LB address than one source has.
+fn client_sources() -> Vec<Ipv4Addr> {
+    (1..=32).map(|i| Ipv4Addr::new(100, 64, 0, i)).collect()
+}
+
+/// The network `choice` asks for; `Auto` falls back to the host's stack
+/// when no private network can be made, and says so once per process.
+fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
+    match choice {
+        NetworkChoice::Host => Ok(Net::host()),
+        NetworkChoice::Private => Ok(Net::private(&NETWORK_BLOCKS, &client_sources())?),
+        NetworkChoice::Auto => match zdt_core::netns::private_unavailable().map_or_else(
+            || Net::private(&NETWORK_BLOCKS, &client_sources()).map_err(|e| e.to_string()),
+            |why| Err(why.to_owned()),
+        ) {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "emulator: {e}; the data path runs on the host's network stack \
+                         (127.0.0.1), whose connection tracking and limits then take part \
+                         in every run"
+                    )
+                });
+                Ok(Net::host())
+            }
+        },
+    }
+}
 
 /// kind's worker names: `zdt-worker`, `zdt-worker2`, `zdt-worker3`, …
 pub fn worker_name(i: usize) -> String {
@@ -295,8 +354,17 @@ impl Emulator {
 
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let mut agents = BTreeMap::new();
+        let net = if real {
+            network(config.network)?
+        } else {
+            Net::host()
+        };
         let runtime = if real {
-            Some(node::runtime::Runtime::new(config.runtime, events.clone())?)
+            Some(node::runtime::Runtime::new(
+                config.runtime,
+                events.clone(),
+                net.clone(),
+            )?)
         } else {
             None
         };
@@ -323,6 +391,11 @@ impl Emulator {
                         timings.kube_proxy_sync_delay.get(),
                         pod_addrs.clone(),
                         events.clone(),
+                        net.clone(),
+                        match n.internal_ip {
+                            IpAddr::V4(ip) => ip,
+                            IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+                        },
                     )
                     .map_err(|source| EmulatorError::Proxy {
                         node: n.name.clone(),
@@ -391,6 +464,7 @@ impl Emulator {
             heartbeats,
             agents,
             runtime,
+            net,
             tasks: Mutex::new(tasks),
             events,
             started,
@@ -408,6 +482,12 @@ impl Emulator {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The network the data path runs in (pods, kube-proxies, and what the
+    /// caller puts there: the LB, the traffic generator).
+    pub fn net(&self) -> &Net {
+        &self.net
     }
 
     /// The object store (tests and in-process tools read it directly).
@@ -473,6 +553,9 @@ impl Emulator {
             })?;
         let port = svc["spec"]["ports"][0]["port"].as_i64().unwrap_or(80) as u16;
         let local = svc["spec"]["externalTrafficPolicy"] == "Local";
+        let hc_port = svc["spec"]["healthCheckNodePort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok());
         let mut backends = Vec::new();
         for agent in self.agents.values().filter(|a| !a.control_plane) {
             let Some(proxy) = &agent.proxy else {
@@ -480,7 +563,7 @@ impl Emulator {
             };
             let health_check = if local {
                 proxy
-                    .health_check_addr(namespace, service)
+                    .health_check_addr(namespace, service, hc_port)
                     .map_err(|source| EmulatorError::Proxy {
                         node: agent.name.clone(),
                         source,
@@ -495,6 +578,24 @@ impl Emulator {
             });
         }
         Ok(backends)
+    }
+
+    /// Where the cloud LB of `namespace/service` listens: [`LB_IP`] and the
+    /// Service's port in a private network; a free 127.0.0.1 port on the
+    /// host's stack.
+    pub fn lb_frontend(&self, namespace: &str, service: &str) -> Result<SocketAddr, EmulatorError> {
+        if !self.net.is_private() {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        }
+        let svc = self
+            .store
+            .get(Resource::Services, namespace, service)
+            .ok_or_else(|| EmulatorError::NoSuchService {
+                namespace: namespace.into(),
+                name: service.into(),
+            })?;
+        let port = svc["spec"]["ports"][0]["port"].as_u64().unwrap_or(80);
+        Ok(SocketAddr::from((LB_IP, u16::try_from(port).unwrap_or(80))))
     }
 
     /// Inject a node fault: the kubelet stops heart-beating (the node goes

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use zdt_core::events::EventSink;
+use zdt_core::netns::Net;
 
 pub use admin::{Admin, AdminClient};
 pub use backend::{BackendSpec, ProbeTarget};
@@ -88,6 +89,9 @@ pub struct LbConfig {
     /// latency (docs/bench-lb.md). Probes and the admin API stay on the
     /// caller's runtime.
     pub own_thread: bool,
+    /// The network the frontend listens in and probes go out from (an
+    /// emulated cluster's own; backends dial through their own dialers).
+    pub net: Net,
 }
 
 impl Default for LbConfig {
@@ -103,6 +107,7 @@ impl Default for LbConfig {
             hold_dropped: Duration::from_secs(300),
             hold_in: None,
             own_thread: false,
+            net: Net::host(),
         }
     }
 }
@@ -166,7 +171,7 @@ impl Lb {
             }
             config.max_connections = fd_budget;
         }
-        let listener = listen(config.frontend).map_err(|source| LbError::Bind {
+        let listener = listen(&config.net, config.frontend).map_err(|source| LbError::Bind {
             addr: config.frontend,
             source,
         })?;
@@ -205,12 +210,8 @@ impl Lb {
 /// Bind the frontend with a deep accept backlog: at thousands of new
 /// connections per second a short CPU stall would otherwise overflow the
 /// default queue and clients would see SYN retransmits (1 s connect delays).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+fn listen(net: &Net, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::from_std_stream(net.tcp_socket(&addr)?.into());
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     // The kernel caps this at net.core.somaxconn.

@@ -423,6 +423,7 @@ impl PoolState {
         let pool = self.clone();
         tokio::spawn(super::probe::probe_loop(
             backend.spec.probe.clone(),
+            self.config.net.clone(),
             self.config.probe,
             phase,
             backend.probe_cancel.clone(),

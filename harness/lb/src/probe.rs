@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -11,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::ProbeTarget;
 use super::profile::ProbeSettings;
 use zdt_core::net::ProbeError;
+use zdt_core::netns::Net;
 
 /// Why one probe found its backend unhealthy.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,7 @@ pub(crate) enum ProbeFailure {
 /// LB's owner can wait for every probe task to end.
 pub(crate) async fn probe_loop(
     target: ProbeTarget,
+    net: Net,
     settings: ProbeSettings,
     phase: Duration,
     cancel: CancellationToken,
@@ -45,7 +46,7 @@ pub(crate) async fn probe_loop(
             _ = cancel.cancelled() => return,
         }
         let result = tokio::select! {
-            r = tokio::time::timeout(timeout, probe_once(&target)) => {
+            r = tokio::time::timeout(timeout, probe_once(&net, &target)) => {
                 r.unwrap_or(Err(ProbeFailure::TimedOut(timeout)))
             }
             _ = cancel.cancelled() => return,
@@ -62,14 +63,15 @@ pub(crate) async fn probe_loop(
 }
 
 /// One probe: `Ok` iff healthy.
-pub(crate) async fn probe_once(target: &ProbeTarget) -> Result<(), ProbeFailure> {
+pub(crate) async fn probe_once(net: &Net, target: &ProbeTarget) -> Result<(), ProbeFailure> {
     match target {
-        ProbeTarget::Tcp { addr } => TcpStream::connect(addr)
+        ProbeTarget::Tcp { addr } => net
+            .connect(*addr)
             .await
             .map(drop)
             .map_err(|e| ProbeError::Connect(e).into()),
         ProbeTarget::Http { addr, path } => {
-            match zdt_core::net::http_status(*addr, path, "zdt-lb-probe").await? {
+            match zdt_core::net::http_status(net, *addr, path, "zdt-lb-probe").await? {
                 200 => Ok(()),
                 code => Err(ProbeFailure::Status(code)),
             }

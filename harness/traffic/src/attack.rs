@@ -48,6 +48,7 @@ impl Pool {
 /// result is folded into.
 pub(crate) struct RequestContext {
     pub addr: SocketAddr,
+    pub net: zdt_core::netns::Net,
     pub request: Vec<u8>,
     pub head_only: bool,
     /// May be sent again when a reused connection turns out closed.
@@ -74,7 +75,7 @@ impl RequestContext {
     async fn exchange(&self, stage: &mut Stage, buf: &mut Vec<u8>) -> Result<Response, Failure> {
         let Some(pool) = &self.pool else {
             // One fresh connection per request, closed when it is dropped.
-            let mut stream = http::connect(self.addr).await?;
+            let mut stream = http::connect(&self.net, self.addr).await?;
             return http::exchange(&mut stream, &self.request, self.head_only, buf, stage).await;
         };
         let _slot = pool
@@ -101,7 +102,7 @@ impl RequestContext {
                 Err(f) => return Err(f),
             }
         }
-        let mut stream = http::connect(self.addr).await?;
+        let mut stream = http::connect(&self.net, self.addr).await?;
         let r = http::exchange(&mut stream, &self.request, self.head_only, buf, stage).await?;
         if r.reusable {
             pool.put(stream);

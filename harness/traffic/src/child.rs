@@ -166,6 +166,7 @@ pub(crate) async fn start(
     // Spawned from a runtime worker thread, which lives as long as the
     // runtime that owns this attack.
     zdt_core::process::die_with_parent(cmd.as_std_mut());
+    settings.net.join_before_exec(cmd.as_std_mut());
     let mut child = cmd.spawn().map_err(|e| {
         TrafficError::Child(format!(
             "cannot start `{} {SUBCOMMAND}`: {e}; {} names the zdt binary to use",

@@ -334,10 +334,13 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Dial `addr` ([`zdt_core::net::connect`]: loopback sources spread, no
-/// reactor turn for a handshake that already finished).
-pub async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, Failure> {
-    zdt_core::net::connect(addr)
+/// Dial `addr` from `net` ([`zdt_core::net::connect`]: loopback sources
+/// spread, no reactor turn for a handshake that already finished).
+pub async fn connect(
+    net: &zdt_core::netns::Net,
+    addr: SocketAddr,
+) -> Result<tokio::net::TcpStream, Failure> {
+    net.connect(addr)
         .await
         .map_err(|e| Failure::io(Stage::Connect, &e))
 }

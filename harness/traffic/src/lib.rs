@@ -100,6 +100,10 @@ pub struct Settings {
     pub pool_cap: usize,
     /// Stream every result to this file too.
     pub raw: Option<RawOutput>,
+    /// The network to send from (an emulated cluster's own); a generator
+    /// in a child process joins it before it starts.
+    #[serde(skip)]
+    pub net: zdt_core::netns::Net,
 }
 
 impl Settings {
@@ -120,6 +124,7 @@ impl Settings {
             load,
             pool_cap: DEFAULT_POOL_CAP,
             raw: None,
+            net: zdt_core::netns::Net::host(),
         }
     }
 
@@ -200,6 +205,7 @@ impl Attack {
             load,
             pool_cap,
             raw,
+            net,
         } = settings;
         let addr = resolve(&target.authority).await?;
         let (raw_sink, raw_writer) = match &raw {
@@ -226,6 +232,7 @@ impl Attack {
         };
         let context = Arc::new(attack::RequestContext {
             addr,
+            net,
             request: target.request_bytes(&load),
             head_only: load.method == ::http::Method::HEAD,
             replayable: load.replayable(),

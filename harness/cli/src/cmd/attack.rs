@@ -96,6 +96,7 @@ impl AttackArgs {
                 }
                 None => None,
             },
+            net: zdt_core::netns::Net::host(),
         };
         settings.validate().map_err(|e| miette!("{e}"))?;
         Ok(settings)

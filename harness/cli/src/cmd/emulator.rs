@@ -98,6 +98,17 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
         (_, None) => "the built-in server (nginx is not installed)".to_owned(),
     };
     eprintln!("pods run as {pods_as}");
+    match emulator.net().enter_command() {
+        Some(enter) => eprintln!(
+            "the cluster has a network of its own: pod IPs (10.244.N.x), node IPs \
+             (172.18.0.x) and the LB's address are reachable inside it, e.g.\n  \
+             {enter} curl -s http://POD_IP/"
+        ),
+        None => eprintln!(
+            "the cluster's data path is on the host's network stack (127.0.0.1 ports; \
+             pod and node IPs in the API are labels, not addresses)"
+        ),
+    }
     eprintln!(
         "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
         args.kubernetes,

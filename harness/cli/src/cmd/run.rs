@@ -140,10 +140,14 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         }
         plans.push((file.clone(), plan));
     }
+    if let Some(refusal) = host_network_refusal(&plans) {
+        eprintln!("zdt: {refusal}");
+        return Ok(Exit::Usage);
+    }
     let busiest = plans
         .iter()
         .flat_map(|(_, (_, variants))| variants.iter())
-        .filter(|v| !v.traffic.load.keep_alive)
+        .filter(|v| v.cluster.provider != Provider::Emulator && !v.traffic.load.keep_alive)
         .map(|v| v.traffic.load.rate.get())
         .fold(0.0, f64::max);
     if let Some(w) = zdt::run::host::conntrack_warning(busiest) {
@@ -329,4 +333,39 @@ fn verdict_line(name: &str, v: &VariantSummary, colour: bool) -> String {
         line.push_str(&format!("\n           - {r}"));
     }
     line
+}
+
+/// Emulated clusters get networks of their own; where this machine cannot
+/// make one, their traffic would meet the host's limits instead, and a run
+/// past them measures the machine. Refused up front, with the fix.
+fn host_network_refusal(
+    plans: &[(PathBuf, (String, Vec<zdt_scenario::Scenario>))],
+) -> Option<String> {
+    let emulated: Vec<&zdt_scenario::Scenario> = plans
+        .iter()
+        .flat_map(|(_, (_, variants))| variants.iter())
+        .filter(|v| v.cluster.provider == Provider::Emulator)
+        .collect();
+    let why = zdt_core::netns::private_unavailable()?;
+    let demand = emulated
+        .iter()
+        .map(|v| {
+            let load = &v.traffic.load;
+            let rate = load.rate.get();
+            zdt::run::host::Demand {
+                new_connections_per_s: if load.keep_alive { 0.0 } else { rate },
+                // One node's share held for a whole timeout: what a
+                // blackholed node (a fault, or Local without endpoints)
+                // costs; more shows as INVALID host faults during the run.
+                open_at_once: ((rate * load.timeout.get().as_secs_f64()
+                    / f64::from(v.cluster.workers.max(1)))
+                .ceil() as u64)
+                    .min(load.max_in_flight as u64),
+            }
+        })
+        .reduce(|a, b| zdt::run::host::Demand {
+            new_connections_per_s: a.new_connections_per_s.max(b.new_connections_per_s),
+            open_at_once: a.open_at_once.max(b.open_at_once),
+        })?;
+    zdt::run::host::refusal(demand, zdt::run::host::Limits::read(), why)
 }

@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> miette::Result<Exit> {
         delay: args.delay.get(),
         body_delay: args.body_delay.get(),
         start_delay: args.start_delay.get(),
+        net: zdt_emulator::Net::host(),
     };
     let handle = Server::start(config.clone()).await.map_err(|e| {
         miette::miette!(

@@ -111,7 +111,7 @@ async fn prestop_window_through_kube_proxy() {
     ];
     for (choice, version, serves) in cases {
         let sink = EventSink::discard(Clock::start());
-        let runtime = Runtime::new(choice, sink.clone()).unwrap();
+        let runtime = Runtime::new(choice, sink.clone(), zdt_emulator::Net::host()).unwrap();
         let addrs = PodAddrs::new();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let kubelet = Kubelet::new(
@@ -131,7 +131,16 @@ async fn prestop_window_through_kube_proxy() {
             tx,
         );
         let sync = Duration::from_millis(100);
-        let proxy = KubeProxy::new(NODE, version, sync, addrs.clone(), sink).unwrap();
+        let proxy = KubeProxy::new(
+            NODE,
+            version,
+            sync,
+            addrs.clone(),
+            sink,
+            zdt_emulator::Net::host(),
+            std::net::Ipv4Addr::LOCALHOST,
+        )
+        .unwrap();
         let mut applies = proxy.applies();
 
         let p = pod("web-1");

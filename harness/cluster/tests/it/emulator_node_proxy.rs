@@ -70,7 +70,16 @@ impl Cluster {
     fn new(version: KubeVersion, sync: Duration) -> Cluster {
         let (sink, events) = EventSink::channel(Clock::start());
         let addrs = PodAddrs::new();
-        let proxy = KubeProxy::new(NODE, version, sync, addrs.clone(), sink).unwrap();
+        let proxy = KubeProxy::new(
+            NODE,
+            version,
+            sync,
+            addrs.clone(),
+            sink,
+            zdt_emulator::Net::host(),
+            std::net::Ipv4Addr::LOCALHOST,
+        )
+        .unwrap();
         Cluster {
             proxy,
             addrs,
@@ -312,7 +321,7 @@ async fn health_check_node_port_reports_local_ready_endpoints() {
     let mut c = Cluster::new(KubeVersion::V1_31, Duration::from_millis(50));
     c.pod("10.244.1.2", "a", NODE).await;
     c.pod("10.244.1.3", "b", NODE).await;
-    let hc = c.proxy.health_check_addr("default", "web").unwrap();
+    let hc = c.proxy.health_check_addr("default", "web", None).unwrap();
     c.apply(
         true,
         &[
@@ -344,7 +353,10 @@ async fn health_check_node_port_reports_local_ready_endpoints() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["localEndpoints"], 0);
     assert!(matches!(c.dial().await, Dial::Connected(_)));
-    assert_eq!(hc, c.proxy.health_check_addr("default", "web").unwrap());
+    assert_eq!(
+        hc,
+        c.proxy.health_check_addr("default", "web", None).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -379,7 +391,7 @@ async fn healthz_fails_for_to_be_deleted_nodes_from_1_31() {
 async fn a_down_node_drops_connections_and_stops_answering_health_checks() {
     let mut c = Cluster::new(KubeVersion::V1_31, Duration::from_millis(50));
     c.pod("10.244.1.2", "a", NODE).await;
-    let hc = c.proxy.health_check_addr("default", "web").unwrap();
+    let hc = c.proxy.health_check_addr("default", "web", None).unwrap();
     c.apply(true, &[("10.244.1.2", NODE, true, true, false)])
         .await;
     assert_eq!(http_get(hc, "/").await.unwrap().0, 200);

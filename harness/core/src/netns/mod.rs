@@ -29,6 +29,7 @@ mod netlink;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use socket2::Socket;
@@ -84,19 +85,28 @@ impl Net {
     }
 
     /// A new private network whose loopback device carries `blocks`.
-    pub fn private(blocks: &[Block]) -> Result<Net, NetError> {
-        let helper = helper::Helper::start(blocks)?;
-        let private = Arc::new(Private {
-            helper,
+    /// Connections go out from `sources` in turn (addresses inside
+    /// `blocks`; none: the kernel's choice): each source address has its own
+    /// ~28,000 ephemeral ports per destination, and a run that holds tens
+    /// of thousands of connections to one LB address needs more than one.
+    pub fn private(blocks: &[Block], sources: &[Ipv4Addr]) -> Result<Net, NetError> {
+        let helper = Arc::new(helper::Helper::start(blocks)?);
+        let pool = Arc::new(PoolShared {
             pool: Mutex::new(Pool::default()),
             wake: Condvar::new(),
         });
-        let weak = Arc::downgrade(&private);
-        // The filler only holds a weak reference: dropping the last Net
-        // ends it (it checks between batches and is woken on drop).
+        // The filler holds the helper only while it asks for a batch:
+        // dropping the last Net closes the pool, which wakes and ends it.
+        let weak = Arc::downgrade(&helper);
+        let private = Arc::new(Private {
+            helper,
+            pool: pool.clone(),
+            sources: sources.to_vec(),
+            next_source: AtomicUsize::new(0),
+        });
         let spawned = std::thread::Builder::new()
             .name("zdt-netns-fill".into())
-            .spawn(move || fill(weak));
+            .spawn(move || fill(pool, weak));
         if let Err(e) = spawned {
             return Err(NetError::Fork(e));
         }
@@ -132,14 +142,19 @@ impl Net {
         Some(format!("nsenter -t {}{user} -n", p.helper.pid))
     }
 
-    /// A new non-blocking IPv4 TCP socket in this network.
-    pub fn tcp_socket(&self) -> io::Result<Socket> {
+    /// A new non-blocking TCP socket in this network, for `addr`'s family
+    /// (a private network is IPv4 only).
+    pub fn tcp_socket(&self, addr: &SocketAddr) -> io::Result<Socket> {
         match &self.0 {
             None => Socket::new(
-                socket2::Domain::IPV4,
+                socket2::Domain::for_address(*addr),
                 socket2::Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
                 Some(socket2::Protocol::TCP),
             ),
+            Some(_) if addr.is_ipv6() => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an emulated cluster's network is IPv4 only",
+            )),
             Some(p) => p.take().map(Socket::from),
         }
     }
@@ -149,7 +164,15 @@ impl Net {
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         match &self.0 {
             None => crate::net::connect(addr).await,
-            Some(_) => crate::net::connect_socket(self.tcp_socket()?, addr).await,
+            Some(p) => {
+                let socket = self.tcp_socket(&addr)?;
+                if !p.sources.is_empty() {
+                    let n = p.next_source.fetch_add(1, Ordering::Relaxed) % p.sources.len();
+                    crate::net::set_bind_address_no_port(&socket);
+                    socket.bind(&SocketAddr::from((p.sources[n], 0)).into())?;
+                }
+                crate::net::connect_socket(socket, addr).await
+            }
         }
     }
 
@@ -161,7 +184,7 @@ impl Net {
         backlog: i32,
         reuse_port: bool,
     ) -> io::Result<std::net::TcpListener> {
-        let socket = self.tcp_socket()?;
+        let socket = self.tcp_socket(&addr)?;
         socket.set_reuse_address(true)?;
         if reuse_port {
             socket.set_reuse_port(true)?;
@@ -201,14 +224,23 @@ impl Net {
     }
 }
 
-/// The network the emulator would make now, or why it cannot: asked once
-/// per process, as the answer does not change.
+/// Set to `host` to keep emulated clusters on the host's network stack
+/// (loopback addresses), as on a machine that cannot make namespaces.
+pub const NETWORK_ENV: &str = "ZDT_NETWORK";
+
+/// Why this process cannot give an emulated cluster a network of its own,
+/// or `None` when it can: probed once, as the answer does not change.
 pub fn private_unavailable() -> Option<&'static str> {
     static PROBE: OnceLock<Option<String>> = OnceLock::new();
     PROBE
-        .get_or_init(|| match Net::private(&[]) {
-            Ok(_) => None,
-            Err(e) => Some(e.to_string()),
+        .get_or_init(|| {
+            if std::env::var(NETWORK_ENV).is_ok_and(|v| v == "host") {
+                return Some(format!("{NETWORK_ENV}=host asks for the host's stack"));
+            }
+            match Net::private(&[], &[]) {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            }
         })
         .as_deref()
 }
@@ -224,19 +256,25 @@ struct Pool {
 const LOW: usize = 64;
 const BATCH: usize = 128;
 
-struct Private {
-    helper: helper::Helper,
+struct PoolShared {
     pool: Mutex<Pool>,
     wake: Condvar,
+}
+
+struct Private {
+    helper: Arc<helper::Helper>,
+    pool: Arc<PoolShared>,
+    sources: Vec<Ipv4Addr>,
+    next_source: AtomicUsize,
 }
 
 impl Private {
     fn take(&self) -> io::Result<OwnedFd> {
         let popped = {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pool = self.pool.pool.lock().unwrap_or_else(|e| e.into_inner());
             let fd = pool.ready.pop();
             if pool.ready.len() < LOW {
-                self.wake.notify_one();
+                self.pool.wake.notify_one();
             }
             fd
         };
@@ -254,21 +292,18 @@ impl Private {
 
 impl Drop for Private {
     fn drop(&mut self) {
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.closed = true;
         pool.ready.clear();
-        self.wake.notify_all();
+        self.pool.wake.notify_all();
     }
 }
 
-fn fill(weak: std::sync::Weak<Private>) {
+fn fill(shared: Arc<PoolShared>, helper: std::sync::Weak<helper::Helper>) {
     loop {
-        let Some(private) = weak.upgrade() else {
-            return;
-        };
         {
-            let pool = private.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let pool = private
+            let pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let pool = shared
                 .wake
                 .wait_while(pool, |p| !p.closed && p.ready.len() >= LOW)
                 .unwrap_or_else(|e| e.into_inner());
@@ -276,10 +311,16 @@ fn fill(weak: std::sync::Weak<Private>) {
                 return;
             }
         }
-        match private.helper.sockets(BATCH) {
+        let Some(helper) = helper.upgrade() else {
+            return;
+        };
+        match helper.sockets(BATCH) {
             Ok(fds) => {
-                let mut pool = private.pool.lock().unwrap_or_else(|e| e.into_inner());
-                pool.ready.extend(fds);
+                let mut pool = shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+                // A network dropped meanwhile keeps none.
+                if !pool.closed {
+                    pool.ready.extend(fds);
+                }
             }
             // A dead helper: every later take() asks it directly and
             // returns its error where the data path wants a socket.

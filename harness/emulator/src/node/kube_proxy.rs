@@ -48,6 +48,7 @@ use super::kubelet::PodAddrs;
 use crate::KubeVersion;
 use zdt_core::events::{EventSink, Source};
 use zdt_core::net::{Dial, Dialer};
+use zdt_core::netns::Net;
 
 /// The taint the cluster autoscaler puts on nodes it is about to delete.
 pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
@@ -267,6 +268,8 @@ struct ProxyState {
     sync_delay: Duration,
     pod_addrs: PodAddrs,
     events: EventSink,
+    net: Net,
+    node_ip: Ipv4Addr,
     pending: Mutex<Option<AppliedView>>,
     apply_scheduled: AtomicBool,
     applied: RwLock<Arc<AppliedView>>,
@@ -291,21 +294,24 @@ pub struct KubeProxy {
 }
 
 impl KubeProxy {
-    /// Start the node's kube-proxy and its `:10256/healthz` server (on a
-    /// free 127.0.0.1 port: see [`KubeProxy::healthz_addr`]). Must run
-    /// inside a tokio runtime.
+    /// Start the node's kube-proxy and its `:10256/healthz` server: on the
+    /// node's InternalIP in a private network, on a free 127.0.0.1 port on
+    /// the host's stack (see [`KubeProxy::healthz_addr`]). Must run inside
+    /// a tokio runtime.
     pub fn new(
         node_name: impl Into<String>,
         version: KubeVersion,
         sync_delay: Duration,
         pod_addrs: PodAddrs,
         events: EventSink,
+        net: Net,
+        node_ip: Ipv4Addr,
     ) -> io::Result<KubeProxy> {
         let node = node_name.into();
         let seed = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
-        let listener = bind_local()?;
+        let listener = bind_node(&net, node_ip, Some(HEALTHZ_PORT))?;
         let healthz_addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let shared = Arc::new(ProxyState {
@@ -314,6 +320,8 @@ impl KubeProxy {
             sync_delay,
             pod_addrs,
             events,
+            net,
+            node_ip,
             pending: Mutex::new(None),
             apply_scheduled: AtomicBool::new(false),
             applied: RwLock::new(Arc::default()),
@@ -397,17 +405,23 @@ impl KubeProxy {
         self.shared.healthz_addr
     }
 
-    /// The real address of the service's `healthCheckNodePort` on this
-    /// node. The server starts on first use and answers from the applied
-    /// view (a service not applied as `Local` gets its connection closed,
-    /// as no kube-proxy would listen for it).
-    pub fn health_check_addr(&self, namespace: &str, service: &str) -> io::Result<SocketAddr> {
+    /// The real address of the service's `healthCheckNodePort` (`port`,
+    /// as the API server allocated it) on this node. The server starts on
+    /// first use and answers from the applied view (a service not applied
+    /// as `Local` gets its connection closed, as no kube-proxy would listen
+    /// for it).
+    pub fn health_check_addr(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: Option<u16>,
+    ) -> io::Result<SocketAddr> {
         let key = (namespace.to_owned(), service.to_owned());
         let mut health = self.shared.health.lock().expect("health lock");
         if let Some(addr) = health.get(&key) {
             return Ok(*addr);
         }
-        let listener = bind_local()?;
+        let listener = bind_node(&self.shared.net, self.shared.node_ip, port)?;
         let addr = listener.local_addr()?;
         let weak = Arc::downgrade(&self.shared);
         let k = key.clone();
@@ -667,17 +681,19 @@ impl Dialer for ServiceDialer {
             }
         };
         let port = self.port;
+        let net = self.shared.net.clone();
         Box::pin(async move {
             let addr = match target {
                 Ok(addr) => addr,
                 Err(d) => return d,
             };
             // The LB sets TCP_NODELAY on every connection it splices.
-            match zdt_core::net::connect(addr).await {
+            match net.connect(addr).await {
                 Ok(s) => Dial::Connected(s),
                 // A pod that stopped listening answers the SYN with RST.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Dial::Refused,
                 Err(e) => {
+                    zdt_core::hostfault::record(e.raw_os_error());
                     tracing::debug!(%addr, port, error = %e, "kube-proxy: dial failed");
                     Dial::Failed(e)
                 }
@@ -686,10 +702,18 @@ impl Dialer for ServiceDialer {
     }
 }
 
-fn bind_local() -> io::Result<TcpListener> {
-    let std = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    std.set_nonblocking(true)?;
-    TcpListener::from_std(std)
+/// kube-proxy's health server port (`--healthz-bind-address`).
+const HEALTHZ_PORT: u16 = 10256;
+
+/// A health server's listener: the node's `ip:port` in a private network;
+/// on the host's stack, where every node shares 127.0.0.1, a free port.
+fn bind_node(net: &Net, ip: Ipv4Addr, port: Option<u16>) -> io::Result<TcpListener> {
+    let addr = if net.is_private() {
+        SocketAddr::from((ip, port.unwrap_or(0)))
+    } else {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    };
+    net.listen(addr, 1024)
 }
 
 /// A small HTTP server answering every request with `answer(path)`; `None`

@@ -35,7 +35,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +42,7 @@ use super::app::Behaviour;
 use super::runtime::{is_nginx_image, Container, ContainerExit, ContainerSpec, Runtime};
 use crate::{KubeVersion, Timings};
 use zdt_core::events::{EventSink, Source};
+use zdt_core::netns::Net;
 
 /// The kubelet's `minimumGracePeriodInSeconds`: the stop signal always gets
 /// at least this long before SIGKILL.
@@ -523,6 +523,8 @@ impl PodWorker {
             container: spec_container.name.clone(),
             image: spec_container.image.clone().unwrap_or_default(),
             app,
+            ip,
+            port: container_port(&spec_container),
         };
         let container = match self.shared.runtime.start(&spec).await {
             Ok(c) => Arc::new(c),
@@ -578,6 +580,7 @@ impl PodWorker {
             Some(probe) => {
                 let prober = Prober {
                     probe,
+                    net: self.shared.runtime.net().clone(),
                     addr: container.addr(),
                     ready: ready_tx,
                     paused: self.shared.paused.subscribe(),
@@ -705,6 +708,16 @@ impl PodWorker {
     }
 }
 
+/// The container's first declared port (80, nginx's, when none is).
+fn container_port(c: &ContainerSpecK8s) -> u16 {
+    c.ports
+        .as_ref()
+        .and_then(|p| p.first())
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .filter(|&p| p != 0)
+        .unwrap_or(80)
+}
+
 struct IpGuard {
     shared: Arc<KubeletState>,
     ip: Ipv4Addr,
@@ -807,6 +820,7 @@ fn build_status(pod: &Pod, s: &State, node_ip: Option<&str>) -> PodStatus {
 /// The readiness probe worker for one container.
 struct Prober {
     probe: Probe,
+    net: Net,
     addr: SocketAddr,
     ready: watch::Sender<Readiness>,
     paused: watch::Receiver<bool>,
@@ -877,7 +891,7 @@ impl Prober {
             let ua = format!("kube-probe/{}", self.version);
             return match tokio::time::timeout(
                 timeout,
-                zdt_core::net::http_status(self.addr, &path, &ua),
+                zdt_core::net::http_status(&self.net, self.addr, &path, &ua),
             )
             .await
             {
@@ -891,7 +905,7 @@ impl Prober {
             };
         }
         if p.tcp_socket.is_some() || p.grpc.is_some() {
-            return match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            return match tokio::time::timeout(timeout, self.net.connect(self.addr)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("dial tcp {}: {e}", self.addr)),
                 Err(_) => Err(format!("dial tcp {}: i/o timeout", self.addr)),
@@ -1065,7 +1079,8 @@ impl Terminator {
             let path = http.path.clone().unwrap_or_else(|| "/".into());
             self.emit("PreStopStarted", format!("preStop httpGet {path}"));
             let ua = format!("kube-lifecycle/{version}");
-            return match zdt_core::net::http_status(self.container.addr(), &path, &ua).await {
+            let net = self.shared.runtime.net();
+            return match zdt_core::net::http_status(net, self.container.addr(), &path, &ua).await {
                 Ok(code) => Ok(Some(format!("httpGet {path} (HTTP {code})"))),
                 Err(e) => Err(format!("preStop httpGet {path} failed: {e}")),
             };
@@ -1237,6 +1252,7 @@ mod tests {
         let paused = watch::channel(false);
         let prober = Prober {
             probe,
+            net: Net::host(),
             addr,
             ready: ready_tx,
             paused: paused.0.subscribe(),

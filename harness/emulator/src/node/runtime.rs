@@ -41,6 +41,7 @@ use super::app::Behaviour;
 use super::serve::{ServeConfig, Server, ServerExit, ServerHandle, Signal};
 use crate::RuntimeChoice;
 use zdt_core::events::{EventSink, Source};
+use zdt_core::netns::Net;
 
 /// Where Debian installs nginx; `PATH` is searched too.
 pub const NGINX_PATH: &str = "/usr/sbin/nginx";
@@ -113,6 +114,10 @@ pub struct ContainerSpec {
     pub image: String,
     /// How slow the app is to start and to answer.
     pub app: Behaviour,
+    /// The pod's IP and the container's port: where it listens in a
+    /// private network (on the host's stack, a free 127.0.0.1 port).
+    pub ip: Ipv4Addr,
+    pub port: u16,
 }
 
 impl ContainerSpec {
@@ -176,6 +181,7 @@ pub struct Runtime {
     events: EventSink,
     root: tempfile::TempDir,
     registry: Arc<Registry>,
+    net: Net,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -204,7 +210,11 @@ pub fn find_nginx() -> Option<PathBuf> {
 impl Runtime {
     /// A runtime following `choice`. `Nginx` without nginx installed is an
     /// error; `Auto` falls back to the built-in server.
-    pub fn new(choice: RuntimeChoice, events: EventSink) -> Result<Arc<Runtime>, RuntimeError> {
+    pub fn new(
+        choice: RuntimeChoice,
+        events: EventSink,
+        net: Net,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
         let nginx = match choice {
             RuntimeChoice::Builtin => None,
             RuntimeChoice::Auto => find_nginx(),
@@ -231,11 +241,28 @@ impl Runtime {
             events,
             root,
             registry: Arc::default(),
+            net,
         }))
     }
 
     pub fn choice(&self) -> RuntimeChoice {
         self.choice
+    }
+
+    /// The network containers listen in.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// Where `spec`'s container listens: its pod IP and port in a private
+    /// network; on the host's stack a loopback address, `port` 0 meaning a
+    /// free one (pods share 127.0.0.1 there).
+    fn listen_addr(&self, spec: &ContainerSpec, port: u16) -> SocketAddr {
+        if self.net.is_private() {
+            SocketAddr::from((spec.ip, port))
+        } else {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+        }
     }
 
     /// The directory holding per-container temp dirs.
@@ -294,8 +321,9 @@ impl Runtime {
             delay: spec.app.response_delay,
             body_delay: spec.app.body_delay,
             start_delay: spec.app.start_delay,
+            net: self.net.clone(),
             ..ServeConfig::new(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                self.listen_addr(spec, spec.port),
                 spec.pod.clone(),
                 spec.node.clone(),
             )
@@ -359,7 +387,8 @@ impl Runtime {
         let upstream_addr = upstream.as_ref().map(ServerHandle::addr);
         if !spec.app.start_delay.is_zero() {
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| prepare(&dir, e))?;
-            let reservation = reserve_port().map_err(|e| prepare(&dir, e))?;
+            let reservation = reserve_port(&self.net, self.listen_addr(spec, spec.port))
+                .map_err(|e| prepare(&dir, e))?;
             let addr = reservation.local_addr().map_err(|e| prepare(&dir, e))?;
             let conf = dir.join("nginx.conf");
             let text = nginx_config(&dir, addr, &spec.pod, &spec.node, upstream_addr, true);
@@ -374,8 +403,16 @@ impl Runtime {
         let mut last_err = None;
         for _ in 0..5 {
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| prepare(&dir, e))?;
-            let port = free_port().map_err(|e| prepare(&dir, e))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            // The pod's own address and port in a private network: nobody
+            // else binds it there.
+            let addr = if self.net.is_private() {
+                self.listen_addr(spec, spec.port)
+            } else {
+                SocketAddr::from((
+                    Ipv4Addr::LOCALHOST,
+                    free_port().map_err(|e| prepare(&dir, e))?,
+                ))
+            };
             let conf = dir.join("nginx.conf");
             let text = nginx_config(&dir, addr, &spec.pod, &spec.node, upstream_addr, false);
             std::fs::write(&conf, text).map_err(|e| prepare(&conf, e))?;
@@ -401,8 +438,9 @@ impl Runtime {
         let config = ServeConfig {
             delay: spec.app.response_delay,
             body_delay: spec.app.body_delay,
+            net: self.net.clone(),
             ..ServeConfig::new(
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                self.listen_addr(spec, 0),
                 spec.pod.clone(),
                 spec.node.clone(),
             )
@@ -443,7 +481,7 @@ impl Runtime {
             .arg(dir)
             .arg("-c")
             .arg(conf)
-            .args(["-e", "stderr", "-g", "daemon off; master_process on;"])
+            .args(["-e", "stderr", "-g", self.nginx_globals()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -453,6 +491,7 @@ impl Runtime {
             .process_group(0);
         // nginx's master is SIGKILLed if zdt dies without cleaning up.
         zdt_core::process::die_with_parent(cmd.as_std_mut());
+        self.net.join_before_exec(cmd.as_std_mut());
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             pod: spec.pod.clone(),
             engine: Engine::Nginx,
@@ -548,7 +587,7 @@ impl Runtime {
             // A full answer, not just a connect: the kernel accepts into the
             // backlog before nginx has set up its signal handlers, and a
             // stop signal in that window would kill it outright.
-            let probe = zdt_core::net::http_status(addr, "/healthz", "zdt-runtime");
+            let probe = zdt_core::net::http_status(&self.net, addr, "/healthz", "zdt-runtime");
             if let Ok(Ok(200)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
                 return Ok(container);
             }
@@ -559,6 +598,18 @@ impl Runtime {
                 });
             }
             let _ = tokio::time::timeout(Duration::from_millis(5), exit.changed()).await;
+        }
+    }
+
+    /// nginx's `-g` directives. In a user namespace only zdt's own user is
+    /// mapped, so a master running as (namespaced) root could not switch
+    /// its workers to `nobody`: nginx then serves from a single process,
+    /// which handles the stop signals the same way.
+    fn nginx_globals(&self) -> &'static str {
+        if self.net.user_namespace() {
+            "daemon off; master_process off;"
+        } else {
+            "daemon off; master_process on;"
         }
     }
 
@@ -763,10 +814,10 @@ fn process_live(pid: i32) -> bool {
 /// listening, so connects are refused, nothing else (not even an outgoing
 /// connection's ephemeral port) can take it, and nginx — listening with
 /// `reuseport` — can bind it too.
-fn reserve_port() -> io::Result<TcpSocket> {
-    let socket = TcpSocket::new_v4()?;
+fn reserve_port(net: &Net, addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = TcpSocket::from_std_stream(net.tcp_socket(&addr)?.into());
     socket.set_reuseport(true)?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    socket.bind(addr)?;
     Ok(socket)
 }
 

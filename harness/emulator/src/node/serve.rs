@@ -41,6 +41,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use zdt_core::netns::Net;
 
 /// What one server answers and where.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub struct ServeConfig {
     /// Send each response's head at once and its body this long later
     /// (not `/healthz`): a download or a stream in progress.
     pub body_delay: Duration,
+    /// The network the server listens in (the cluster's).
+    pub net: Net,
     /// Listen only this long after start, like an app warming up: the port
     /// is bound (and reserved) at once, but connections are refused until
     /// then. A stop signal meanwhile ends the server at once.
@@ -72,6 +75,7 @@ impl ServeConfig {
             delay: Duration::ZERO,
             body_delay: Duration::ZERO,
             start_delay: Duration::ZERO,
+            net: Net::host(),
         }
     }
 }
@@ -146,17 +150,13 @@ impl Server {
     /// `config.start_delay`).
     pub async fn start(config: ServeConfig) -> std::io::Result<ServerHandle> {
         let (socket, addr) = if config.start_delay.is_zero() {
-            let listener = TcpListener::bind(config.listen).await?;
+            let listener = config.net.listen(config.listen, 1024)?;
             let addr = listener.local_addr()?;
             (Socket::Listening(listener), addr)
         } else {
             // Bound but not listening: the port is ours, and a connect gets
             // a RST (connection refused) as from an app not up yet.
-            let socket = if config.listen.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
+            let socket = TcpSocket::from_std_stream(config.net.tcp_socket(&config.listen)?.into());
             socket.bind(config.listen)?;
             let addr = socket.local_addr()?;
             (Socket::WarmingUp(socket), addr)
@@ -340,7 +340,9 @@ async fn run(
                     tokio::spawn(connection(stream, shared.clone(), kill.clone(), alive.clone()));
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
+                    // EMFILE and friends: back off instead of spinning, and
+                    // let the run know the machine, not the pod, failed.
+                    zdt_core::hostfault::record(e.raw_os_error());
                     tracing::warn!(error = %e, "serve: accept failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

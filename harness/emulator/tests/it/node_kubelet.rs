@@ -35,7 +35,7 @@ struct Node {
 
 fn node(choice: RuntimeChoice, version: KubeVersion, start_delay: Duration) -> Node {
     let (sink, events) = EventSink::channel(Clock::start());
-    let runtime = Runtime::new(choice, sink.clone()).unwrap();
+    let runtime = Runtime::new(choice, sink.clone(), zdt_emulator::Net::host()).unwrap();
     let (tx, status) = mpsc::unbounded_channel();
     let addrs = PodAddrs::new();
     let timings = Timings {

@@ -23,6 +23,8 @@ fn spec(pod: &str, image: &str) -> ContainerSpec {
         container: "web".into(),
         image: image.into(),
         app: Behaviour::default(),
+        ip: std::net::Ipv4Addr::new(10, 244, 1, 2),
+        port: 80,
     }
 }
 
@@ -86,9 +88,19 @@ fn group_alive(pgid: i32) -> bool {
 #[tokio::test]
 async fn choice_follows_image_and_override() {
     let events = EventSink::discard(Clock::start());
-    let builtin = Runtime::new(RuntimeChoice::Builtin, events.clone()).unwrap();
+    let builtin = Runtime::new(
+        RuntimeChoice::Builtin,
+        events.clone(),
+        zdt_emulator::Net::host(),
+    )
+    .unwrap();
     assert_eq!(builtin.engine_for("nginx:1.27"), Engine::Builtin);
-    let auto = Runtime::new(RuntimeChoice::Auto, events.clone()).unwrap();
+    let auto = Runtime::new(
+        RuntimeChoice::Auto,
+        events.clone(),
+        zdt_emulator::Net::host(),
+    )
+    .unwrap();
     assert_eq!(auto.engine_for("ghcr.io/acme/app:1"), Engine::Builtin);
     let expected = if find_nginx().is_some() {
         Engine::Nginx
@@ -109,7 +121,12 @@ async fn choice_follows_image_and_override() {
 #[tokio::test]
 async fn containers_answer_with_pod_and_node_headers() {
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let c = rt.start(&spec("web-1", "nginx:1.27")).await.unwrap();
         let (code, text) = get(c.addr()).await.unwrap();
         assert_eq!(code, 200, "{choice:?}");
@@ -121,7 +138,12 @@ async fn containers_answer_with_pod_and_node_headers() {
 #[tokio::test]
 async fn sigquit_is_graceful_exit_zero_and_listener_closed() {
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let c = rt.start(&spec("web-q", "nginx")).await.unwrap();
         // An idle keep-alive connection must be closed by the graceful stop.
         let mut idle = TcpStream::connect(c.addr()).await.unwrap();
@@ -155,7 +177,12 @@ async fn sigquit_is_graceful_exit_zero_and_listener_closed() {
 #[tokio::test]
 async fn sigkill_takes_the_whole_container_and_drop_kills() {
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let c = rt.start(&spec("web-k", "nginx")).await.unwrap();
         let pid = c.pid();
         c.signal(libc::SIGKILL);
@@ -191,7 +218,12 @@ async fn runtime_shutdown_kills_every_nginx() {
         eprintln!("skipped: nginx is not installed");
         return;
     }
-    let rt = Runtime::new(RuntimeChoice::Nginx, EventSink::discard(Clock::start())).unwrap();
+    let rt = Runtime::new(
+        RuntimeChoice::Nginx,
+        EventSink::discard(Clock::start()),
+        zdt_emulator::Net::host(),
+    )
+    .unwrap();
     let a = rt.start(&spec("a", "nginx")).await.unwrap();
     let b = rt.start(&spec("b", "nginx")).await.unwrap();
     let pids = [a.pid().unwrap(), b.pid().unwrap()];
@@ -208,7 +240,12 @@ async fn runtime_shutdown_kills_every_nginx() {
 #[tokio::test]
 async fn ignored_signal_keeps_serving_and_pause_stops_answering() {
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let c = rt.start(&spec("web-p", "nginx")).await.unwrap();
         c.signal(libc::SIGUSR1);
         assert_eq!(get(c.addr()).await.unwrap().0, 200, "{choice:?}");
@@ -232,7 +269,12 @@ async fn ignored_signal_keeps_serving_and_pause_stops_answering() {
 async fn start_delay_refuses_connections_until_the_app_listens() {
     let delay = Duration::from_millis(1500);
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let t0 = Instant::now();
         let c = rt
             .start(&slow("web-w", delay, Duration::ZERO))
@@ -276,7 +318,12 @@ async fn stop_signal_during_the_warm_up_ends_the_container() {
     let delay = Duration::from_secs(30);
     for choice in engines() {
         for signo in [libc::SIGTERM, libc::SIGQUIT] {
-            let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+            let rt = Runtime::new(
+                choice,
+                EventSink::discard(Clock::start()),
+                zdt_emulator::Net::host(),
+            )
+            .unwrap();
             let c = rt
                 .start(&slow("web-s", delay, Duration::ZERO))
                 .await
@@ -319,7 +366,12 @@ async fn slow_request_then_signal(
 async fn response_delay_keeps_requests_in_flight_for_the_stop_signal() {
     let delay = Duration::from_secs(2);
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
 
         let c = rt
             .start(&slow("web-q", Duration::ZERO, delay))
@@ -359,7 +411,12 @@ async fn response_delay_keeps_requests_in_flight_for_the_stop_signal() {
 async fn body_delay_is_finished_by_sigquit_and_cut_by_sigterm() {
     let delay = Duration::from_secs(2);
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         for (signo, finished) in [(libc::SIGQUIT, true), (libc::SIGTERM, false)] {
             let mut app = slow("web-b", Duration::ZERO, Duration::ZERO);
             app.app.body_delay = delay;
@@ -413,7 +470,12 @@ async fn body_delay_is_finished_by_sigquit_and_cut_by_sigterm() {
 #[ignore]
 async fn measure_start_latency() {
     for choice in engines() {
-        let rt = Runtime::new(choice, EventSink::discard(Clock::start())).unwrap();
+        let rt = Runtime::new(
+            choice,
+            EventSink::discard(Clock::start()),
+            zdt_emulator::Net::host(),
+        )
+        .unwrap();
         let mut times = Vec::new();
         let mut keep = Vec::new();
         for i in 0..10 {

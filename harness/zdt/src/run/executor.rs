@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use zdt_cluster::kind::{KindCli, KindSpec};
 use zdt_cluster::{Cluster, ClusterError, Exposure};
 use zdt_core::events::{Event, EventSink, Source};
+use zdt_core::hostfault;
 use zdt_core::units::Dur;
 use zdt_emulator::EmulatorConfig;
 use zdt_lb::LbConfig;
@@ -239,6 +240,7 @@ pub fn emulator_config(s: &Scenario) -> EmulatorConfig {
         kubernetes: s.cluster.kubernetes,
         timings: s.cluster.emulator,
         runtime: s.cluster.runtime,
+        ..EmulatorConfig::default()
     }
 }
 
@@ -260,12 +262,20 @@ pub(crate) fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig
 
 /// The variant's traffic, sent to the LB's address for `duration` (the
 /// run's, or the warmup's).
-fn traffic_settings(s: &Scenario, target: std::net::SocketAddr, duration: Dur) -> Settings {
+fn traffic_settings(
+    s: &Scenario,
+    cluster: &Cluster,
+    target: std::net::SocketAddr,
+    duration: Dur,
+) -> Settings {
     let load = Load {
         duration,
         ..s.traffic.load.clone()
     };
-    Settings::at(Target::from_addr(target), load)
+    Settings {
+        net: cluster.net(),
+        ..Settings::at(Target::from_addr(target), load)
+    }
 }
 
 /// A variant that ended before it could measure anything.
@@ -296,6 +306,7 @@ fn early_failure(
             events: events.len(),
             error_windows: Vec::new(),
             chaos,
+            host_faults: Default::default(),
             traffic_started_s: 0.0,
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
         },
@@ -599,7 +610,7 @@ async fn measure(
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
     let clock = sink.clock();
     if !s.traffic.warmup.get().is_zero() {
-        let warm = traffic_settings(s, target, s.traffic.warmup);
+        let warm = traffic_settings(s, cluster, target, s.traffic.warmup);
         Attack::start_isolated(warm, clock, cancel.child_token())
             .await
             .map_err(|e| invalid(format!("warmup traffic: {e}")))?
@@ -614,11 +625,18 @@ async fn measure(
             ));
         }
     }
-    let settings = traffic_settings(s, target, s.traffic.load.duration);
+    let settings = traffic_settings(s, cluster, target, s.traffic.load.duration);
     // In a child process when zdt can re-exec itself: the generator's
     // sockets then do not count against this process's fd limit, which the
     // LB's held connections already press on, and the emulator cannot
     // delay its timers.
+    // The machine's own failures during the traffic: this process's (LB,
+    // pods, kube-proxies) and, where traffic crosses the host's stack, its
+    // connection-tracking table's.
+    let faults_before = hostfault::tally();
+    let conntrack_before = (!cluster.net().is_private())
+        .then(hostfault::conntrack_counters)
+        .flatten();
     let attack = Attack::start_isolated(settings, clock, cancel.child_token())
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
@@ -700,13 +718,20 @@ async fn measure(
     }
     drop(ctx);
 
-    let traffic = traffic.map_err(|e| {
+    let mut traffic = traffic.map_err(|e| {
         (
             Verdict::Invalid,
             format!("traffic: {e}"),
             chaos_results.clone(),
         )
     })?;
+    hostfault::add(
+        &mut traffic.host_faults,
+        &hostfault::since(&faults_before, &hostfault::tally()),
+    );
+    if let (Some(before), Some(after)) = (conntrack_before, hostfault::conntrack_counters()) {
+        hostfault::add(&mut traffic.host_faults, &hostfault::since(&before, &after));
+    }
     Ok((traffic, chaos_results))
 }
 
@@ -774,6 +799,11 @@ pub(crate) fn summarise(
         events: events.len(),
         error_windows: windows,
         chaos,
+        host_faults: t
+            .host_faults
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         traffic_started_s: t.started_at.as_secs_f64(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
     }
