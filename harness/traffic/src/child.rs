@@ -58,6 +58,10 @@ struct Request {
     /// The parent's clock origin on CLOCK_MONOTONIC, in ns.
     origin_monotonic_ns: u64,
     settings: Settings,
+    /// The source addresses of the network the child joined before it
+    /// started (an emulated cluster's); empty on the host's stack.
+    #[serde(default)]
+    sources: Vec<std::net::Ipv4Addr>,
 }
 
 /// Why the child has no request to run; the parent shows the message.
@@ -81,13 +85,22 @@ impl Request {
         Self {
             origin_monotonic_ns: origin_monotonic_ns(clock),
             settings: settings.clone(),
+            sources: if settings.net.is_private() {
+                settings.net.sources().to_vec()
+            } else {
+                Vec::new()
+            },
         }
     }
 
     fn settings(self) -> Result<(Settings, Clock), RequestError> {
         let clock =
             clock_from_monotonic_ns(self.origin_monotonic_ns).ok_or(RequestError::ClockOrigin)?;
-        Ok((self.settings, clock))
+        let mut settings = self.settings;
+        if !self.sources.is_empty() {
+            settings.net = zdt_core::netns::Net::joined(&self.sources);
+        }
+        Ok((settings, clock))
     }
 }
 

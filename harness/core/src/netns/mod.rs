@@ -65,15 +65,29 @@ pub enum NetError {
 }
 
 /// Where a cluster's data-path sockets live: the host's stack (loopback
-/// addresses) or a private network namespace. Cheap to clone.
+/// addresses), a private network namespace, or — in a process that joined
+/// one ([`Net::joined`]) — the namespace this process is in. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Net(Option<Arc<Private>>);
+pub struct Net {
+    private: Option<Arc<Private>>,
+    sources: Arc<Sources>,
+}
+
+/// Where connections go out from, and how their sockets are set up.
+#[derive(Default)]
+struct Sources {
+    addrs: Vec<Ipv4Addr>,
+    next: AtomicUsize,
+    /// Bind sockets made here to the loopback device (see the helper).
+    bind_lo: bool,
+}
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            None => f.write_str("Net::Host"),
-            Some(p) => write!(f, "Net::Private(pid {})", p.helper.pid),
+        match (&self.private, self.sources.bind_lo) {
+            (Some(p), _) => write!(f, "Net::Private(pid {})", p.helper.pid),
+            (None, true) => f.write_str("Net::Joined"),
+            (None, false) => f.write_str("Net::Host"),
         }
     }
 }
@@ -81,7 +95,7 @@ impl std::fmt::Debug for Net {
 impl Net {
     /// The host's network stack.
     pub fn host() -> Net {
-        Net(None)
+        Net::default()
     }
 
     /// A new private network whose loopback device carries `blocks`.
@@ -101,8 +115,6 @@ impl Net {
         let private = Arc::new(Private {
             helper,
             pool: pool.clone(),
-            sources: sources.to_vec(),
-            next_source: AtomicUsize::new(0),
         });
         let spawned = std::thread::Builder::new()
             .name("zdt-netns-fill".into())
@@ -110,30 +122,58 @@ impl Net {
         if let Err(e) = spawned {
             return Err(NetError::Fork(e));
         }
-        Ok(Net(Some(private)))
+        Ok(Net {
+            private: Some(private),
+            sources: Arc::new(Sources {
+                addrs: sources.to_vec(),
+                ..Sources::default()
+            }),
+        })
+    }
+
+    /// The network a process that joined a private one
+    /// ([`Net::join_before_exec`]) is in: sockets made here, set up as the
+    /// helper sets up its own, sent from `sources` in turn.
+    pub fn joined(sources: &[Ipv4Addr]) -> Net {
+        Net {
+            private: None,
+            sources: Arc::new(Sources {
+                addrs: sources.to_vec(),
+                next: AtomicUsize::new(0),
+                bind_lo: true,
+            }),
+        }
+    }
+
+    /// The source addresses connections go out from (for a process that
+    /// joins this network: see [`Net::joined`]).
+    pub fn sources(&self) -> &[Ipv4Addr] {
+        &self.sources.addrs
     }
 
     /// True for a private network namespace.
     pub fn is_private(&self) -> bool {
-        self.0.is_some()
+        self.private.is_some()
     }
 
     /// The helper's pid: `nsenter -t PID -n` (with `-U` when
     /// [`Net::user_namespace`]) enters the network.
     pub fn helper_pid(&self) -> Option<u32> {
-        self.0.as_ref().map(|p| p.helper.pid as u32)
+        self.private.as_ref().map(|p| p.helper.pid as u32)
     }
 
     /// True when the network lives in a user namespace of its own (zdt not
     /// root): joining it takes `nsenter -U` too.
     pub fn user_namespace(&self) -> bool {
-        self.0.as_ref().is_some_and(|p| p.helper.user_ns.is_some())
+        self.private
+            .as_ref()
+            .is_some_and(|p| p.helper.user_ns.is_some())
     }
 
     /// The command that opens a shell in this network, for people who want
     /// to reach pod and node addresses by hand.
     pub fn enter_command(&self) -> Option<String> {
-        let p = self.0.as_ref()?;
+        let p = self.private.as_ref()?;
         let user = if p.helper.user_ns.is_some() {
             " -U --preserve-credentials"
         } else {
@@ -145,12 +185,18 @@ impl Net {
     /// A new non-blocking TCP socket in this network, for `addr`'s family
     /// (a private network is IPv4 only).
     pub fn tcp_socket(&self, addr: &SocketAddr) -> io::Result<Socket> {
-        match &self.0 {
-            None => Socket::new(
-                socket2::Domain::for_address(*addr),
-                socket2::Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
-                Some(socket2::Protocol::TCP),
-            ),
+        match &self.private {
+            None => {
+                let socket = Socket::new(
+                    socket2::Domain::for_address(*addr),
+                    socket2::Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
+                    Some(socket2::Protocol::TCP),
+                )?;
+                if self.sources.bind_lo {
+                    bind_to_loopback(&socket)?;
+                }
+                Ok(socket)
+            }
             Some(_) if addr.is_ipv6() => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "an emulated cluster's network is IPv4 only",
@@ -162,18 +208,17 @@ impl Net {
     /// Open a TCP connection to `addr` from this network (see
     /// [`crate::net::connect`] for what the host stack adds).
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        match &self.0 {
-            None => crate::net::connect(addr).await,
-            Some(p) => {
-                let socket = self.tcp_socket(&addr)?;
-                if !p.sources.is_empty() {
-                    let n = p.next_source.fetch_add(1, Ordering::Relaxed) % p.sources.len();
-                    crate::net::set_bind_address_no_port(&socket);
-                    socket.bind(&SocketAddr::from((p.sources[n], 0)).into())?;
-                }
-                crate::net::connect_socket(socket, addr).await
-            }
+        let addrs = &self.sources.addrs;
+        if self.private.is_none() && addrs.is_empty() {
+            return crate::net::connect(addr).await;
         }
+        let socket = self.tcp_socket(&addr)?;
+        if !addrs.is_empty() {
+            let n = self.sources.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            crate::net::set_bind_address_no_port(&socket);
+            socket.bind(&SocketAddr::from((addrs[n], 0)).into())?;
+        }
+        crate::net::connect_socket(socket, addr).await
     }
 
     /// A listening socket on `addr` in this network. `reuse_port` lets
@@ -204,7 +249,7 @@ impl Net {
     /// process for as long as the network lives.
     pub fn join_before_exec(&self, cmd: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
-        let Some(p) = &self.0 else { return };
+        let Some(p) = &self.private else { return };
         let user = p.helper.user_ns.as_ref().map(AsRawFd::as_raw_fd);
         let net = p.helper.net_ns.as_raw_fd();
         // SAFETY: setns is async-signal-safe; nothing here allocates.
@@ -264,8 +309,6 @@ struct PoolShared {
 struct Private {
     helper: Arc<helper::Helper>,
     pool: Arc<PoolShared>,
-    sources: Vec<Ipv4Addr>,
-    next_source: AtomicUsize,
 }
 
 impl Private {
@@ -326,6 +369,25 @@ fn fill(shared: Arc<PoolShared>, helper: std::sync::Weak<helper::Helper>) {
             // returns its error where the data path wants a socket.
             Err(_) => return,
         }
+    }
+}
+
+/// SO_BINDTODEVICE "lo": see the helper, which does the same.
+fn bind_to_loopback(socket: &Socket) -> io::Result<()> {
+    // SAFETY: a valid socket and a NUL-terminated name of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            b"lo\0".as_ptr().cast(),
+            3,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
