@@ -104,7 +104,7 @@ pub enum KindError {
     #[error("no kindest/node image pinned for Kubernetes {requested:?}")]
     #[diagnostic(
         code(zdt::kind::unsupported_version),
-        help("set `cluster.kubernetes` to one of: {supported}; or give `cluster.kind.config` a kind config file with your own `image:`")
+        help("set `cluster.kubernetes` to one of: {supported}; or give `cluster.kindConfig` a kind config file with your own `image:`")
     )]
     UnsupportedVersion {
         requested: String,
