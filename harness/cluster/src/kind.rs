@@ -40,6 +40,11 @@ pub const CONFIG_HASH_LABEL: &str = "zdt.io/config-hash";
 /// only these.
 pub const CLUSTER_PREFIX: &str = "zdt-";
 
+/// Names a directory: before zdt deletes a kind cluster it runs `kind
+/// export logs DIR/<cluster> --name <cluster>` (the nightly sets it, so a
+/// cluster deleted at a variant's end leaves its evidence).
+pub const LOGS_ENV: &str = "ZDT_KIND_LOGS";
+
 /// How long `kind create cluster --wait` waits for the control plane.
 pub const CREATE_WAIT: &str = "120s";
 
@@ -521,11 +526,13 @@ impl KindCli {
             .collect())
     }
 
-    /// `kind delete cluster --name NAME`, blocking, output discarded: for
-    /// a panic's unwinding, where nothing async can run any more.
-    fn delete_cluster_blocking(&self, name: &str) {
+    /// `kind delete cluster --name NAME --kubeconfig KUBECONFIG`, blocking,
+    /// output discarded: for a panic's unwinding, where nothing async can
+    /// run any more.
+    fn delete_cluster_blocking(&self, name: &str, kubeconfig: &Path) {
         let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(["delete", "cluster", "--name", name])
+        cmd.args(["delete", "cluster", "--name", name, "--kubeconfig"])
+            .arg(kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -535,9 +542,44 @@ impl KindCli {
         let _ = cmd.status();
     }
 
-    /// `kind delete cluster --name NAME`.
+    /// `kind delete cluster --name NAME --kubeconfig FILE`, FILE being a
+    /// kubeconfig of zdt's own. Without `--kubeconfig`, kind locks and
+    /// edits `$KUBECONFIG` or `~/.kube/config` (the user's), and a stale
+    /// `config.lock` there makes the delete fail after the nodes are gone
+    /// (kind v0.31.0, pkg/cluster/internal/delete). A file that does not
+    /// exist is fine: kind reads it as empty and writes nothing.
+    pub async fn delete_cluster_with(&self, name: &str, kubeconfig: &Path) -> Result<()> {
+        let kubeconfig = kubeconfig.to_string_lossy();
+        self.run(&[
+            "delete",
+            "cluster",
+            "--name",
+            name,
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// [`delete_cluster_with`](KindCli::delete_cluster_with) a kubeconfig
+    /// path in a fresh temp dir of zdt's (`zdt clean`, which holds no
+    /// kubeconfig of the cluster).
     pub async fn delete_cluster(&self, name: &str) -> Result<()> {
-        self.run(&["delete", "cluster", "--name", name])
+        let dir = zdt_core::process::temp_dir("kind-delete").map_err(|source| KindError::Io {
+            what: "cannot create a temp dir under",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        self.delete_cluster_with(name, &dir.path().join("kubeconfig"))
+            .await
+    }
+
+    /// `kind export logs DIR --name NAME`: the nodes' journals, container
+    /// runtime and pod logs, for evidence before a cluster is deleted.
+    pub async fn export_logs(&self, name: &str, dir: &Path) -> Result<()> {
+        let dir = dir.to_string_lossy();
+        self.run(&["export", "logs", &dir, "--name", name])
             .await
             .map(drop)
     }
@@ -675,7 +717,7 @@ impl KindCluster {
                 _ = cancel.cancelled() => {
                     // The create future is gone, and kind with it
                     // (kill_on_drop); remove the nodes it made so far.
-                    if let Err(e) = kind.delete_cluster(&name).await {
+                    if let Err(e) = kind.delete_cluster_with(&name, &kubeconfig).await {
                         tracing::warn!("deleting the interrupted kind cluster {name}: {e}");
                     }
                     return Err(interrupted(&format!("creating kind cluster {name}")));
@@ -827,7 +869,16 @@ impl KindCluster {
             );
             return Ok(());
         }
-        self.kind.delete_cluster(&self.name).await
+        if let Some(dir) = std::env::var_os(LOGS_ENV) {
+            // Evidence first: once the nodes are gone, so are their logs.
+            let dir = PathBuf::from(dir).join(&self.name);
+            if let Err(e) = self.kind.export_logs(&self.name, &dir).await {
+                tracing::warn!("kind export logs for {} failed: {e}", self.name);
+            }
+        }
+        self.kind
+            .delete_cluster_with(&self.name, &self.kubeconfig)
+            .await
     }
 }
 
@@ -837,7 +888,8 @@ impl Drop for KindCluster {
         // delete the cluster here rather than leave it for `zdt clean`.
         if !self.settled && !self.keep && std::thread::panicking() {
             tracing::warn!(cluster = %self.name, "panic: deleting kind cluster");
-            self.kind.delete_cluster_blocking(&self.name);
+            self.kind
+                .delete_cluster_blocking(&self.name, &self.kubeconfig);
         }
     }
 }

@@ -105,6 +105,22 @@ impl Sandbox {
             .collect()
     }
 
+    /// `line` is `kind delete cluster --name NAME --kubeconfig FILE` with
+    /// FILE a kubeconfig of zdt's own (under the run's TMPDIR), never the
+    /// user's: without `--kubeconfig` kind locks and edits ~/.kube/config.
+    fn assert_delete(&self, line: &str, name: &str) {
+        let prefix = format!("delete cluster --name {name} --kubeconfig ");
+        let file = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line:?} is not `{prefix}FILE`"));
+        assert!(
+            Path::new(file).starts_with(self.path("tmp"))
+                && Path::new(file).ends_with("kubeconfig")
+                && !Path::new(file).starts_with(self.path("tmp/.kube")),
+            "{line}"
+        );
+    }
+
     fn events(&self) -> String {
         std::fs::read_to_string(self.path("out/events.jsonl")).unwrap_or_default()
     }
@@ -158,10 +174,10 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
         ),
         "{calls:?}"
     );
+    // The kubeconfig kind wrote at create is the one the delete names.
     assert_eq!(
         calls[2],
-        format!("delete cluster --name {name}"),
-        "{calls:?}"
+        format!("delete cluster --name {name} --kubeconfig {}", create[9])
     );
     assert_eq!(calls.len(), 3, "{calls:?}");
     let config = std::fs::read_to_string(sb.path(&format!("state/config-{name}.yaml"))).unwrap();
@@ -190,11 +206,7 @@ fn a_panic_inside_a_kind_variant_still_deletes_the_cluster() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}"),
-        "{calls:?}"
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let reasons = sb.reasons();
     assert!(
         reasons
@@ -223,13 +235,44 @@ fn keep_cluster_leaves_it_and_the_next_run_reuses_it() {
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     let calls = sb.calls();
     assert_eq!(
-        calls[2..],
+        calls[2..4],
         [
             "get clusters".to_owned(),
             format!("get kubeconfig --name {name}"),
-            format!("delete cluster --name {name}"),
         ],
         "a second run of the same shape reuses the cluster: {calls:?}"
+    );
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    sb.assert_delete(&calls[4], &name);
+}
+
+#[test]
+fn a_stale_lock_on_the_users_kubeconfig_does_not_fail_the_delete() {
+    // kind locks the kubeconfig it edits by creating <file>.lock; one left
+    // by a killed kubectl or kind makes `kind delete cluster` without
+    // --kubeconfig fail after the nodes are gone (the fake does as kind
+    // v0.31.0 does). HOME is the sandbox's tmp/ here.
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("tmp/.kube")).unwrap();
+    std::fs::write(sb.path("tmp/.kube/config.lock"), "").unwrap();
+    let file = sb.scenario("kind", "");
+    let out = sb.run(&file, &[], true);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let calls = sb.calls();
+    let name = cluster_name(&calls);
+    sb.assert_delete(calls.last().unwrap(), &name);
+    let left = std::fs::read_to_string(sb.path("state/clusters")).unwrap();
+    assert!(left.trim().is_empty(), "cluster left: {left}");
+    let events = sb.events();
+    assert!(
+        events.contains(&format!("kind cluster {name} deleted")),
+        "{events}"
+    );
+    let locked = std::fs::read_to_string(sb.path("state/kubeconfig-locks")).unwrap();
+    assert!(!locked.contains(".kube/config"), "{locked}");
+    assert!(
+        !sb.path("tmp/.kube/config").exists(),
+        "~/.kube/config written"
     );
 }
 
@@ -351,10 +394,7 @@ fn variant_selects_what_runs_behind_an_lb_without_admin_api() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}")
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.path("out/summary.json")).unwrap())
             .unwrap();
@@ -508,11 +548,7 @@ fn ctrl_c_during_kind_create_kills_kind_and_deletes_the_half_made_cluster() {
     assert_eq!(status.code(), Some(3), "{printed}");
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}"),
-        "{calls:?}"
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let reasons = sb.reasons();
     assert!(
         reasons
