@@ -585,6 +585,18 @@ impl KindCli {
     }
 }
 
+/// The docker network kind puts the nodes on: `kind`, or what
+/// `KIND_EXPERIMENTAL_DOCKER_NETWORK` names (kind v0.31.0 and
+/// cloud-provider-kind v0.9.0 both honour it, so zdt must look there too).
+pub fn docker_network() -> String {
+    network_from(std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK").ok())
+}
+
+fn network_from(var: Option<String>) -> String {
+    var.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| KIND_NETWORK.to_owned())
+}
+
 /// The most likely fix for a failed kind command, from what it printed.
 fn failure_hint(stdout: &str, stderr: &str) -> String {
     let all = format!("{stdout}\n{stderr}").to_lowercase();
@@ -632,6 +644,8 @@ pub struct KindCluster {
     /// panicking deletes the cluster on the way out.
     settled: bool,
     kubeconfig: PathBuf,
+    /// The docker network of the nodes ([`docker_network`]).
+    network: String,
     // Node InternalIPs as first seen: a disconnected node has none, and
     // Resume must reconnect it with the same one.
     known_ips: std::sync::Mutex<HashMap<String, Ipv4Addr>>,
@@ -733,6 +747,7 @@ impl KindCluster {
             created,
             settled: false,
             kubeconfig,
+            network: docker_network(),
             known_ips: Default::default(),
             _dir: dir,
         })
@@ -744,6 +759,11 @@ impl KindCluster {
 
     pub fn spec(&self) -> &KindSpec {
         &self.spec
+    }
+
+    /// The docker network its nodes are on.
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Whether [`teardown`](KindCluster::teardown) leaves the cluster running.
@@ -806,7 +826,7 @@ impl KindCluster {
     /// their InternalIPs, from the node containers on the `kind` network.
     pub async fn nodes(&self) -> Result<Vec<KindNode>> {
         let docker = docker::connect().await?;
-        let containers = docker::kind_nodes(&docker, &self.name, KIND_NETWORK).await?;
+        let containers = docker::kind_nodes(&docker, &self.name, &self.network).await?;
         let mut known = self.known_ips.lock().unwrap_or_else(|p| p.into_inner());
         let mut nodes = Vec::with_capacity(containers.len());
         for c in containers {
@@ -832,7 +852,7 @@ impl KindCluster {
     /// A node fault as a docker operation on the node's container.
     pub async fn node_fault(&self, node: &str, fault: NodeFault) -> Result<()> {
         let docker = docker::connect().await?;
-        let nodes = docker::kind_nodes(&docker, &self.name, KIND_NETWORK).await?;
+        let nodes = docker::kind_nodes(&docker, &self.name, &self.network).await?;
         let Some(container) = nodes.iter().find(|n| n.name == node) else {
             return Err(KindError::UnknownNode {
                 cluster: self.name.clone(),
@@ -854,7 +874,7 @@ impl KindCluster {
                 None => container.ipv4 = known.get(&container.name).copied(),
             }
         }
-        docker::node_fault(&docker, &container, KIND_NETWORK, fault).await?;
+        docker::node_fault(&docker, &container, &self.network, fault).await?;
         Ok(())
     }
 
@@ -1043,6 +1063,14 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn the_network_is_kinds_unless_kind_is_told_another() {
+        // What KIND_EXPERIMENTAL_DOCKER_NETWORK holds, as kind reads it.
+        assert_eq!(network_from(None), "kind");
+        assert_eq!(network_from(Some(String::new())), "kind");
+        assert_eq!(network_from(Some("ci-net".into())), "ci-net");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::docker::{self, KIND_NETWORK};
+use super::docker;
 use super::existing::{self, ExistingCluster, ExistingError};
 use super::kind::{self, KindCluster, KindError, KindSpec};
 use super::lb_container;
@@ -746,9 +746,10 @@ impl KindRun {
                     .await
             }
             LbMode::Metallb | LbMode::CloudProviderKind => {
+                let network = self.cluster.network();
                 if self.mode == LbMode::Metallb {
                     let d = docker::connect().await?;
-                    let subnet = docker::network_ipv4_subnet(&d, KIND_NETWORK).await?;
+                    let subnet = docker::network_ipv4_subnet(&d, network).await?;
                     metallb::install(&self.client, subnet)
                         .await
                         .map_err(LbSetupError::from)?;
@@ -795,7 +796,7 @@ impl KindRun {
             .await
             .map_err(LbSetupError::from)?;
         let file = lb_container::lb_file(config, backends);
-        let lb = lb_container::start(&d, &image, KIND_NETWORK, &file, &self.run_id)
+        let lb = lb_container::start(&d, &image, self.cluster.network(), &file, &self.run_id)
             .await
             .map_err(LbSetupError::from)?;
         self.lb_container.set(lb.container.id.clone());
