@@ -630,6 +630,12 @@ impl KindNode {
     pub fn control_plane(&self) -> bool {
         self.role == "control-plane"
     }
+
+    /// kind's `worker` role (not a control plane, not the
+    /// `external-load-balancer` or `external-etcd` containers).
+    pub fn worker(&self) -> bool {
+        self.role == "worker"
+    }
 }
 
 /// A kind cluster zdt created or reused.
@@ -979,9 +985,12 @@ pub fn lb_backends(
     } else {
         10256
     };
+    // Workers only: with two or more control planes kind adds a container
+    // with role `external-load-balancer` (haproxy in front of the API
+    // servers), labelled like a node; it serves no NodePort.
     Ok(nodes
         .iter()
-        .filter(|n| !n.control_plane())
+        .filter(|n| n.worker())
         .map(|n| zdt_lb::BackendConfig {
             name: n.name.clone(),
             address: format!("{}:{node_port}", n.internal_ip),
@@ -1095,9 +1104,17 @@ mod tests {
     fn lb_backends_are_workers_at_the_node_port_probed_like_the_cloud() {
         let nodes = [
             node("zdt-x-control-plane", "control-plane", "172.18.0.2"),
+            node("zdt-x-control-plane2", "control-plane", "172.18.0.5"),
+            // kind's haproxy in front of two or more API servers.
+            node(
+                "zdt-x-external-load-balancer",
+                "external-load-balancer",
+                "172.18.0.6",
+            ),
             node("zdt-x-worker", "worker", "172.18.0.3"),
             node("zdt-x-worker2", "worker", "172.18.0.4"),
         ];
+
         let svc = |policy: &str, hc: Option<i32>| -> k8s_openapi::api::core::v1::Service {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "nginx"},
@@ -1108,7 +1125,12 @@ mod tests {
             .unwrap()
         };
         let local = lb_backends(&nodes, &svc("Local", Some(31234)), None).unwrap();
-        assert_eq!(local.len(), 2, "the control plane is no backend");
+        let names: Vec<&str> = local.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["zdt-x-worker", "zdt-x-worker2"],
+            "control planes and kind's haproxy are no backends"
+        );
         assert_eq!(local[0].name, "zdt-x-worker");
         assert_eq!(local[0].address, "172.18.0.3:30080");
         assert_eq!(
