@@ -40,6 +40,11 @@ pub const CONFIG_HASH_LABEL: &str = "zdt.io/config-hash";
 /// only these.
 pub const CLUSTER_PREFIX: &str = "zdt-";
 
+/// How long every node may take to be Ready once `kind create cluster
+/// --wait` returned: kind's `--wait` covers the control plane only, and
+/// workers join (CNI, kubelet) after it.
+pub const NODES_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Names a directory: before zdt deletes a kind cluster it runs `kind
 /// export logs DIR/<cluster> --name <cluster>` (the nightly sets it, so a
 /// cluster deleted at a variant's end leaves its evidence).
@@ -184,6 +189,29 @@ pub enum KindError {
     #[error("interrupted while {doing}")]
     #[diagnostic(code(zdt::kind::interrupted))]
     Interrupted { doing: String },
+
+    /// The API server did not list the nodes (the control plane is up once
+    /// `kind create cluster --wait` returns, so this is not waited out).
+    #[error("listing the nodes of kind cluster {cluster}: {source}")]
+    #[diagnostic(code(zdt::kind::list_nodes))]
+    ListNodes {
+        cluster: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// Nodes that did not become Ready in time; `waiting` names each and
+    /// why.
+    #[error("kind cluster {cluster}: nodes not Ready after {timeout:?}: {waiting}")]
+    #[diagnostic(
+        code(zdt::kind::nodes_not_ready),
+        help("`kubectl --context kind-{cluster} describe nodes` shows why; `kind export logs --name {cluster}` collects the kubelets' logs")
+    )]
+    NodesNotReady {
+        cluster: String,
+        timeout: std::time::Duration,
+        waiting: String,
+    },
 
     /// A node name that is not one of this cluster's node containers.
     #[error("cluster {cluster} has no node {node:?} (nodes: {known})")]
@@ -928,6 +956,83 @@ fn write_file(path: &Path, text: &str, what: &'static str) -> Result<()> {
     })
 }
 
+/// What keeps a cluster from being ready for a run: nodes whose `Ready`
+/// condition is not True (with its reason and message), and workers that
+/// have not registered yet (`workers` of them are expected; a worker is a
+/// node without the control-plane role label). `None` when all is ready.
+pub fn nodes_not_ready(
+    nodes: &[k8s_openapi::api::core::v1::Node],
+    workers: usize,
+) -> Option<String> {
+    let mut waiting = Vec::new();
+    let mut registered = 0;
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or("?");
+        let control_plane = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"));
+        if !control_plane {
+            registered += 1;
+        }
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        match ready {
+            Some(c) if c.status == "True" => {}
+            Some(c) => waiting.push(format!(
+                "{name} Ready={} ({}: {})",
+                c.status,
+                c.reason.as_deref().unwrap_or("no reason"),
+                c.message.as_deref().unwrap_or("no message")
+            )),
+            None => waiting.push(format!("{name} has no Ready condition yet")),
+        }
+    }
+    if registered < workers {
+        waiting.push(format!(
+            "{registered} of {workers} worker node(s) registered"
+        ));
+    }
+    (!waiting.is_empty()).then(|| waiting.join("; "))
+}
+
+/// Wait until every node of the cluster is Ready and `workers` workers
+/// have registered, at most `timeout`. An API error ends the wait at once:
+/// the control plane answered before this is called.
+pub async fn wait_nodes_ready(
+    client: &kube::Client,
+    cluster: &str,
+    workers: usize,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| KindError::ListNodes {
+                cluster: cluster.to_owned(),
+                source: Box::new(e),
+            })?;
+        let Some(waiting) = nodes_not_ready(&list.items, workers) else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KindError::NodesNotReady {
+                cluster: cluster.to_owned(),
+                timeout,
+                waiting,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Why a Service cannot be put behind zdt's LB (yet): what it lacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -1114,7 +1219,6 @@ mod tests {
             node("zdt-x-worker", "worker", "172.18.0.3"),
             node("zdt-x-worker2", "worker", "172.18.0.4"),
         ];
-
         let svc = |policy: &str, hc: Option<i32>| -> k8s_openapi::api::core::v1::Service {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "nginx"},

@@ -431,6 +431,15 @@ impl Cluster {
         };
         let ready = async {
             let client = cluster.client().await?;
+            // Its own wait and reason: `kind create --wait` covered the
+            // control plane only, and a reused cluster's node may be down.
+            kind::wait_nodes_ready(
+                &client,
+                cluster.name(),
+                cluster.spec().workers,
+                kind::NODES_READY_TIMEOUT,
+            )
+            .await?;
             if !cluster.created() {
                 reset_namespace(&client, namespace).await?;
             }

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A private copy of the fake kind (`<root>/bin/kind`, state in
-/// `<root>/state`) and a scratch dir for the scenario and reports.
+/// `<root>/state`), a scratch dir for the scenario and reports, and the
+/// API server the fake's kubeconfigs name.
 struct Sandbox {
     root: tempfile::TempDir,
+    api: NodesApi,
 }
 
 impl Sandbox {
@@ -24,7 +26,9 @@ impl Sandbox {
         let src =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster/tests/data/kind/fake-kind");
         std::fs::copy(src, root.path().join("bin/kind")).unwrap();
-        Self { root }
+        let api = NodesApi::start();
+        std::fs::write(root.path().join("state/server"), api.url()).unwrap();
+        Self { root, api }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -126,6 +130,100 @@ impl Sandbox {
     }
 }
 
+/// A stub API server for the fake kind's clusters: `GET /api/v1/nodes`
+/// lists a control plane and two workers, all Ready (what the kind
+/// provider waits for before anything else); every other request gets a
+/// 404 Status, so a run goes on to fail at the workload apply, as a
+/// cluster without the API would. Counts the node lists; stopped on drop.
+struct NodesApi {
+    addr: std::net::SocketAddr,
+    node_lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodesApi {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node_lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lists, stopped) = (node_lists.clone(), stop.clone());
+        let node = |name: &str, control_plane: bool| {
+            let labels = if control_plane {
+                serde_json::json!({"node-role.kubernetes.io/control-plane": ""})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::json!({"metadata": {"name": name, "labels": labels},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        };
+        let nodes = serde_json::json!({"apiVersion": "v1", "kind": "NodeList",
+            "metadata": {"resourceVersion": "1"},
+            "items": [node("cp", true), node("w1", false), node("w2", false)]})
+        .to_string();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = stream else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req);
+                let (status, body) = if head.starts_with("GET /api/v1/nodes") {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                    ("200 OK", nodes.clone())
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
+                            .to_owned(),
+                    )
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            addr,
+            node_lists,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn node_lists(&self) -> usize {
+        self.node_lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for NodesApi {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Everything the run printed, with miette's line wrapping and frame
 /// characters undone, so messages can be matched whole.
 fn text(o: &Output) -> String {
@@ -188,6 +286,8 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
         reasons.iter().any(|r| r.starts_with("workload:")),
         "{reasons:?}"
     );
+    // Before the workload, the run waited for the nodes to be Ready.
+    assert!(sb.api.node_lists() >= 1, "the nodes were never listed");
     assert!(
         sb.events()
             .contains(&format!("kind cluster {name} deleted")),

@@ -1,0 +1,177 @@
+//! What a kind run waits for before traffic, at the boundary: a stub API
+//! server answering the list calls with canned objects. No kind cluster is
+//! involved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zdt_cluster::kind::{nodes_not_ready, wait_nodes_ready, KindError};
+
+/// A stub API server: GET of a path in the table answers its JSON, any
+/// other path a 404 Status. The table can be changed while it serves.
+#[derive(Clone, Default)]
+struct StubApi(Arc<Mutex<HashMap<String, Value>>>);
+
+impl StubApi {
+    fn set(&self, path: &str, body: Value) {
+        self.0.lock().unwrap().insert(path.to_owned(), body);
+    }
+
+    async fn serve(&self) -> kube::Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let table = self.0.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let table = table.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    let mut parsed = httparse::Request::new(&mut headers);
+                    let _ = parsed.parse(&req);
+                    let path = parsed.path.unwrap_or("").split('?').next().unwrap_or("");
+                    let found = table.lock().unwrap().get(path).cloned();
+                    let (status, body) = match found {
+                        Some(b) => ("200 OK", b),
+                        None => (
+                            "404 Not Found",
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": path}),
+                        ),
+                    };
+                    let body = body.to_string();
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        client(&format!("http://{addr}"))
+    }
+}
+
+fn client(url: &str) -> kube::Client {
+    let mut config = kube::Config::new(url.parse().unwrap());
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
+fn node(name: &str, control_plane: bool, ready: &str, reason: &str) -> Value {
+    let labels = if control_plane {
+        json!({"node-role.kubernetes.io/control-plane": ""})
+    } else {
+        json!({})
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": ready, "reason": reason,
+                                   "message": format!("{reason} on {name}")}]}
+    })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+const NODES: &str = "/api/v1/nodes";
+
+#[tokio::test]
+async fn every_node_ready_and_every_worker_registered_is_ready() {
+    let api = StubApi::default();
+    api.set(
+        NODES,
+        list(
+            "NodeList",
+            vec![
+                node("zdt-x-control-plane", true, "True", "KubeletReady"),
+                node("zdt-x-worker", false, "True", "KubeletReady"),
+                node("zdt-x-worker2", false, "True", "KubeletReady"),
+            ],
+        ),
+    );
+    let client = api.serve().await;
+    wait_nodes_ready(&client, "zdt-x", 2, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_not_ready_or_not_registered_is_named_in_the_reason() {
+    let api = StubApi::default();
+    api.set(
+        NODES,
+        list(
+            "NodeList",
+            vec![
+                node("zdt-x-control-plane", true, "True", "KubeletReady"),
+                node("zdt-x-worker", false, "False", "KubeletNotReady"),
+            ],
+        ),
+    );
+    let client = api.serve().await;
+    let err = wait_nodes_ready(&client, "zdt-x", 2, Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    let KindError::NodesNotReady { waiting, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        waiting,
+        "zdt-x-worker Ready=False (KubeletNotReady: KubeletNotReady on zdt-x-worker); \
+         1 of 2 worker node(s) registered"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("kind cluster zdt-x: nodes not Ready after"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_node_without_a_ready_condition_is_not_ready() {
+    let mut n = node("zdt-x-worker", false, "True", "KubeletReady");
+    n["status"] = json!({});
+    let nodes = vec![serde_json::from_value(n).unwrap()];
+    assert_eq!(
+        nodes_not_ready(&nodes, 1).as_deref(),
+        Some("zdt-x-worker has no Ready condition yet")
+    );
+}
+
+#[tokio::test]
+async fn an_api_that_does_not_answer_ends_the_node_wait_at_once() {
+    // Nothing listens there: the error comes back, not after the timeout.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = client(&format!("http://127.0.0.1:{port}"));
+    let started = std::time::Instant::now();
+    let err = wait_nodes_ready(&client, "zdt-x", 1, Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KindError::ListNodes { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
