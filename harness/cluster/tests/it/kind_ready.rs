@@ -1,6 +1,6 @@
-//! What a kind run waits for before traffic, at the boundary: a stub API
-//! server answering the list calls with canned objects. No kind cluster is
-//! involved.
+//! What a kind run waits for before traffic (every node Ready; MetalLB's
+//! controller and speakers), at the boundary: a stub API server answering
+//! the list calls with canned objects. No kind cluster is involved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zdt_cluster::kind::{nodes_not_ready, wait_nodes_ready, KindError};
+use zdt_cluster::metallb::{self, MetallbError};
 
 /// A stub API server: GET of a path in the table answers its JSON, any
 /// other path a 404 Status. The table can be changed while it serves.
@@ -173,5 +174,79 @@ async fn an_api_that_does_not_answer_ends_the_node_wait_at_once() {
         started.elapsed() < Duration::from_secs(60),
         "{:?}",
         started.elapsed()
+    );
+}
+
+const METALLB_DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/metallb-system/deployments";
+const METALLB_DAEMONSETS: &str = "/apis/apps/v1/namespaces/metallb-system/daemonsets";
+
+fn controller(available: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "controller", "namespace": "metallb-system", "generation": 1},
+        "spec": {"replicas": 1, "selector": {}, "template": {}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                   "readyReplicas": available, "availableReplicas": available}
+    })
+}
+
+fn speaker(desired: i32, ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "speaker", "namespace": "metallb-system", "generation": 1},
+        "spec": {"selector": {}, "template": {}},
+        "status": {"observedGeneration": 1, "desiredNumberScheduled": desired,
+                   "currentNumberScheduled": desired, "updatedNumberScheduled": desired,
+                   "numberReady": ready, "numberMisscheduled": 0}
+    })
+}
+
+#[tokio::test]
+async fn metallb_waits_for_its_speakers_not_only_its_controller() {
+    let api = StubApi::default();
+    api.set(
+        METALLB_DEPLOYMENTS,
+        list("DeploymentList", vec![controller(1)]),
+    );
+    api.set(
+        METALLB_DAEMONSETS,
+        list("DaemonSetList", vec![speaker(4, 3)]),
+    );
+    let client = api.serve().await;
+    // The controller alone is ready: not enough.
+    let err = metallb::wait_ready(&client, Duration::from_millis(10))
+        .await
+        .unwrap_err();
+    let MetallbError::NotReady { waiting, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(waiting, "DaemonSet speaker: 3 of 4 pod(s) ready, 4 updated");
+    // Every speaker ready: done.
+    api.set(
+        METALLB_DAEMONSETS,
+        list("DaemonSetList", vec![speaker(4, 4)]),
+    );
+    metallb::wait_ready(&client, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn metallb_without_controller_or_speakers_says_which_is_missing() {
+    let api = StubApi::default();
+    api.set(
+        METALLB_DEPLOYMENTS,
+        list("DeploymentList", vec![controller(0)]),
+    );
+    api.set(METALLB_DAEMONSETS, list("DaemonSetList", vec![]));
+    let client = api.serve().await;
+    let err = metallb::wait_ready(&client, Duration::from_millis(10))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Deployment controller (controller): 0 of 1 available")
+            && err.contains("no speaker DaemonSet"),
+        "{err}"
     );
 }
