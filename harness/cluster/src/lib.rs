@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod chaos;
 pub mod clean;
+pub mod cloud_provider_kind;
 pub mod docker;
 pub mod existing;
 pub mod kind;

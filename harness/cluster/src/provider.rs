@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::cloud_provider_kind as cpk;
 use super::docker;
 use super::existing::{self, ExistingCluster, ExistingError};
 use super::kind::{self, KindCluster, KindError, KindSpec};
@@ -91,6 +92,8 @@ pub enum LbSetupError {
     Backends(#[from] kind::LbBackendsError),
     #[error(transparent)]
     Metallb(#[from] metallb::MetallbError),
+    #[error(transparent)]
+    Envoy(#[from] cpk::EnvoyError),
     #[error("cannot read Service {namespace}/{service}: {source}")]
     ReadService {
         namespace: String,
@@ -775,6 +778,15 @@ impl KindRun {
                         service: service.to_owned(),
                         source: Box::new(e),
                     })?;
+                if self.mode == LbMode::CloudProviderKind {
+                    // The ingress is the container's address, set before
+                    // envoy serves; wait for envoy itself.
+                    let d = docker::connect().await?;
+                    let lb = cpk::lb_name(self.cluster.name(), namespace, service);
+                    cpk::wait_envoy_ready(&d, network, &lb, cpk::READY_TIMEOUT)
+                        .await
+                        .map_err(LbSetupError::from)?;
+                }
                 Ok(Exposure {
                     target,
                     lb: LbControl::External {
