@@ -55,6 +55,14 @@ pub enum ClusterError {
          pause or kill node {node} of context {context:?} (use `--provider kind`, or drain it)"
     )]
     NodeFaultUnsupported { node: String, context: String },
+    /// A resumed node's backend in zdt's LB could not be pointed at the
+    /// node's current address.
+    #[error("moving node {node}'s LB backend to its current address: {source}")]
+    LbBackendNotMoved {
+        node: String,
+        #[source]
+        source: Box<AdminError>,
+    },
     #[error("emptying namespace {namespace} of the reused kind cluster ({what}): {source}")]
     ResetNamespace {
         namespace: String,
@@ -361,6 +369,18 @@ pub struct KindRun {
     client: Client,
     mode: LbMode,
     run_id: String,
+    /// Set when zdt's LB container fronts the Service: what a resumed
+    /// node's backend is rebuilt from.
+    lb_follow: std::sync::Mutex<Option<LbFollow>>,
+}
+
+/// zdt's LB container's admin API, the Service it fronts (node ports) and
+/// the run's events, for [`KindRun::follow_node`].
+#[derive(Clone)]
+struct LbFollow {
+    admin: AdminClient,
+    service: k8s_openapi::api::core::v1::Service,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for KindRun {
@@ -468,6 +488,7 @@ impl Cluster {
             mode,
             run_id: run_id(),
             lb_container: docker::RemoveOnPanic::default(),
+            lb_follow: Default::default(),
         })))
     }
 
@@ -622,7 +643,11 @@ impl Cluster {
                     NodeFault::Kill => docker::NodeFault::Kill,
                     NodeFault::Resume => docker::NodeFault::Resume,
                 };
-                Ok(k.cluster.node_fault(node, fault).await?)
+                k.cluster.node_fault(node, fault).await?;
+                if fault == docker::NodeFault::Resume {
+                    k.follow_node(node).await?;
+                }
+                Ok(())
             }
             Cluster::Existing(x) => Err(ClusterError::NodeFaultUnsupported {
                 node: node.to_owned(),
@@ -820,6 +845,11 @@ impl KindRun {
         let lb = lb_container::start(&d, &image, self.cluster.network(), &file, &self.run_id)
             .await
             .map_err(LbSetupError::from)?;
+        *self.lb_follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(LbFollow {
+            admin: lb.admin.clone(),
+            service: svc.clone(),
+            events: events.clone(),
+        });
         self.lb_container.set(lb.container.id.clone());
         if let Some(ip) = lb.container.ipv4 {
             self.show_ingress(namespace, service, ip).await;
@@ -835,6 +865,47 @@ impl KindRun {
                 watch: Some(watch.drop_guard()),
             },
         })
+    }
+
+    /// After a node fault is undone: point the node's backend in zdt's LB
+    /// at the address its container has now. kind rewrites a restarted
+    /// node's IP (its entrypoint replaces the old one in the kubelet's and
+    /// kubeadm's files), and the LB keeps the address it was started with,
+    /// so without this a resumed node never becomes healthy again.
+    async fn follow_node(&self, node: &str) -> Result<(), ClusterError> {
+        let Some(follow) = self
+            .lb_follow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Ok(());
+        };
+        let nodes = self.cluster.nodes().await?;
+        let current: Vec<_> = nodes.into_iter().filter(|n| n.name == node).collect();
+        let desired =
+            kind::lb_backends(&current, &follow.service, None).map_err(LbSetupError::from)?;
+        for backend in desired {
+            let moved = lb_container::follow_backend(&follow.admin, &backend)
+                .await
+                .map_err(|e| ClusterError::LbBackendNotMoved {
+                    node: node.to_owned(),
+                    source: Box::new(e),
+                })?;
+            if let Some(was) = moved {
+                follow.events.emit(
+                    zdt_core::events::Source::Lb,
+                    "BackendMoved",
+                    &backend.name,
+                    Some(node),
+                    format!(
+                        "node {node} is back at {}; its LB backend probed {was} before",
+                        backend.address
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Write the LB container's address into the Service's

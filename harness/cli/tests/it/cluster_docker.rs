@@ -22,6 +22,7 @@ use zdt_cluster::docker::{
     self, kind_nodes, network_ipv4_subnet, node_fault, run_lb_container, NodeFault,
     KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
 };
+use zdt_cluster::lb_container::follow_backend;
 use zdt_lb::{AdminClient, Health};
 
 use crate::lb_docker::{
@@ -304,6 +305,104 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         !left.0.iter().any(|c| c.run.as_deref() == Some(id.as_str())),
         "cleanup left containers: {:?}",
         left.0
+    );
+}
+
+/// kind gives a restarted node container whatever address Docker hands it,
+/// and zdt's LB keeps the one it started with: after the node is resumed,
+/// the kind provider reads the node's address from Docker again and moves
+/// its backend there (`follow_backend`, the admin API calls the provider
+/// makes). Here the node's old address is taken by another container while
+/// the node is stopped, so Docker must give it a new one.
+#[tokio::test]
+async fn a_node_back_at_another_address_is_followed_by_the_lb_container() {
+    let Some(d) = docker_or_skip().await else {
+        return;
+    };
+    let id = unique("moved");
+    let mut made = ZdtMade::default();
+    let tag = format!("zdt-test-node:{id}");
+    let built = build_image(&d, &mut made, &tag, &id).await;
+    let (network, _, _) = kind_like_network(&d, &mut made, &id).await;
+    let cluster = format!("zdt-test-{id}");
+    let node_name = format!("{cluster}-worker");
+    let _node = stand_in_node(&built, &node_name, &network, &cluster, &id)
+        .start()
+        .await
+        .unwrap();
+    let n = kind_nodes(&d, &cluster, &network).await.unwrap()[0].clone();
+    let old = n.ipv4.unwrap();
+    let (_lb, admin) = lb_in_front(&d, &mut made, &tag, &network, &id, &node_name, old).await;
+    wait_health(&admin, Health::Healthy).await;
+
+    node_fault(&d, &n, &network, NodeFault::Stop).await.unwrap();
+    wait_health(&admin, Health::Unhealthy).await;
+    // Another container takes the stopped node's address.
+    let squatter = docker::run_container(
+        &d,
+        &docker::ContainerSpec {
+            name: format!("zdt-test-squatter-{id}"),
+            image: tag.clone(),
+            cmd: [
+                "serve",
+                "--listen",
+                "0.0.0.0:7070",
+                "--pod",
+                "squatter",
+                "--node",
+                "none",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            run_id: Some(id.clone()),
+            init: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    made.containers.push(squatter.id.clone());
+    d.connect_network(
+        &network,
+        bollard::models::NetworkConnectRequest {
+            container: squatter.id.clone(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                ipam_config: Some(bollard::models::EndpointIpamConfig {
+                    ipv4_address: Some(old.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+
+    node_fault(&d, &n, &network, NodeFault::Resume)
+        .await
+        .unwrap();
+    let now = kind_nodes(&d, &cluster, &network).await.unwrap()[0]
+        .ipv4
+        .expect("the resumed node has an address");
+    assert_ne!(now, old, "docker gave the node its old address back");
+    // The LB still probes the old address, which is not the node.
+    assert_eq!(admin.list().await.unwrap()[0].health, Health::Unhealthy);
+
+    let desired = zdt_lb::BackendConfig {
+        name: node_name.clone(),
+        address: format!("{now}:8080"),
+        probe: Some(format!("http://{now}:9090/healthz")),
+    };
+    let moved = follow_backend(&admin, &desired).await.unwrap();
+    assert_eq!(moved, Some(format!("http://{old}:9090/healthz")));
+    wait_health(&admin, Health::Healthy).await;
+    let backend = &admin.list().await.unwrap()[0];
+    assert_eq!(
+        (backend.name.as_str(), backend.probe.as_str()),
+        (
+            node_name.as_str(),
+            format!("http://{now}:9090/healthz").as_str()
+        )
     );
 }
 

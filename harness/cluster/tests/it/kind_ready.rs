@@ -1,6 +1,8 @@
-//! What a kind run waits for before traffic (every node Ready; MetalLB's
-//! controller and speakers), at the boundary: a stub API server answering
-//! the list calls with canned objects. No kind cluster is involved.
+//! What a kind run waits for before traffic, and what it does after a node
+//! fault is undone, at the boundaries: a stub API server answering the
+//! list calls with canned objects (the readiness waits), and zdt's real LB
+//! with its HTTP admin API in this process (a resumed node's backend
+//! following the node's new address). No kind cluster is involved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,8 +10,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 use zdt_cluster::kind::{nodes_not_ready, wait_nodes_ready, KindError};
+use zdt_cluster::lb_container::follow_backend;
 use zdt_cluster::metallb::{self, MetallbError};
+use zdt_core::clock::Clock;
+use zdt_core::events::EventSink;
+use zdt_core::units::Dur;
+use zdt_lb::testing::TestBackend;
+use zdt_lb::{AdminClient, BackendConfig, Health, Lb, LbConfig, ProbeSettings};
 
 /// A stub API server: GET of a path in the table answers its JSON, any
 /// other path a 404 Status. The table can be changed while it serves.
@@ -249,4 +258,85 @@ async fn metallb_without_controller_or_speakers_says_which_is_missing() {
             && err.contains("no speaker DaemonSet"),
         "{err}"
     );
+}
+
+fn probe() -> ProbeSettings {
+    ProbeSettings {
+        interval: Dur::from_millis(200),
+        timeout: Dur::from_millis(150),
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+    }
+}
+
+fn backend_at(name: &str, b: &TestBackend) -> BackendConfig {
+    BackendConfig {
+        name: name.into(),
+        address: b.app.to_string(),
+        probe: Some(format!("http://{}/healthz", b.health)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_nodes_backend_follows_its_new_address() {
+    let clock = Clock::start();
+    let (events, _rx) = EventSink::channel(clock);
+    // The node before the fault, and the same node back at another address
+    // (what kind does to a restarted node container).
+    let before = TestBackend::start("before", clock).await;
+    let after = TestBackend::start("after", clock).await;
+    let lb = Lb::start(
+        LbConfig {
+            probe: probe(),
+            ..Default::default()
+        },
+        vec![],
+        events,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let admin = AdminClient::new(
+        lb.serve_admin("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    admin
+        .add(&backend_at("zdt-x-worker", &before))
+        .await
+        .unwrap();
+    admin
+        .wait_healthy(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The old address is gone: the backend goes unhealthy and stays so.
+    before.set_healthy(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admin.list().await.unwrap()[0].health != Health::Unhealthy {
+        assert!(std::time::Instant::now() < deadline, "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let moved = follow_backend(&admin, &backend_at("zdt-x-worker", &after))
+        .await
+        .unwrap();
+    assert_eq!(moved, Some(format!("http://{}/healthz", before.health)));
+    let list = admin.list().await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].probe, format!("http://{}/healthz", after.health));
+    admin
+        .wait_healthy(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!after.probes().is_empty(), "the new address is probed");
+    // Traffic reaches the node at its new address.
+    let answer = zdt_lb::testing::ask(lb.frontend_addr()).await.unwrap();
+    assert_eq!(answer, "after");
+
+    // Already right: nothing is removed or added.
+    let again = follow_backend(&admin, &backend_at("zdt-x-worker", &after))
+        .await
+        .unwrap();
+    assert_eq!(again, None);
+    lb.shutdown().await;
 }
