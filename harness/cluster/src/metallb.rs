@@ -235,16 +235,7 @@ pub async fn wait_ready(client: &Client, timeout: Duration) -> Result<(), Metall
             .items;
         let mut waiting: Vec<String> = deployments
             .iter()
-            .filter(|d| !crate::chaos::rollout_complete(d))
-            .map(|d| {
-                let status = d.status.clone().unwrap_or_default();
-                format!(
-                    "Deployment {} (controller): {} of {} available",
-                    d.metadata.name.as_deref().unwrap_or("?"),
-                    status.available_replicas.unwrap_or(0),
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-                )
-            })
+            .filter_map(|d| crate::apply::deployment_waiting(NAMESPACE, d))
             .collect();
         if deployments.is_empty() {
             waiting.push("no controller Deployment".into());

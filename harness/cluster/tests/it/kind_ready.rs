@@ -103,21 +103,21 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 
 const NODES: &str = "/api/v1/nodes";
 
+/// A client of a stub API server whose node list is `nodes`.
+async fn nodes_api(nodes: Vec<Value>) -> kube::Client {
+    let api = StubApi::default();
+    api.set(NODES, list("NodeList", nodes));
+    api.serve().await
+}
+
 #[tokio::test]
 async fn every_node_ready_and_every_worker_registered_is_ready() {
-    let api = StubApi::default();
-    api.set(
-        NODES,
-        list(
-            "NodeList",
-            vec![
-                node("zdt-x-control-plane", true, "True", "KubeletReady"),
-                node("zdt-x-worker", false, "True", "KubeletReady"),
-                node("zdt-x-worker2", false, "True", "KubeletReady"),
-            ],
-        ),
-    );
-    let client = api.serve().await;
+    let client = nodes_api(vec![
+        node("zdt-x-control-plane", true, "True", "KubeletReady"),
+        node("zdt-x-worker", false, "True", "KubeletReady"),
+        node("zdt-x-worker2", false, "True", "KubeletReady"),
+    ])
+    .await;
     wait_nodes_ready(&client, "zdt-x", 2, Duration::from_secs(5))
         .await
         .unwrap();
@@ -125,18 +125,11 @@ async fn every_node_ready_and_every_worker_registered_is_ready() {
 
 #[tokio::test]
 async fn a_worker_not_ready_or_not_registered_is_named_in_the_reason() {
-    let api = StubApi::default();
-    api.set(
-        NODES,
-        list(
-            "NodeList",
-            vec![
-                node("zdt-x-control-plane", true, "True", "KubeletReady"),
-                node("zdt-x-worker", false, "False", "KubeletNotReady"),
-            ],
-        ),
-    );
-    let client = api.serve().await;
+    let client = nodes_api(vec![
+        node("zdt-x-control-plane", true, "True", "KubeletReady"),
+        node("zdt-x-worker", false, "False", "KubeletNotReady"),
+    ])
+    .await;
     let err = wait_nodes_ready(&client, "zdt-x", 2, Duration::from_millis(10))
         .await
         .unwrap_err();
@@ -254,7 +247,7 @@ async fn metallb_without_controller_or_speakers_says_which_is_missing() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Deployment controller (controller): 0 of 1 available")
+        err.contains("deployment metallb-system/controller has 0/1 available")
             && err.contains("no speaker DaemonSet"),
         "{err}"
     );
