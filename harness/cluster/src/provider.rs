@@ -175,8 +175,14 @@ pub enum LbControl {
         watch: Option<tokio_util::sync::DropGuard>,
     },
     /// An LB zdt does not control (the cloud's, MetalLB, cloud-provider-kind):
-    /// traffic goes through it, admin operations are refused.
-    External { target: SocketAddr, what: String },
+    /// traffic goes through it, admin operations are refused. `checked`
+    /// says what zdt saw ready before handing it over (MetalLB's speakers,
+    /// envoy's `/ready`), for the run's `LbReady` event.
+    External {
+        target: SocketAddr,
+        what: String,
+        checked: Option<String>,
+    },
 }
 
 impl LbControl {
@@ -209,12 +215,22 @@ impl LbControl {
         timeout: Duration,
     ) -> Result<String, LbAdminError> {
         match self {
-            LbControl::External { target, what } => {
+            LbControl::External {
+                target,
+                what,
+                checked,
+            } => {
                 wait_accepting(*target, what, timeout).await?;
-                Ok(format!(
-                    "{what} at {target} accepts TCP connections (only that was checked: \
-                     zdt cannot see its backends or their health)"
-                ))
+                Ok(match checked {
+                    None => format!(
+                        "{what} at {target} accepts TCP connections (only that was checked: \
+                         zdt cannot see its backends or their health)"
+                    ),
+                    Some(before) => format!(
+                        "{what} at {target} accepts TCP connections; before that, {before} \
+                         (nothing more was checked: zdt cannot see its backends or their health)"
+                    ),
+                })
             }
             other => {
                 other.admin().wait_healthy(count, timeout).await?;
@@ -626,6 +642,7 @@ impl Cluster {
                             "the cloud's load balancer of context {:?}",
                             x.cluster.context()
                         ),
+                        checked: None,
                     },
                 })
             }
@@ -791,9 +808,12 @@ impl KindRun {
                         .await
                         .map_err(LbSetupError::from)?;
                 }
-                let what = match self.mode {
-                    LbMode::Metallb => "MetalLB (L2)",
-                    _ => "cloud-provider-kind's envoy",
+                let (what, mut checked) = match self.mode {
+                    LbMode::Metallb => (
+                        "MetalLB (L2)",
+                        "MetalLB's controller and every speaker were ready".to_owned(),
+                    ),
+                    _ => ("cloud-provider-kind's envoy", String::new()),
                 };
                 let target = ingress_target(&self.client, namespace, service)
                     .await
@@ -808,15 +828,20 @@ impl KindRun {
                     // envoy serves; wait for envoy itself.
                     let d = docker::connect().await?;
                     let lb = cpk::lb_name(self.cluster.name(), namespace, service);
-                    cpk::wait_envoy_ready(&d, network, &lb, cpk::READY_TIMEOUT)
+                    let envoy = cpk::wait_envoy_ready(&d, network, &lb, cpk::READY_TIMEOUT)
                         .await
                         .map_err(LbSetupError::from)?;
+                    checked = format!(
+                        "envoy's admin API at {envoy}:{} answered /ready with LIVE",
+                        cpk::ENVOY_ADMIN_PORT
+                    );
                 }
                 Ok(Exposure {
                     target,
                     lb: LbControl::External {
                         target,
                         what: what.to_owned(),
+                        checked: Some(checked),
                     },
                 })
             }
@@ -1031,6 +1056,7 @@ mod tests {
         let lb = LbControl::External {
             target,
             what: "the cloud's load balancer".into(),
+            checked: None,
         };
         let checked = lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
         // It says what was checked, and claims nothing about backends.
@@ -1053,6 +1079,26 @@ mod tests {
                 "the cloud's load balancer at {target} accepted no connection within"
             )),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_external_lb_ready_message_keeps_what_was_checked_before() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let lb = LbControl::External {
+            target,
+            what: "MetalLB (L2)".into(),
+            checked: Some("MetalLB's controller and every speaker were ready".into()),
+        };
+        let checked = lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            checked,
+            format!(
+                "MetalLB (L2) at {target} accepts TCP connections; before that, MetalLB's \
+                 controller and every speaker were ready (nothing more was checked: zdt cannot \
+                 see its backends or their health)"
+            )
         );
     }
 
