@@ -23,11 +23,12 @@ use crate::apply::ApplyError;
 pub const VERSION: &str = "v0.14.9";
 /// Names the manifest file to apply (`metallb-native.yaml` of [`VERSION`]).
 pub(crate) const MANIFEST_ENV: &str = "ZDT_METALLB_MANIFEST";
-/// sha256 of `config/manifests/metallb-native.yaml` at [`VERSION`], taken
-/// from the file as committed at that tag in MetalLB's repository (the
-/// bytes raw.githubusercontent.com serves for it). A file with any other
-/// digest is refused: zdt's results name MetalLB {VERSION}, and the speaker
-/// wait below is written for that manifest's objects.
+/// sha256 of `config/manifests/metallb-native.yaml` at [`VERSION`],
+/// computed from the file as committed at that tag in MetalLB's repository
+/// (raw.githubusercontent.com serves those bytes; no download was compared
+/// here, so the nightly's first fetch is the cross-check). A file with any
+/// other digest is refused: zdt's results name MetalLB {VERSION}, and the
+/// speaker wait below is written for that manifest's objects.
 pub const MANIFEST_SHA256: &str =
     "951065e85692aa106f1bb5d5a487d9306154923a794ab1d82122881cbaf588e4";
 pub(crate) const NAMESPACE: &str = "metallb-system";
