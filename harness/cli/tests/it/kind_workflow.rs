@@ -496,3 +496,47 @@ fn shellcheck_accepts_the_evidence_script_and_the_fake_kind() {
         );
     }
 }
+
+/// The `run:` script of the workflow step named `name`, run as GitHub's
+/// runners run it (`bash --noprofile --norc -eo pipefail`), from the
+/// repository's root with `bin` first on PATH.
+fn run_step(name: &str, bin: &std::path::Path) -> std::process::Output {
+    let steps = steps();
+    let step = steps
+        .iter()
+        .find(|s| s["name"].as_str().is_some_and(|n| n.contains(name)))
+        .unwrap_or_else(|| panic!("no step named {name}"));
+    Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail", "-c"])
+        .arg(step["run"].as_str().unwrap())
+        .current_dir(repo())
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_runner_size_step_stops_a_2_vcpu_runner_and_passes_a_4_vcpu_one() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let state = root.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let free = "\"-g\") printf '%s\\n' '              total        used' 'Mem:             15           1' ;;";
+    fake_command(&bin, &state, "free", free);
+    for (cpus, ok) in [("2", false), ("4", true)] {
+        fake_command(&bin, &state, "nproc", &format!("\"\") echo {cpus} ;;"));
+        let out = run_step("Check the runner's size", &bin);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.success(), ok, "{cpus} vCPUs: {stdout}");
+        assert!(
+            stdout.contains(&format!("runner: {cpus} vCPU(s), 15 GiB")),
+            "{stdout}"
+        );
+        assert_eq!(
+            stdout.contains("::error::this nightly needs a runner with >= 4 vCPUs"),
+            !ok,
+            "{stdout}"
+        );
+    }
+}
