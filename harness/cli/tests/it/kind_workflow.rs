@@ -501,6 +501,14 @@ fn shellcheck_accepts_the_evidence_script_and_the_fake_kind() {
 /// runners run it (`bash --noprofile --norc -eo pipefail`), from the
 /// repository's root with `bin` first on PATH.
 fn run_step(name: &str, bin: &std::path::Path) -> std::process::Output {
+    run_step_env(name, bin, &[])
+}
+
+fn run_step_env(
+    name: &str,
+    bin: &std::path::Path,
+    envs: &[(&str, String)],
+) -> std::process::Output {
     let steps = steps();
     let step = steps
         .iter()
@@ -511,6 +519,7 @@ fn run_step(name: &str, bin: &std::path::Path) -> std::process::Output {
         .arg(step["run"].as_str().unwrap())
         .current_dir(repo())
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap()
 }
@@ -539,4 +548,61 @@ fn the_runner_size_step_stops_a_2_vcpu_runner_and_passes_a_4_vcpu_one() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn the_metallb_fetch_step_refuses_a_manifest_with_another_digest() {
+    // The real manifest is not in this repository (nor reachable here), so
+    // only the refusal is run: a download with other bytes must stop the
+    // step before ZDT_METALLB_MANIFEST is set.
+    let (_, doc) = workflow();
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    let state = root.path().join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let url = "https://raw.githubusercontent.com/metallb/metallb/v0.14.9/config/manifests/metallb-native.yaml";
+    let temp = root.path().join("runner-temp");
+    std::fs::create_dir_all(&temp).unwrap();
+    fake_command(
+        &bin,
+        &state,
+        "curl",
+        &format!(
+            "\"-fsSL --retry 3 -o {}/metallb-native.yaml {url}\") echo 'kind: NotMetalLB' > \"$5\" ;;",
+            temp.display()
+        ),
+    );
+    let github_env = root.path().join("github-env");
+    let out = run_step_env(
+        "Fetch MetalLB's manifest",
+        &bin,
+        &[
+            ("RUNNER_TEMP", temp.display().to_string()),
+            ("GITHUB_ENV", github_env.display().to_string()),
+            (
+                "METALLB_VERSION",
+                doc["env"]["METALLB_VERSION"].as_str().unwrap().to_owned(),
+            ),
+            (
+                "METALLB_SHA256",
+                doc["env"]["METALLB_SHA256"].as_str().unwrap().to_owned(),
+            ),
+        ],
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("FAILED"), "sha256sum said why: {all}");
+    let argv = std::fs::read_to_string(state.join("curl.argv")).unwrap();
+    assert!(argv.contains(url), "{argv}");
+    assert!(
+        !std::fs::read_to_string(&github_env)
+            .unwrap_or_default()
+            .contains("ZDT_METALLB_MANIFEST"),
+        "the unchecked file was handed to zdt"
+    );
 }
