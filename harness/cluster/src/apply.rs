@@ -216,6 +216,21 @@ async fn ensure_namespace(
     Ok(())
 }
 
+/// What a Deployment in `ns` still lacks to have rolled out, in the words
+/// of a readiness reason; `None` once its rollout is complete.
+pub(crate) fn deployment_waiting(ns: &str, d: &Deployment) -> Option<String> {
+    if rollout_complete(d) {
+        return None;
+    }
+    let s = d.status.clone().unwrap_or_default();
+    Some(format!(
+        "deployment {ns}/{} has {}/{} available",
+        d.metadata.name.as_deref().unwrap_or("?"),
+        s.available_replicas.unwrap_or(0),
+        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    ))
+}
+
 /// Wait until every Deployment in `ns` has completed its rollout.
 pub async fn wait_deployments_ready(
     client: &Client,
@@ -235,16 +250,7 @@ pub async fn wait_deployments_ready(
         let pending: Vec<String> = list
             .items
             .iter()
-            .filter(|d| !rollout_complete(d))
-            .map(|d| {
-                let s = d.status.clone().unwrap_or_default();
-                format!(
-                    "deployment {ns}/{} has {}/{} available",
-                    d.metadata.name.as_deref().unwrap_or("?"),
-                    s.available_replicas.unwrap_or(0),
-                    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-                )
-            })
+            .filter_map(|d| deployment_waiting(ns, d))
             .collect();
         if pending.is_empty() {
             return Ok(());

@@ -40,6 +40,16 @@ pub const CONFIG_HASH_LABEL: &str = "zdt.io/config-hash";
 /// only these.
 pub const CLUSTER_PREFIX: &str = "zdt-";
 
+/// How long every node may take to be Ready once `kind create cluster
+/// --wait` returned: kind's `--wait` covers the control plane only, and
+/// workers join (CNI, kubelet) after it.
+pub const NODES_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Names a directory: before zdt deletes a kind cluster it runs `kind
+/// export logs DIR/<cluster> --name <cluster>` (the nightly sets it, so a
+/// cluster deleted at a variant's end leaves its evidence).
+pub const LOGS_ENV: &str = "ZDT_KIND_LOGS";
+
 /// How long `kind create cluster --wait` waits for the control plane.
 pub const CREATE_WAIT: &str = "120s";
 
@@ -104,7 +114,7 @@ pub enum KindError {
     #[error("no kindest/node image pinned for Kubernetes {requested:?}")]
     #[diagnostic(
         code(zdt::kind::unsupported_version),
-        help("set `cluster.kubernetes` to one of: {supported}; or give `cluster.kind.config` a kind config file with your own `image:`")
+        help("set `cluster.kubernetes` to one of: {supported}; or give `cluster.kindConfig` a kind config file with your own `image:`")
     )]
     UnsupportedVersion {
         requested: String,
@@ -179,6 +189,29 @@ pub enum KindError {
     #[error("interrupted while {doing}")]
     #[diagnostic(code(zdt::kind::interrupted))]
     Interrupted { doing: String },
+
+    /// The API server did not list the nodes (the control plane is up once
+    /// `kind create cluster --wait` returns, so this is not waited out).
+    #[error("listing the nodes of kind cluster {cluster}: {source}")]
+    #[diagnostic(code(zdt::kind::list_nodes))]
+    ListNodes {
+        cluster: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// Nodes that did not become Ready in time; `waiting` names each and
+    /// why.
+    #[error("kind cluster {cluster}: nodes not Ready after {timeout:?}: {waiting}")]
+    #[diagnostic(
+        code(zdt::kind::nodes_not_ready),
+        help("`kubectl --context kind-{cluster} describe nodes` shows why; `kind export logs --name {cluster}` collects the kubelets' logs")
+    )]
+    NodesNotReady {
+        cluster: String,
+        timeout: std::time::Duration,
+        waiting: String,
+    },
 
     /// A node name that is not one of this cluster's node containers.
     #[error("cluster {cluster} has no node {node:?} (nodes: {known})")]
@@ -521,11 +554,13 @@ impl KindCli {
             .collect())
     }
 
-    /// `kind delete cluster --name NAME`, blocking, output discarded: for
-    /// a panic's unwinding, where nothing async can run any more.
-    fn delete_cluster_blocking(&self, name: &str) {
+    /// `kind delete cluster --name NAME --kubeconfig KUBECONFIG`, blocking,
+    /// output discarded: for a panic's unwinding, where nothing async can
+    /// run any more.
+    fn delete_cluster_blocking(&self, name: &str, kubeconfig: &Path) {
         let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(["delete", "cluster", "--name", name])
+        cmd.args(["delete", "cluster", "--name", name, "--kubeconfig"])
+            .arg(kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -535,12 +570,59 @@ impl KindCli {
         let _ = cmd.status();
     }
 
-    /// `kind delete cluster --name NAME`.
+    /// `kind delete cluster --name NAME --kubeconfig FILE`, FILE being a
+    /// kubeconfig of zdt's own. Without `--kubeconfig`, kind locks and
+    /// edits `$KUBECONFIG` or `~/.kube/config` (the user's), and a stale
+    /// `config.lock` there makes the delete fail after the nodes are gone
+    /// (kind v0.31.0, pkg/cluster/internal/delete). A file that does not
+    /// exist is fine: kind reads it as empty and writes nothing.
+    pub async fn delete_cluster_with(&self, name: &str, kubeconfig: &Path) -> Result<()> {
+        let kubeconfig = kubeconfig.to_string_lossy();
+        self.run(&[
+            "delete",
+            "cluster",
+            "--name",
+            name,
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// [`delete_cluster_with`](KindCli::delete_cluster_with) a kubeconfig
+    /// path in a fresh temp dir of zdt's (`zdt clean`, which holds no
+    /// kubeconfig of the cluster).
     pub async fn delete_cluster(&self, name: &str) -> Result<()> {
-        self.run(&["delete", "cluster", "--name", name])
+        let dir = zdt_core::process::temp_dir("kind-delete").map_err(|source| KindError::Io {
+            what: "cannot create a temp dir under",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        self.delete_cluster_with(name, &dir.path().join("kubeconfig"))
+            .await
+    }
+
+    /// `kind export logs DIR --name NAME`: the nodes' journals, container
+    /// runtime and pod logs, for evidence before a cluster is deleted.
+    pub async fn export_logs(&self, name: &str, dir: &Path) -> Result<()> {
+        let dir = dir.to_string_lossy();
+        self.run(&["export", "logs", &dir, "--name", name])
             .await
             .map(drop)
     }
+}
+
+/// The docker network kind puts the nodes on: `kind`, or what
+/// `KIND_EXPERIMENTAL_DOCKER_NETWORK` names (kind v0.31.0 and
+/// cloud-provider-kind v0.9.0 both honour it, so zdt must look there too).
+pub fn docker_network() -> String {
+    network_from(std::env::var("KIND_EXPERIMENTAL_DOCKER_NETWORK").ok())
+}
+
+fn network_from(var: Option<String>) -> String {
+    var.filter(|n| !n.is_empty())
+        .unwrap_or_else(|| KIND_NETWORK.to_owned())
 }
 
 /// The most likely fix for a failed kind command, from what it printed.
@@ -576,6 +658,12 @@ impl KindNode {
     pub fn control_plane(&self) -> bool {
         self.role == "control-plane"
     }
+
+    /// kind's `worker` role (not a control plane, not the
+    /// `external-load-balancer` or `external-etcd` containers).
+    pub fn worker(&self) -> bool {
+        self.role == "worker"
+    }
 }
 
 /// A kind cluster zdt created or reused.
@@ -590,6 +678,8 @@ pub struct KindCluster {
     /// panicking deletes the cluster on the way out.
     settled: bool,
     kubeconfig: PathBuf,
+    /// The docker network of the nodes ([`docker_network`]).
+    network: String,
     // Node InternalIPs as first seen: a disconnected node has none, and
     // Resume must reconnect it with the same one.
     known_ips: std::sync::Mutex<HashMap<String, Ipv4Addr>>,
@@ -675,7 +765,7 @@ impl KindCluster {
                 _ = cancel.cancelled() => {
                     // The create future is gone, and kind with it
                     // (kill_on_drop); remove the nodes it made so far.
-                    if let Err(e) = kind.delete_cluster(&name).await {
+                    if let Err(e) = kind.delete_cluster_with(&name, &kubeconfig).await {
                         tracing::warn!("deleting the interrupted kind cluster {name}: {e}");
                     }
                     return Err(interrupted(&format!("creating kind cluster {name}")));
@@ -691,6 +781,7 @@ impl KindCluster {
             created,
             settled: false,
             kubeconfig,
+            network: docker_network(),
             known_ips: Default::default(),
             _dir: dir,
         })
@@ -702,6 +793,11 @@ impl KindCluster {
 
     pub fn spec(&self) -> &KindSpec {
         &self.spec
+    }
+
+    /// The docker network its nodes are on.
+    pub fn network(&self) -> &str {
+        &self.network
     }
 
     /// Whether [`teardown`](KindCluster::teardown) leaves the cluster running.
@@ -764,7 +860,7 @@ impl KindCluster {
     /// their InternalIPs, from the node containers on the `kind` network.
     pub async fn nodes(&self) -> Result<Vec<KindNode>> {
         let docker = docker::connect().await?;
-        let containers = docker::kind_nodes(&docker, &self.name, KIND_NETWORK).await?;
+        let containers = docker::kind_nodes(&docker, &self.name, &self.network).await?;
         let mut known = self.known_ips.lock().unwrap_or_else(|p| p.into_inner());
         let mut nodes = Vec::with_capacity(containers.len());
         for c in containers {
@@ -790,7 +886,7 @@ impl KindCluster {
     /// A node fault as a docker operation on the node's container.
     pub async fn node_fault(&self, node: &str, fault: NodeFault) -> Result<()> {
         let docker = docker::connect().await?;
-        let nodes = docker::kind_nodes(&docker, &self.name, KIND_NETWORK).await?;
+        let nodes = docker::kind_nodes(&docker, &self.name, &self.network).await?;
         let Some(container) = nodes.iter().find(|n| n.name == node) else {
             return Err(KindError::UnknownNode {
                 cluster: self.name.clone(),
@@ -812,7 +908,7 @@ impl KindCluster {
                 None => container.ipv4 = known.get(&container.name).copied(),
             }
         }
-        docker::node_fault(&docker, &container, KIND_NETWORK, fault).await?;
+        docker::node_fault(&docker, &container, &self.network, fault).await?;
         Ok(())
     }
 
@@ -827,7 +923,16 @@ impl KindCluster {
             );
             return Ok(());
         }
-        self.kind.delete_cluster(&self.name).await
+        if let Some(dir) = std::env::var_os(LOGS_ENV) {
+            // Evidence first: once the nodes are gone, so are their logs.
+            let dir = PathBuf::from(dir).join(&self.name);
+            if let Err(e) = self.kind.export_logs(&self.name, &dir).await {
+                tracing::warn!("kind export logs for {} failed: {e}", self.name);
+            }
+        }
+        self.kind
+            .delete_cluster_with(&self.name, &self.kubeconfig)
+            .await
     }
 }
 
@@ -837,7 +942,8 @@ impl Drop for KindCluster {
         // delete the cluster here rather than leave it for `zdt clean`.
         if !self.settled && !self.keep && std::thread::panicking() {
             tracing::warn!(cluster = %self.name, "panic: deleting kind cluster");
-            self.kind.delete_cluster_blocking(&self.name);
+            self.kind
+                .delete_cluster_blocking(&self.name, &self.kubeconfig);
         }
     }
 }
@@ -848,6 +954,83 @@ fn write_file(path: &Path, text: &str, what: &'static str) -> Result<()> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// What keeps a cluster from being ready for a run: nodes whose `Ready`
+/// condition is not True (with its reason and message), and workers that
+/// have not registered yet (`workers` of them are expected; a worker is a
+/// node without the control-plane role label). `None` when all is ready.
+pub fn nodes_not_ready(
+    nodes: &[k8s_openapi::api::core::v1::Node],
+    workers: usize,
+) -> Option<String> {
+    let mut waiting = Vec::new();
+    let mut registered = 0;
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or("?");
+        let control_plane = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("node-role.kubernetes.io/control-plane"));
+        if !control_plane {
+            registered += 1;
+        }
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+        match ready {
+            Some(c) if c.status == "True" => {}
+            Some(c) => waiting.push(format!(
+                "{name} Ready={} ({}: {})",
+                c.status,
+                c.reason.as_deref().unwrap_or("no reason"),
+                c.message.as_deref().unwrap_or("no message")
+            )),
+            None => waiting.push(format!("{name} has no Ready condition yet")),
+        }
+    }
+    if registered < workers {
+        waiting.push(format!(
+            "{registered} of {workers} worker node(s) registered"
+        ));
+    }
+    (!waiting.is_empty()).then(|| waiting.join("; "))
+}
+
+/// Wait until every node of the cluster is Ready and `workers` workers
+/// have registered, at most `timeout`. An API error ends the wait at once:
+/// the control plane answered before this is called.
+pub async fn wait_nodes_ready(
+    client: &kube::Client,
+    cluster: &str,
+    workers: usize,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let list = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| KindError::ListNodes {
+                cluster: cluster.to_owned(),
+                source: Box::new(e),
+            })?;
+        let Some(waiting) = nodes_not_ready(&list.items, workers) else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KindError::NodesNotReady {
+                cluster: cluster.to_owned(),
+                timeout,
+                waiting,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// Why a Service cannot be put behind zdt's LB (yet): what it lacks.
@@ -907,9 +1090,12 @@ pub fn lb_backends(
     } else {
         10256
     };
+    // Workers only: with two or more control planes kind adds a container
+    // with role `external-load-balancer` (haproxy in front of the API
+    // servers), labelled like a node; it serves no NodePort.
     Ok(nodes
         .iter()
-        .filter(|n| !n.control_plane())
+        .filter(|n| n.worker())
         .map(|n| zdt_lb::BackendConfig {
             name: n.name.clone(),
             address: format!("{}:{node_port}", n.internal_ip),
@@ -994,6 +1180,14 @@ mod tests {
     }
 
     #[test]
+    fn the_network_is_kinds_unless_kind_is_told_another() {
+        // What KIND_EXPERIMENTAL_DOCKER_NETWORK holds, as kind reads it.
+        assert_eq!(network_from(None), "kind");
+        assert_eq!(network_from(Some(String::new())), "kind");
+        assert_eq!(network_from(Some("ci-net".into())), "ci-net");
+    }
+
+    #[test]
     fn command_line_quotes_what_a_shell_would_split() {
         let k = KindCli::program("kind");
         assert_eq!(
@@ -1015,6 +1209,13 @@ mod tests {
     fn lb_backends_are_workers_at_the_node_port_probed_like_the_cloud() {
         let nodes = [
             node("zdt-x-control-plane", "control-plane", "172.18.0.2"),
+            node("zdt-x-control-plane2", "control-plane", "172.18.0.5"),
+            // kind's haproxy in front of two or more API servers.
+            node(
+                "zdt-x-external-load-balancer",
+                "external-load-balancer",
+                "172.18.0.6",
+            ),
             node("zdt-x-worker", "worker", "172.18.0.3"),
             node("zdt-x-worker2", "worker", "172.18.0.4"),
         ];
@@ -1028,7 +1229,12 @@ mod tests {
             .unwrap()
         };
         let local = lb_backends(&nodes, &svc("Local", Some(31234)), None).unwrap();
-        assert_eq!(local.len(), 2, "the control plane is no backend");
+        let names: Vec<&str> = local.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["zdt-x-worker", "zdt-x-worker2"],
+            "control planes and kind's haproxy are no backends"
+        );
         assert_eq!(local[0].name, "zdt-x-worker");
         assert_eq!(local[0].address, "172.18.0.3:30080");
         assert_eq!(

@@ -321,6 +321,35 @@ impl LogClock {
 
 /// The container's last log lines (empty when it logged nothing), for an
 /// error message.
+/// Point the LB's backend `desired.name` at `desired`'s address and probe,
+/// when its probe target differs (the LB's backends carry the node's
+/// InternalIP in both). The LB resolves a backend once, when it is added,
+/// so a node that came back with another address (kind rewrites a
+/// restarted node's IP) is removed and added again; the node's
+/// connections to the old address are dead already. Returns the probe
+/// target it had when it moved, `None` when it was already right.
+pub async fn follow_backend(
+    admin: &AdminClient,
+    desired: &BackendConfig,
+) -> Result<Option<String>, AdminError> {
+    let want = desired
+        .probe
+        .clone()
+        .unwrap_or_else(|| format!("tcp://{}", desired.address));
+    let current = admin.list().await?;
+    let had = current.iter().find(|b| b.name == desired.name);
+    if had.is_some_and(|b| b.probe == want) {
+        return Ok(None);
+    }
+    if had.is_some() {
+        admin.remove(&desired.name).await?;
+    }
+    admin.add(desired).await?;
+    Ok(Some(
+        had.map_or_else(|| "none".to_owned(), |b| b.probe.clone()),
+    ))
+}
+
 async fn last_logs(docker: &Docker, container: &str) -> String {
     use futures::StreamExt;
     let options = bollard::query_parameters::LogsOptionsBuilder::new()

@@ -5,15 +5,19 @@
 pub mod apply;
 pub mod chaos;
 pub mod clean;
+pub mod cloud_provider_kind;
 pub mod docker;
 pub mod existing;
 pub mod kind;
 pub mod lb_container;
 pub mod lb_image;
-pub(crate) mod metallb;
+pub mod metallb;
 pub mod provider;
 mod tar;
 
+/// The MetalLB release and manifest digest zdt installs (the nightly
+/// workflow checks its download against the same digest).
+pub use metallb::{MANIFEST_SHA256 as METALLB_MANIFEST_SHA256, VERSION as METALLB_VERSION};
 pub use provider::{
     Cluster, ClusterError, Exposure, LbAdmin, LbAdminError, LbControl, LbSetupError,
 };

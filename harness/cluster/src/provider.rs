@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::docker::{self, KIND_NETWORK};
+use super::cloud_provider_kind as cpk;
+use super::docker;
 use super::existing::{self, ExistingCluster, ExistingError};
 use super::kind::{self, KindCluster, KindError, KindSpec};
 use super::lb_container;
@@ -54,6 +55,14 @@ pub enum ClusterError {
          pause or kill node {node} of context {context:?} (use `--provider kind`, or drain it)"
     )]
     NodeFaultUnsupported { node: String, context: String },
+    /// A resumed node's backend in zdt's LB could not be pointed at the
+    /// node's current address.
+    #[error("moving node {node}'s LB backend to its current address: {source}")]
+    LbBackendNotMoved {
+        node: String,
+        #[source]
+        source: Box<AdminError>,
+    },
     #[error("emptying namespace {namespace} of the reused kind cluster ({what}): {source}")]
     ResetNamespace {
         namespace: String,
@@ -91,6 +100,8 @@ pub enum LbSetupError {
     Backends(#[from] kind::LbBackendsError),
     #[error(transparent)]
     Metallb(#[from] metallb::MetallbError),
+    #[error(transparent)]
+    Envoy(#[from] cpk::EnvoyError),
     #[error("cannot read Service {namespace}/{service}: {source}")]
     ReadService {
         namespace: String,
@@ -164,8 +175,14 @@ pub enum LbControl {
         watch: Option<tokio_util::sync::DropGuard>,
     },
     /// An LB zdt does not control (the cloud's, MetalLB, cloud-provider-kind):
-    /// traffic goes through it, admin operations are refused.
-    External { target: SocketAddr, what: String },
+    /// traffic goes through it, admin operations are refused. `checked`
+    /// says what zdt saw ready before handing it over (MetalLB's speakers,
+    /// envoy's `/ready`), for the run's `LbReady` event.
+    External {
+        target: SocketAddr,
+        what: String,
+        checked: Option<String>,
+    },
 }
 
 impl LbControl {
@@ -198,12 +215,22 @@ impl LbControl {
         timeout: Duration,
     ) -> Result<String, LbAdminError> {
         match self {
-            LbControl::External { target, what } => {
+            LbControl::External {
+                target,
+                what,
+                checked,
+            } => {
                 wait_accepting(*target, what, timeout).await?;
-                Ok(format!(
-                    "{what} at {target} accepts TCP connections (only that was checked: \
-                     zdt cannot see its backends or their health)"
-                ))
+                Ok(match checked {
+                    None => format!(
+                        "{what} at {target} accepts TCP connections (only that was checked: \
+                         zdt cannot see its backends or their health)"
+                    ),
+                    Some(before) => format!(
+                        "{what} at {target} accepts TCP connections; before that, {before} \
+                         (nothing more was checked: zdt cannot see its backends or their health)"
+                    ),
+                })
             }
             other => {
                 other.admin().wait_healthy(count, timeout).await?;
@@ -358,6 +385,18 @@ pub struct KindRun {
     client: Client,
     mode: LbMode,
     run_id: String,
+    /// Set when zdt's LB container fronts the Service: what a resumed
+    /// node's backend is rebuilt from.
+    lb_follow: std::sync::Mutex<Option<LbFollow>>,
+}
+
+/// zdt's LB container's admin API, the Service it fronts (node ports) and
+/// the run's events, for [`KindRun::follow_node`].
+#[derive(Clone)]
+struct LbFollow {
+    admin: AdminClient,
+    service: k8s_openapi::api::core::v1::Service,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for KindRun {
@@ -431,6 +470,15 @@ impl Cluster {
         };
         let ready = async {
             let client = cluster.client().await?;
+            // Its own wait and reason: `kind create --wait` covered the
+            // control plane only, and a reused cluster's node may be down.
+            kind::wait_nodes_ready(
+                &client,
+                cluster.name(),
+                cluster.spec().workers,
+                kind::NODES_READY_TIMEOUT,
+            )
+            .await?;
             if !cluster.created() {
                 reset_namespace(&client, namespace).await?;
             }
@@ -456,6 +504,7 @@ impl Cluster {
             mode,
             run_id: run_id(),
             lb_container: docker::RemoveOnPanic::default(),
+            lb_follow: Default::default(),
         })))
     }
 
@@ -598,6 +647,7 @@ impl Cluster {
                             "the cloud's load balancer of context {:?}",
                             x.cluster.context()
                         ),
+                        checked: None,
                     },
                 })
             }
@@ -624,7 +674,11 @@ impl Cluster {
                     NodeFault::Kill => docker::NodeFault::Kill,
                     NodeFault::Resume => docker::NodeFault::Resume,
                 };
-                Ok(k.cluster.node_fault(node, fault).await?)
+                k.cluster.node_fault(node, fault).await?;
+                if fault == docker::NodeFault::Resume {
+                    k.follow_node(node).await?;
+                }
+                Ok(())
             }
             Cluster::Existing(x) => Err(ClusterError::NodeFaultUnsupported {
                 node: node.to_owned(),
@@ -760,16 +814,20 @@ impl KindRun {
                     .await
             }
             LbMode::Metallb | LbMode::CloudProviderKind => {
+                let network = self.cluster.network();
                 if self.mode == LbMode::Metallb {
                     let d = docker::connect().await?;
-                    let subnet = docker::network_ipv4_subnet(&d, KIND_NETWORK).await?;
+                    let subnet = docker::network_ipv4_subnet(&d, network).await?;
                     metallb::install(&self.client, subnet)
                         .await
                         .map_err(LbSetupError::from)?;
                 }
-                let what = match self.mode {
-                    LbMode::Metallb => "MetalLB (L2)",
-                    _ => "cloud-provider-kind's envoy",
+                let (what, mut checked) = match self.mode {
+                    LbMode::Metallb => (
+                        "MetalLB (L2)",
+                        "MetalLB's controller and every speaker were ready".to_owned(),
+                    ),
+                    _ => ("cloud-provider-kind's envoy", String::new()),
                 };
                 let target = ingress_target(&self.client, namespace, service)
                     .await
@@ -779,11 +837,25 @@ impl KindRun {
                         service: service.to_owned(),
                         source: Box::new(e),
                     })?;
+                if self.mode == LbMode::CloudProviderKind {
+                    // The ingress is the container's address, set before
+                    // envoy serves; wait for envoy itself.
+                    let d = docker::connect().await?;
+                    let lb = cpk::lb_name(self.cluster.name(), namespace, service);
+                    let envoy = cpk::wait_envoy_ready(&d, network, &lb, cpk::READY_TIMEOUT)
+                        .await
+                        .map_err(LbSetupError::from)?;
+                    checked = format!(
+                        "envoy's admin API at {envoy}:{} answered /ready with LIVE",
+                        cpk::ENVOY_ADMIN_PORT
+                    );
+                }
                 Ok(Exposure {
                     target,
                     lb: LbControl::External {
                         target,
                         what: what.to_owned(),
+                        checked: Some(checked),
                     },
                 })
             }
@@ -809,9 +881,14 @@ impl KindRun {
             .await
             .map_err(LbSetupError::from)?;
         let file = lb_container::lb_file(config, backends);
-        let lb = lb_container::start(&d, &image, KIND_NETWORK, &file, &self.run_id)
+        let lb = lb_container::start(&d, &image, self.cluster.network(), &file, &self.run_id)
             .await
             .map_err(LbSetupError::from)?;
+        *self.lb_follow.lock().unwrap_or_else(|p| p.into_inner()) = Some(LbFollow {
+            admin: lb.admin.clone(),
+            service: svc.clone(),
+            events: events.clone(),
+        });
         self.lb_container.set(lb.container.id.clone());
         if let Some(ip) = lb.container.ipv4 {
             show_ingress(&self.client, namespace, service, ip).await;
@@ -827,6 +904,47 @@ impl KindRun {
                 watch: Some(watch.drop_guard()),
             },
         })
+    }
+
+    /// After a node fault is undone: point the node's backend in zdt's LB
+    /// at the address its container has now. kind rewrites a restarted
+    /// node's IP (its entrypoint replaces the old one in the kubelet's and
+    /// kubeadm's files), and the LB keeps the address it was started with,
+    /// so without this a resumed node never becomes healthy again.
+    async fn follow_node(&self, node: &str) -> Result<(), ClusterError> {
+        let Some(follow) = self
+            .lb_follow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Ok(());
+        };
+        let nodes = self.cluster.nodes().await?;
+        let current: Vec<_> = nodes.into_iter().filter(|n| n.name == node).collect();
+        let desired =
+            kind::lb_backends(&current, &follow.service, None).map_err(LbSetupError::from)?;
+        for backend in desired {
+            let moved = lb_container::follow_backend(&follow.admin, &backend)
+                .await
+                .map_err(|e| ClusterError::LbBackendNotMoved {
+                    node: node.to_owned(),
+                    source: Box::new(e),
+                })?;
+            if let Some(was) = moved {
+                follow.events.emit(
+                    zdt_core::events::Source::Lb,
+                    "BackendMoved",
+                    &backend.name,
+                    Some(node),
+                    format!(
+                        "node {node} is back at {}; its LB backend probed {was} before",
+                        backend.address
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The Service once the API server has given it its node ports.
@@ -952,6 +1070,7 @@ mod tests {
         let lb = LbControl::External {
             target,
             what: "the cloud's load balancer".into(),
+            checked: None,
         };
         let checked = lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
         // It says what was checked, and claims nothing about backends.
@@ -974,6 +1093,26 @@ mod tests {
                 "the cloud's load balancer at {target} accepted no connection within"
             )),
             "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_external_lb_ready_message_keeps_what_was_checked_before() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let lb = LbControl::External {
+            target,
+            what: "MetalLB (L2)".into(),
+            checked: Some("MetalLB's controller and every speaker were ready".into()),
+        };
+        let checked = lb.wait_ready(3, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            checked,
+            format!(
+                "MetalLB (L2) at {target} accepts TCP connections; before that, MetalLB's \
+                 controller and every speaker were ready (nothing more was checked: zdt cannot \
+                 see its backends or their health)"
+            )
         );
     }
 

@@ -22,9 +22,13 @@ use zdt_cluster::docker::{
     self, kind_nodes, network_ipv4_subnet, node_fault, run_lb_container, NodeFault,
     KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
 };
+use zdt_cluster::lb_container::follow_backend;
 use zdt_lb::{AdminClient, Health};
 
-use crate::lb_docker::{build_image, docker_or_skip, unique, zdt_container, ZdtMade, LB_READY};
+use crate::lb_docker::{
+    build_image, docker_or_skip, unique, zdt_container, ZdtMade, LB_READY, SERVE_READY,
+};
+use zdt_cluster::cloud_provider_kind as cpk;
 
 async fn state(d: &Docker, id: &str) -> bollard::models::ContainerState {
     docker::inspect(d, id).await.unwrap().state.unwrap()
@@ -52,6 +56,75 @@ async fn wait_health(admin: &AdminClient, want: Health) -> Duration {
 
 const STAND_IN_CONFIG: &str = "frontend: 0.0.0.0:8080\nadmin: 0.0.0.0:9090\nprofile: custom\n";
 
+/// A network standing in for kind's, with its IPv4 subnet spelled out
+/// (a user-configured subnet is what lets a container be given a fixed
+/// address): docker picks a free one, then the network is recreated with
+/// it. `made` removes it.
+async fn kind_like_network(d: &Docker, made: &mut ZdtMade, id: &str) -> (String, Ipv4Addr, u8) {
+    let network = format!("zdt-test-{id}");
+    docker::create_network(d, &network, None, Some(id))
+        .await
+        .unwrap();
+    made.networks.push(network.clone());
+    let (subnet, prefix) = network_ipv4_subnet(d, &network).await.unwrap();
+    docker::remove_network(d, &network).await.unwrap();
+    docker::create_network(d, &network, Some(&format!("{subnet}/{prefix}")), Some(id))
+        .await
+        .unwrap();
+    (network, subnet, prefix)
+}
+
+/// A node stand-in: `zdt lb` (frontend 8080, admin and `/healthz` 9090)
+/// labelled like worker `node_name` of kind cluster `cluster`, and like a
+/// container zdt made (so `zdt clean` sees it).
+fn stand_in_node(
+    built: &zdt_cluster::lb_image::BuiltImage,
+    node_name: &str,
+    network: &str,
+    cluster: &str,
+    id: &str,
+) -> testcontainers::ContainerRequest<testcontainers::GenericImage> {
+    let node_args = ["lb", "--config", "/etc/zdt/node.yaml"];
+    zdt_container(built, node_name, network, &node_args, &[], LB_READY)
+        .with_copy_to("/etc/zdt/node.yaml", STAND_IN_CONFIG.as_bytes().to_vec())
+        .with_labels(docker::managed_labels(Some(id)))
+        .with_label(KIND_CLUSTER_LABEL, cluster.to_owned())
+        .with_label(KIND_ROLE_LABEL, "worker")
+}
+
+/// The LB container on `network` with the stand-in `node_name` at `ip` as
+/// its one backend (probed every 300 ms), frontend and admin API published
+/// on loopback only. `made` removes it.
+async fn lb_in_front(
+    d: &Docker,
+    made: &mut ZdtMade,
+    image: &str,
+    network: &str,
+    id: &str,
+    node_name: &str,
+    ip: Ipv4Addr,
+) -> (docker::RunningContainer, AdminClient) {
+    let lb_config = format!(
+        "frontend: 0.0.0.0:8080\nadmin: 0.0.0.0:9090\nprofile: custom\n\
+         probe: {{ interval: 300ms, timeout: 300ms, unhealthy_threshold: 2, healthy_threshold: 1 }}\n\
+         backends:\n  - name: {node_name}\n    address: {ip}:8080\n    probe: http://{ip}:9090/healthz\n"
+    );
+    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let lb = run_lb_container(
+        d,
+        image,
+        network,
+        lb_config.as_bytes(),
+        &[(8080, loopback), (9090, loopback)],
+        Some(id),
+    )
+    .await
+    .unwrap();
+    made.containers.push(lb.id.clone());
+    let admin = AdminClient::new(lb.published(9090).unwrap());
+    (lb, admin)
+}
+
 #[tokio::test]
 async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container() {
     let Some(d) = docker_or_skip().await else {
@@ -64,20 +137,9 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     let tag = format!("zdt-test-node:{id}");
     let built = build_image(&d, &mut made, &tag, &id).await;
 
-    // A network standing in for kind's.
-    let network = format!("zdt-test-{id}");
-    // kind's network has a user-configured subnet (that is what lets a
-    // reconnected node keep its address): let docker pick a free one, then
-    // recreate the network with it spelled out.
-    docker::create_network(&d, &network, None, Some(&id))
-        .await
-        .unwrap();
-    made.networks.push(network.clone());
-    let (subnet, prefix) = network_ipv4_subnet(&d, &network).await.unwrap();
-    docker::remove_network(&d, &network).await.unwrap();
-    docker::create_network(&d, &network, Some(&format!("{subnet}/{prefix}")), Some(&id))
-        .await
-        .unwrap();
+    // A network standing in for kind's, with a user-configured subnet
+    // (that is what lets a reconnected node keep its address).
+    let (network, subnet, prefix) = kind_like_network(&d, &mut made, &id).await;
     assert_eq!(
         network_ipv4_subnet(&d, &network).await.unwrap(),
         (subnet, prefix)
@@ -88,12 +150,7 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     // exists already, so testcontainers leaves it alone.
     let cluster = format!("zdt-test-{id}");
     let node_name = format!("{cluster}-worker");
-    let node_args = ["lb", "--config", "/etc/zdt/node.yaml"];
-    let node = zdt_container(&built, &node_name, &network, &node_args, &[], LB_READY)
-        .with_copy_to("/etc/zdt/node.yaml", STAND_IN_CONFIG.as_bytes().to_vec())
-        .with_labels(docker::managed_labels(Some(&id)))
-        .with_label(KIND_CLUSTER_LABEL, cluster.clone())
-        .with_label(KIND_ROLE_LABEL, "worker")
+    let node = stand_in_node(&built, &node_name, &network, &cluster, &id)
         .start()
         .await
         .unwrap();
@@ -117,27 +174,9 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
 
     // The LB container on the same network, the node as its backend,
     // published on loopback only.
-    let lb_config = format!(
-        "frontend: 0.0.0.0:8080\nadmin: 0.0.0.0:9090\nprofile: custom\n\
-         probe: {{ interval: 300ms, timeout: 300ms, unhealthy_threshold: 2, healthy_threshold: 1 }}\n\
-         backends:\n  - name: {node_name}\n    address: {ip}:8080\n    probe: http://{ip}:9090/healthz\n"
-    );
-    let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let lb = run_lb_container(
-        &d,
-        &tag,
-        &network,
-        lb_config.as_bytes(),
-        &[(8080, loopback), (9090, loopback)],
-        Some(&id),
-    )
-    .await
-    .unwrap();
-    made.containers.push(lb.id.clone());
+    let (lb, admin) = lb_in_front(&d, &mut made, &tag, &network, &id, &node_name, ip).await;
     let frontend = lb.published(8080).unwrap();
-    let admin_addr = lb.published(9090).unwrap();
     assert!(frontend.ip().is_loopback() && frontend.port() != 0);
-    let admin = AdminClient::new(admin_addr);
     wait_health(&admin, Health::Healthy).await;
     assert_eq!(admin.list().await.unwrap()[0].name, node_name);
 
@@ -266,5 +305,166 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         !left.0.iter().any(|c| c.run.as_deref() == Some(id.as_str())),
         "cleanup left containers: {:?}",
         left.0
+    );
+}
+
+/// kind gives a restarted node container whatever address Docker hands it,
+/// and zdt's LB keeps the one it started with: after the node is resumed,
+/// the kind provider reads the node's address from Docker again and moves
+/// its backend there (`follow_backend`, the admin API calls the provider
+/// makes). Here the node's old address is taken by another container while
+/// the node is stopped, so Docker must give it a new one.
+#[tokio::test]
+async fn a_node_back_at_another_address_is_followed_by_the_lb_container() {
+    let Some(d) = docker_or_skip().await else {
+        return;
+    };
+    let id = unique("moved");
+    let mut made = ZdtMade::default();
+    let tag = format!("zdt-test-node:{id}");
+    let built = build_image(&d, &mut made, &tag, &id).await;
+    let (network, _, _) = kind_like_network(&d, &mut made, &id).await;
+    let cluster = format!("zdt-test-{id}");
+    let node_name = format!("{cluster}-worker");
+    let _node = stand_in_node(&built, &node_name, &network, &cluster, &id)
+        .start()
+        .await
+        .unwrap();
+    let n = kind_nodes(&d, &cluster, &network).await.unwrap()[0].clone();
+    let old = n.ipv4.unwrap();
+    let (_lb, admin) = lb_in_front(&d, &mut made, &tag, &network, &id, &node_name, old).await;
+    wait_health(&admin, Health::Healthy).await;
+
+    node_fault(&d, &n, &network, NodeFault::Stop).await.unwrap();
+    wait_health(&admin, Health::Unhealthy).await;
+    // Another container takes the stopped node's address.
+    let squatter = docker::run_container(
+        &d,
+        &docker::ContainerSpec {
+            name: format!("zdt-test-squatter-{id}"),
+            image: tag.clone(),
+            cmd: [
+                "serve",
+                "--listen",
+                "0.0.0.0:7070",
+                "--pod",
+                "squatter",
+                "--node",
+                "none",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            run_id: Some(id.clone()),
+            init: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    made.containers.push(squatter.id.clone());
+    d.connect_network(
+        &network,
+        bollard::models::NetworkConnectRequest {
+            container: squatter.id.clone(),
+            endpoint_config: Some(bollard::models::EndpointSettings {
+                ipam_config: Some(bollard::models::EndpointIpamConfig {
+                    ipv4_address: Some(old.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+
+    node_fault(&d, &n, &network, NodeFault::Resume)
+        .await
+        .unwrap();
+    let now = kind_nodes(&d, &cluster, &network).await.unwrap()[0]
+        .ipv4
+        .expect("the resumed node has an address");
+    assert_ne!(now, old, "docker gave the node its old address back");
+    // The LB still probes the old address, which is not the node.
+    assert_eq!(admin.list().await.unwrap()[0].health, Health::Unhealthy);
+
+    let desired = zdt_lb::BackendConfig {
+        name: node_name.clone(),
+        address: format!("{now}:8080"),
+        probe: Some(format!("http://{now}:9090/healthz")),
+    };
+    let moved = follow_backend(&admin, &desired).await.unwrap();
+    assert_eq!(moved, Some(format!("http://{old}:9090/healthz")));
+    wait_health(&admin, Health::Healthy).await;
+    let backend = &admin.list().await.unwrap()[0];
+    assert_eq!(
+        (backend.name.as_str(), backend.probe.as_str()),
+        (
+            node_name.as_str(),
+            format!("http://{now}:9090/healthz").as_str()
+        )
+    );
+}
+
+/// cloud-provider-kind's envoy for a Service is found by cloud-provider-
+/// kind's label on the network, and asked for `/ready` on its admin port.
+/// The stand-in (`zdt serve` on port 10000, labelled like an envoy
+/// container) answers 200 with its pod's name, not envoy's `LIVE`, so the
+/// wait ends with that answer as its reason; before it exists, the reason
+/// is that no such container runs.
+#[tokio::test]
+async fn cloud_provider_kinds_envoy_is_found_by_its_label_and_asked_for_ready() {
+    let Some(d) = docker_or_skip().await else {
+        return;
+    };
+    let id = unique("envoy");
+    let mut made = ZdtMade::default();
+    let tag = format!("zdt-test-envoy:{id}");
+    let built = build_image(&d, &mut made, &tag, &id).await;
+    let (network, _, _) = kind_like_network(&d, &mut made, &id).await;
+    let lb = cpk::lb_name(&format!("zdt-test-{id}"), "web", "nginx");
+    let short = Duration::from_millis(10);
+
+    let err = cpk::wait_envoy_ready(&d, &network, &lb, short)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "no container labelled {}={lb} (is cloud-provider-kind running?)",
+            cpk::LB_NAME_LABEL
+        )),
+        "{err}"
+    );
+
+    let args = [
+        "serve",
+        "--listen",
+        "0.0.0.0:10000",
+        "--pod",
+        "envoy-stand-in",
+        "--node",
+        "none",
+    ];
+    let _envoy = zdt_container(
+        &built,
+        &format!("kindccm-{id}"),
+        &network,
+        &args,
+        &[],
+        SERVE_READY,
+    )
+    .with_labels(docker::managed_labels(Some(&id)))
+    .with_label(cpk::LB_NAME_LABEL, lb.clone())
+    .start()
+    .await
+    .unwrap();
+    let err = cpk::wait_envoy_ready(&d, &network, &lb, short)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("envoy admin /ready answered \"200\" \"pod envoy-stand-in on node none\", not 200 \"LIVE\""),
+        "{err}"
     );
 }

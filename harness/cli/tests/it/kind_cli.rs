@@ -52,6 +52,15 @@ impl FakeKind {
             .collect()
     }
 
+    /// The kubeconfig files `kind delete cluster` locked (and would edit).
+    fn locked(&self) -> Vec<String> {
+        std::fs::read_to_string(self.state("kubeconfig-locks"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn set_clusters(&self, names: &[&str]) {
         let mut text = names.join("\n");
         text.push('\n');
@@ -121,11 +130,17 @@ async fn up_creates_then_a_second_up_reuses_and_teardown_deletes() {
     assert!(kubeconfig.contains(&format!("current-context: kind-{name}")));
     second.client().await.unwrap();
 
-    // Kept: no delete. Not kept: `kind delete cluster --name`.
+    // Kept: no delete. Not kept: `kind delete cluster --name … --kubeconfig`
+    // with the handle's own kubeconfig, the only file kind locks.
     first.teardown().await.unwrap();
     assert_eq!(fake.calls().len(), 4);
+    let second_kubeconfig = s(second.kubeconfig_path());
     second.teardown().await.unwrap();
-    assert_eq!(fake.calls()[4], format!("delete cluster --name {name}"));
+    assert_eq!(
+        fake.calls()[4],
+        format!("delete cluster --name {name} --kubeconfig {second_kubeconfig}")
+    );
+    assert_eq!(fake.locked(), vec![second_kubeconfig]);
     assert!(!dir.exists(), "the temp dir goes with the handle");
 }
 
@@ -246,11 +261,55 @@ async fn clean_deletes_only_zdt_clusters() {
     let failures = execute(&fake.cli(), &only_clusters).await;
     assert!(failures.is_empty(), "{failures:?}");
     let calls = fake.calls();
-    assert_eq!(
-        calls.last().unwrap(),
-        "delete cluster --name zdt-0123456789"
+    let last = calls.last().unwrap();
+    let kubeconfig = last
+        .strip_prefix("delete cluster --name zdt-0123456789 --kubeconfig ")
+        .unwrap_or_else(|| panic!("{last}"));
+    // `zdt clean` holds no kubeconfig of the cluster: it names a file in a
+    // temp dir of its own, so the user's ~/.kube/config is never locked.
+    let kubeconfig = Path::new(kubeconfig);
+    assert!(kubeconfig.starts_with(std::env::temp_dir()), "{last}");
+    assert!(
+        kubeconfig
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("zdt-{}-kind-delete", std::process::id())),
+        "{last}"
     );
+    assert_eq!(fake.locked(), vec![kubeconfig.display().to_string()]);
     assert_eq!(calls.iter().filter(|c| c.starts_with("delete")).count(), 1);
+}
+
+#[tokio::test]
+async fn export_logs_names_the_directory_and_the_cluster() {
+    let fake = FakeKind::new();
+    fake.set_clusters(&["zdt-0123456789"]);
+    let out = tempfile::tempdir().unwrap();
+    fake.cli()
+        .export_logs("zdt-0123456789", out.path())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.calls(),
+        vec![format!(
+            "export logs {} --name zdt-0123456789",
+            s(out.path())
+        )]
+    );
+    assert!(out
+        .path()
+        .join("zdt-0123456789-control-plane/journal.log")
+        .exists());
+    // A cluster kind does not know is kind's error, kept whole.
+    let err = fake
+        .cli()
+        .export_logs("zdt-gone", out.path())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown cluster"), "{err}");
 }
 
 #[test]

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A private copy of the fake kind (`<root>/bin/kind`, state in
-/// `<root>/state`) and a scratch dir for the scenario and reports.
+/// `<root>/state`), a scratch dir for the scenario and reports, and the
+/// API server the fake's kubeconfigs name.
 struct Sandbox {
     root: tempfile::TempDir,
+    api: NodesApi,
 }
 
 impl Sandbox {
@@ -24,7 +26,9 @@ impl Sandbox {
         let src =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster/tests/data/kind/fake-kind");
         std::fs::copy(src, root.path().join("bin/kind")).unwrap();
-        Self { root }
+        let api = NodesApi::start();
+        std::fs::write(root.path().join("state/server"), api.url()).unwrap();
+        Self { root, api }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -105,8 +109,118 @@ impl Sandbox {
             .collect()
     }
 
+    /// `line` is `kind delete cluster --name NAME --kubeconfig FILE` with
+    /// FILE a kubeconfig of zdt's own (under the run's TMPDIR), never the
+    /// user's: without `--kubeconfig` kind locks and edits ~/.kube/config.
+    fn assert_delete(&self, line: &str, name: &str) {
+        let prefix = format!("delete cluster --name {name} --kubeconfig ");
+        let file = line
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{line:?} is not `{prefix}FILE`"));
+        assert!(
+            Path::new(file).starts_with(self.path("tmp"))
+                && Path::new(file).ends_with("kubeconfig")
+                && !Path::new(file).starts_with(self.path("tmp/.kube")),
+            "{line}"
+        );
+    }
+
     fn events(&self) -> String {
         std::fs::read_to_string(self.path("out/events.jsonl")).unwrap_or_default()
+    }
+}
+
+/// A stub API server for the fake kind's clusters: `GET /api/v1/nodes`
+/// lists a control plane and two workers, all Ready (what the kind
+/// provider waits for before anything else); every other request gets a
+/// 404 Status, so a run goes on to fail at the workload apply, as a
+/// cluster without the API would. Counts the node lists; stopped on drop.
+struct NodesApi {
+    addr: std::net::SocketAddr,
+    node_lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodesApi {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node_lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lists, stopped) = (node_lists.clone(), stop.clone());
+        let node = |name: &str, control_plane: bool| {
+            let labels = if control_plane {
+                serde_json::json!({"node-role.kubernetes.io/control-plane": ""})
+            } else {
+                serde_json::json!({})
+            };
+            serde_json::json!({"metadata": {"name": name, "labels": labels},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        };
+        let nodes = serde_json::json!({"apiVersion": "v1", "kind": "NodeList",
+            "metadata": {"resourceVersion": "1"},
+            "items": [node("cp", true), node("w1", false), node("w2", false)]})
+        .to_string();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = stream else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req);
+                let (status, body) = if head.starts_with("GET /api/v1/nodes") {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                    ("200 OK", nodes.clone())
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#
+                            .to_owned(),
+                    )
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            addr,
+            node_lists,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn node_lists(&self) -> usize {
+        self.node_lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for NodesApi {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -158,10 +272,10 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
         ),
         "{calls:?}"
     );
+    // The kubeconfig kind wrote at create is the one the delete names.
     assert_eq!(
         calls[2],
-        format!("delete cluster --name {name}"),
-        "{calls:?}"
+        format!("delete cluster --name {name} --kubeconfig {}", create[9])
     );
     assert_eq!(calls.len(), 3, "{calls:?}");
     let config = std::fs::read_to_string(sb.path(&format!("state/config-{name}.yaml"))).unwrap();
@@ -172,6 +286,8 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
         reasons.iter().any(|r| r.starts_with("workload:")),
         "{reasons:?}"
     );
+    // Before the workload, the run waited for the nodes to be Ready.
+    assert!(sb.api.node_lists() >= 1, "the nodes were never listed");
     assert!(
         sb.events()
             .contains(&format!("kind cluster {name} deleted")),
@@ -190,11 +306,7 @@ fn a_panic_inside_a_kind_variant_still_deletes_the_cluster() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}"),
-        "{calls:?}"
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let reasons = sb.reasons();
     assert!(
         reasons
@@ -223,13 +335,44 @@ fn keep_cluster_leaves_it_and_the_next_run_reuses_it() {
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     let calls = sb.calls();
     assert_eq!(
-        calls[2..],
+        calls[2..4],
         [
             "get clusters".to_owned(),
             format!("get kubeconfig --name {name}"),
-            format!("delete cluster --name {name}"),
         ],
         "a second run of the same shape reuses the cluster: {calls:?}"
+    );
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    sb.assert_delete(&calls[4], &name);
+}
+
+#[test]
+fn a_stale_lock_on_the_users_kubeconfig_does_not_fail_the_delete() {
+    // kind locks the kubeconfig it edits by creating <file>.lock; one left
+    // by a killed kubectl or kind makes `kind delete cluster` without
+    // --kubeconfig fail after the nodes are gone (the fake does as kind
+    // v0.31.0 does). HOME is the sandbox's tmp/ here.
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("tmp/.kube")).unwrap();
+    std::fs::write(sb.path("tmp/.kube/config.lock"), "").unwrap();
+    let file = sb.scenario("kind", "");
+    let out = sb.run(&file, &[], true);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let calls = sb.calls();
+    let name = cluster_name(&calls);
+    sb.assert_delete(calls.last().unwrap(), &name);
+    let left = std::fs::read_to_string(sb.path("state/clusters")).unwrap();
+    assert!(left.trim().is_empty(), "cluster left: {left}");
+    let events = sb.events();
+    assert!(
+        events.contains(&format!("kind cluster {name} deleted")),
+        "{events}"
+    );
+    let locked = std::fs::read_to_string(sb.path("state/kubeconfig-locks")).unwrap();
+    assert!(!locked.contains(".kube/config"), "{locked}");
+    assert!(
+        !sb.path("tmp/.kube/config").exists(),
+        "~/.kube/config written"
     );
 }
 
@@ -351,10 +494,7 @@ fn variant_selects_what_runs_behind_an_lb_without_admin_api() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}")
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.path("out/summary.json")).unwrap())
             .unwrap();
@@ -508,11 +648,7 @@ fn ctrl_c_during_kind_create_kills_kind_and_deletes_the_half_made_cluster() {
     assert_eq!(status.code(), Some(3), "{printed}");
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(
-        calls.last().unwrap(),
-        &format!("delete cluster --name {name}"),
-        "{calls:?}"
-    );
+    sb.assert_delete(calls.last().unwrap(), &name);
     let reasons = sb.reasons();
     assert!(
         reasons

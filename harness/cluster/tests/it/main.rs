@@ -7,3 +7,4 @@ mod emulator_node_dataplane;
 mod emulator_node_proxy;
 mod fuzz_apis;
 mod kind_config;
+mod kind_ready;
