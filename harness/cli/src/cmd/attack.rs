@@ -137,13 +137,12 @@ pub async fn run(args: AttackArgs) -> miette::Result<Exit> {
     let attack = Attack::start(settings, Clock::start(), cancel.clone())
         .await
         .map_err(|e| miette!("{e}"))?;
-    // Ctrl-C stops sending; the report still covers what was sent.
+    // Ctrl-C or SIGTERM stops sending; the report still covers what was sent.
     let ctrl_c = {
         let cancel = cancel.clone();
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
+            crate::signals::stop_requested().await;
+            cancel.cancel();
         }))
     };
     let bar = std::io::stdout()

@@ -99,13 +99,13 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
     };
     eprintln!("pods run as {pods_as}");
     eprintln!(
-        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
+        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C or SIGTERM stops it.",
         args.kubernetes,
         args.workers,
         emulator.url(),
         args.kubeconfig.display()
     );
-    tokio::signal::ctrl_c().await.into_diagnostic()?;
+    crate::signals::stop_requested().await;
     let state = emulator.shutdown().await;
     for n in state.nodes {
         eprintln!(

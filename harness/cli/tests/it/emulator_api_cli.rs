@@ -1,5 +1,5 @@
-//! `zdt emulator up` runs until Ctrl-C (SIGINT) with a kubeconfig kubectl
-//! can use.
+//! `zdt emulator up` runs until Ctrl-C (SIGINT) or SIGTERM with a
+//! kubeconfig kubectl can use, and cleans up alike after either.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ async fn emulator_up_serves_until_interrupted() {
             .unwrap()
             .expect("stderr stays open while it runs");
         seen.push(line.clone());
-        if line.contains("Ctrl-C stops it") {
+        if line.contains("Ctrl-C or SIGTERM stops it") {
             break;
         }
     }
@@ -71,4 +71,123 @@ async fn emulator_up_serves_until_interrupted() {
         .expect("exits within 20 s of Ctrl-C")
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Processes whose command line points into `dir` (the pods' nginx
+/// masters and workers run with their config in the emulator's temp dirs).
+fn processes_in(dir: &std::path::Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rfind(')')
+            .is_some_and(|i| state[i + 2..].starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmd).contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Issue #17 item 6: SIGTERM used to kill `zdt emulator up` by its
+/// default action (exit 143), leaving `zdt-<pid>-runtime-*` temp dirs and
+/// the pods' nginx processes; it must clean up as SIGINT does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_up_cleans_up_on_sigterm_as_on_sigint() {
+    if zdt_emulator::node::runtime::find_nginx().is_none() {
+        eprintln!("skipped: nginx is not installed, so no pod processes to leave behind");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let kc = dir.path().join("kc");
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["emulator", "up", "--workers", "2", "--runtime", "nginx"])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .arg("--manifests")
+        .arg(&manifests)
+        .env("TMPDIR", &tmp)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .expect("the emulator announces itself within 20 s")
+            .unwrap()
+            .expect("stderr stays open while it runs");
+        if line.contains("stops it") {
+            break;
+        }
+    }
+    // The pods start after their start delay: wait (bounded) until nginx
+    // processes run from the emulator's temp dirs, so SIGTERM has
+    // something to clean up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_in(&tmp).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no pod processes in {} after 30 s",
+            tmp.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dirs = |tmp: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("zdt-{pid}-")))
+            .collect()
+    };
+    assert!(!dirs(&tmp).is_empty(), "the emulator made no temp dir");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let rest = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            out.push(l);
+        }
+        out
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within 20 s of SIGTERM")
+        .unwrap();
+    let stderr = rest.await.unwrap().join("\n");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit as after Ctrl-C; stderr:\n{stderr}"
+    );
+    assert_eq!(
+        dirs(&tmp),
+        Vec::<String>::new(),
+        "temp dirs left after SIGTERM"
+    );
+    // Reparented workers would have outlived their master by a moment at
+    // most; a bounded wait tells "exiting" from "left behind".
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(&tmp).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        processes_in(&tmp),
+        Vec::<i32>::new(),
+        "pod processes left after SIGTERM"
+    );
 }
