@@ -16,6 +16,7 @@ mod report_baseline;
 mod report_e2e;
 mod report_render;
 mod run_bad_manifests;
+mod run_chaos_failure;
 mod run_providers;
 mod scenario_files;
 mod scenario_seeds;

@@ -619,7 +619,10 @@ async fn measure(
     // sockets then do not count against this process's fd limit, which the
     // LB's held connections already press on, and the emulator cannot
     // delay its timers.
-    let attack = Attack::start_isolated(settings, clock, cancel.child_token())
+    // Its own token: a failed chaos step stops the traffic within the
+    // generator's cancel latency, and the partial counts are kept.
+    let step_failed = cancel.child_token();
+    let attack = Attack::start_isolated(settings, clock, step_failed.clone())
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
     let progress = attack.progress();
@@ -647,6 +650,7 @@ async fn measure(
         seed: opts.seed,
         t0,
         undo: undo.clone(),
+        step_failed: step_failed.clone(),
     });
     let chaos_cancel = cancel.child_token();
     let steps = s.chaos.clone();
@@ -661,12 +665,17 @@ async fn measure(
         .map(|o| o.traffic_started(&s.id(), progress.clone()));
     let traffic = attack.finish().await;
     drop(watcher);
+    let stopped_early = step_failed.is_cancelled() && !cancel.is_cancelled();
     sink.emit(
         Source::Traffic,
         "TrafficStopped",
         "traffic",
         None,
-        "traffic finished",
+        if stopped_early {
+            "traffic stopped: a chaos step failed"
+        } else {
+            "traffic finished"
+        },
     );
     // Steps still running when traffic ends get a bounded grace: their
     // effect can no longer be measured, and a run must end.
@@ -731,7 +740,13 @@ pub(crate) fn summarise(
         .collect();
     let windows = error_windows(&buckets, events, t.started_at, t.bucket);
     let results = verdict::evaluate(t, &s.expect, &windows);
-    let invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    let mut invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    if t.cancelled && !interrupted && !invalid.is_empty() {
+        invalid.push(format!(
+            "traffic was stopped {:.1} s in, when the chaos step failed; the numbers cover what was measured until then",
+            t.requests as f64 / t.rate.get().max(f64::MIN_POSITIVE)
+        ));
+    }
     let (mut v, mut reasons) = verdict::verdict(&invalid, &results);
     if interrupted {
         v = Verdict::Incomplete;
