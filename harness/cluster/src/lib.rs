@@ -8,6 +8,7 @@ pub mod clean;
 pub mod docker;
 pub mod existing;
 pub mod kind;
+pub mod kind_owner;
 pub mod lb_container;
 pub mod lb_image;
 pub(crate) mod metallb;

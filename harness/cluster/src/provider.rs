@@ -358,6 +358,8 @@ pub struct KindRun {
     client: Client,
     mode: LbMode,
     run_id: String,
+    /// This run's owner marker on the cluster (see [`crate::kind_owner`]).
+    marker: Option<String>,
 }
 
 impl std::fmt::Debug for KindRun {
@@ -450,12 +452,15 @@ impl Cluster {
                 return Err(e);
             }
         };
+        let run_id = run_id();
+        let marker = claim_cluster(cluster.name(), cluster.created(), &run_id).await;
         Ok(Cluster::Kind(Box::new(KindRun {
             cluster,
             client,
             mode,
-            run_id: run_id(),
+            run_id,
             lb_container: docker::RemoveOnPanic::default(),
+            marker,
         })))
     }
 
@@ -877,13 +882,57 @@ impl KindRun {
         }
         let name = self.cluster.name().to_owned();
         let kept = self.cluster.keep();
-        match self.cluster.teardown().await {
+        let created = self.cluster.created();
+        let result = self.cluster.teardown().await;
+        release_cluster(&name, self.marker.as_deref(), kept, created, &result).await;
+        match result {
             Ok(()) if kept => format!(
                 "kind cluster {name} kept (--keep-cluster): the next run of the same shape reuses it; `zdt clean` deletes it"
             ),
             Ok(()) => format!("kind cluster {name} deleted"),
             Err(e) => format!("kind cluster {name} NOT deleted: {e}"),
         }
+    }
+}
+
+/// Record this run as a user (and, when `created`, the maker) of kind
+/// cluster `name`, so `zdt clean` keeps it while the run lives and knows
+/// it is zdt's. Without Docker (kind on podman) there is no marker: the
+/// cluster is then not zdt's to `zdt clean`, the safe side.
+async fn claim_cluster(name: &str, created: bool, run_id: &str) -> Option<String> {
+    let claimed = async {
+        let d = docker::connect().await?;
+        crate::kind_owner::claim(&d, name, created, run_id).await
+    };
+    match claimed.await {
+        Ok(marker) => Some(marker),
+        Err(e) => {
+            tracing::warn!(cluster = %name, "no owner marker for the kind cluster ({e}); `zdt clean` will leave it alone");
+            None
+        }
+    }
+}
+
+/// After teardown: a deleted cluster takes every marker with it; a kept
+/// one keeps its maker's marker (it is what tells `zdt clean` the cluster
+/// is zdt's) and loses this run's claim when this run only reused it.
+async fn release_cluster(
+    name: &str,
+    marker: Option<&str>,
+    kept: bool,
+    created: bool,
+    result: &Result<(), KindError>,
+) {
+    let released = async {
+        let d = docker::connect().await?;
+        match (kept, result.is_ok(), marker) {
+            (false, true, _) => crate::kind_owner::release_cluster(&d, name).await,
+            (true, _, Some(m)) if !created => crate::kind_owner::release(&d, m).await,
+            _ => Ok(()),
+        }
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(cluster = %name, "owner marker not removed ({e}); `zdt clean` removes it");
     }
 }
 

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod emulated;
 pub mod events;
 pub mod net;
+pub mod owner;
 pub mod process;
 pub mod units;
 pub mod version;
