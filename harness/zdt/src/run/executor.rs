@@ -147,6 +147,21 @@ pub enum OptionsError {
         action: &'static str,
         mode: scenario::LbMode,
     },
+    /// A chaos step names a node the cluster it runs on will not have
+    /// (the provider chosen on the command line names nodes otherwise).
+    #[error(transparent)]
+    NoSuchNode(Box<NoSuchNode>),
+}
+
+/// See [`OptionsError::NoSuchNode`] (boxed: it is the largest variant).
+#[derive(Debug, thiserror::Error)]
+#[error("variant `{variant}`: chaos step `{step}` names node `{node}`, which a {provider} cluster of this shape does not have (its nodes: {})", nodes.join(", "))]
+pub struct NoSuchNode {
+    pub variant: String,
+    pub step: String,
+    pub node: String,
+    pub provider: Provider,
+    pub nodes: Vec<String>,
 }
 
 /// Everything one variant produced.
@@ -203,6 +218,7 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
     if let Some(mode) = opts.lb_mode {
         v.load_balancer.mode = mode;
     }
+    check_node_names(&v)?;
     let mode = v.load_balancer.mode;
     if mode != scenario::LbMode::Model {
         if v.cluster.provider != Provider::Kind {
@@ -221,6 +237,44 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
         }
     }
     Ok(v)
+}
+
+/// Node names against the shape of the cluster the variant will run on,
+/// once the provider is final: the file's own provider was checked when it
+/// was loaded, but `--provider` may change who names the nodes, and kind's
+/// names carry the cluster name, known only here.
+fn check_node_names(v: &Scenario) -> Result<(), OptionsError> {
+    let nodes = match v.cluster.provider {
+        Provider::Emulator => scenario::emulator_node_names(v.cluster.workers),
+        Provider::Kind if v.cluster.kind_config.is_none() => {
+            let Ok(name) = zdt_cluster::kind::cluster_name(&kind_spec(v)) else {
+                return Ok(()); // the kind provider reports a bad spec itself
+            };
+            std::iter::once(format!("{name}-control-plane"))
+                .chain((1..=v.cluster.workers).map(|i| match i {
+                    1 => format!("{name}-worker"),
+                    n => format!("{name}-worker{n}"),
+                }))
+                .collect()
+        }
+        // A custom kind config or an existing cluster: the names are the
+        // cluster's to know.
+        _ => return Ok(()),
+    };
+    for step in &v.chaos {
+        if let Some(scenario::NodeSelector::Name(node)) = step.action.node() {
+            if !nodes.contains(node) {
+                return Err(OptionsError::NoSuchNode(Box::new(NoSuchNode {
+                    variant: v.variant.clone(),
+                    step: step.name.clone(),
+                    node: node.clone(),
+                    provider: v.cluster.provider,
+                    nodes,
+                })));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The kind cluster shape a scenario asks for.
