@@ -319,8 +319,7 @@ pub fn describe(plan: &CleanPlan, dry_run: bool) -> Vec<String> {
         }
     };
     for c in &plan.clusters {
-        let why = reason(c);
-        line(c.remove, format!("kind cluster {}", c.item), why);
+        line(c.remove, format!("kind cluster {}", c.item), reason(c));
     }
     for c in &plan.foreign_clusters {
         line(
@@ -329,37 +328,30 @@ pub fn describe(plan: &CleanPlan, dry_run: bool) -> Vec<String> {
             "not created by zdt: no owner marker; `kind delete cluster --name` removes it".into(),
         );
     }
-    for c in &plan.containers {
-        let why = reason(c);
-        line(
-            c.remove,
-            format!("container {} ({})", c.item.name, short(&c.item.id)),
-            why,
-        );
-    }
-    for n in &plan.networks {
-        let why = reason(n);
-        line(
-            n.remove,
-            format!("network {} ({})", n.item.name, short(&n.item.id)),
-            why,
-        );
-    }
-    for i in &plan.images {
-        let why = reason(i);
-        line(
-            i.remove,
-            format!("image {} ({})", i.item.name, short(&i.item.id)),
-            why,
-        );
+    let docker = [
+        ("container", &plan.containers),
+        ("network", &plan.networks),
+        ("image", &plan.images),
+    ];
+    for (what, found) in docker {
+        for f in found {
+            let id = short(&f.item.id);
+            line(
+                f.remove,
+                format!("{what} {} ({id})", f.item.name),
+                reason(f),
+            );
+        }
     }
     for m in &plan.markers {
-        let why = reason(m);
-        line(m.remove, format!("owner marker {}", m.item), why);
+        line(m.remove, format!("owner marker {}", m.item), reason(m));
     }
     for d in &plan.temp_dirs {
-        let why = reason(d);
-        line(d.remove, format!("temp dir {}", d.item.display()), why);
+        line(
+            d.remove,
+            format!("temp dir {}", d.item.display()),
+            reason(d),
+        );
     }
     for s in &plan.skipped {
         lines.push(format!("skipped {s}"));

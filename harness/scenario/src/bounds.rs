@@ -16,8 +16,9 @@ pub const MAX_STRING_BYTES: usize = 64 * 1024;
 /// duration plus setup; `zdt run` prints the estimate before long runs.
 pub const MAX_VARIANTS: usize = 1000;
 
-/// The most YAML nodes (after alias expansion) a file may make.
-pub const MAX_YAML_NODES: usize = 50_000;
+/// The most YAML nodes (after alias expansion) a file may make; the parser
+/// enforces it, so it lives with the parser.
+pub use super::yaml::MAX_YAML_NODES;
 
 /// A string over its limit: where, and the message.
 pub(crate) struct TooLong {

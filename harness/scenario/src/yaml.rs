@@ -221,6 +221,9 @@ pub fn merge_patch(target: &mut Node, patch: &Node) {
     }
 }
 
+/// The most YAML nodes (after alias expansion) a scenario file may make.
+pub const MAX_YAML_NODES: usize = 50_000;
+
 /// Parses one YAML document into a tree with byte spans.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // `yes`/`no`/`on`/`off` stay strings: a scenario means what it says.
@@ -229,7 +232,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // bomb spends a second reaching.
     let options = serde_saphyr::options! {
         strict_booleans: true,
-        budget: serde_saphyr::budget! { max_nodes: crate::bounds::MAX_YAML_NODES },
+        budget: serde_saphyr::budget! { max_nodes: MAX_YAML_NODES },
     };
     let raw: Spanned<RawNode> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| {

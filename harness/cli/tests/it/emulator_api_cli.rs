@@ -7,6 +7,26 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+/// The emulator's stderr up to its "… stops it." line (at most 20 s).
+async fn announced(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, lines.next_line())
+            .await
+            .expect("the emulator announces itself within 20 s")
+            .unwrap()
+            .expect("stderr stays open while it runs");
+        seen.push(line.clone());
+        if line.contains("Ctrl-C or SIGTERM stops it") {
+            return seen;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_up_serves_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,20 +50,7 @@ async fn emulator_up_serves_until_interrupted() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = tokio::time::timeout(left, lines.next_line())
-            .await
-            .expect("the emulator announces itself within 20 s")
-            .unwrap()
-            .expect("stderr stays open while it runs");
-        seen.push(line.clone());
-        if line.contains("Ctrl-C or SIGTERM stops it") {
-            break;
-        }
-    }
+    let seen = announced(&mut lines).await;
     assert!(
         seen.iter().any(|l| l == "applied Deployment/nginx"),
         "{seen:?}"
@@ -121,18 +128,7 @@ async fn emulator_up_cleans_up_on_sigterm_as_on_sigint() {
         .unwrap();
     let pid = child.id().unwrap() as i32;
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = tokio::time::timeout(left, lines.next_line())
-            .await
-            .expect("the emulator announces itself within 20 s")
-            .unwrap()
-            .expect("stderr stays open while it runs");
-        if line.contains("stops it") {
-            break;
-        }
-    }
+    announced(&mut lines).await;
     // The pods start after their start delay: wait (bounded) until nginx
     // processes run from the emulator's temp dirs, so SIGTERM has
     // something to clean up.

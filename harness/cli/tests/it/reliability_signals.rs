@@ -570,6 +570,18 @@ fn sigint_during_a_drain_uncordons_the_node() {
     assert_clean_interrupt(&mut run, before, code);
 }
 
+/// `zdt clean` (not a dry run) with `tmp` as TMPDIR and neither kind nor
+/// Docker reachable.
+fn clean_confined_to(tmp: &Path) -> std::process::Output {
+    Command::new(ZDT)
+        .arg("clean")
+        .env("TMPDIR", tmp)
+        .env("ZDT_KIND", "/nonexistent/kind")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn kill_9_then_zdt_clean_leaves_nothing() {
     if !nginx_installed() {
@@ -622,13 +634,7 @@ fn kill_9_then_zdt_clean_leaves_nothing() {
     // `zdt clean` confined to this run: its own TMPDIR, and no kind or
     // Docker reachable — the machine is shared and other runs' clusters and
     // containers are not this test's to remove.
-    let clean = Command::new(ZDT)
-        .arg("clean")
-        .env("TMPDIR", &run.tmp)
-        .env("ZDT_KIND", "/nonexistent/kind")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .output()
-        .unwrap();
+    let clean = clean_confined_to(&run.tmp);
     let stdout = String::from_utf8_lossy(&clean.stdout);
     assert!(
         clean.status.success(),
@@ -672,13 +678,7 @@ fn zdt_clean_during_a_run_keeps_what_the_run_uses() {
     let mut run = start_run(dir.path(), &file);
     run.wait_for("run phase: traffic", Duration::from_secs(90));
     let pid = run.pid();
-    let clean = Command::new(ZDT)
-        .arg("clean")
-        .env("TMPDIR", &run.tmp)
-        .env("ZDT_KIND", "/nonexistent/kind")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .output()
-        .unwrap();
+    let clean = clean_confined_to(&run.tmp);
     let stdout = String::from_utf8_lossy(&clean.stdout);
     assert_eq!(
         clean.status.code(),
