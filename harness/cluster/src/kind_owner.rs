@@ -3,9 +3,11 @@
 //! (`kind create cluster` has no label flag, and Docker cannot relabel a
 //! container), so each run that uses a cluster records itself in a marker:
 //! an empty Docker volume `zdt-owner-<cluster>-<run>` labelled with the
-//! owner ([`zdt_core::owner::Owner`]), the cluster's name and whether this
-//! run created the cluster. A volume needs no image, no address and no
-//! process, and lives on the same engine as the cluster's nodes.
+//! owner ([`zdt_core::owner::Owner`]), the cluster's name and that zdt
+//! created it. A volume needs no image, no address and no process, and
+//! lives on the same engine as the cluster's nodes. A run makes its marker
+//! before `kind create cluster`, so a run that dies while kind works still
+//! leaves the half-made cluster findable.
 //!
 //! A `zdt-*` cluster without a `created` marker was not made by zdt (or by
 //! a zdt from before the markers): `zdt clean` never deletes it.
@@ -19,8 +21,9 @@ use zdt_core::owner::Owner;
 
 /// Label naming the kind cluster a marker is about.
 pub const CLUSTER_LABEL: &str = "zdt.kind.cluster";
-/// Label saying whether the marker's run created the cluster (`true`) or
-/// reused it (`false`).
+/// Label saying the cluster is zdt's (`true`: zdt created it, or a zdt
+/// run is creating or reusing a zdt-named cluster); `false` marks a mere
+/// user.
 pub const CREATED_LABEL: &str = "zdt.kind.created";
 
 /// One run's marker on one cluster.

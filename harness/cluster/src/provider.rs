@@ -427,9 +427,25 @@ impl Cluster {
         namespace: &str,
         cancel: &CancellationToken,
     ) -> Result<Self, ClusterError> {
+        let run_id = run_id();
+        // Claimed before kind runs: a run that dies while `kind create
+        // cluster` works leaves a marker saying the cluster is zdt's, so
+        // `zdt clean` can delete the half-made cluster.
+        let marker = match kind::cluster_name(&spec) {
+            Ok(name) => claim_cluster(&name, &run_id).await,
+            Err(_) => None, // up_until reports the bad spec
+        };
         let cluster = match KindCluster::up_until(cli, spec, keep, cancel).await {
-            Err(KindError::Interrupted { .. }) => return Err(ClusterError::Interrupted),
-            r => r?,
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(m) = &marker {
+                    release_marker(m).await;
+                }
+                return Err(match e {
+                    KindError::Interrupted { .. } => ClusterError::Interrupted,
+                    e => e.into(),
+                });
+            }
         };
         let ready = async {
             let client = cluster.client().await?;
@@ -446,14 +462,16 @@ impl Cluster {
             Ok(c) => c,
             Err(e) => {
                 // Nobody else holds the cluster yet: delete what was created.
-                if let Err(d) = cluster.teardown().await {
+                let (name, kept, created) =
+                    (cluster.name().to_owned(), cluster.keep(), cluster.created());
+                let result = cluster.teardown().await;
+                if let Err(d) = &result {
                     tracing::warn!("{d}");
                 }
+                release_cluster(&name, marker.as_deref(), kept, created, &result).await;
                 return Err(e);
             }
         };
-        let run_id = run_id();
-        let marker = claim_cluster(cluster.name(), cluster.created(), &run_id).await;
         Ok(Cluster::Kind(Box::new(KindRun {
             cluster,
             client,
@@ -895,14 +913,15 @@ impl KindRun {
     }
 }
 
-/// Record this run as a user (and, when `created`, the maker) of kind
-/// cluster `name`, so `zdt clean` keeps it while the run lives and knows
-/// it is zdt's. Without Docker (kind on podman) there is no marker: the
-/// cluster is then not zdt's to `zdt clean`, the safe side.
-async fn claim_cluster(name: &str, created: bool, run_id: &str) -> Option<String> {
+/// Record this run as a user of kind cluster `name` (created now, or
+/// reused: a zdt-named cluster either way), so `zdt clean` keeps it while
+/// the run lives and knows it is zdt's. Without Docker (kind on podman)
+/// there is no marker: the cluster is then not zdt's to `zdt clean`, the
+/// safe side.
+async fn claim_cluster(name: &str, run_id: &str) -> Option<String> {
     let claimed = async {
         let d = docker::connect().await?;
-        crate::kind_owner::claim(&d, name, created, run_id).await
+        crate::kind_owner::claim(&d, name, true, run_id).await
     };
     match claimed.await {
         Ok(marker) => Some(marker),
@@ -910,6 +929,17 @@ async fn claim_cluster(name: &str, created: bool, run_id: &str) -> Option<String
             tracing::warn!(cluster = %name, "no owner marker for the kind cluster ({e}); `zdt clean` will leave it alone");
             None
         }
+    }
+}
+
+/// Remove this run's marker (the cluster never came up).
+async fn release_marker(marker: &str) {
+    let released = async {
+        let d = docker::connect().await?;
+        crate::kind_owner::release(&d, marker).await
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(%marker, "owner marker not removed ({e}); `zdt clean` removes it");
     }
 }
 
