@@ -141,10 +141,15 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     wait_health(&admin, Health::Healthy).await;
     assert_eq!(admin.list().await.unwrap()[0].name, node_name);
 
-    // `zdt clean` lists the labelled containers, network and image as this
-    // (live) test process's and keeps them; only `--force` would take them.
+    // `zdt clean` — not a dry run — lists the labelled containers, network
+    // and image as this (live) test process's and keeps them; only
+    // `--force` would take them. Confined to its own TMPDIR and no kind:
+    // other runs' temp dirs and clusters are not this test's.
+    let tmp = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args(["clean", "--dry-run"])
+        .arg("clean")
+        .env("TMPDIR", tmp.path())
+        .env("ZDT_KIND", "/nonexistent/kind")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -173,7 +178,10 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         forced.contains(&format!("would remove container {node_name} (")),
         "{forced}"
     );
+    // Still there and serving after the real `zdt clean`.
     assert!(state(&d, node.id()).await.running == Some(true));
+    assert!(state(&d, &lb.id).await.running == Some(true));
+    assert_eq!(admin.list().await.unwrap()[0].name, node_name);
     let labels = docker::inspect(&d, node.id())
         .await
         .unwrap()
