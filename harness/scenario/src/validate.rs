@@ -116,7 +116,9 @@ pub fn validate(
     let steps = spec.chaos.as_deref().unwrap_or_default();
     let chaos = match (&cluster, &load_balancer, &workload, &traffic) {
         (Some(c), Some(lb), Some(w), Some(t)) => {
-            let chaos = keep(&mut problems, chaos(steps, c, lb, w, t));
+            let chaos = chaos(steps, c, lb, w, t)
+                .map_err(|p| problems.extend(p))
+                .ok();
             // Node names are checked on their own so every wrong one is
             // reported, not only the first step's problem.
             problems.extend(node_names(steps, c));
@@ -835,148 +837,179 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
     })
 }
 
+/// Every step is checked, so each bad one is reported. A bad step keeps
+/// its place and name (later steps may wait for it) but has no action;
+/// checks that would look into it are skipped, its problem is reported.
 fn chaos(
     steps: &[v1::ChaosStepSpec],
     cluster: &Cluster,
     lb: &LoadBalancer,
     workload: &Workload,
     traffic: &Traffic,
-) -> R<Vec<ChaosStep>> {
-    let mut out: Vec<ChaosStep> = Vec::with_capacity(steps.len());
+) -> Result<Vec<ChaosStep>, Vec<Problem>> {
+    let mut out: Vec<Option<ChaosStep>> = Vec::with_capacity(steps.len());
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut problems = Vec::new();
     for (i, s) in steps.iter().enumerate() {
-        let n = i + 1;
-        let sp = |f: &str| path!["chaos", i, f];
-        let name = match &s.name {
-            Some(name) => {
-                check_name(&sp("name"), &format!("chaos step {n}: name"), name)?;
-                if name == "previous" {
-                    return Err(Problem::new(
-                        &sp("name"),
-                        format!(
-                            "chaos step {n}: `previous` is reserved (it means the step before)"
-                        ),
-                    ));
-                }
-                if let Some(first) = names.get(name) {
-                    return Err(Problem::new(
-                        &sp("name"),
-                        format!(
-                            "chaos step {n}: name `{name}` is already used by step {}",
-                            first + 1
-                        ),
-                    ));
-                }
-                name.clone()
+        let checked = chaos_step(steps, i, &out, &names, cluster, lb, workload, traffic);
+        match checked {
+            Ok(step) => {
+                names.insert(step.name.clone(), i);
+                out.push(Some(step));
             }
-            None => format!("step-{n}"),
-        };
+            Err(p) => {
+                if let Some(name) = &s.name {
+                    names.entry(name.clone()).or_insert(i);
+                }
+                out.push(None);
+                problems.push(p);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out.into_iter().flatten().collect())
+    } else {
+        Err(problems)
+    }
+}
 
-        let start = match (&s.at, &s.after) {
-            (Some(_), Some(_)) => return Err(Problem::new(
+#[allow(clippy::too_many_arguments)]
+fn chaos_step(
+    steps: &[v1::ChaosStepSpec],
+    i: usize,
+    out: &[Option<ChaosStep>],
+    names: &HashMap<String, usize>,
+    cluster: &Cluster,
+    lb: &LoadBalancer,
+    workload: &Workload,
+    traffic: &Traffic,
+) -> R<ChaosStep> {
+    let s = &steps[i];
+    let n = i + 1;
+    let sp = |f: &str| path!["chaos", i, f];
+    let name = match &s.name {
+        Some(name) => {
+            check_name(&sp("name"), &format!("chaos step {n}: name"), name)?;
+            if name == "previous" {
+                return Err(Problem::new(
+                    &sp("name"),
+                    format!("chaos step {n}: `previous` is reserved (it means the step before)"),
+                ));
+            }
+            if let Some(first) = names.get(name) {
+                return Err(Problem::new(
+                    &sp("name"),
+                    format!(
+                        "chaos step {n}: name `{name}` is already used by step {}",
+                        first + 1
+                    ),
+                ));
+            }
+            name.clone()
+        }
+        None => format!("step-{n}"),
+    };
+
+    let start = match (&s.at, &s.after) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
                 &sp("after"),
                 format!("chaos step {n} has both `at` and `after`: keep one"),
             )
             .key()
             .help(
                 "`at` is an offset from traffic start; `after` waits for another step to finish",
-            )),
-            (Some(at), None) => {
-                if s.delay.is_some() {
-                    return Err(Problem::new(
-                        &sp("delay"),
-                        format!("chaos step {n}: `delay` only goes with `after`"),
-                    )
-                    .key()
-                    .help(format!("fold it into `at` (at: {at} + delay)")));
-                }
-                if *at >= traffic.load.duration {
-                    return Err(Problem::new(
-                        &sp("at"),
-                        format!(
-                            "chaos step {n} starts at {at}, but traffic lasts only {}",
-                            traffic.load.duration
-                        ),
-                    )
-                    .help("start it earlier or make `traffic.duration` longer"));
-                }
-                Start::At(*at)
+            ))
+        }
+        (Some(at), None) => {
+            if s.delay.is_some() {
+                return Err(Problem::new(
+                    &sp("delay"),
+                    format!("chaos step {n}: `delay` only goes with `after`"),
+                )
+                .key()
+                .help(format!("fold it into `at` (at: {at} + delay)")));
             }
-            (None, Some(after)) => {
-                let step = if after == "previous" {
-                    if i == 0 {
-                        return Err(Problem::new(
-                            &sp("after"),
-                            format!(
-                                "chaos step {n}: `after: previous` but there is no previous step"
-                            ),
-                        )
-                        .help("use `at: 0s` for the first step"));
-                    }
-                    i - 1
-                } else {
-                    match names.get(after) {
-                        Some(&j) => j,
-                        None => {
-                            let later = steps[i + 1..]
-                                .iter()
-                                .any(|l| l.name.as_deref() == Some(after.as_str()));
-                            let mut p = Problem::new(
-                                &sp("after"),
-                                if later {
-                                    format!("chaos step {n}: `after: {after}` names a later step; steps can only wait for earlier ones")
-                                } else {
-                                    format!(
-                                        "chaos step {n}: `after: {after}` names no earlier step"
-                                    )
-                                },
-                            );
-                            if let Some(near) = suggest(after, names.keys().map(String::as_str)) {
-                                p.message.push_str(&format!(" (did you mean `{near}`?)"));
-                            }
-                            return Err(p.help("use `previous` or the `name` of an earlier step"));
-                        }
-                    }
-                };
-                Start::After {
-                    step,
-                    delay: s.delay.unwrap_or(Dur::ZERO),
-                }
+            if *at >= traffic.load.duration {
+                return Err(Problem::new(
+                    &sp("at"),
+                    format!(
+                        "chaos step {n} starts at {at}, but traffic lasts only {}",
+                        traffic.load.duration
+                    ),
+                )
+                .help("start it earlier or make `traffic.duration` longer"));
             }
-            (None, None) => {
-                if s.delay.is_some() {
-                    return Err(Problem::new(
-                        &sp("delay"),
-                        format!("chaos step {n}: `delay` only goes with `after`"),
-                    )
-                    .key());
-                }
+            Start::At(*at)
+        }
+        (None, Some(after)) => {
+            let step = if after == "previous" {
                 if i == 0 {
-                    Start::At(Dur::ZERO)
-                } else {
-                    Start::After {
-                        step: i - 1,
-                        delay: Dur::ZERO,
+                    return Err(Problem::new(
+                        &sp("after"),
+                        format!("chaos step {n}: `after: previous` but there is no previous step"),
+                    )
+                    .help("use `at: 0s` for the first step"));
+                }
+                i - 1
+            } else {
+                match names.get(after) {
+                    Some(&j) => j,
+                    None => {
+                        let later = steps[i + 1..]
+                            .iter()
+                            .any(|l| l.name.as_deref() == Some(after.as_str()));
+                        let mut p = Problem::new(
+                            &sp("after"),
+                            if later {
+                                format!("chaos step {n}: `after: {after}` names a later step; steps can only wait for earlier ones")
+                            } else {
+                                format!("chaos step {n}: `after: {after}` names no earlier step")
+                            },
+                        );
+                        if let Some(near) = suggest(after, names.keys().map(String::as_str)) {
+                            p.message.push_str(&format!(" (did you mean `{near}`?)"));
+                        }
+                        return Err(p.help("use `previous` or the `name` of an earlier step"));
                     }
                 }
+            };
+            Start::After {
+                step,
+                delay: s.delay.unwrap_or(Dur::ZERO),
             }
-        };
+        }
+        (None, None) => {
+            if s.delay.is_some() {
+                return Err(Problem::new(
+                    &sp("delay"),
+                    format!("chaos step {n}: `delay` only goes with `after`"),
+                )
+                .key());
+            }
+            if i == 0 {
+                Start::At(Dur::ZERO)
+            } else {
+                Start::After {
+                    step: i - 1,
+                    delay: Dur::ZERO,
+                }
+            }
+        }
+    };
 
-        let action = action(s, i, &out, &names, cluster, lb, workload)?;
-        names.insert(name.clone(), i);
-        out.push(ChaosStep {
-            name,
-            start,
-            action,
-        });
-    }
-    Ok(out)
+    let action = action(s, i, out, names, cluster, lb, workload)?;
+    Ok(ChaosStep {
+        name,
+        start,
+        action,
+    })
 }
 
 fn action(
     s: &v1::ChaosStepSpec,
     i: usize,
-    earlier: &[ChaosStep],
+    earlier: &[Option<ChaosStep>],
     names: &HashMap<String, usize>,
     cluster: &Cluster,
     lb: &LoadBalancer,
@@ -1060,13 +1093,17 @@ fn action(
                     }
                     return Err(p);
                 };
-                if earlier[j].action.node().is_none() {
+                // A bad earlier step was reported already.
+                let Some(earlier) = &earlier[j] else {
+                    return Ok(NodeSelector::SameAs(j));
+                };
+                if earlier.action.node().is_none() {
                     return Err(Problem::new(
                         &sp,
                         format!(
                             "chaos step {n}: `sameAs: {step}` but step {} (`{}`) does not choose a node",
                             j + 1,
-                            earlier[j].action.kind()
+                            earlier.action.kind()
                         ),
                     ));
                 }

@@ -488,3 +488,24 @@ fn a_node_name_is_checked_against_the_provider_chosen_on_the_command_line() {
     );
     assert!(!out_dir.exists(), "nothing ran");
 }
+
+#[test]
+fn every_bad_chaos_step_is_reported_not_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(
+        dir.path(),
+        EMULATOR_3,
+        "traffic: {rate: 10/s, duration: 30s}\nchaos:\n  - name: a\n    at: 5s\n    drain: {node: {index: 7}}\n  - after: nowhere\n    cordon: {node: {sameAs: a}}\n  - at: 99s\n    uncordon: {node: {index: 0}}\n",
+    );
+    invalid(
+        &file,
+        &[
+            "s.yaml:10:27]",
+            "chaos step 1: node index 7 but the cluster has 3 workers",
+            "s.yaml:11:12]",
+            "chaos step 2: `after: nowhere` names no earlier step",
+            "s.yaml:13:9]",
+            "chaos step 3 starts at 99s, but traffic lasts only 30s",
+        ],
+    );
+}
