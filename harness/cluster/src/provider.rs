@@ -49,6 +49,15 @@ pub enum ClusterError {
     },
     #[error("kube client for {url}: {source}")]
     Client { url: String, source: kube::Error },
+    /// A chaos step names a node the existing cluster does not have;
+    /// found when zdt connects, before anything is applied.
+    #[error("chaos step `{step}` names node `{node}`, which context {context:?} does not have (its nodes: {})", nodes.join(", "))]
+    NoSuchNode {
+        step: String,
+        node: String,
+        context: String,
+        nodes: Vec<String>,
+    },
     #[error(
         "node faults are docker operations on kind's node containers; zdt cannot stop, \
          pause or kill node {node} of context {context:?} (use `--provider kind`, or drain it)"
@@ -505,6 +514,26 @@ impl Cluster {
                     context: cluster.context().to_owned(),
                     source,
                 })?;
+        let mut all: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        all.sort();
+        // Node names are the cluster's to know: check them now, before
+        // anything is applied or any traffic is sent.
+        for step in steps {
+            if let Some(zdt_scenario::NodeSelector::Name(node)) = step.action.node() {
+                if !all.contains(node) {
+                    return Err(ClusterError::NoSuchNode {
+                        step: step.name.clone(),
+                        node: node.clone(),
+                        context: cluster.context().to_owned(),
+                        nodes: all,
+                    });
+                }
+            }
+        }
         let mut workers: Vec<String> = list
             .items
             .into_iter()

@@ -187,3 +187,76 @@ async fn emulator_up_cleans_up_on_sigterm_as_on_sigint() {
         "pod processes left after SIGTERM"
     );
 }
+
+/// Issue #17 item 3 on an existing cluster (here `zdt emulator up`, context
+/// `zdt-emulator`): its node names are known once zdt connects, and a
+/// chaos step naming another node ends the variant there — before any
+/// manifest is applied or any request is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_existing_cluster_a_wrong_node_name_stops_the_run_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    announced(&mut lines).await;
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
+    let file = dir.path().join("s.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: zdt/v1alpha1\nkind: Scenario\nname: t\ncluster: {{provider: existing, context: zdt-emulator, allowContexts: [zdt-emulator]}}\nworkload: {{manifests: {}}}\ntraffic: {{rate: 10/s, duration: 30s}}\nchaos:\n  - at: 5s\n    drain: {{node: zdt-worker9}}\n",
+            manifests.display()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .arg("run")
+        .arg(&file)
+        .args(["--context", "zdt-emulator", "--out"])
+        .arg(&out_dir)
+        .env("KUBECONFIG", &kc)
+        .env("TMPDIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(took < Duration::from_secs(10), "{took:?}\n{text}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let reasons = summary["variants"][0]["reasons"].to_string();
+    assert!(
+        reasons.contains("chaos step `step-1` names node `zdt-worker9`, which context \\\"zdt-emulator\\\" does not have (its nodes: zdt-control-plane, zdt-worker, zdt-worker2)"),
+        "{reasons}"
+    );
+    assert_eq!(summary["variants"][0]["requests"], 0, "no traffic was sent");
+    // Nothing was applied to the cluster.
+    if std::path::Path::new("/usr/bin/kubectl").exists() {
+        let deployments = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "deployments", "-o", "name"])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&deployments.stdout), "");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+}
