@@ -253,7 +253,8 @@ impl ScenarioFile {
     /// `variants:` yields one variant named `default`. The base document
     /// must be a valid scenario on its own either way.
     pub fn variants(&self) -> Result<Vec<Scenario>, ScenarioError> {
-        let base = self.build(&self.base, "default", None, None)?;
+        let mut manifests = Manifests::new();
+        let base = self.build(&self.base, "default", None, None, &mut manifests)?;
         if self.variants.is_empty() {
             return Ok(vec![base]);
         }
@@ -265,7 +266,14 @@ impl ScenarioFile {
             if let Some(p) = &v.patch {
                 yaml::merge_patch(&mut doc, p);
             }
-            match self.build(&doc, &v.name, v.description.as_deref(), Some(&v.name)) {
+            let built = self.build(
+                &doc,
+                &v.name,
+                v.description.as_deref(),
+                Some(&v.name),
+                &mut manifests,
+            );
+            match built {
                 Ok(s) => good.push(s),
                 Err(e) => bad.push(e),
             }
@@ -291,12 +299,17 @@ impl ScenarioFile {
             })
     }
 
+    /// One variant, validated. `manifests` holds the manifest directories
+    /// read so far, so a file's variants read each directory once (a
+    /// thousand variants would otherwise parse the same files a thousand
+    /// times).
     fn build(
         &self,
         doc: &Node,
         variant: &str,
         description: Option<&str>,
         label: Option<&str>,
+        manifests: &mut Manifests,
     ) -> Result<Scenario, ScenarioError> {
         let name = self.path.display().to_string();
         let spec: v1alpha1::ScenarioSpec =
@@ -334,7 +347,16 @@ impl ScenarioFile {
         // Render the workload once so a manifest problem (a missing
         // Deployment, a patch that matches nothing) shows up here, pointing
         // at the field to fix, instead of half-way into a run.
-        let objects = workload::render(&scenario).map_err(|e| located(render_problem(&e)))?;
+        let dir = &scenario.workload.manifests;
+        let read = match manifests.get(dir) {
+            Some(read) => Ok(read.clone()),
+            None => workload::read_dir(dir).inspect(|read| {
+                manifests.insert(dir.clone(), read.clone());
+            }),
+        };
+        let objects = read
+            .and_then(|read| workload::render_from(&scenario, read))
+            .map_err(|e| located(render_problem(&e)))?;
         let problems = validate::chaos_deployments(&scenario, &objects);
         if !problems.is_empty() {
             return Err(all(problems));
@@ -342,6 +364,9 @@ impl ScenarioFile {
         Ok(scenario)
     }
 }
+
+/// Manifest directories already read, by path.
+type Manifests = std::collections::HashMap<PathBuf, Vec<serde_json::Value>>;
 
 /// Where in the scenario a workload rendering error is fixed.
 fn render_problem(e: &workload::WorkloadError) -> Problem {

@@ -236,6 +236,19 @@ fn too_many_variants_are_refused_and_a_long_run_needs_yes() {
             .map(|i| format!("  - name: v{i}\n"))
             .collect::<String>()
     };
+    // The most a file may have validates in under a second (each variant
+    // rendered, the manifests read once).
+    let file = scenario(
+        dir.path(),
+        EMULATOR_3,
+        &format!(
+            "traffic: {{rate: 10/s, duration: 60s}}\nvariants:\n{}",
+            variants(1000)
+        ),
+    );
+    let (code, out, took) = zdt(&["validate"], Some(&file));
+    assert_eq!(code, 0, "{out}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
     let file = scenario(
         dir.path(),
         EMULATOR_3,
