@@ -5,6 +5,7 @@
 
 mod cmd;
 mod progress;
+mod signals;
 
 use std::process::ExitCode;
 

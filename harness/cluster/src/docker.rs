@@ -22,7 +22,7 @@ pub const MANAGED_LABEL: &str = "zdt.managed";
 /// Value of [`MANAGED_LABEL`].
 pub const MANAGED_VALUE: &str = "true";
 /// Label carrying the run id that created a container or network.
-pub const RUN_LABEL: &str = "zdt.run";
+pub const RUN_LABEL: &str = zdt_core::owner::RUN_LABEL;
 /// The docker network kind puts every node on.
 pub const KIND_NETWORK: &str = "kind";
 /// kind's container label naming the cluster a node container belongs to.
@@ -79,12 +79,14 @@ pub async fn connect() -> Result<Docker> {
     Ok(docker)
 }
 
-/// The labels every zdt-made container or network carries.
+/// The labels every zdt-made container, network, image and marker
+/// carries: managed, and the owner (run, host, pid and its start time), so
+/// `zdt clean` can tell a live run's objects from a dead one's. Without a
+/// run id the process's own is used.
 pub fn managed_labels(run_id: Option<&str>) -> HashMap<String, String> {
-    let mut labels = HashMap::from([(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned())]);
-    if let Some(run) = run_id {
-        labels.insert(RUN_LABEL.to_owned(), run.to_owned());
-    }
+    let run = run_id.unwrap_or(zdt_core::owner::process_run_id());
+    let mut labels = zdt_core::owner::Owner::current(run).labels();
+    labels.insert(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned());
     labels
 }
 
@@ -621,6 +623,12 @@ pub struct Managed {
     pub id: String,
     pub name: String,
     pub run: Option<String>,
+    /// Who made it; `None` for objects of a zdt from before owners were
+    /// recorded.
+    pub owner: Option<zdt_core::owner::Owner>,
+    /// A container's image id (`sha256:…`), so images a kept container
+    /// runs are kept too.
+    pub image: Option<String>,
 }
 
 /// Every container (running or not) and network labelled `zdt.managed=true`.
@@ -650,6 +658,8 @@ pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>
                     .map(|n| n.trim_start_matches('/').to_owned())
                     .unwrap_or_default(),
                 run: labels.get(RUN_LABEL).cloned(),
+                owner: zdt_core::owner::Owner::from_labels(&labels),
+                image: c.image_id,
             }
         })
         .collect();
@@ -668,6 +678,8 @@ pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 run: labels.get(RUN_LABEL).cloned(),
+                owner: zdt_core::owner::Owner::from_labels(&labels),
+                image: None,
             }
         })
         .collect();
@@ -698,6 +710,8 @@ pub async fn list_managed_images(docker: &Docker) -> Result<Vec<Managed>> {
                 .cloned()
                 .unwrap_or_else(|| "<untagged>".to_owned()),
             run: i.labels.get(RUN_LABEL).cloned(),
+            owner: zdt_core::owner::Owner::from_labels(&i.labels),
+            image: None,
             id: i.id,
         })
         .collect())

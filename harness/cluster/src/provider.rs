@@ -50,6 +50,15 @@ pub enum ClusterError {
     },
     #[error("kube client for {url}: {source}")]
     Client { url: String, source: kube::Error },
+    /// A chaos step names a node the existing cluster does not have;
+    /// found when zdt connects, before anything is applied.
+    #[error("chaos step `{step}` names node `{node}`, which context {context:?} does not have (its nodes: {})", nodes.join(", "))]
+    NoSuchNode {
+        step: String,
+        node: String,
+        context: String,
+        nodes: Vec<String>,
+    },
     #[error(
         "node faults are docker operations on kind's node containers; zdt cannot stop, \
          pause or kill node {node} of context {context:?} (use `--provider kind`, or drain it)"
@@ -385,6 +394,8 @@ pub struct KindRun {
     client: Client,
     mode: LbMode,
     run_id: String,
+    /// This run's owner marker on the cluster (see [`crate::kind_owner`]).
+    marker: Option<String>,
     /// Set when zdt's LB container fronts the Service: what a resumed
     /// node's backend is rebuilt from.
     lb_follow: std::sync::Mutex<Option<LbFollow>>,
@@ -464,9 +475,25 @@ impl Cluster {
         namespace: &str,
         cancel: &CancellationToken,
     ) -> Result<Self, ClusterError> {
+        let run_id = run_id();
+        // Claimed before kind runs: a run that dies while `kind create
+        // cluster` works leaves a marker saying the cluster is zdt's, so
+        // `zdt clean` can delete the half-made cluster.
+        let marker = match kind::cluster_name(&spec) {
+            Ok(name) => claim_cluster(&name, &run_id).await,
+            Err(_) => None, // up_until reports the bad spec
+        };
         let cluster = match KindCluster::up_until(cli, spec, keep, cancel).await {
-            Err(KindError::Interrupted { .. }) => return Err(ClusterError::Interrupted),
-            r => r?,
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(m) = &marker {
+                    release_marker(m).await;
+                }
+                return Err(match e {
+                    KindError::Interrupted { .. } => ClusterError::Interrupted,
+                    e => e.into(),
+                });
+            }
         };
         let ready = async {
             let client = cluster.client().await?;
@@ -492,9 +519,13 @@ impl Cluster {
             Ok(c) => c,
             Err(e) => {
                 // Nobody else holds the cluster yet: delete what was created.
-                if let Err(d) = cluster.teardown().await {
+                let (name, kept, created) =
+                    (cluster.name().to_owned(), cluster.keep(), cluster.created());
+                let result = cluster.teardown().await;
+                if let Err(d) = &result {
                     tracing::warn!("{d}");
                 }
+                release_cluster(&name, marker.as_deref(), kept, created, &result).await;
                 return Err(e);
             }
         };
@@ -502,9 +533,10 @@ impl Cluster {
             cluster,
             client,
             mode,
-            run_id: run_id(),
+            run_id,
             lb_container: docker::RemoveOnPanic::default(),
             lb_follow: Default::default(),
+            marker,
         })))
     }
 
@@ -531,6 +563,26 @@ impl Cluster {
                     context: cluster.context().to_owned(),
                     source,
                 })?;
+        let mut all: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        all.sort();
+        // Node names are the cluster's to know: check them now, before
+        // anything is applied or any traffic is sent.
+        for step in steps {
+            if let Some(zdt_scenario::NodeSelector::Name(node)) = step.action.node() {
+                if !all.contains(node) {
+                    return Err(ClusterError::NoSuchNode {
+                        step: step.name.clone(),
+                        node: node.clone(),
+                        context: cluster.context().to_owned(),
+                        nodes: all,
+                    });
+                }
+            }
+        }
         let mut workers: Vec<String> = list
             .items
             .into_iter()
@@ -986,7 +1038,10 @@ impl KindRun {
         }
         let name = self.cluster.name().to_owned();
         let kept = self.cluster.keep();
-        match self.cluster.teardown().await {
+        let created = self.cluster.created();
+        let result = self.cluster.teardown().await;
+        release_cluster(&name, self.marker.as_deref(), kept, created, &result).await;
+        match result {
             Ok(()) if kept => format!(
                 "kind cluster {name} kept (--keep-cluster): the next run of the same shape reuses it; `zdt clean` deletes it"
             ),
@@ -1016,6 +1071,59 @@ async fn show_ingress(client: &Client, namespace: &str, service: &str, ip: std::
         tracing::warn!(
             "Service {namespace}/{service}: cannot show the LB's address in its status: {e}"
         );
+    }
+}
+
+/// Record this run as a user of kind cluster `name` (created now, or
+/// reused: a zdt-named cluster either way), so `zdt clean` keeps it while
+/// the run lives and knows it is zdt's. Without Docker (kind on podman)
+/// there is no marker: the cluster is then not zdt's to `zdt clean`, the
+/// safe side.
+async fn claim_cluster(name: &str, run_id: &str) -> Option<String> {
+    let claimed = async {
+        let d = docker::connect().await?;
+        crate::kind_owner::claim(&d, name, true, run_id).await
+    };
+    match claimed.await {
+        Ok(marker) => Some(marker),
+        Err(e) => {
+            tracing::warn!(cluster = %name, "no owner marker for the kind cluster ({e}); `zdt clean` will leave it alone");
+            None
+        }
+    }
+}
+
+/// Remove this run's marker (the cluster never came up).
+async fn release_marker(marker: &str) {
+    let released = async {
+        let d = docker::connect().await?;
+        crate::kind_owner::release(&d, marker).await
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(%marker, "owner marker not removed ({e}); `zdt clean` removes it");
+    }
+}
+
+/// After teardown: a deleted cluster takes every marker with it; a kept
+/// one keeps its maker's marker (it is what tells `zdt clean` the cluster
+/// is zdt's) and loses this run's claim when this run only reused it.
+async fn release_cluster(
+    name: &str,
+    marker: Option<&str>,
+    kept: bool,
+    created: bool,
+    result: &Result<(), KindError>,
+) {
+    let released = async {
+        let d = docker::connect().await?;
+        match (kept, result.is_ok(), marker) {
+            (false, true, _) => crate::kind_owner::release_cluster(&d, name).await,
+            (true, _, Some(m)) if !created => crate::kind_owner::release(&d, m).await,
+            _ => Ok(()),
+        }
+    };
+    if let Err(e) = released.await {
+        tracing::warn!(cluster = %name, "owner marker not removed ({e}); `zdt clean` removes it");
     }
 }
 

@@ -8,6 +8,7 @@ pub mod events;
 pub mod hostfault;
 pub mod net;
 pub mod netns;
+pub mod owner;
 pub mod process;
 pub mod units;
 pub mod version;

@@ -6,6 +6,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::owner::{Liveness, Owner};
+
 /// Names a zdt binary to run helper processes (the traffic generator, the
 /// LB's connection holder) in, for processes that are not zdt themselves
 /// (integration tests: `env!("CARGO_BIN_EXE_zdt")`).
@@ -76,12 +78,20 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// A zdt temp dir, `$TMPDIR/zdt-<pid>-<purpose>-XXXXXX`: the pid lets
-/// `zdt clean` tell a live run's files from a crashed run's.
+/// The file in each zdt temp dir naming its owner ([`Owner`]).
+pub const OWNER_FILE: &str = ".zdt-owner";
+
+/// A zdt temp dir, `$TMPDIR/zdt-<pid>-<purpose>-XXXXXX`, with an
+/// [`OWNER_FILE`] inside: the owner (pid and its start time) lets
+/// `zdt clean` tell a live run's files from a crashed run's even when the
+/// pid has been reused since; the pid in the name is for people.
 pub fn temp_dir(purpose: &str) -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
+    let dir = tempfile::Builder::new()
         .prefix(&format!("zdt-{}-{purpose}-", std::process::id()))
-        .tempdir()
+        .tempdir()?;
+    let owner = Owner::current(crate::owner::process_run_id());
+    std::fs::write(dir.path().join(OWNER_FILE), owner.to_text())?;
+    Ok(dir)
 }
 
 /// The pid in a `zdt-<pid>-…` name.
@@ -97,19 +107,54 @@ fn pid_alive(pid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// zdt temp dirs under `dir` whose owning process is dead.
-pub fn stale_temp_dirs(dir: &Path) -> Vec<PathBuf> {
+/// A zdt temp dir found under `$TMPDIR`, and whether its owner runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZdtTempDir {
+    pub path: PathBuf,
+    /// From its [`OWNER_FILE`]; `None` for dirs made before zdt wrote one
+    /// (or in the instant between creating the dir and writing the file).
+    pub owner: Option<Owner>,
+    pub liveness: Liveness,
+}
+
+/// Every zdt temp dir under `dir`, sorted by path. Without an owner file
+/// the pid in the name decides: a live pid keeps the dir (it may be a run
+/// that has not written its file yet).
+pub fn zdt_temp_dirs(dir: &Path) -> Vec<ZdtTempDir> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<PathBuf> = entries
+    let mut out: Vec<ZdtTempDir> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| owning_pid(&e.file_name().to_string_lossy()).is_some_and(|pid| !pid_alive(pid)))
-        .map(|e| e.path())
+        .filter_map(|e| {
+            let pid = owning_pid(&e.file_name().to_string_lossy())?;
+            let owner = std::fs::read_to_string(e.path().join(OWNER_FILE))
+                .ok()
+                .and_then(|t| Owner::from_text(&t));
+            let liveness = match &owner {
+                Some(o) => o.liveness(),
+                None if pid_alive(pid) => Liveness::Alive,
+                None => Liveness::Gone(format!("pid {pid} exited")),
+            };
+            Some(ZdtTempDir {
+                path: e.path(),
+                owner,
+                liveness,
+            })
+        })
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// zdt temp dirs under `dir` whose owning process is gone.
+pub fn stale_temp_dirs(dir: &Path) -> Vec<PathBuf> {
+    zdt_temp_dirs(dir)
+        .into_iter()
+        .filter(|d| matches!(d.liveness, Liveness::Gone(_)))
+        .map(|d| d.path)
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,5 +182,34 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         assert_eq!(stale_temp_dirs(root.path()), vec![dead]);
+    }
+
+    #[test]
+    fn the_owner_file_decides_over_the_pid_in_the_name() {
+        let root = tempfile::tempdir().unwrap();
+        let me = Owner::current("r");
+        // Our own pid in the name, but the file names a process that
+        // started at another time: the pid was reused, the owner is gone.
+        let reused = root.path().join(format!("zdt-{}-kind-a", me.pid));
+        let live = root.path().join(format!("zdt-{}-kind-b", me.pid));
+        for d in [&reused, &live] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let earlier = Owner {
+            start: me.start.saturating_sub(1),
+            ..me.clone()
+        };
+        std::fs::write(reused.join(OWNER_FILE), earlier.to_text()).unwrap();
+        std::fs::write(live.join(OWNER_FILE), me.to_text()).unwrap();
+        assert_eq!(stale_temp_dirs(root.path()), vec![reused]);
+    }
+
+    #[test]
+    fn temp_dir_records_this_process_as_owner() {
+        let dir = temp_dir("test").unwrap();
+        let text = std::fs::read_to_string(dir.path().join(OWNER_FILE)).unwrap();
+        let owner = Owner::from_text(&text).unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.liveness(), Liveness::Alive);
     }
 }

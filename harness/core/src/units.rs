@@ -71,6 +71,11 @@ impl FromStr for Dur {
         if s == "0" {
             return Ok(Dur::ZERO);
         }
+        if s.starts_with('-') {
+            return Err(UnitError(format!(
+                "duration `{s}` is negative: durations count forward, write e.g. `10s`"
+            )));
+        }
         let mut rest = s;
         let mut total = 0f64;
         while !rest.is_empty() {
@@ -150,6 +155,12 @@ impl<'de> Deserialize<'de> for Dur {
         match raw {
             StringOrNumber::String(s) => s.parse().map_err(serde::de::Error::custom),
             StringOrNumber::Number(0.0) => Ok(Dur::ZERO),
+            // Suggesting `-1s` would suggest another invalid value.
+            StringOrNumber::Number(n) if n < 0.0 || !n.is_finite() => {
+                Err(serde::de::Error::custom(format!(
+                    "duration `{n}` is negative: durations count forward, write e.g. `10s`"
+                )))
+            }
             StringOrNumber::Number(n) => Err(serde::de::Error::custom(format!(
                 "duration `{n}` needs a unit: write `{n}s` for seconds or `{n}ms` for milliseconds"
             ))),
@@ -164,9 +175,20 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// A rate in requests per second; must be finite and > 0.
+    /// The most the generator is asked to schedule: one request a
+    /// microsecond. Its timers cannot pace finer, and one machine reaches
+    /// about 50,000/s (README, Benchmarks); a higher rate would only queue
+    /// requests that are late before they are sent.
+    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+
+    /// A rate in requests per second; must be finite, > 0 and at most
+    /// [`Rate::MAX_PER_SECOND`].
     pub fn per_second(per_second: f64) -> Result<Self, UnitError> {
-        if per_second.is_finite() && per_second > 0.0 {
+        if per_second > Self::MAX_PER_SECOND && per_second.is_finite() {
+            Err(UnitError(format!(
+                "rate {per_second}/s is more than the generator can schedule (at most 1000000/s, one request a microsecond; one machine sends about 50000/s): write e.g. `5000/s`"
+            )))
+        } else if per_second.is_finite() && per_second > 0.0 {
             Ok(Rate { per_second })
         } else {
             Err(UnitError(format!(
@@ -223,8 +245,14 @@ impl FromStr for Rate {
         if per <= 0.0 {
             return Err(UnitError(format!("rate `{s}` has a zero time unit")));
         }
-        Rate::per_second(n / per)
-            .map_err(|_| UnitError(format!("rate must be > 0 (got `{s}`): write e.g. `5000/s`")))
+        let per_second = n / per;
+        Rate::per_second(per_second).map_err(|e| {
+            if per_second > 0.0 {
+                e
+            } else {
+                UnitError(format!("rate must be > 0 (got `{s}`): write e.g. `5000/s`"))
+            }
+        })
     }
 }
 
@@ -263,6 +291,10 @@ impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match StringOrNumber::deserialize(d)? {
             StringOrNumber::String(s) => s.parse().map_err(serde::de::Error::custom),
+            // Suggesting `0/s` would suggest another invalid value.
+            StringOrNumber::Number(n) if n <= 0.0 || n.is_nan() => Err(serde::de::Error::custom(
+                format!("rate must be > 0 (got `{n}`): write e.g. `5000/s`"),
+            )),
             StringOrNumber::Number(n) => Err(serde::de::Error::custom(format!(
                 "rate `{n}` needs a unit: write `{n}/s` (per second) or `{n}/m` (per minute)"
             ))),
@@ -408,5 +440,36 @@ mod tests {
             serde_json::to_string(&scaled).unwrap(),
             r#""0.30000000000000004/s""#
         );
+    }
+
+    /// Issue #17 item 5: every hint names a value that parses.
+    #[test]
+    fn hints_only_suggest_values_that_validate() {
+        let dur = |y: &str| serde_json::from_str::<Dur>(y).unwrap_err().to_string();
+        let rate = |y: &str| serde_json::from_str::<Rate>(y).unwrap_err().to_string();
+        assert_eq!(
+            dur("-1"),
+            "duration `-1` is negative: durations count forward, write e.g. `10s`"
+        );
+        assert_eq!(
+            dur("\"-1s\""),
+            "duration `-1s` is negative: durations count forward, write e.g. `10s`"
+        );
+        assert_eq!(rate("0"), "rate must be > 0 (got `0`): write e.g. `5000/s`");
+        assert_eq!(
+            rate("\"0/s\""),
+            "rate must be > 0 (got `0/s`): write e.g. `5000/s`"
+        );
+        assert!("10s".parse::<Dur>().is_ok() && "5000/s".parse::<Rate>().is_ok());
+    }
+
+    #[test]
+    fn a_rate_the_generator_cannot_schedule_is_refused() {
+        let e = "1e9/s".parse::<Rate>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "rate 1000000000/s is more than the generator can schedule (at most 1000000/s, one request a microsecond; one machine sends about 50000/s): write e.g. `5000/s`"
+        );
+        assert!("1000000/s".parse::<Rate>().is_ok());
     }
 }

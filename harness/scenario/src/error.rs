@@ -19,7 +19,16 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
 
+    /// The file is larger than a scenario can be; it was not read.
+    #[error("scenario file {} is {size} bytes; a scenario file is at most {max} bytes", path.display())]
+    #[diagnostic(
+        code(zdt::scenario::too_large),
+        help("a scenario describes a cluster, traffic and a timeline in a few kilobytes: check that this is the file you meant")
+    )]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
+
     /// The file was read but is not a valid scenario; points into the file.
+    /// Every problem found is in it: the first, then the rest as `related`.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(Box<InvalidScenario>),
@@ -41,6 +50,9 @@ pub struct InvalidScenario {
     /// 1-based line and column of `span`, for callers that print plainly.
     pub line: usize,
     pub column: usize,
+    /// The other problems of the same file, found in the same pass.
+    #[related]
+    pub related: Vec<InvalidScenario>,
 }
 
 impl ScenarioError {
@@ -67,15 +79,52 @@ impl ScenarioError {
             help,
             line,
             column,
+            related: Vec::new(),
         }))
     }
 
-    /// `file:line:column: message`, for plain output and logs.
-    pub fn one_line(&self) -> String {
-        match self {
-            ScenarioError::Invalid(i) => {
-                format!("{}:{}:{}: {}", i.src.name(), i.line, i.column, i.message)
+    /// One error holding every problem in `errors` (in order, duplicates
+    /// dropped), so a file's problems are reported at once.
+    pub(crate) fn all(errors: Vec<ScenarioError>) -> Option<Self> {
+        let mut iter = errors.into_iter();
+        let first = iter.next()?;
+        let ScenarioError::Invalid(mut head) = first else {
+            return Some(first);
+        };
+        for e in iter {
+            let ScenarioError::Invalid(mut e) = e else {
+                continue;
+            };
+            let rest = std::mem::take(&mut e.related);
+            for one in std::iter::once(*e).chain(rest) {
+                let seen = |o: &InvalidScenario| o.span == one.span && o.message == one.message;
+                if !seen(&head) && !head.related.iter().any(seen) {
+                    head.related.push(one);
+                }
             }
+        }
+        Some(ScenarioError::Invalid(head))
+    }
+
+    /// How many problems this error holds.
+    pub fn problems(&self) -> usize {
+        match self {
+            ScenarioError::Invalid(i) => 1 + i.related.len(),
+            _ => 1,
+        }
+    }
+
+    /// `file:line:column: message`, for plain output and logs.
+    /// Every problem is one line.
+    pub fn one_line(&self) -> String {
+        let line = |i: &InvalidScenario| {
+            format!("{}:{}:{}: {}", i.src.name(), i.line, i.column, i.message)
+        };
+        match self {
+            ScenarioError::Invalid(i) => std::iter::once(line(i))
+                .chain(i.related.iter().map(line))
+                .collect::<Vec<_>>()
+                .join("\n"),
             other => other.to_string(),
         }
     }

@@ -11,6 +11,7 @@
 //! syntax, unknown field, bad unit, a chaos step naming a 5th worker of 3 —
 //! points at the exact line of the file, also inside a variant's patch.
 
+pub mod bounds;
 mod error;
 pub(crate) mod model;
 pub mod v1alpha1;
@@ -22,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{InvalidScenario, ScenarioError, VariantError};
 pub use model::*;
-pub use validate::{Problem, DEFAULT_MANIFESTS};
+pub use validate::{
+    check_kubernetes, check_workers, emulator_node_names, Problem, DEFAULT_MANIFESTS,
+};
 
 use yaml::{Node, Seg, Value};
 
@@ -51,10 +54,20 @@ struct VariantEntry {
 /// every variant), so a file that loads is a file that can run.
 pub fn load(path: impl AsRef<Path>) -> Result<ScenarioFile, ScenarioError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let read = |source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Before reading: a huge file must not be loaded to be refused.
+    let size = std::fs::metadata(path).map_err(read)?.len();
+    if size > bounds::MAX_FILE_BYTES {
+        return Err(ScenarioError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            max: bounds::MAX_FILE_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
     let file = parse(path, text)?;
     file.variants()?;
     Ok(file)
@@ -66,14 +79,34 @@ pub fn load(path: impl AsRef<Path>) -> Result<ScenarioFile, ScenarioError> {
 pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
     let name = path.display().to_string();
     let mut root = yaml::parse(&text).map_err(|e| {
+        let help = if e.message.contains("YAML bomb") {
+            "write the values out: a scenario needs no aliases of aliases"
+        } else {
+            "check the indentation and brackets around this place"
+        };
         ScenarioError::invalid(
             &name,
             &text,
             e.span,
             format!("invalid YAML: {}", e.message),
-            Some("check the indentation and brackets around this place".into()),
+            Some(help.into()),
         )
     })?;
+    let too_long: Vec<ScenarioError> = bounds::long_strings(&root)
+        .into_iter()
+        .map(|t| {
+            ScenarioError::invalid(
+                &name,
+                &text,
+                t.span,
+                t.message,
+                Some("shorten it: it is copied into every report".into()),
+            )
+        })
+        .collect();
+    if let Some(e) = ScenarioError::all(too_long) {
+        return Err(e);
+    }
     if !matches!(root.value, Value::Map(_)) {
         return Err(ScenarioError::invalid(
             &name,
@@ -94,6 +127,19 @@ pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
         let Value::Seq(items) = &vnode.value else {
             unreachable!("decoded as a list");
         };
+        if items.len() > bounds::MAX_VARIANTS {
+            return Err(ScenarioError::invalid(
+                &name,
+                &text,
+                vnode.span,
+                format!(
+                    "{} variants; a file may have at most {}",
+                    items.len(),
+                    bounds::MAX_VARIANTS
+                ),
+                Some("split them over several files; each variant is a full run".into()),
+            ));
+        }
         if items.is_empty() {
             return Err(ScenarioError::invalid(
                 &name,
@@ -207,20 +253,35 @@ impl ScenarioFile {
     /// `variants:` yields one variant named `default`. The base document
     /// must be a valid scenario on its own either way.
     pub fn variants(&self) -> Result<Vec<Scenario>, ScenarioError> {
-        let base = self.build(&self.base, "default", None, None)?;
+        let mut manifests = Manifests::new();
+        let base = self.build(&self.base, "default", None, None, &mut manifests)?;
         if self.variants.is_empty() {
             return Ok(vec![base]);
         }
-        self.variants
-            .iter()
-            .map(|v| {
-                let mut doc = self.base.clone();
-                if let Some(p) = &v.patch {
-                    yaml::merge_patch(&mut doc, p);
-                }
-                self.build(&doc, &v.name, v.description.as_deref(), Some(&v.name))
-            })
-            .collect()
+        // Every variant is checked, so one pass reports every bad one.
+        let mut good = Vec::with_capacity(self.variants.len());
+        let mut bad = Vec::new();
+        for v in &self.variants {
+            let mut doc = self.base.clone();
+            if let Some(p) = &v.patch {
+                yaml::merge_patch(&mut doc, p);
+            }
+            let built = self.build(
+                &doc,
+                &v.name,
+                v.description.as_deref(),
+                Some(&v.name),
+                &mut manifests,
+            );
+            match built {
+                Ok(s) => good.push(s),
+                Err(e) => bad.push(e),
+            }
+        }
+        match ScenarioError::all(bad) {
+            Some(e) => Err(e),
+            None => Ok(good),
+        }
     }
 
     /// One variant by name.
@@ -238,12 +299,17 @@ impl ScenarioFile {
             })
     }
 
+    /// One variant, validated. `manifests` holds the manifest directories
+    /// read so far, so a file's variants read each directory once (a
+    /// thousand variants would otherwise parse the same files a thousand
+    /// times).
     fn build(
         &self,
         doc: &Node,
         variant: &str,
         description: Option<&str>,
         label: Option<&str>,
+        manifests: &mut Manifests,
     ) -> Result<Scenario, ScenarioError> {
         let name = self.path.display().to_string();
         let spec: v1alpha1::ScenarioSpec =
@@ -272,15 +338,35 @@ impl ScenarioFile {
             };
             ScenarioError::invalid(&name, &self.text, span, message, p.help)
         };
+        let all = |problems: Vec<Problem>| {
+            ScenarioError::all(problems.into_iter().map(located).collect())
+                .expect("at least one problem")
+        };
         let scenario =
-            validate::validate(&spec, variant, description, &self.path, &dir).map_err(located)?;
+            validate::validate(&spec, variant, description, &self.path, &dir).map_err(all)?;
         // Render the workload once so a manifest problem (a missing
         // Deployment, a patch that matches nothing) shows up here, pointing
         // at the field to fix, instead of half-way into a run.
-        workload::render(&scenario).map_err(|e| located(render_problem(&e)))?;
+        let dir = &scenario.workload.manifests;
+        let read = match manifests.get(dir) {
+            Some(read) => Ok(read.clone()),
+            None => workload::read_dir(dir).inspect(|read| {
+                manifests.insert(dir.clone(), read.clone());
+            }),
+        };
+        let objects = read
+            .and_then(|read| workload::render_from(&scenario, read))
+            .map_err(|e| located(render_problem(&e)))?;
+        let problems = validate::chaos_deployments(&scenario, &objects);
+        if !problems.is_empty() {
+            return Err(all(problems));
+        }
         Ok(scenario)
     }
 }
+
+/// Manifest directories already read, by path.
+type Manifests = std::collections::HashMap<PathBuf, Vec<serde_json::Value>>;
 
 /// Where in the scenario a workload rendering error is fixed.
 fn render_problem(e: &workload::WorkloadError) -> Problem {

@@ -530,6 +530,23 @@ pub enum OverrideError {
         name: String,
         at: Dur,
     },
+    /// A shorter duration would end traffic before a step that waits for
+    /// earlier ones can start.
+    #[error("--duration {duration} is too short: chaos step {step} (`{name}`) waits for earlier steps and cannot start before {earliest}")]
+    TimelineTooLong {
+        duration: Dur,
+        step: usize,
+        name: String,
+        earliest: Dur,
+    },
+    /// The traffic would end before the LB could notice a node going down.
+    #[error("--duration {duration} is shorter than the load balancer's detection time ({detection}: {failures} failed probes every {interval} mark a node down); the run would end before the LB reacts to the chaos")]
+    ShorterThanLbDetection {
+        duration: Dur,
+        detection: Dur,
+        failures: u32,
+        interval: Dur,
+    },
     #[error("--provider {provider}: {source}")]
     Provider {
         provider: Provider,
@@ -572,6 +589,34 @@ impl Scenario {
                     at,
                 });
             }
+            let starts = self.earliest_starts();
+            if let Some((i, earliest)) = starts.iter().enumerate().find(|(_, s)| **s >= d) {
+                return Err(OverrideError::TimelineTooLong {
+                    duration: d,
+                    step: i + 1,
+                    name: self.chaos[i].name.clone(),
+                    earliest: *earliest,
+                });
+            }
+            if !self.chaos.is_empty() {
+                // The faster of the two policies' probes: only a duration
+                // too short for both is certainly too short.
+                let lb = &self.load_balancer;
+                let probe = [true, false]
+                    .map(|local| lb.probe.apply(lb.profile.probe(local)))
+                    .into_iter()
+                    .min_by_key(|p| p.detection_budget())
+                    .expect("two policies");
+                let detection = probe.detection_budget();
+                if detection > d.get() {
+                    return Err(OverrideError::ShorterThanLbDetection {
+                        duration: d,
+                        detection: Dur::from_millis(detection.as_millis() as u64),
+                        failures: probe.unhealthy_threshold,
+                        interval: probe.interval,
+                    });
+                }
+            }
             self.traffic.load.duration = d;
         }
         if let Some(p) = o.provider {
@@ -589,6 +634,28 @@ impl Scenario {
             self.cluster.context = Some(c.clone());
         }
         Ok(self)
+    }
+
+    /// When each chaos step can start at the earliest, from traffic start:
+    /// its `at`, or the step it waits for started at the earliest and took
+    /// no time (only a `wait: {duration}` is known to take any), plus the
+    /// `delay`.
+    pub fn earliest_starts(&self) -> Vec<Dur> {
+        let mut ends: Vec<std::time::Duration> = Vec::with_capacity(self.chaos.len());
+        let mut starts = Vec::with_capacity(self.chaos.len());
+        for step in &self.chaos {
+            let start = match step.start {
+                Start::At(at) => at.get(),
+                Start::After { step, delay } => ends[step] + delay.get(),
+            };
+            let own = match &step.action {
+                Action::Wait(Wait::For(d)) => d.get(),
+                _ => std::time::Duration::ZERO,
+            };
+            starts.push(Dur::from_millis(start.as_millis() as u64));
+            ends.push(start + own);
+        }
+        starts
     }
 
     /// Scales the traffic rate by `factor` (e.g. `ZDT_SCALE=0.1` in tests on

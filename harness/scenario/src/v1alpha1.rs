@@ -293,8 +293,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
 pub struct ProbeSpec {
     #[serde(default)]
     pub path: Option<String>,
+    /// Wider than a port so 99999 reaches validation, which says what a
+    /// port is, instead of the decoder's "expected u16".
     #[serde(default)]
-    pub port: Option<u16>,
+    pub port: Option<u32>,
     #[serde(default)]
     pub period: Option<Dur>,
     #[serde(default)]

@@ -59,16 +59,18 @@ pub const STOP_SIGNALS: &[&str] = &[
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// Validates one (already merged) document. `dir` is the scenario file's
-/// directory, against which relative paths resolve.
+/// directory, against which relative paths resolve. Every section is
+/// checked even when another has a problem, so one pass reports them all;
+/// only checks that need a section's result wait for it.
 pub fn validate(
     spec: &v1::ScenarioSpec,
     variant: &str,
     variant_description: Option<&str>,
     source: &Path,
     dir: &Path,
-) -> R<Scenario> {
+) -> Result<Scenario, Vec<Problem>> {
     if spec.api_version != v1::API_VERSION {
-        return Err(Problem::new(
+        return Err(vec![Problem::new(
             &path!["apiVersion"],
             format!(
                 "unsupported apiVersion `{}`: this zdt reads `{}`",
@@ -76,46 +78,277 @@ pub fn validate(
                 v1::API_VERSION
             ),
         )
-        .help(format!("write `apiVersion: {}`", v1::API_VERSION)));
+        .help(format!("write `apiVersion: {}`", v1::API_VERSION))]);
     }
     if spec.kind != v1::KIND {
-        return Err(Problem::new(
+        return Err(vec![Problem::new(
             &path!["kind"],
             format!("unsupported kind `{}`: expected `{}`", spec.kind, v1::KIND),
-        ));
+        )]);
     }
-    check_name(&path!["name"], "name", &spec.name)?;
-
-    let cluster = cluster(spec.cluster.clone().unwrap_or_default(), dir)?;
-    let load_balancer = load_balancer(
-        spec.load_balancer.clone().unwrap_or_default(),
-        cluster.provider,
-    )?;
-    let workload = workload(spec.workload.clone().unwrap_or_default(), &cluster, dir)?;
-    let traffic = traffic(&spec.traffic)?;
-    let chaos = chaos(
-        spec.chaos.as_deref().unwrap_or_default(),
-        &cluster,
-        &load_balancer,
-        &workload,
-        &traffic,
-    )?;
-    let expect = expect(spec.expect.clone().unwrap_or_default())?;
-
-    Ok(Scenario {
-        name: spec.name.clone(),
-        variant: variant.to_string(),
-        description: variant_description
-            .map(str::to_string)
-            .or_else(|| spec.description.clone()),
-        source: source.to_path_buf(),
+    let mut problems = Vec::new();
+    let name_ok = keep(
+        &mut problems,
+        check_name(&path!["name"], "name", &spec.name),
+    );
+    let cluster_spec = spec.cluster.clone().unwrap_or_default();
+    let cluster = keep(&mut problems, cluster(cluster_spec.clone(), dir));
+    let load_balancer = cluster.as_ref().and_then(|c| {
+        keep(
+            &mut problems,
+            load_balancer(spec.load_balancer.clone().unwrap_or_default(), c.provider),
+        )
+    });
+    let workload = cluster.as_ref().and_then(|c| {
+        keep(
+            &mut problems,
+            workload(spec.workload.clone().unwrap_or_default(), c, dir),
+        )
+    });
+    let traffic = keep(&mut problems, traffic(&spec.traffic));
+    let expect = keep(
+        &mut problems,
+        expect(spec.expect.clone().unwrap_or_default()),
+    );
+    if let Some(c) = &cluster {
+        keep(&mut problems, provider_fields(&cluster_spec, c));
+    }
+    let steps = spec.chaos.as_deref().unwrap_or_default();
+    let chaos = match (&cluster, &load_balancer, &workload, &traffic) {
+        (Some(c), Some(lb), Some(w), Some(t)) => {
+            let chaos = chaos(steps, c, lb, w, t)
+                .map_err(|p| problems.extend(p))
+                .ok();
+            // Node names are checked on their own so every wrong one is
+            // reported, not only the first step's problem.
+            problems.extend(node_names(steps, c));
+            chaos
+        }
+        _ => None,
+    };
+    match (
+        name_ok,
         cluster,
         load_balancer,
         workload,
         traffic,
         chaos,
         expect,
-    })
+    ) {
+        (
+            Some(()),
+            Some(cluster),
+            Some(load_balancer),
+            Some(workload),
+            Some(traffic),
+            Some(chaos),
+            Some(expect),
+        ) if problems.is_empty() => Ok(Scenario {
+            name: spec.name.clone(),
+            variant: variant.to_string(),
+            description: variant_description
+                .map(str::to_string)
+                .or_else(|| spec.description.clone()),
+            source: source.to_path_buf(),
+            cluster,
+            load_balancer,
+            workload,
+            traffic,
+            chaos,
+            expect,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// The value, or `None` with its problem noted.
+fn keep<T>(problems: &mut Vec<Problem>, r: R<T>) -> Option<T> {
+    r.map_err(|p| problems.push(p)).ok()
+}
+
+/// Settings one provider reads, written for another: zdt would ignore
+/// them silently. `provider: auto` keeps `kindConfig` meaningful (for
+/// `--provider kind`), an explicit other provider does not.
+fn provider_fields(c: &v1::ClusterSpec, cluster: &Cluster) -> R<()> {
+    let explicit = c.provider.filter(|p| *p != v1::Provider::Auto);
+    if c.kind_config.is_some() && explicit.is_some() && cluster.provider != Provider::Kind {
+        return Err(Problem::new(
+            &path!["cluster", "kindConfig"],
+            format!(
+                "`kindConfig` is read only by provider `kind`; this scenario runs on `{}`",
+                cluster.provider
+            ),
+        )
+        .key()
+        .help("remove it, or write `provider: auto` so `zdt run --provider kind` uses it"));
+    }
+    Ok(())
+}
+
+/// The node names the cluster will have, when they are known before it
+/// exists: the emulator names them as kind does in a cluster called `zdt`.
+pub fn emulator_node_names(workers: u32) -> Vec<String> {
+    std::iter::once("zdt-control-plane".to_owned())
+        .chain((1..=workers).map(|i| match i {
+            1 => "zdt-worker".to_owned(),
+            n => format!("zdt-worker{n}"),
+        }))
+        .collect()
+}
+
+/// Chaos steps naming a node the cluster will not have. The emulator's
+/// names are known exactly; kind's are `<cluster>-worker`, `…-worker2`, …
+/// (the cluster name is a hash the run computes, and checks there), so
+/// here only a worker number past the cluster's size is caught. An
+/// existing cluster's nodes are unknown until zdt connects.
+fn node_names(steps: &[v1::ChaosStepSpec], cluster: &Cluster) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let n = i + 1;
+        for (kind, sel) in node_selectors(s) {
+            let v1::NodeSelectorSpec::Name(name) = sel else {
+                continue;
+            };
+            if name.is_empty() {
+                continue; // reported by the step's own checks
+            }
+            let p = path!["chaos", i, kind, "node"];
+            match cluster.provider {
+                Provider::Emulator => {
+                    let names = emulator_node_names(cluster.workers);
+                    if !names.contains(name) {
+                        let mut problem = Problem::new(
+                            &p,
+                            format!(
+                                "chaos step {n}: no node `{name}` in this cluster: its {} workers are {}",
+                                cluster.workers,
+                                names[1..].join(", ")
+                            ),
+                        )
+                        .help("use one of those names (or `zdt-control-plane`), or `node: {index: 0}` to pick a worker by position");
+                        if let Some(near) = suggest(name, names.iter().map(String::as_str)) {
+                            problem
+                                .message
+                                .push_str(&format!(" (did you mean `{near}`?)"));
+                        }
+                        out.push(problem);
+                    }
+                }
+                Provider::Kind => {
+                    if let Some(k) = worker_number(name).filter(|k| *k > cluster.workers) {
+                        out.push(
+                            Problem::new(
+                                &p,
+                                format!(
+                                    "chaos step {n}: node `{name}` is worker {k}, but the cluster has {} workers",
+                                    cluster.workers
+                                ),
+                            )
+                            .help("kind names workers `<cluster>-worker`, `<cluster>-worker2`, …; or use `node: {index: 0}`"),
+                        );
+                    }
+                }
+                Provider::Existing => {}
+            }
+        }
+    }
+    out
+}
+
+/// The node selectors of a step, with the action key they sit under.
+fn node_selectors(s: &v1::ChaosStepSpec) -> Vec<(&'static str, &v1::NodeSelectorSpec)> {
+    [
+        ("drain", s.drain.as_ref().map(|d| &d.node)),
+        ("cordon", s.cordon.as_ref().map(|d| &d.node)),
+        ("uncordon", s.uncordon.as_ref().map(|d| &d.node)),
+        ("taint", s.taint.as_ref().map(|d| &d.node)),
+        ("nodeStop", s.node_stop.as_ref().map(|d| &d.node)),
+        ("nodePause", s.node_pause.as_ref().map(|d| &d.node)),
+        ("nodeKill", s.node_kill.as_ref().map(|d| &d.node)),
+        ("nodeResume", s.node_resume.as_ref().map(|d| &d.node)),
+        (
+            "lbRemoveBackend",
+            s.lb_remove_backend.as_ref().map(|d| &d.node),
+        ),
+        (
+            "lbDrainBackend",
+            s.lb_drain_backend.as_ref().map(|d| &d.node),
+        ),
+        (
+            "lbRestoreBackend",
+            s.lb_restore_backend.as_ref().map(|d| &d.node),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, sel)| sel.map(|sel| (k, sel)))
+    .collect()
+}
+
+/// `…-worker` is worker 1, `…-workerN` worker N (kind's naming).
+fn worker_number(name: &str) -> Option<u32> {
+    let i = name.rfind("-worker")?;
+    let tail = &name[i + "-worker".len()..];
+    if tail.is_empty() {
+        Some(1)
+    } else if tail.bytes().all(|b| b.is_ascii_digit()) {
+        tail.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Chaos steps naming a Deployment the workload's manifests do not have
+/// (the workload's own Deployment is checked when rendering).
+pub(crate) fn chaos_deployments(s: &Scenario, objects: &[serde_json::Value]) -> Vec<Problem> {
+    let have: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (i, step) in s.chaos.iter().enumerate() {
+        let name = match &step.action {
+            Action::RolloutRestart { deployment }
+            | Action::SetImage { deployment, .. }
+            | Action::Scale { deployment, .. } => deployment,
+            _ => continue,
+        };
+        if !have.contains(&name.as_str()) {
+            let mut p = Problem::new(
+                &path!["chaos", i, step.action.kind(), "deployment"],
+                format!(
+                    "chaos step {}: no Deployment `{name}` in the workload's manifests (they have: {})",
+                    i + 1,
+                    if have.is_empty() { "none".to_owned() } else { have.join(", ") }
+                ),
+            );
+            if let Some(near) = suggest(name, have.iter().copied()) {
+                p.message.push_str(&format!(" (did you mean `{near}`?)"));
+            }
+            out.push(p.help("name a Deployment of `workload.manifests`, or leave `deployment` out for the workload's own"));
+        }
+    }
+    out
+}
+
+/// `cluster.workers`' rule, shared with `zdt emulator up --workers`.
+pub fn check_workers(workers: u32) -> Result<(), String> {
+    if (1..=20).contains(&workers) {
+        Ok(())
+    } else {
+        Err(format!("`workers` must be 1 … 20, got {workers}"))
+    }
+}
+
+/// `cluster.kubernetes`' rule, shared with `zdt emulator up --kubernetes`.
+pub fn check_kubernetes(version: KubeVersion) -> Result<(), String> {
+    if version.major == 1 && (25..=34).contains(&version.minor) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Kubernetes {version} is not supported: use 1.25 … 1.34"
+        ))
+    }
 }
 
 /// Names end up in file names, report titles and Kubernetes objects.
@@ -172,22 +405,12 @@ fn cluster(c: v1::ClusterSpec, dir: &Path) -> R<Cluster> {
                     .map_err(|e: zdt_core::version::KubeVersionError| {
                         Problem::new(&p, e.to_string())
                     })?;
-            if version.major != 1 || !(25..=34).contains(&version.minor) {
-                return Err(Problem::new(
-                    &p,
-                    format!("Kubernetes {version} is not supported: use 1.25 … 1.34"),
-                ));
-            }
+            check_kubernetes(version).map_err(|m| Problem::new(&p, m))?;
             version
         }
     };
     let workers = c.workers.unwrap_or(3);
-    if !(1..=20).contains(&workers) {
-        return Err(Problem::new(
-            &path!["cluster", "workers"],
-            format!("`workers` must be 1 … 20, got {workers}"),
-        ));
-    }
+    check_workers(workers).map_err(|m| Problem::new(&path!["cluster", "workers"], m))?;
     let kind_config = match &c.kind_config {
         None => None,
         Some(file) => {
@@ -495,6 +718,21 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
 fn probe(p: v1::ProbeSpec) -> R<ReadinessProbe> {
     let d = ReadinessProbe::default();
     let pp = |f: &str| path!["workload", "mitigations", "readinessProbe", f];
+    let port = match p.port {
+        None => None,
+        Some(n) => Some(
+            u16::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Problem::new(
+                        &pp("port"),
+                        format!("port {n} is out of range: ports are 1 … 65535"),
+                    )
+                    .help("the container port the probe dials, e.g. `port: 80`; leave it out for the container's first port")
+                })?,
+        ),
+    };
     let period = p.period.unwrap_or(d.period);
     whole_seconds(&pp("period"), "readinessProbe period", period)?;
     positive(&pp("period"), "period", period)?;
@@ -526,7 +764,7 @@ fn probe(p: v1::ProbeSpec) -> R<ReadinessProbe> {
     }
     Ok(ReadinessProbe {
         path,
-        port: p.port,
+        port,
         period,
         timeout,
         failure_threshold,
@@ -599,148 +837,179 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
     })
 }
 
+/// Every step is checked, so each bad one is reported. A bad step keeps
+/// its place and name (later steps may wait for it) but has no action;
+/// checks that would look into it are skipped, its problem is reported.
 fn chaos(
     steps: &[v1::ChaosStepSpec],
     cluster: &Cluster,
     lb: &LoadBalancer,
     workload: &Workload,
     traffic: &Traffic,
-) -> R<Vec<ChaosStep>> {
-    let mut out: Vec<ChaosStep> = Vec::with_capacity(steps.len());
+) -> Result<Vec<ChaosStep>, Vec<Problem>> {
+    let mut out: Vec<Option<ChaosStep>> = Vec::with_capacity(steps.len());
     let mut names: HashMap<String, usize> = HashMap::new();
+    let mut problems = Vec::new();
     for (i, s) in steps.iter().enumerate() {
-        let n = i + 1;
-        let sp = |f: &str| path!["chaos", i, f];
-        let name = match &s.name {
-            Some(name) => {
-                check_name(&sp("name"), &format!("chaos step {n}: name"), name)?;
-                if name == "previous" {
-                    return Err(Problem::new(
-                        &sp("name"),
-                        format!(
-                            "chaos step {n}: `previous` is reserved (it means the step before)"
-                        ),
-                    ));
-                }
-                if let Some(first) = names.get(name) {
-                    return Err(Problem::new(
-                        &sp("name"),
-                        format!(
-                            "chaos step {n}: name `{name}` is already used by step {}",
-                            first + 1
-                        ),
-                    ));
-                }
-                name.clone()
+        let checked = chaos_step(steps, i, &out, &names, cluster, lb, workload, traffic);
+        match checked {
+            Ok(step) => {
+                names.insert(step.name.clone(), i);
+                out.push(Some(step));
             }
-            None => format!("step-{n}"),
-        };
+            Err(p) => {
+                if let Some(name) = &s.name {
+                    names.entry(name.clone()).or_insert(i);
+                }
+                out.push(None);
+                problems.push(p);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out.into_iter().flatten().collect())
+    } else {
+        Err(problems)
+    }
+}
 
-        let start = match (&s.at, &s.after) {
-            (Some(_), Some(_)) => return Err(Problem::new(
+#[allow(clippy::too_many_arguments)]
+fn chaos_step(
+    steps: &[v1::ChaosStepSpec],
+    i: usize,
+    out: &[Option<ChaosStep>],
+    names: &HashMap<String, usize>,
+    cluster: &Cluster,
+    lb: &LoadBalancer,
+    workload: &Workload,
+    traffic: &Traffic,
+) -> R<ChaosStep> {
+    let s = &steps[i];
+    let n = i + 1;
+    let sp = |f: &str| path!["chaos", i, f];
+    let name = match &s.name {
+        Some(name) => {
+            check_name(&sp("name"), &format!("chaos step {n}: name"), name)?;
+            if name == "previous" {
+                return Err(Problem::new(
+                    &sp("name"),
+                    format!("chaos step {n}: `previous` is reserved (it means the step before)"),
+                ));
+            }
+            if let Some(first) = names.get(name) {
+                return Err(Problem::new(
+                    &sp("name"),
+                    format!(
+                        "chaos step {n}: name `{name}` is already used by step {}",
+                        first + 1
+                    ),
+                ));
+            }
+            name.clone()
+        }
+        None => format!("step-{n}"),
+    };
+
+    let start = match (&s.at, &s.after) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
                 &sp("after"),
                 format!("chaos step {n} has both `at` and `after`: keep one"),
             )
             .key()
             .help(
                 "`at` is an offset from traffic start; `after` waits for another step to finish",
-            )),
-            (Some(at), None) => {
-                if s.delay.is_some() {
-                    return Err(Problem::new(
-                        &sp("delay"),
-                        format!("chaos step {n}: `delay` only goes with `after`"),
-                    )
-                    .key()
-                    .help(format!("fold it into `at` (at: {at} + delay)")));
-                }
-                if *at >= traffic.load.duration {
-                    return Err(Problem::new(
-                        &sp("at"),
-                        format!(
-                            "chaos step {n} starts at {at}, but traffic lasts only {}",
-                            traffic.load.duration
-                        ),
-                    )
-                    .help("start it earlier or make `traffic.duration` longer"));
-                }
-                Start::At(*at)
+            ))
+        }
+        (Some(at), None) => {
+            if s.delay.is_some() {
+                return Err(Problem::new(
+                    &sp("delay"),
+                    format!("chaos step {n}: `delay` only goes with `after`"),
+                )
+                .key()
+                .help(format!("fold it into `at` (at: {at} + delay)")));
             }
-            (None, Some(after)) => {
-                let step = if after == "previous" {
-                    if i == 0 {
-                        return Err(Problem::new(
-                            &sp("after"),
-                            format!(
-                                "chaos step {n}: `after: previous` but there is no previous step"
-                            ),
-                        )
-                        .help("use `at: 0s` for the first step"));
-                    }
-                    i - 1
-                } else {
-                    match names.get(after) {
-                        Some(&j) => j,
-                        None => {
-                            let later = steps[i + 1..]
-                                .iter()
-                                .any(|l| l.name.as_deref() == Some(after.as_str()));
-                            let mut p = Problem::new(
-                                &sp("after"),
-                                if later {
-                                    format!("chaos step {n}: `after: {after}` names a later step; steps can only wait for earlier ones")
-                                } else {
-                                    format!(
-                                        "chaos step {n}: `after: {after}` names no earlier step"
-                                    )
-                                },
-                            );
-                            if let Some(near) = suggest(after, names.keys().map(String::as_str)) {
-                                p.message.push_str(&format!(" (did you mean `{near}`?)"));
-                            }
-                            return Err(p.help("use `previous` or the `name` of an earlier step"));
-                        }
-                    }
-                };
-                Start::After {
-                    step,
-                    delay: s.delay.unwrap_or(Dur::ZERO),
-                }
+            if *at >= traffic.load.duration {
+                return Err(Problem::new(
+                    &sp("at"),
+                    format!(
+                        "chaos step {n} starts at {at}, but traffic lasts only {}",
+                        traffic.load.duration
+                    ),
+                )
+                .help("start it earlier or make `traffic.duration` longer"));
             }
-            (None, None) => {
-                if s.delay.is_some() {
-                    return Err(Problem::new(
-                        &sp("delay"),
-                        format!("chaos step {n}: `delay` only goes with `after`"),
-                    )
-                    .key());
-                }
+            Start::At(*at)
+        }
+        (None, Some(after)) => {
+            let step = if after == "previous" {
                 if i == 0 {
-                    Start::At(Dur::ZERO)
-                } else {
-                    Start::After {
-                        step: i - 1,
-                        delay: Dur::ZERO,
+                    return Err(Problem::new(
+                        &sp("after"),
+                        format!("chaos step {n}: `after: previous` but there is no previous step"),
+                    )
+                    .help("use `at: 0s` for the first step"));
+                }
+                i - 1
+            } else {
+                match names.get(after) {
+                    Some(&j) => j,
+                    None => {
+                        let later = steps[i + 1..]
+                            .iter()
+                            .any(|l| l.name.as_deref() == Some(after.as_str()));
+                        let mut p = Problem::new(
+                            &sp("after"),
+                            if later {
+                                format!("chaos step {n}: `after: {after}` names a later step; steps can only wait for earlier ones")
+                            } else {
+                                format!("chaos step {n}: `after: {after}` names no earlier step")
+                            },
+                        );
+                        if let Some(near) = suggest(after, names.keys().map(String::as_str)) {
+                            p.message.push_str(&format!(" (did you mean `{near}`?)"));
+                        }
+                        return Err(p.help("use `previous` or the `name` of an earlier step"));
                     }
                 }
+            };
+            Start::After {
+                step,
+                delay: s.delay.unwrap_or(Dur::ZERO),
             }
-        };
+        }
+        (None, None) => {
+            if s.delay.is_some() {
+                return Err(Problem::new(
+                    &sp("delay"),
+                    format!("chaos step {n}: `delay` only goes with `after`"),
+                )
+                .key());
+            }
+            if i == 0 {
+                Start::At(Dur::ZERO)
+            } else {
+                Start::After {
+                    step: i - 1,
+                    delay: Dur::ZERO,
+                }
+            }
+        }
+    };
 
-        let action = action(s, i, &out, &names, cluster, lb, workload)?;
-        names.insert(name.clone(), i);
-        out.push(ChaosStep {
-            name,
-            start,
-            action,
-        });
-    }
-    Ok(out)
+    let action = action(s, i, out, names, cluster, lb, workload)?;
+    Ok(ChaosStep {
+        name,
+        start,
+        action,
+    })
 }
 
 fn action(
     s: &v1::ChaosStepSpec,
     i: usize,
-    earlier: &[ChaosStep],
+    earlier: &[Option<ChaosStep>],
     names: &HashMap<String, usize>,
     cluster: &Cluster,
     lb: &LoadBalancer,
@@ -824,13 +1093,17 @@ fn action(
                     }
                     return Err(p);
                 };
-                if earlier[j].action.node().is_none() {
+                // A bad earlier step was reported already.
+                let Some(earlier) = &earlier[j] else {
+                    return Ok(NodeSelector::SameAs(j));
+                };
+                if earlier.action.node().is_none() {
                     return Err(Problem::new(
                         &sp,
                         format!(
                             "chaos step {n}: `sameAs: {step}` but step {} (`{}`) does not choose a node",
                             j + 1,
-                            earlier[j].action.kind()
+                            earlier.action.kind()
                         ),
                     ));
                 }

@@ -54,8 +54,16 @@ pub enum WorkloadError {
 /// The scenario's manifests with mitigations and patches applied, in file
 /// order (files sorted by name, documents in file order).
 pub fn render(scenario: &Scenario) -> Result<Vec<Value>, WorkloadError> {
+    render_from(scenario, read_dir(&scenario.workload.manifests)?)
+}
+
+/// [`render`] from manifests already read from `workload.manifests` (the
+/// loader reads a directory once for all of a file's variants).
+pub(crate) fn render_from(
+    scenario: &Scenario,
+    mut objects: Vec<Value>,
+) -> Result<Vec<Value>, WorkloadError> {
     let w = &scenario.workload;
-    let mut objects = read_dir(&w.manifests)?;
     for o in objects.iter_mut() {
         set_namespace(o, &w.namespace);
     }

@@ -221,22 +221,59 @@ pub fn merge_patch(target: &mut Node, patch: &Node) {
     }
 }
 
+/// The most YAML nodes (after alias expansion) a scenario file may make.
+pub const MAX_YAML_NODES: usize = 50_000;
+
 /// Parses one YAML document into a tree with byte spans.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // `yes`/`no`/`on`/`off` stay strings: a scenario means what it says.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // A node budget well above any scenario (1000 variants with patches
+    // fit) but far below the parser's default of 250,000, which a YAML
+    // bomb spends a second reaching.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! { max_nodes: MAX_YAML_NODES },
+    };
     let raw: Spanned<RawNode> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| {
             let span = e.location().map(|l| span_of(text, &l)).unwrap_or_default();
             let inner = e.without_snippet().to_string();
-            // The span already says where; drop the trailing "at line L, column C".
-            let message = match inner.rfind(" at line ") {
-                Some(i) => inner[..i].to_string(),
-                None => inner,
-            };
-            SyntaxError { message, span }
+            if inner.starts_with("budget breached") {
+                return SyntaxError {
+                    message: format!(
+                        "the file expands to more YAML than a scenario can be: aliases that repeat aliases (a \"YAML bomb\") multiply their size ({})",
+                        inner.split(" at line ").next().unwrap_or(&inner)
+                    ),
+                    span,
+                };
+            }
+            SyntaxError {
+                message: strip_position(&inner).to_owned(),
+                span,
+            }
         })?;
     Ok(convert(text, raw, None))
+}
+
+/// The span already says where: drop a trailing "at line L, column C" —
+/// only at the very end, so a message that names other positions (an alias
+/// "defined at line …") is kept whole rather than cut mid-sentence.
+fn strip_position(message: &str) -> &str {
+    let Some(i) = message.rfind(" at line ") else {
+        return message;
+    };
+    let tail = &message[i + " at line ".len()..];
+    let is_position = tail.split_once(", column ").is_some_and(|(l, c)| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_digit())
+            && !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_digit())
+    });
+    if is_position {
+        &message[..i]
+    } else {
+        message
+    }
 }
 
 fn span_of(text: &str, loc: &serde_saphyr::Location) -> Span {

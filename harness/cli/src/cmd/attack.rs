@@ -74,6 +74,7 @@ impl AttackArgs {
     /// name every field, so a setting added to [`Load`] cannot be skipped
     /// here. Every error names the flag and the fix.
     pub fn settings(&self) -> miette::Result<Settings> {
+        check_url(&self.url)?;
         let (target, path) = Target::parse(&self.url).map_err(|e| miette!("URL: {e}"))?;
         let settings = Settings {
             target,
@@ -132,19 +133,49 @@ impl AttackArgs {
     }
 }
 
+/// What the generator's URL parser would misexplain: another scheme (it
+/// suggested `http://ftp://…`) and a port past 65535.
+fn check_url(url: &str) -> miette::Result<()> {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(miette!(
+                help = format!(
+                    "zdt sends plain HTTP/1.1: write http://{rest} if the target speaks HTTP"
+                ),
+                "URL `{url}`: scheme `{scheme}` is not supported, only `http`"
+            ));
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        // `[::1]:8080` keeps its port after the bracket, `host:8080` after
+        // the colon.
+        let port = match authority.strip_prefix('[') {
+            Some(v6) => v6.split_once("]:").map(|(_, p)| p),
+            None => authority.rsplit_once(':').map(|(_, p)| p),
+        };
+        if let Some(port) = port {
+            if !port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)) {
+                return Err(miette!(
+                    help = "ports are 1 … 65535, e.g. http://127.0.0.1:8080/",
+                    "URL `{url}`: port `{port}` is not a TCP port"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(args: AttackArgs) -> miette::Result<Exit> {
     let settings = args.settings()?;
     let cancel = CancellationToken::new();
     let attack = Attack::start(settings, Clock::start(), cancel.clone())
         .await
         .map_err(|e| miette!("{e}"))?;
-    // Ctrl-C stops sending; the report still covers what was sent.
+    // Ctrl-C or SIGTERM stops sending; the report still covers what was sent.
     let ctrl_c = {
         let cancel = cancel.clone();
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
+            crate::signals::stop_requested().await;
+            cancel.cancel();
         }))
     };
     let bar = std::io::stdout()

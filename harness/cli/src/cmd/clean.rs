@@ -12,11 +12,17 @@ pub struct CleanArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Also remove what a running zdt (or one on another host, or an older
+    /// zdt that recorded no owner) still uses. Hand-made kind clusters are
+    /// never removed.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(args: CleanArgs) -> miette::Result<Exit> {
     let kind = KindCli::default();
-    let plan = plan(&kind).await;
+    let plan = plan(&kind, args.force).await;
     for line in describe(&plan, args.dry_run) {
         println!("{line}");
     }

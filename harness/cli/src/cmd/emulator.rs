@@ -16,11 +16,12 @@ pub struct EmulatorArgs {
     /// What to do: `up` (the only action).
     pub action: String,
 
-    /// Worker nodes besides the control plane.
+    /// Worker nodes besides the control plane (1 … 20, as in scenarios).
     #[arg(long, default_value_t = 3)]
-    pub workers: usize,
+    pub workers: u32,
 
-    /// Kubernetes version whose behaviour to model (e.g. 1.27, 1.31).
+    /// Kubernetes version whose behaviour to model (1.25 … 1.34, as in
+    /// scenarios).
     #[arg(long, default_value = "1.31")]
     pub kubernetes: KubeVersion,
 
@@ -62,12 +63,18 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
             args.action
         ));
     }
+    // The same rules as a scenario's `cluster:`, so what runs here runs
+    // in a scenario and the other way round.
+    zdt_scenario::check_workers(args.workers)
+        .map_err(|m| miette!(help = "e.g. --workers 3", "--workers: {m}"))?;
+    zdt_scenario::check_kubernetes(args.kubernetes)
+        .map_err(|m| miette!(help = "e.g. --kubernetes 1.31", "--kubernetes: {m}"))?;
     let manifests = match &args.manifests {
         Some(dir) => zdt_scenario::workload::read_dir(dir).map_err(|e| miette!("{e}"))?,
         None => Vec::new(),
     };
     let config = EmulatorConfig {
-        workers: args.workers,
+        workers: args.workers as usize,
         kubernetes: args.kubernetes,
         runtime: args.runtime.into(),
         ..EmulatorConfig::default()
@@ -110,13 +117,13 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
         ),
     }
     eprintln!(
-        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C stops it.",
+        "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C or SIGTERM stops it.",
         args.kubernetes,
         args.workers,
         emulator.url(),
         args.kubeconfig.display()
     );
-    tokio::signal::ctrl_c().await.into_diagnostic()?;
+    crate::signals::stop_requested().await;
     let state = emulator.shutdown().await;
     for n in state.nodes {
         eprintln!(

@@ -75,23 +75,8 @@ pub async fn run(args: LbArgs) -> miette::Result<Exit> {
         let bound = lb.serve_admin(addr).await.into_diagnostic()?;
         eprintln!("zdt lb: admin API on http://{bound}/backends");
     }
-    wait_for_stop().await;
+    crate::signals::stop_requested().await;
     lb.shutdown().await;
     let _ = printer.await;
     Ok(Exit::Pass)
-}
-
-async fn wait_for_stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

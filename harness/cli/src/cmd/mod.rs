@@ -6,6 +6,7 @@ pub mod clean;
 pub mod emulator;
 pub mod internal;
 pub mod lb;
+pub mod long_run;
 pub mod report;
 pub mod run;
 pub mod serve;

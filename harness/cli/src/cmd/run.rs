@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Write (or overwrite) the baseline from this run instead of checking it.
     #[arg(long, requires = "baseline")]
     pub update_baseline: bool,
+    /// Start a run estimated at an hour or more without asking.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 pub async fn run(args: RunArgs) -> miette::Result<Exit> {
@@ -143,6 +146,11 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     if let Some(refusal) = host_network_refusal(&plans) {
         eprintln!("zdt: {refusal}");
         return Ok(Exit::Usage);
+    }
+    let all: Vec<&zdt_scenario::Scenario> = plans.iter().flat_map(|(_, (_, v))| v.iter()).collect();
+    let estimate = super::long_run::estimate(all.iter().copied());
+    if let Err(m) = super::long_run::confirm(all.len(), estimate, args.yes) {
+        return Err(miette::miette!("{m}"));
     }
     let busiest = plans
         .iter()

@@ -32,6 +32,13 @@ pub struct ValidateArgs {
     /// with LB admin steps need `model` and are named on stderr.
     #[arg(long, value_name = "MODE", requires = "list_variants")]
     pub lb_mode: Option<String>,
+    /// Check the files as `zdt run --rate RATE` would run them.
+    #[arg(long)]
+    pub rate: Option<zdt_core::units::Rate>,
+    /// Check the files as `zdt run --duration D` would run them: the chaos
+    /// timeline and the LB's detection time must fit in it.
+    #[arg(long)]
+    pub duration: Option<zdt_core::units::Dur>,
 }
 
 pub async fn run(args: ValidateArgs) -> miette::Result<Exit> {
@@ -42,6 +49,21 @@ pub async fn run(args: ValidateArgs) -> miette::Result<Exit> {
     for file in &args.files {
         match zdt_scenario::load(file).and_then(|f| f.variants()) {
             Ok(variants) => {
+                let overrides = zdt_scenario::Overrides {
+                    rate: args.rate,
+                    duration: args.duration,
+                    ..Default::default()
+                };
+                let bad: Vec<String> = variants
+                    .iter()
+                    .filter_map(|v| v.clone().with_overrides(&overrides).err().map(|e| (v, e)))
+                    .map(|(v, e)| format!("{}: variant `{}`: {e}", file.display(), v.variant))
+                    .collect();
+                if !bad.is_empty() {
+                    eprintln!("{}", bad.join("\n"));
+                    failed = true;
+                    continue;
+                }
                 let n = variants.len();
                 let noun = if n == 1 { "variant" } else { "variants" };
                 println!("ok {} ({n} {noun})", file.display());

@@ -180,27 +180,47 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     wait_health(&admin, Health::Healthy).await;
     assert_eq!(admin.list().await.unwrap()[0].name, node_name);
 
-    // `zdt clean --dry-run` lists the labelled containers and removes nothing.
+    // `zdt clean` — not a dry run — lists the labelled containers, network
+    // and image as this (live) test process's and keeps them; only
+    // `--force` would take them. Confined to its own TMPDIR and no kind:
+    // other runs' temp dirs and clusters are not this test's.
+    let tmp = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args(["clean", "--dry-run"])
+        .arg("clean")
+        .env("TMPDIR", tmp.path())
+        .env("ZDT_KIND", "/nonexistent/kind")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    let in_use = format!("(in use by pid {} on ", std::process::id());
+    let line = |prefix: String| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line `{prefix}…` in:\n{stdout}"))
+            .to_owned()
+    };
+    let container = line(format!("keeping container {node_name} ("));
     assert!(
-        stdout.contains(&format!("would remove container {node_name} ("))
-            && stdout.contains(&format!("run {id})")),
-        "{stdout}"
+        container.contains(&in_use) && container.ends_with(&format!("run {id})")),
+        "{container}"
     );
+    assert!(line(format!("keeping network {network} (")).contains(&in_use));
+    assert!(line(format!("keeping image {tag} (")).contains(&in_use));
+    let forced = std::process::Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["clean", "--dry-run", "--force"])
+        .output()
+        .unwrap();
+    let forced = String::from_utf8_lossy(&forced.stdout);
     assert!(
-        stdout.contains(&format!("would remove network {network}")),
-        "{stdout}"
+        forced.contains(&format!("would remove container {node_name} (")),
+        "{forced}"
     );
-    assert!(
-        stdout.contains(&format!("would remove image {tag} (")),
-        "{stdout}"
-    );
+    // Still there and serving after the real `zdt clean`.
     assert!(state(&d, node.id()).await.running == Some(true));
+    assert!(state(&d, &lb.id).await.running == Some(true));
+    assert_eq!(admin.list().await.unwrap()[0].name, node_name);
     let labels = docker::inspect(&d, node.id())
         .await
         .unwrap()

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use miette::Diagnostic;
-use zdt_cluster::clean::{describe, execute, CleanPlan};
+use zdt_cluster::clean::{describe, execute, CleanPlan, Found};
 use zdt_cluster::kind::{
     cluster_name, render_config, KindCli, KindCluster, KindError, KindSpec, INSTALL_URL,
 };
+use zdt_core::owner::Liveness;
 
 /// A private copy of the fake kind: `<root>/bin/kind`, state in `<root>/state`.
 struct FakeKind {
@@ -245,19 +246,28 @@ async fn unsupported_version_fails_before_running_kind() {
 }
 
 #[tokio::test]
-async fn clean_deletes_only_zdt_clusters() {
+async fn clean_deletes_only_clusters_zdt_created() {
     let fake = FakeKind::new();
     fake.set_clusters(&["zdt-0123456789", "kind", "team-dev"]);
-    let plan = zdt_cluster::clean::plan(&fake.cli()).await;
-    assert_eq!(plan.clusters, vec!["zdt-0123456789".to_owned()]);
-    // Execute only the cluster part: containers and temp dirs of other
-    // tests running right now must not be touched.
+    // No owner marker says zdt made zdt-0123456789: it is not zdt's.
+    let plan = zdt_cluster::clean::plan(&fake.cli(), true).await;
+    assert!(plan.clusters.is_empty(), "{:?}", plan.clusters);
+    assert_eq!(plan.foreign_clusters, vec!["zdt-0123456789".to_owned()]);
+    // One zdt made whose owner is gone is deleted, and only it. Execute
+    // only the cluster part: containers and temp dirs of other tests
+    // running right now must not be touched.
     let only_clusters = CleanPlan {
-        clusters: plan.clusters.clone(),
+        clusters: vec![Found {
+            item: "zdt-0123456789".into(),
+            owner: None,
+            liveness: Liveness::Gone("pid 1234 exited".into()),
+            remove: true,
+        }],
         ..Default::default()
     };
-    assert!(describe(&only_clusters, false)
-        .contains(&"removing kind cluster zdt-0123456789".to_owned()));
+    assert!(describe(&only_clusters, false).contains(
+        &"removing kind cluster zdt-0123456789 (owner gone: pid 1234 exited)".to_owned()
+    ));
     let failures = execute(&fake.cli(), &only_clusters).await;
     assert!(failures.is_empty(), "{failures:?}");
     let calls = fake.calls();
@@ -313,7 +323,7 @@ async fn export_logs_names_the_directory_and_the_cluster() {
 }
 
 #[test]
-fn zdt_clean_dry_run_lists_zdt_clusters_and_stale_temp_dirs_and_deletes_nothing() {
+fn zdt_clean_dry_run_lists_stale_temp_dirs_keeps_hand_made_clusters_and_deletes_nothing() {
     let fake = FakeKind::new();
     fake.set_clusters(&["zdt-abcdef0123", "kind"]);
     let tmp = tempfile::tempdir().unwrap();
@@ -332,11 +342,17 @@ fn zdt_clean_dry_run_lists_zdt_clusters_and_stale_temp_dirs_and_deletes_nothing(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("would remove kind cluster zdt-abcdef0123"),
+        stdout.contains("keeping kind cluster zdt-abcdef0123 (not created by zdt"),
         "{stdout}"
     );
-    assert!(!stdout.contains("cluster kind\n"), "{stdout}");
-    assert!(stdout.contains("zdt-99999999-kind-x"), "{stdout}");
+    assert!(!stdout.contains("cluster kind "), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "would remove temp dir {} (owner gone: pid 99999999 exited)",
+            tmp.path().join("zdt-99999999-kind-x").display()
+        )),
+        "{stdout}"
+    );
     assert!(!stdout.contains("unrelated"), "{stdout}");
     assert!(
         fake.calls().iter().all(|c| c == "get clusters"),
@@ -344,4 +360,94 @@ fn zdt_clean_dry_run_lists_zdt_clusters_and_stale_temp_dirs_and_deletes_nothing(
         fake.calls()
     );
     assert!(tmp.path().join("zdt-99999999-kind-x").exists());
+}
+
+/// Issue #17 item 2: a kind cluster a user named `zdt-something` by hand
+/// survives `zdt clean` (not a dry run). With Docker reachable, a cluster
+/// zdt made (its owner marker names a process that is gone) is deleted
+/// beside it; without Docker nothing says which clusters are zdt's, so
+/// none is touched.
+#[tokio::test]
+async fn a_hand_made_zdt_cluster_survives_zdt_clean() {
+    let fake = FakeKind::new();
+    let made = format!("zdt-made-{}", std::process::id());
+    fake.set_clusters(&["zdt-something", &made]);
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = |docker_host: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zdt"));
+        cmd.arg("clean")
+            .env("PATH", fake.path_env())
+            .env("TMPDIR", tmp.path());
+        if let Some(h) = docker_host {
+            cmd.env("DOCKER_HOST", h);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    // No Docker: neither cluster can be shown to be zdt's.
+    let nowhere = format!("unix://{}", tmp.path().join("no-docker.sock").display());
+    let stdout = clean(Some(&nowhere));
+    assert!(
+        stdout.contains("keeping kind cluster zdt-something (not created by zdt: no owner marker; `kind delete cluster --name` removes it)"),
+        "{stdout}"
+    );
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("delete")),
+        "{:?}",
+        fake.calls()
+    );
+
+    let Ok(d) = zdt_cluster::docker::connect().await else {
+        eprintln!("skipped the Docker half: no Docker Engine answers");
+        return;
+    };
+    // The marker a crashed zdt run would have left: created by a pid that
+    // cannot exist (pid_max is at most 2^22).
+    let dead = zdt_core::owner::Owner {
+        pid: 99_999_999,
+        ..zdt_core::owner::Owner::current("crashed")
+    };
+    let mut labels = dead.labels();
+    labels.insert("zdt.managed".into(), "true".into());
+    labels.insert(zdt_cluster::kind_owner::CLUSTER_LABEL.into(), made.clone());
+    labels.insert(zdt_cluster::kind_owner::CREATED_LABEL.into(), "true".into());
+    let marker = format!("zdt-owner-{made}-crashed");
+    d.create_volume(bollard::models::VolumeCreateRequest {
+        name: Some(marker.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let stdout = clean(None);
+    let _ = zdt_cluster::kind_owner::release(&d, &marker).await;
+    assert!(
+        stdout.contains(&format!(
+            "removing kind cluster {made} (owner gone: pid 99999999 exited)"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("keeping kind cluster zdt-something (not created by zdt"),
+        "{stdout}"
+    );
+    let deletes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("delete"))
+        .collect();
+    assert_eq!(deletes, vec![format!("delete cluster --name {made}")]);
+    let left = zdt_cluster::kind_owner::list(&d).await.unwrap();
+    assert!(
+        !left.iter().any(|m| m.name == marker),
+        "the marker went with its cluster"
+    );
 }

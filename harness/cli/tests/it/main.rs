@@ -4,6 +4,7 @@
 mod cluster_docker;
 mod cluster_existing;
 mod emulator_api_cli;
+mod input_checks;
 mod kind_cli;
 mod kind_e2e;
 mod kind_workflow;
@@ -17,6 +18,7 @@ mod report_e2e;
 mod report_render;
 mod run_bad_manifests;
 mod run_network;
+mod run_chaos_failure;
 mod run_providers;
 mod scenario_files;
 mod scenario_seeds;

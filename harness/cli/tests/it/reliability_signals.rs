@@ -570,6 +570,18 @@ fn sigint_during_a_drain_uncordons_the_node() {
     assert_clean_interrupt(&mut run, before, code);
 }
 
+/// `zdt clean` (not a dry run) with `tmp` as TMPDIR and neither kind nor
+/// Docker reachable.
+fn clean_confined_to(tmp: &Path) -> std::process::Output {
+    Command::new(ZDT)
+        .arg("clean")
+        .env("TMPDIR", tmp)
+        .env("ZDT_KIND", "/nonexistent/kind")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn kill_9_then_zdt_clean_leaves_nothing() {
     if !nginx_installed() {
@@ -622,13 +634,7 @@ fn kill_9_then_zdt_clean_leaves_nothing() {
     // `zdt clean` confined to this run: its own TMPDIR, and no kind or
     // Docker reachable — the machine is shared and other runs' clusters and
     // containers are not this test's to remove.
-    let clean = Command::new(ZDT)
-        .arg("clean")
-        .env("TMPDIR", &run.tmp)
-        .env("ZDT_KIND", "/nonexistent/kind")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .output()
-        .unwrap();
+    let clean = clean_confined_to(&run.tmp);
     let stdout = String::from_utf8_lossy(&clean.stdout);
     assert!(
         clean.status.success(),
@@ -659,4 +665,41 @@ fn kill_9_then_zdt_clean_leaves_nothing() {
         !listed.contains(&format!("run {pid}")) && !listed.contains("temp dir"),
         "{listed}"
     );
+}
+
+/// Issue #17 item 2: `zdt clean` (not a dry run) while a run is in its
+/// traffic phase lists the run's temp dirs as in use and keeps them; the
+/// run completes with its verdict. kind and Docker are out of reach so the
+/// shared machine's other clusters and containers are not this test's.
+#[test]
+fn zdt_clean_during_a_run_keeps_what_the_run_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "6s", "1s");
+    let mut run = start_run(dir.path(), &file);
+    run.wait_for("run phase: traffic", Duration::from_secs(90));
+    let pid = run.pid();
+    let clean = clean_confined_to(&run.tmp);
+    let stdout = String::from_utf8_lossy(&clean.stdout);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "zdt clean: {stdout}{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let kept: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("keeping temp dir"))
+        .collect();
+    assert!(!kept.is_empty(), "the run's temp dirs are listed: {stdout}");
+    assert!(
+        kept.iter()
+            .all(|l| l.contains(&format!("(in use by pid {pid} on "))),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("removing"), "{stdout}");
+    let code = run.wait_exit(Duration::from_secs(90));
+    let summary = read_json(&run.out.join("summary.json"));
+    assert_eq!(code, Some(0), "{}", run.seen.join("\n"));
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["variants"][0]["verdict"], "PASS", "{summary:#}");
 }

@@ -331,8 +331,36 @@ fn keep_cluster_leaves_it_and_the_next_run_reuses_it() {
         sb.events()
     );
 
+    // The kept cluster's owner marker outlives the run: it is what tells
+    // `zdt clean` the cluster is zdt's (skipped without Docker).
+    let markers = |name: &str| -> Option<Vec<zdt_cluster::kind_owner::Marker>> {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let d = zdt_cluster::docker::connect().await.ok()?;
+            let all = zdt_cluster::kind_owner::list(&d).await.unwrap();
+            Some(all.into_iter().filter(|m| m.cluster == name).collect())
+        })
+    };
+    if let Some(kept) = markers(&name) {
+        assert!(
+            kept.iter().any(|m| m.created
+                && m.owner
+                    .as_ref()
+                    .is_some_and(|o| matches!(o.liveness(), zdt_core::owner::Liveness::Gone(_)))),
+            "{kept:?}"
+        );
+    } else {
+        eprintln!("skipped the owner-marker checks: no Docker Engine answers");
+    }
+
     let second = sb.run(&file, &[], true);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    if let Some(left) = markers(&name) {
+        assert!(
+            left.is_empty(),
+            "deleting the cluster removes its markers: {left:?}"
+        );
+    }
     let calls = sb.calls();
     assert_eq!(
         calls[2..4],

@@ -148,6 +148,21 @@ pub enum OptionsError {
         action: &'static str,
         mode: scenario::LbMode,
     },
+    /// A chaos step names a node the cluster it runs on will not have
+    /// (the provider chosen on the command line names nodes otherwise).
+    #[error(transparent)]
+    NoSuchNode(Box<NoSuchNode>),
+}
+
+/// See [`OptionsError::NoSuchNode`] (boxed: it is the largest variant).
+#[derive(Debug, thiserror::Error)]
+#[error("variant `{variant}`: chaos step `{step}` names node `{node}`, which a {provider} cluster of this shape does not have (its nodes: {})", nodes.join(", "))]
+pub struct NoSuchNode {
+    pub variant: String,
+    pub step: String,
+    pub node: String,
+    pub provider: Provider,
+    pub nodes: Vec<String>,
 }
 
 /// Everything one variant produced.
@@ -204,6 +219,7 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
     if let Some(mode) = opts.lb_mode {
         v.load_balancer.mode = mode;
     }
+    check_node_names(&v)?;
     let mode = v.load_balancer.mode;
     if mode != scenario::LbMode::Model {
         if v.cluster.provider != Provider::Kind {
@@ -222,6 +238,44 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
         }
     }
     Ok(v)
+}
+
+/// Node names against the shape of the cluster the variant will run on,
+/// once the provider is final: the file's own provider was checked when it
+/// was loaded, but `--provider` may change who names the nodes, and kind's
+/// names carry the cluster name, known only here.
+fn check_node_names(v: &Scenario) -> Result<(), OptionsError> {
+    let nodes = match v.cluster.provider {
+        Provider::Emulator => scenario::emulator_node_names(v.cluster.workers),
+        Provider::Kind if v.cluster.kind_config.is_none() => {
+            let Ok(name) = zdt_cluster::kind::cluster_name(&kind_spec(v)) else {
+                return Ok(()); // the kind provider reports a bad spec itself
+            };
+            std::iter::once(format!("{name}-control-plane"))
+                .chain((1..=v.cluster.workers).map(|i| match i {
+                    1 => format!("{name}-worker"),
+                    n => format!("{name}-worker{n}"),
+                }))
+                .collect()
+        }
+        // A custom kind config or an existing cluster: the names are the
+        // cluster's to know.
+        _ => return Ok(()),
+    };
+    for step in &v.chaos {
+        if let Some(scenario::NodeSelector::Name(node)) = step.action.node() {
+            if !nodes.contains(node) {
+                return Err(OptionsError::NoSuchNode(Box::new(NoSuchNode {
+                    variant: v.variant.clone(),
+                    step: step.name.clone(),
+                    node: node.clone(),
+                    provider: v.cluster.provider,
+                    nodes,
+                })));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The kind cluster shape a scenario asks for.
@@ -626,10 +680,6 @@ async fn measure(
         }
     }
     let settings = traffic_settings(s, cluster, target, s.traffic.load.duration);
-    // In a child process when zdt can re-exec itself: the generator's
-    // sockets then do not count against this process's fd limit, which the
-    // LB's held connections already press on, and the emulator cannot
-    // delay its timers.
     // The machine's own failures during the traffic: this process's (LB,
     // pods, kube-proxies) and, where traffic crosses the host's stack, its
     // connection-tracking table's.
@@ -637,7 +687,14 @@ async fn measure(
     let conntrack_before = (!cluster.net().is_private())
         .then(hostfault::conntrack_counters)
         .flatten();
-    let attack = Attack::start_isolated(settings, clock, cancel.child_token())
+    // In a child process when zdt can re-exec itself: the generator's
+    // sockets then do not count against this process's fd limit, which the
+    // LB's held connections already press on, and the emulator cannot
+    // delay its timers.
+    // Its own token: a failed chaos step stops the traffic within the
+    // generator's cancel latency, and the partial counts are kept.
+    let step_failed = cancel.child_token();
+    let attack = Attack::start_isolated(settings, clock, step_failed.clone())
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
     let progress = attack.progress();
@@ -665,6 +722,7 @@ async fn measure(
         seed: opts.seed,
         t0,
         undo: undo.clone(),
+        step_failed: step_failed.clone(),
     });
     let chaos_cancel = cancel.child_token();
     let steps = s.chaos.clone();
@@ -679,12 +737,17 @@ async fn measure(
         .map(|o| o.traffic_started(&s.id(), progress.clone()));
     let traffic = attack.finish().await;
     drop(watcher);
+    let stopped_early = step_failed.is_cancelled() && !cancel.is_cancelled();
     sink.emit(
         Source::Traffic,
         "TrafficStopped",
         "traffic",
         None,
-        "traffic finished",
+        if stopped_early {
+            "traffic stopped: a chaos step failed"
+        } else {
+            "traffic finished"
+        },
     );
     // Steps still running when traffic ends get a bounded grace: their
     // effect can no longer be measured, and a run must end.
@@ -756,7 +819,13 @@ pub(crate) fn summarise(
         .collect();
     let windows = error_windows(&buckets, events, t.started_at, t.bucket);
     let results = verdict::evaluate(t, &s.expect, &windows);
-    let invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    let mut invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    if t.cancelled && !interrupted && !invalid.is_empty() {
+        invalid.push(format!(
+            "traffic was stopped {:.1} s in, when the chaos step failed; the numbers cover what was measured until then",
+            t.requests as f64 / t.rate.get().max(f64::MIN_POSITIVE)
+        ));
+    }
     let (mut v, mut reasons) = verdict::verdict(&invalid, &results);
     if interrupted {
         v = Verdict::Incomplete;

@@ -98,6 +98,9 @@ pub(crate) struct Context {
     pub t0: Instant,
     /// What to put back before the run ends.
     pub undo: Arc<Mutex<Vec<Undo>>>,
+    /// Fired when a step fails: the run cannot be trusted any more, so
+    /// its traffic stops now instead of running out the duration.
+    pub step_failed: CancellationToken,
 }
 
 impl Context {
@@ -154,6 +157,11 @@ pub async fn run(
                 },
             };
             let _ = done_tx.send(Some((result.node.clone(), result.ok)));
+            // A step stopped by the run's own cancel is not a failure to
+            // react to; one that failed on its own is.
+            if !result.ok && !cancel.is_cancelled() {
+                ctx.step_failed.cancel();
+            }
             result
         });
     }
