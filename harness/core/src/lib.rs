@@ -10,5 +10,6 @@ pub mod net;
 pub mod netns;
 pub mod owner;
 pub mod process;
+pub mod tcp;
 pub mod units;
 pub mod version;

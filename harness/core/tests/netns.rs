@@ -77,7 +77,7 @@ fn a_child_process_joins_the_network() {
     let Some(net) = private() else { return };
     let mut cmd = std::process::Command::new("readlink");
     cmd.arg("/proc/self/ns/net");
-    net.join_before_exec(&mut cmd);
+    net.join_before_exec(&mut cmd, false);
     let out = cmd.output().expect("readlink runs");
     assert!(out.status.success(), "{out:?}");
     let theirs = String::from_utf8(out.stdout).unwrap();
@@ -96,4 +96,37 @@ fn the_helper_ends_with_the_network() {
     drop(net);
     // Dropping reaps it: no process, no zombie.
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn the_children_of_a_joined_process_end_with_the_network() {
+    use std::io::BufRead;
+    let Some(net) = private() else { return };
+    // sh joins; its child `sleep` starts in the network's PID namespace.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "sleep 300 & echo $!; wait"])
+        .stdout(std::process::Stdio::piped());
+    net.join_before_exec(&mut cmd, true);
+    let mut sh = cmd.spawn().expect("sh runs");
+    let mut line = String::new();
+    std::io::BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sleep: u32 = line.trim().parse().expect("the sleep's pid");
+    assert!(std::path::Path::new(&format!("/proc/{sleep}")).exists());
+    drop(net);
+    // The kernel ends the namespace's processes: sh's wait returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = sh.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleep {sleep} outlived the network"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{sleep}")).exists());
 }

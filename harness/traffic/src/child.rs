@@ -179,7 +179,7 @@ pub(crate) async fn start(
     // Spawned from a runtime worker thread, which lives as long as the
     // runtime that owns this attack.
     zdt_core::process::die_with_parent(cmd.as_std_mut());
-    settings.net.join_before_exec(cmd.as_std_mut());
+    settings.net.join_before_exec(cmd.as_std_mut(), false);
     let mut child = cmd.spawn().map_err(|e| {
         TrafficError::Child(format!(
             "cannot start `{} {SUBCOMMAND}`: {e}; {} names the zdt binary to use",
@@ -646,6 +646,7 @@ mod tests {
                 Duration::from_secs(1),
             )
             .unwrap(),
+            sources: Vec::new(),
         };
         assert!(matches!(late.settings(), Err(RequestError::ClockOrigin)));
     }

@@ -444,7 +444,13 @@ async fn a_hand_made_zdt_cluster_survives_zdt_clean() {
         .into_iter()
         .filter(|c| c.starts_with("delete"))
         .collect();
-    assert_eq!(deletes, vec![format!("delete cluster --name {made}")]);
+    // Exactly one delete, of the dead run's cluster, with zdt's own
+    // kubeconfig (never ~/.kube/config).
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(
+        deletes[0].starts_with(&format!("delete cluster --name {made} --kubeconfig ")),
+        "{deletes:?}"
+    );
     let left = zdt_cluster::kind_owner::list(&d).await.unwrap();
     assert!(
         !left.iter().any(|m| m.name == marker),

@@ -254,8 +254,16 @@ fn nginx_in(tmp: &Path) -> Vec<i32> {
 
 /// Inodes of LISTEN TCP sockets (v4 and v6).
 fn listening_inodes() -> HashSet<u64> {
+    listening_inodes_seen_by(&[])
+}
+
+/// Listening sockets of this process's network namespace and of the ones
+/// `pids` are in (an emulated cluster's data path has its own).
+fn listening_inodes_seen_by(pids: &[i32]) -> HashSet<u64> {
     let mut out = HashSet::new();
-    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    let mut files = vec!["/proc/net/tcp".to_owned(), "/proc/net/tcp6".to_owned()];
+    files.extend(pids.iter().map(|p| format!("/proc/{p}/net/tcp")));
+    for f in &files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
@@ -301,8 +309,8 @@ fn held(run: &Run) -> Held {
     let procs = descendants(run.pid());
     let mut pids: Vec<i32> = procs.keys().copied().collect();
     pids.push(run.pid());
-    let listening: HashSet<u64> = socket_inodes(pids)
-        .intersection(&listening_inodes())
+    let listening: HashSet<u64> = socket_inodes(pids.clone())
+        .intersection(&listening_inodes_seen_by(&pids))
         .copied()
         .collect();
     Held { procs, listening }
@@ -568,6 +576,51 @@ fn sigint_during_a_drain_uncordons_the_node() {
         "the drain must have cordoned a node before the interrupt: {evs:#?}"
     );
     assert_clean_interrupt(&mut run, before, code);
+}
+
+/// However zdt ends, its cluster's processes end with it: nginx masters
+/// die with their parent, their workers with the cluster's PID namespace
+/// (its init ends with the network helper), the helpers with zdt.
+#[test]
+fn kill_9_leaves_no_process_or_listener_of_the_run() {
+    if !nginx_installed() {
+        return;
+    }
+    if let Some(why) = zdt_core::netns::private_unavailable() {
+        eprintln!(
+            "SKIPPED: without a network of its own ({why}) nginx workers outlive a kill -9 until `zdt clean`"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(dir.path(), "20s", "1s");
+    let mut run = start_run(dir.path(), &file);
+    run.wait_for("run phase: traffic", Duration::from_secs(90));
+    let before = held(&run);
+    assert!(!before.listening.is_empty() && !before.procs.is_empty());
+    let workers = nginx_in(&run.tmp);
+    assert!(workers.len() >= 2, "nginx masters and workers: {workers:?}");
+    run.signal(libc::SIGKILL);
+    let _ = run.wait_exit(Duration::from_secs(10));
+    // The kernel needs a moment to deliver the deaths; 2 s at most.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while (!nginx_in(&run.tmp).is_empty() || !still_alive(&before.procs).is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_nothing_left(&before, &run.tmp, "after kill -9, without zdt clean");
+    let anyone: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    let open = socket_inodes(anyone);
+    let kept: Vec<_> = before.listening.intersection(&open).collect();
+    assert!(
+        kept.is_empty(),
+        "listening sockets still open somewhere: {kept:?}"
+    );
 }
 
 /// `zdt clean` (not a dry run) with `tmp` as TMPDIR and neither kind nor

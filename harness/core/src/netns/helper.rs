@@ -26,14 +26,20 @@ const STAGES: [&str; 5] = [
     "creating the namespaces (unshare)",
     "mapping zdt's user into the new user namespace",
     "configuring the loopback device (rtnetlink)",
-    "closing inherited descriptors",
+    "starting the PID namespace's init",
 ];
+/// The report: errno, stage, the init's pid.
+const REPORT_LEN: usize = 9;
 
 pub(super) struct Helper {
     pub pid: libc::pid_t,
     chan: Mutex<OwnedFd>,
     pub net_ns: OwnedFd,
     pub user_ns: Option<OwnedFd>,
+    /// The PID namespace processes of the cluster start their children in:
+    /// its init ends with this helper, and the kernel then ends every
+    /// process in it (nginx workers included), however zdt ended.
+    pub pid_ns: Option<OwnedFd>,
 }
 
 /// Everything the child needs, made before the fork.
@@ -93,8 +99,9 @@ impl Helper {
             // Replaced below; a placeholder keeps Drop (which reaps) armed.
             net_ns: open_null(),
             user_ns: None,
+            pid_ns: None,
         };
-        let (errno, stage) = helper.report()?;
+        let (errno, stage, init) = helper.report()?;
         if errno != 0 {
             let hint = if stage == 1 && plan.user_ns {
                 " (user namespaces may be disabled: kernel.unprivileged_userns_clone=0, \
@@ -112,10 +119,11 @@ impl Helper {
         if plan.user_ns {
             helper.user_ns = Some(open_ns(pid, "user")?);
         }
+        helper.pid_ns = Some(open_ns(init, "pid")?);
         Ok(helper)
     }
 
-    fn report(&self) -> Result<(i32, u8), NetError> {
+    fn report(&self) -> Result<(i32, u8, libc::pid_t), NetError> {
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
         let mut pfd = libc::pollfd {
             fd: chan.as_raw_fd(),
@@ -131,17 +139,21 @@ impl Helper {
                 io::Error::last_os_error()
             }));
         }
-        let mut buf = [0u8; 5];
+        let mut buf = [0u8; REPORT_LEN];
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::recv(chan.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n != 5 {
+        if n != REPORT_LEN as isize {
             return Err(NetError::NoReport(if n < 0 {
                 io::Error::last_os_error()
             } else {
                 io::Error::new(io::ErrorKind::UnexpectedEof, "the helper exited")
             }));
         }
-        Ok((i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]), buf[4]))
+        Ok((
+            i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
+            buf[4],
+            i32::from_ne_bytes([buf[5], buf[6], buf[7], buf[8]]),
+        ))
     }
 
     /// `n` new sockets (at most [`MAX_BATCH`]) from the helper.
@@ -231,15 +243,16 @@ fn open_null() -> OwnedFd {
 /// The helper. Never returns.
 unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
     const CHAN: RawFd = 3;
-    let report = |errno: i32, stage: u8| {
-        let mut buf = [0u8; 5];
+    let report = |errno: i32, stage: u8, init: libc::pid_t| {
+        let mut buf = [0u8; REPORT_LEN];
         buf[..4].copy_from_slice(&errno.to_ne_bytes());
         buf[4] = stage;
-        libc::send(CHAN, buf.as_ptr().cast(), 5, libc::MSG_NOSIGNAL);
+        buf[5..].copy_from_slice(&init.to_ne_bytes());
+        libc::send(CHAN, buf.as_ptr().cast(), REPORT_LEN, libc::MSG_NOSIGNAL);
     };
     let fail = |stage: u8| -> ! {
         let errno = *libc::__errno_location();
-        report(errno, stage);
+        report(errno, stage, 0);
         libc::_exit(1)
     };
     // Out of the terminal's process group: Ctrl-C is zdt's to handle, and
@@ -259,9 +272,9 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         }
     }
     let flags = if plan.user_ns {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWPID
     } else {
-        libc::CLONE_NEWNET
+        libc::CLONE_NEWNET | libc::CLONE_NEWPID
     };
     if libc::unshare(flags) != 0 {
         fail(1);
@@ -305,7 +318,32 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         }
     }
     libc::close(nl);
-    report(0, 0);
+    // The PID namespace's init (our next child is its pid 1): it lives
+    // until this helper exits (EOF on the pipe), and reaps what is
+    // reparented to it (SIGCHLD ignored). When it exits the kernel kills
+    // everything in the namespace.
+    let mut pipe = [0 as RawFd; 2];
+    if libc::pipe(pipe.as_mut_ptr()) != 0 {
+        fail(4);
+    }
+    let init = libc::fork();
+    if init < 0 {
+        fail(4);
+    }
+    if init == 0 {
+        libc::close(pipe[1]);
+        libc::close(CHAN);
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        let mut b = [0u8; 1];
+        loop {
+            let n = libc::read(pipe[0], b.as_mut_ptr().cast(), 1);
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                libc::_exit(0);
+            }
+        }
+    }
+    libc::close(pipe[0]);
+    report(0, 0, init);
 
     let mut fds = [0 as RawFd; MAX_BATCH];
     let mut control = [0u64; (MAX_BATCH * 4 + 64) / 8];
@@ -336,13 +374,7 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             // the port search in connect() starves the generator. (Setting
             // it needs CAP_NET_RAW in the namespace, which only this
             // process is sure to have.)
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                b"lo\0".as_ptr().cast(),
-                3,
-            );
+            super::bind_fd_to_loopback(fd);
             fds[made] = fd;
             made += 1;
         }

@@ -206,19 +206,19 @@ impl Net {
     }
 
     /// Open a TCP connection to `addr` from this network (see
-    /// [`crate::net::connect`] for what the host stack adds).
+    /// [`crate::tcp::connect`] for what the host stack adds).
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let addrs = &self.sources.addrs;
         if self.private.is_none() && addrs.is_empty() {
-            return crate::net::connect(addr).await;
+            return crate::tcp::connect(addr).await;
         }
         let socket = self.tcp_socket(&addr)?;
         if !addrs.is_empty() {
             let n = self.sources.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-            crate::net::set_bind_address_no_port(&socket);
+            crate::tcp::set_bind_address_no_port(&socket);
             socket.bind(&SocketAddr::from((addrs[n], 0)).into())?;
         }
-        crate::net::connect_socket(socket, addr).await
+        crate::tcp::connect_socket(socket, addr).await
     }
 
     /// A listening socket on `addr` in this network. `reuse_port` lets
@@ -245,13 +245,24 @@ impl Net {
     }
 
     /// Make `cmd`'s process join this network before it executes (nothing
-    /// for the host's stack). The namespaces' descriptors stay open in this
-    /// process for as long as the network lives.
-    pub fn join_before_exec(&self, cmd: &mut std::process::Command) {
+    /// for the host's stack). With `children`, the processes it forks start
+    /// in the cluster's PID namespace, which the kernel empties when the
+    /// network's helper ends — however zdt ended (nginx's workers). A
+    /// process whose children go elsewhere cannot start threads, so a
+    /// multi-threaded one (the traffic generator) joins without. The
+    /// namespaces' descriptors stay open in this process for as long as
+    /// the network lives.
+    pub fn join_before_exec(&self, cmd: &mut std::process::Command, children: bool) {
         use std::os::unix::process::CommandExt;
         let Some(p) = &self.private else { return };
         let user = p.helper.user_ns.as_ref().map(AsRawFd::as_raw_fd);
         let net = p.helper.net_ns.as_raw_fd();
+        let pid = p
+            .helper
+            .pid_ns
+            .as_ref()
+            .filter(|_| children)
+            .map(AsRawFd::as_raw_fd);
         // SAFETY: setns is async-signal-safe; nothing here allocates.
         unsafe {
             cmd.pre_exec(move || {
@@ -262,6 +273,11 @@ impl Net {
                 }
                 if libc::setns(net, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(pid) = pid {
+                    if libc::setns(pid, libc::CLONE_NEWPID) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -372,22 +388,28 @@ fn fill(shared: Arc<PoolShared>, helper: std::sync::Weak<helper::Helper>) {
     }
 }
 
-/// SO_BINDTODEVICE "lo": see the helper, which does the same.
+/// SO_BINDTODEVICE "lo" (see the helper, which does it to its sockets).
 fn bind_to_loopback(socket: &Socket) -> io::Result<()> {
-    // SAFETY: a valid socket and a NUL-terminated name of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            b"lo\0".as_ptr().cast(),
-            3,
-        )
-    };
-    if rc == 0 {
+    if bind_fd_to_loopback(socket.as_raw_fd()) == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The system call alone: the helper calls it between fork and exit.
+fn bind_fd_to_loopback(fd: RawFd) -> libc::c_int {
+    let name = c"lo";
+    // SAFETY: setsockopt reads the NUL-terminated name of the length given;
+    // an invalid descriptor is an error return, not undefined behaviour.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.count_bytes() as libc::socklen_t + 1,
+        )
     }
 }
 

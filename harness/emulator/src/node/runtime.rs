@@ -491,7 +491,7 @@ impl Runtime {
             .process_group(0);
         // nginx's master is SIGKILLed if zdt dies without cleaning up.
         zdt_core::process::die_with_parent(cmd.as_std_mut());
-        self.net.join_before_exec(cmd.as_std_mut());
+        self.net.join_before_exec(cmd.as_std_mut(), true);
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             pod: spec.pod.clone(),
             engine: Engine::Nginx,

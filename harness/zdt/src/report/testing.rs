@@ -336,7 +336,8 @@ pub fn check_structure(page: &str, variants: &[&str]) {
         );
     }
     // URLs in text (event messages name probe targets) are displayed, not
-    // fetched, and are never external: only loopback addresses.
+    // fetched, and are never external: only loopback addresses and the
+    // emulated cluster's own network (pods, nodes and LB, clients).
     let without_ns = page.replace("http://www.w3.org/2000/svg", "");
     for (i, _) in without_ns
         .match_indices("http://")
@@ -346,6 +347,9 @@ pub fn check_structure(page: &str, variants: &[&str]) {
         let host = rest.split("://").nth(1).unwrap_or("");
         assert!(
             host.starts_with("127.0.0.1")
+                || host.starts_with("10.244.")
+                || host.starts_with("172.18.")
+                || host.starts_with("100.64.")
                 || host.starts_with("localhost")
                 || host.starts_with("[::1]"),
             "external URL in the report: {}",
