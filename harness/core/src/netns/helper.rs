@@ -40,6 +40,9 @@ pub(super) struct Helper {
     /// its init ends with this helper, and the kernel then ends every
     /// process in it (nginx workers included), however zdt ended.
     pub pid_ns: Option<OwnedFd>,
+    /// A pidfd of the PID namespace's init, to end it (and with it every
+    /// process in the namespace) and know when it is gone.
+    init: Option<OwnedFd>,
 }
 
 /// Everything the child needs, made before the fork.
@@ -100,6 +103,7 @@ impl Helper {
             net_ns: open_null(),
             user_ns: None,
             pid_ns: None,
+            init: None,
         };
         let (errno, stage, init) = helper.report()?;
         if errno != 0 {
@@ -120,6 +124,12 @@ impl Helper {
             helper.user_ns = Some(open_ns(pid, "user")?);
         }
         helper.pid_ns = Some(open_ns(init, "pid")?);
+        // SAFETY: pidfd_open on a pid; the result is a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            helper.init = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
         Ok(helper)
     }
 
@@ -223,6 +233,28 @@ impl Drop for Helper {
             libc::shutdown(chan.as_raw_fd(), libc::SHUT_RDWR);
             libc::kill(self.pid, libc::SIGKILL);
             libc::waitpid(self.pid, &mut status, 0);
+        }
+        // The init would follow on its own; ending it here, and waiting
+        // until it is gone, means the namespace's processes are gone when
+        // the network is (a clean shutdown leaves nothing behind).
+        if let Some(init) = &self.init {
+            let mut pfd = libc::pollfd {
+                fd: init.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: signalling through our own pidfd, then polling it
+            // (readable once the process has exited).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    init.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+                libc::poll(&mut pfd, 1, 5_000);
+            }
         }
     }
 }
