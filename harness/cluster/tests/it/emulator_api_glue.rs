@@ -94,7 +94,7 @@ async fn run(choice: RuntimeChoice) {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut s = emu.net().connect(*addr).await.unwrap();
             let resp = http_get(&mut s, path).await;
             if resp.starts_with("HTTP/1.1 200") {
                 break;
