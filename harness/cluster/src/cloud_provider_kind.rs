@@ -9,11 +9,9 @@
 //! ingress address is set from the container's address, which does not
 //! mean envoy is up.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -89,19 +87,13 @@ async fn envoy_container(
     lb: &str,
     network: &str,
 ) -> Result<Result<Ipv4Addr, String>, DockerError> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{LB_NAME_LABEL}={lb}")])]);
-    let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(|source| DockerError::Api {
-            op: format!("list containers labelled {LB_NAME_LABEL}={lb}"),
-            source,
-        })?;
+    let label = format!("{LB_NAME_LABEL}={lb}");
+    let list = crate::docker::containers_labelled(
+        docker,
+        &label,
+        format!("list containers labelled {label}"),
+    )
+    .await?;
     let Some(c) = list.first() else {
         return Ok(Err(format!(
             "no container labelled {LB_NAME_LABEL}={lb} (is cloud-provider-kind running?)"

@@ -61,6 +61,25 @@ pub enum DockerError {
 
 pub(crate) type Result<T, E = DockerError> = std::result::Result<T, E>;
 
+/// Every container, running or not, labelled `label` (`key=value`); `op`
+/// names the listing in the error.
+pub(crate) async fn containers_labelled(
+    docker: &Docker,
+    label: &str,
+    op: impl Into<String>,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .map_err(api(op))
+}
+
 fn api(op: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let op = op.into();
     move |source| DockerError::Api { op, source }
@@ -131,19 +150,12 @@ pub async fn kind_nodes(
     cluster: &str,
     network: &str,
 ) -> Result<Vec<NodeContainer>> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{KIND_CLUSTER_LABEL}={cluster}")],
-    )]);
-    let list = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(api(format!("list node containers of cluster {cluster}")))?;
+    let list = containers_labelled(
+        docker,
+        &format!("{KIND_CLUSTER_LABEL}={cluster}"),
+        format!("list node containers of cluster {cluster}"),
+    )
+    .await?;
     let mut nodes = Vec::new();
     for c in list {
         let labels = c.labels.unwrap_or_default();
@@ -633,19 +645,9 @@ pub struct Managed {
 
 /// Every container (running or not) and network labelled `zdt.managed=true`.
 pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>)> {
-    let filters = HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{MANAGED_LABEL}={MANAGED_VALUE}")],
-    )]);
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-        .map_err(api("list zdt containers"))?
+    let managed = format!("{MANAGED_LABEL}={MANAGED_VALUE}");
+    let containers = containers_labelled(docker, &managed, "list zdt containers")
+        .await?
         .into_iter()
         .map(|c| {
             let labels = c.labels.unwrap_or_default();
@@ -663,6 +665,7 @@ pub async fn list_managed(docker: &Docker) -> Result<(Vec<Managed>, Vec<Managed>
             }
         })
         .collect();
+    let filters = HashMap::from([("label".to_owned(), vec![managed])]);
     let networks = docker
         .list_networks(Some(
             bollard::query_parameters::ListNetworksOptionsBuilder::new()
