@@ -32,14 +32,20 @@ const STAGES: [&str; 5] = [
 const REPORT_LEN: usize = 9;
 
 pub(super) struct Helper {
-    pub pid: libc::pid_t,
-    chan: Mutex<OwnedFd>,
+    process: Forked,
     pub net_ns: OwnedFd,
     pub user_ns: Option<OwnedFd>,
     /// The PID namespace processes of the cluster start their children in:
     /// its init ends with this helper, and the kernel then ends every
     /// process in it (nginx workers included), however zdt ended.
     pub pid_ns: Option<OwnedFd>,
+}
+
+/// The forked helper itself: dropping it ends and reaps it (on every path,
+/// a failed setup included) and ends its PID namespace's init.
+struct Forked {
+    pid: libc::pid_t,
+    chan: Mutex<OwnedFd>,
     /// A pidfd of the PID namespace's init, to end it (and with it every
     /// process in the namespace) and know when it is gone.
     init: Option<OwnedFd>,
@@ -96,16 +102,12 @@ impl Helper {
             unsafe { child(theirs.as_raw_fd(), &plan) }
         }
         drop(theirs);
-        let mut helper = Helper {
+        let mut process = Forked {
             pid,
             chan: Mutex::new(ours),
-            // Replaced below; a placeholder keeps Drop (which reaps) armed.
-            net_ns: open_null(),
-            user_ns: None,
-            pid_ns: None,
             init: None,
         };
-        let (errno, stage, init) = helper.report()?;
+        let (errno, stage, init) = process.report()?;
         if errno != 0 {
             let hint = if stage == 1 && plan.user_ns {
                 " (user namespaces may be disabled: kernel.unprivileged_userns_clone=0, \
@@ -119,20 +121,36 @@ impl Helper {
                 hint,
             });
         }
-        helper.net_ns = open_ns(pid, "net")?;
-        if plan.user_ns {
-            helper.user_ns = Some(open_ns(pid, "user")?);
-        }
-        helper.pid_ns = Some(open_ns(init, "pid")?);
         // SAFETY: pidfd_open on a pid; the result is a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) };
         if fd >= 0 {
             // SAFETY: a fresh descriptor that nothing else owns.
-            helper.init = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+            process.init = Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
         }
-        Ok(helper)
+        Ok(Helper {
+            net_ns: open_ns(pid, "net")?,
+            user_ns: if plan.user_ns {
+                Some(open_ns(pid, "user")?)
+            } else {
+                None
+            },
+            pid_ns: Some(open_ns(init, "pid")?),
+            process,
+        })
     }
 
+    /// The helper's pid (in zdt's PID namespace).
+    pub fn pid(&self) -> libc::pid_t {
+        self.process.pid
+    }
+
+    /// `n` new sockets (at most [`MAX_BATCH`]) from the helper.
+    pub fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
+        self.process.sockets(n)
+    }
+}
+
+impl Forked {
     fn report(&self) -> Result<(i32, u8, libc::pid_t), NetError> {
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
         let mut pfd = libc::pollfd {
@@ -166,8 +184,7 @@ impl Helper {
         ))
     }
 
-    /// `n` new sockets (at most [`MAX_BATCH`]) from the helper.
-    pub fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
+    fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
         let n = n.clamp(1, MAX_BATCH);
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
         let req = [n as u8];
@@ -223,7 +240,7 @@ impl Helper {
     }
 }
 
-impl Drop for Helper {
+impl Drop for Forked {
     fn drop(&mut self) {
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
         let mut status = 0;
@@ -264,12 +281,6 @@ fn open_ns(pid: libc::pid_t, kind: &str) -> Result<OwnedFd, NetError> {
     std::fs::File::open(&path)
         .map(OwnedFd::from)
         .map_err(|source| NetError::OpenNs { path, source })
-}
-
-fn open_null() -> OwnedFd {
-    std::fs::File::open("/dev/null")
-        .map(OwnedFd::from)
-        .expect("/dev/null opens")
 }
 
 /// The helper. Never returns.

@@ -85,7 +85,7 @@ struct Sources {
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.private, self.sources.bind_lo) {
-            (Some(p), _) => write!(f, "Net::Private(pid {})", p.helper.pid),
+            (Some(p), _) => write!(f, "Net::Private(pid {})", p.helper.pid()),
             (None, true) => f.write_str("Net::Joined"),
             (None, false) => f.write_str("Net::Host"),
         }
@@ -159,7 +159,7 @@ impl Net {
     /// The helper's pid: `nsenter -t PID -n` (with `-U` when
     /// [`Net::user_namespace`]) enters the network.
     pub fn helper_pid(&self) -> Option<u32> {
-        self.private.as_ref().map(|p| p.helper.pid as u32)
+        self.private.as_ref().map(|p| p.helper.pid() as u32)
     }
 
     /// True when the network lives in a user namespace of its own (zdt not
@@ -179,7 +179,7 @@ impl Net {
         } else {
             ""
         };
-        Some(format!("nsenter -t {}{user} -n", p.helper.pid))
+        Some(format!("nsenter -t {}{user} -n", p.helper.pid()))
     }
 
     /// A new non-blocking TCP socket in this network, for `addr`'s family
