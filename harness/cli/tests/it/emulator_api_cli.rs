@@ -260,3 +260,81 @@ async fn on_an_existing_cluster_a_wrong_node_name_stops_the_run_at_connect() {
     unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
 }
+
+/// The addresses the API shows are the ones packets use: pod IPs from
+/// kubectl answer inside the cluster's network, reached the way
+/// `zdt emulator up` says, and are not addresses of the host's stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_addresses_from_the_api_answer_inside_the_clusters_network() {
+    if let Some(why) = zdt_core::netns::private_unavailable() {
+        eprintln!("SKIPPED: no network namespaces here: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .arg("--manifests")
+        .arg(&manifests)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let seen = announced(&mut lines).await;
+    let enter = seen
+        .iter()
+        .find_map(|l| l.find("nsenter -t ").map(|at| l[at..].to_owned()))
+        .and_then(|l| l.split(" curl").next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("zdt emulator up prints how to enter the network: {seen:?}"));
+    // Pods get their IPs once running; wait (bounded) for two.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ips = loop {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "pods", "-o", "jsonpath={.items[*].status.podIP}"])
+            .output()
+            .await
+            .expect("kubectl runs");
+        let ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if ips.len() >= 2 || Instant::now() > deadline {
+            break ips;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(ips.len() >= 2, "two pods with IPs: {ips:?}");
+    for ip in &ips {
+        assert!(ip.starts_with("10.244."), "{ip}");
+        let mut argv = enter.split_whitespace();
+        let out = Command::new(argv.next().unwrap())
+            .args(argv)
+            .args(["curl", "-s", "-m", "5", &format!("http://{ip}/")])
+            .output()
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "curl to {ip}: {out:?}");
+        assert!(body.starts_with("pod "), "the pod at {ip} answered: {body}");
+        // The host's own stack does not have the address.
+        let host = std::net::TcpListener::bind(format!("{ip}:0")).unwrap_err();
+        assert_eq!(
+            host.raw_os_error(),
+            Some(libc::EADDRNOTAVAIL),
+            "{ip}: {host}"
+        );
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within 20 s of Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
