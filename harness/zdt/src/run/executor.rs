@@ -687,13 +687,13 @@ async fn measure(
     let conntrack_before = (!cluster.net().is_private())
         .then(hostfault::conntrack_counters)
         .flatten();
+    // Its own token: a failed chaos step stops the traffic within the
+    // generator's cancel latency, and the partial counts are kept.
+    let step_failed = cancel.child_token();
     // In a child process when zdt can re-exec itself: the generator's
     // sockets then do not count against this process's fd limit, which the
     // LB's held connections already press on, and the emulator cannot
     // delay its timers.
-    // Its own token: a failed chaos step stops the traffic within the
-    // generator's cancel latency, and the partial counts are kept.
-    let step_failed = cancel.child_token();
     let attack = Attack::start_isolated(settings, clock, step_failed.clone())
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;

@@ -9,6 +9,12 @@ pub fn conntrack_entries(rate_per_s: f64, time_wait_s: u64) -> u64 {
     (rate_per_s * 2.0 * time_wait_s as f64).ceil() as u64
 }
 
+/// The entries of a `max`-entry table a run may use: other traffic on the
+/// machine needs room too.
+fn conntrack_room(max: u64) -> u64 {
+    max / 10 * 8
+}
+
 /// What one variant's traffic asks of the machine's network stack.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Demand {
@@ -67,8 +73,7 @@ pub fn refusal(demand: Demand, limits: Limits, why_shared: &str) -> Option<Strin
     let mut max_rate = f64::INFINITY;
     if let Some((max, time_wait)) = limits.conntrack {
         let need = conntrack_entries(demand.new_connections_per_s, time_wait);
-        // Other traffic on the machine needs room too.
-        let room = max / 10 * 8;
+        let room = conntrack_room(max);
         if need > room {
             max_rate = max_rate.min(room as f64 / (2.0 * time_wait as f64));
             problems.push(format!(
@@ -110,22 +115,13 @@ pub fn refusal(demand: Demand, limits: Limits, why_shared: &str) -> Option<Strin
 /// for `rate` new connections/s: when it is full the kernel drops packets,
 /// and clients see connect timeouts that are not the cluster's doing.
 pub fn conntrack_warning(rate_per_s: f64) -> Option<String> {
-    let read = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    let max = read("nf_conntrack_max")?;
-    let time_wait = read("nf_conntrack_tcp_timeout_time_wait")?;
+    let (max, time_wait) = Limits::read().conntrack?;
     warning(rate_per_s, max, time_wait)
 }
 
 fn warning(rate_per_s: f64, max: u64, time_wait: u64) -> Option<String> {
     let need = conntrack_entries(rate_per_s, time_wait);
-    // Other traffic on the machine needs room too.
-    if need <= max / 10 * 8 {
+    if need <= conntrack_room(max) {
         return None;
     }
     let suggest = need.next_power_of_two().max(1 << 20);
