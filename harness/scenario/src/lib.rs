@@ -11,6 +11,7 @@
 //! syntax, unknown field, bad unit, a chaos step naming a 5th worker of 3 —
 //! points at the exact line of the file, also inside a variant's patch.
 
+mod assumptions;
 pub mod bounds;
 mod error;
 pub(crate) mod model;
@@ -21,6 +22,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use assumptions::{assumption_warnings, AssumptionWarning};
 pub use error::{InvalidScenario, ScenarioError, VariantError};
 pub use model::*;
 pub use validate::{

@@ -435,7 +435,17 @@ pub struct Expect {
     /// Achieved rate / requested rate must be at least this (default 0.999);
     /// below it the run is invalid, not failed.
     pub min_achieved_rate: f64,
+    /// The p99 of how late requests left against their due times, above
+    /// which the run is invalid (default 500 ms): the load was not the
+    /// scenario's.
+    pub max_send_lag: Dur,
     pub tolerance: Tolerance,
+}
+
+impl Expect {
+    /// Half a second late at p99: far beyond any scheduler jitter, so only a
+    /// generator that could not keep up crosses it.
+    pub const DEFAULT_MAX_SEND_LAG: Dur = Dur(std::time::Duration::from_millis(500));
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

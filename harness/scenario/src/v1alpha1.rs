@@ -13,6 +13,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use zdt_core::units::{Dur, Rate};
+use zdt_traffic::ErrorKind;
 
 pub const API_VERSION: &str = "zdt/v1alpha1";
 pub const KIND: &str = "Scenario";
@@ -699,25 +700,92 @@ pub struct ExpectSpec {
     #[serde(default)]
     pub min_achieved_rate: Option<f64>,
     #[serde(default)]
+    pub max_send_lag: Option<Dur>,
+    #[serde(default)]
     pub tolerance: Option<ToleranceSpec>,
 }
 
-/// Error kinds as scenario files name them (see the traffic module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// An entry of `expect.errorKinds`: one error kind, named exactly as reports
+/// and `summary.json` name it, or `timeout` for both timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorKindName {
-    /// Any timeout: connect or response.
+    /// `connect-timeout` or `response-timeout`.
     Timeout,
-    ConnectTimeout,
-    ResponseTimeout,
-    /// Connection refused (RST on SYN).
-    Refused,
-    /// Connection reset or closed mid-request.
-    Reset,
-    /// An HTTP status ≥ 400 (limit which ones with `statusCodes`).
-    Status,
-    /// Any other I/O error.
-    Other,
+    /// Exactly this kind.
+    Kind(ErrorKind),
+}
+
+/// Names scenario files used before errorKinds took the report's names, with
+/// the name that replaced each: a file using one gets the fix, not a guess.
+const FORMER_ERROR_KIND_NAMES: [(&str, &str); 4] = [
+    ("connectTimeout", "connect-timeout"),
+    ("responseTimeout", "response-timeout"),
+    ("status", "http-status"),
+    ("other", "other-io` or `bad-response"),
+];
+
+impl ErrorKindName {
+    /// Every name `errorKinds` accepts, in the order docs list them.
+    pub const NAMES: [&'static str; 11] = [
+        "timeout",
+        "connect-timeout",
+        "response-timeout",
+        "refused",
+        "reset",
+        "closed",
+        "bad-response",
+        "other-io",
+        "http-status",
+        "not-sent",
+        "cancelled",
+    ];
+
+    /// Whether a request that failed with `kind` is allowed by this entry.
+    pub fn matches(self, kind: ErrorKind) -> bool {
+        match self {
+            ErrorKindName::Timeout => {
+                matches!(kind, ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout)
+            }
+            ErrorKindName::Kind(k) => k == kind,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKindName::Timeout => "timeout",
+            ErrorKindName::Kind(k) => k.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorKindName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorKindName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorKindName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "timeout" {
+            return Ok(ErrorKindName::Timeout);
+        }
+        if let Some(k) = ErrorKind::ALL.into_iter().find(|k| k.as_str() == s) {
+            return Ok(ErrorKindName::Kind(k));
+        }
+        if let Some((_, now)) = FORMER_ERROR_KIND_NAMES.iter().find(|(old, _)| *old == s) {
+            return Err(de::Error::custom(format!(
+                "`{s}` is not an error kind any more: write `{now}`, the name reports and summary.json use"
+            )));
+        }
+        Err(de::Error::unknown_variant(&s, &Self::NAMES))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -898,5 +966,43 @@ impl<'de> Deserialize<'de> for Fraction {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kind_names_are_the_reports_names_plus_timeout() {
+        let mut want = vec!["timeout"];
+        want.extend(ErrorKind::ALL.iter().map(|k| k.as_str()));
+        assert_eq!(ErrorKindName::NAMES.to_vec(), want);
+        for name in ErrorKindName::NAMES {
+            let parsed: ErrorKindName =
+                serde_json::from_value(serde_json::Value::from(name)).unwrap();
+            assert_eq!(parsed.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn timeout_covers_both_timeouts_and_each_kind_only_itself() {
+        let timeout = ErrorKindName::Timeout;
+        assert!(timeout.matches(ErrorKind::ConnectTimeout));
+        assert!(timeout.matches(ErrorKind::ResponseTimeout));
+        assert!(!timeout.matches(ErrorKind::Refused));
+        for k in ErrorKind::ALL {
+            for other in ErrorKind::ALL {
+                assert_eq!(ErrorKindName::Kind(k).matches(other), k == other);
+            }
+        }
+    }
+
+    #[test]
+    fn a_former_name_is_refused_with_its_replacement() {
+        let err = serde_json::from_value::<ErrorKindName>("status".into()).unwrap_err();
+        assert!(err.to_string().contains("write `http-status`"), "{err}");
+        let err = serde_json::from_value::<ErrorKindName>("timout".into()).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 }

@@ -1392,6 +1392,14 @@ fn expect(e: v1::ExpectSpec) -> R<Expect> {
             ))
         }
     };
+    let max_send_lag = match e.max_send_lag {
+        None => Expect::DEFAULT_MAX_SEND_LAG,
+        Some(d) if d > Dur::ZERO => d,
+        Some(_) => return Err(Problem::new(
+            &ep("maxSendLag"),
+            "`maxSendLag` must be above 0s: no generator sends every request at its exact due time",
+        )),
+    };
     let t = e.tolerance.unwrap_or_default();
     let dt = Tolerance::default();
     let tolerance = Tolerance {
@@ -1426,6 +1434,7 @@ fn expect(e: v1::ExpectSpec) -> R<Expect> {
         error_kinds: kinds,
         max_error_window: e.max_error_window,
         min_achieved_rate,
+        max_send_lag,
         tolerance,
     })
 }

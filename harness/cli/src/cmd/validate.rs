@@ -54,11 +54,23 @@ pub async fn run(args: ValidateArgs) -> miette::Result<Exit> {
                     duration: args.duration,
                     ..Default::default()
                 };
-                let bad: Vec<String> = variants
-                    .iter()
-                    .filter_map(|v| v.clone().with_overrides(&overrides).err().map(|e| (v, e)))
-                    .map(|(v, e)| format!("{}: variant `{}`: {e}", file.display(), v.variant))
-                    .collect();
+                let mut bad = Vec::new();
+                for v in &variants {
+                    match v.clone().with_overrides(&overrides) {
+                        Err(e) => {
+                            bad.push(format!("{}: variant `{}`: {e}", file.display(), v.variant))
+                        }
+                        Ok(run) => {
+                            for w in zdt_scenario::assumption_warnings(v, &run) {
+                                eprintln!(
+                                    "{}: warning: variant `{}`: {w}",
+                                    file.display(),
+                                    v.variant
+                                );
+                            }
+                        }
+                    }
+                }
                 if !bad.is_empty() {
                     eprintln!("{}", bad.join("\n"));
                     failed = true;

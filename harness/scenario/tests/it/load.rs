@@ -169,8 +169,8 @@ fn every_field_of_the_full_example_arrives() {
         Some(
             &[
                 ErrorKindName::Timeout,
-                ErrorKindName::Refused,
-                ErrorKindName::Reset
+                ErrorKindName::Kind(zdt_traffic::ErrorKind::Refused),
+                ErrorKindName::Kind(zdt_traffic::ErrorKind::Reset)
             ][..]
         )
     );

@@ -189,8 +189,9 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
         variants.retain(|v| opts.variants.contains(&v.variant));
     }
     let mut out = Vec::with_capacity(variants.len());
-    for v in variants {
-        let mut v = v
+    for written in variants {
+        let mut v = written
+            .clone()
             .with_overrides(&opts.overrides)
             .map_err(OptionsError::Overrides)
             .and_then(|v| provider_options(v, opts))
@@ -200,6 +201,9 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
             })?;
         if let Some(f) = opts.scale {
             v = v.scaled(f);
+        }
+        for w in scenario::assumption_warnings(&written, &v) {
+            eprintln!("zdt: warning: {}: {w}", v.id());
         }
         out.push(v);
     }
@@ -819,7 +823,7 @@ pub(crate) fn summarise(
         .collect();
     let windows = error_windows(&buckets, events, t.started_at, t.bucket);
     let results = verdict::evaluate(t, &s.expect, &windows);
-    let mut invalid = verdict::invalid_reasons(t, &s.expect, &chaos);
+    let mut invalid = verdict::invalid_reasons(t, &s.expect, s.traffic.load.max_in_flight, &chaos);
     if t.cancelled && !interrupted && !invalid.is_empty() {
         invalid.push(format!(
             "traffic was stopped {:.1} s in, when the chaos step failed; the numbers cover what was measured until then",

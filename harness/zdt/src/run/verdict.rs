@@ -2,31 +2,11 @@
 //! evaluated with its threshold and actual value; a run that cannot be
 //! trusted is INVALID whatever its numbers say.
 
-use std::time::Duration;
-
 use zdt_core::units::Dur;
-use zdt_scenario::{Bound, ErrorKindName, Expect};
-use zdt_traffic::{ErrorKind, Summary};
+use zdt_scenario::{Bound, Expect};
+use zdt_traffic::Summary;
 
 use super::summary::{ErrorWindow, ExpectationResult, StepResult, Verdict};
-
-/// A run slower than this behind its schedule at p99 is not the load the
-/// scenario asked for.
-const MAX_LAG_P99: Duration = Duration::from_millis(500);
-
-/// Whether `kind` is one of the kinds the scenario's `errorKinds` names.
-pub(crate) fn kind_matches(name: ErrorKindName, kind: ErrorKind) -> bool {
-    use ErrorKind as K;
-    match name {
-        ErrorKindName::Timeout => matches!(kind, K::ConnectTimeout | K::ResponseTimeout),
-        ErrorKindName::ConnectTimeout => kind == K::ConnectTimeout,
-        ErrorKindName::ResponseTimeout => kind == K::ResponseTimeout,
-        ErrorKindName::Refused => kind == K::Refused,
-        ErrorKindName::Reset => matches!(kind, K::Reset | K::Closed),
-        ErrorKindName::Status => kind == K::HttpStatus,
-        ErrorKindName::Other => matches!(kind, K::OtherIo | K::BadResponse),
-    }
-}
 
 fn fmt_bound<T: Copy>(b: &Bound<T>, f: impl Fn(T) -> String) -> String {
     match (b.min, b.max) {
@@ -50,28 +30,67 @@ fn dur(d: Dur) -> String {
     }
 }
 
-/// Why the run cannot be trusted, if it cannot.
-pub(crate) fn invalid_reasons(t: &Summary, expect: &Expect, steps: &[StepResult]) -> Vec<String> {
+/// How many requests were in flight on average, by Little's law: the send
+/// rate times the mean time from send to answer.
+fn mean_in_flight(t: &Summary) -> f64 {
+    let secs = t.last_send.saturating_sub(t.first_send).as_secs_f64();
+    let rate = if secs > 0.0 {
+        t.sent as f64 / secs
+    } else {
+        0.0
+    };
+    rate * t.latency_uncorrected.mean.as_secs_f64()
+}
+
+/// Why the generator fell behind: the scenario's own in-flight bound, or the
+/// machine. A bound the average in-flight count reaches was full, and every
+/// request due then waited for a free slot.
+fn behind_because(in_flight: f64, max_in_flight: usize) -> String {
+    if in_flight >= 0.9 * max_in_flight as f64 {
+        format!(
+            "the scenario's traffic.maxInFlight ({max_in_flight}) was full: about {in_flight:.0} requests \
+             were in flight on average, so requests waited for a free slot; raise maxInFlight \
+             (rate × timeout never waits) or lower the rate"
+        )
+    } else {
+        format!(
+            "the machine could not keep up (about {in_flight:.0} of {max_in_flight} in-flight slots \
+             were in use, so the bound was not the cause); lower the rate or run on a quieter machine"
+        )
+    }
+}
+
+/// Why the run cannot be trusted, if it cannot. Each rule and its threshold
+/// is documented in docs/scenario-format.md ("When a run is INVALID").
+pub(crate) fn invalid_reasons(
+    t: &Summary,
+    expect: &Expect,
+    max_in_flight: usize,
+    steps: &[StepResult],
+) -> Vec<String> {
     let mut reasons = Vec::new();
     if t.requests > 0 {
         let sent = t.sent as f64 / t.requests as f64;
         if sent < expect.min_achieved_rate {
             reasons.push(format!(
-                "the generator sent only {} of the {} requests due ({}; minimum {}): it fell behind its schedule",
+                "the generator sent only {} of the {} requests due ({}; expect.minAchievedRate {}): {}",
                 t.sent,
                 t.requests,
                 pct(sent),
-                pct(expect.min_achieved_rate)
+                pct(expect.min_achieved_rate),
+                behind_because(mean_in_flight(t), max_in_flight)
             ));
         }
     }
     // vegeta's achieved rate (sent / first-to-last send) is not used here:
-    // one late final request moves it, while the schedule lag percentiles
-    // and the not-sent count say how far behind the generator really was.
-    if t.schedule_lag.p99 > MAX_LAG_P99 {
+    // one late final request moves it, while the send lag percentiles and
+    // the not-sent count say how far behind the generator really was.
+    if t.schedule_lag.p99 > expect.max_send_lag.get() {
         reasons.push(format!(
-            "requests went out late: schedule lag p99 {:?} (limit {MAX_LAG_P99:?}) — the machine could not keep up",
-            t.schedule_lag.p99
+            "requests went out late: send lag p99 {} (expect.maxSendLag {}): {}",
+            dur(Dur(t.schedule_lag.p99)),
+            dur(expect.max_send_lag),
+            behind_because(mean_in_flight(t), max_in_flight)
         ));
     }
     for (fault, n) in &t.host_faults {
@@ -139,13 +158,10 @@ pub(crate) fn evaluate(
         let bad: Vec<String> = t
             .errors
             .iter()
-            .filter(|(kind, n)| **n > 0 && !allowed.iter().any(|a| kind_matches(*a, **kind)))
+            .filter(|(kind, n)| **n > 0 && !allowed.iter().any(|a| a.matches(**kind)))
             .map(|(kind, n)| format!("{kind}×{n}"))
             .collect();
-        let allowed = allowed
-            .iter()
-            .map(|k| format!("{k:?}").to_lowercase())
-            .collect::<Vec<_>>();
+        let allowed = allowed.iter().map(|k| k.to_string()).collect::<Vec<_>>();
         out.push(only_allowed("errorKinds", &allowed, bad));
     }
     if let Some(max) = expect.max_error_window {
@@ -209,18 +225,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeout_covers_both_timeouts_and_reset_covers_closed() {
-        assert!(kind_matches(
-            ErrorKindName::Timeout,
-            ErrorKind::ConnectTimeout
-        ));
-        assert!(kind_matches(
-            ErrorKindName::Timeout,
-            ErrorKind::ResponseTimeout
-        ));
-        assert!(!kind_matches(ErrorKindName::Timeout, ErrorKind::Refused));
-        assert!(kind_matches(ErrorKindName::Reset, ErrorKind::Closed));
-        assert!(!kind_matches(ErrorKindName::Refused, ErrorKind::Reset));
+    fn falling_behind_blames_the_bound_only_when_it_was_full() {
+        let full = behind_because(995.0, 1000);
+        assert!(
+            full.contains("traffic.maxInFlight (1000) was full"),
+            "{full}"
+        );
+        let machine = behind_because(12.0, 1000);
+        assert!(
+            machine.contains("the machine could not keep up"),
+            "{machine}"
+        );
+        assert!(machine.contains("12 of 1000"), "{machine}");
     }
 
     #[test]
