@@ -211,8 +211,8 @@ cat > "$WORK/lb.yaml" <<LB
 frontend: 127.0.0.1:$ZDT_PORT
 admin: 127.0.0.1:$ADMIN_PORT
 profile: custom
-probe: { interval: 1s, timeout: 1s, unhealthy_threshold: 2, healthy_threshold: 1 }
-max_connections: $MAXCONN
+probe: { interval: 1s, timeout: 1s, unhealthyThreshold: 2, healthyThreshold: 1 }
+maxConnections: $MAXCONN
 backends:
   - name: nginx
     address: 127.0.0.1:$NGINX_PORT

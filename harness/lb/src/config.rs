@@ -1,19 +1,9 @@
 //! The standalone LB's config file (`zdt lb --config FILE`, YAML or JSON)
 //! and the backend form the HTTP admin API accepts.
 //!
-//! ```yaml
-//! frontend: 0.0.0.0:8080
-//! admin: 0.0.0.0:9090            # optional; --admin overrides
-//! profile: cloud-provider-kind   # azure (default), aws-nlb, gcp, custom
-//! external_traffic_policy: Local # or Cluster: picks the profile's probe
-//! probe: { interval: 300ms }     # optional overrides of the profile
-//! fail_open: true
-//! selection: random              # or hash
-//! backends:
-//!   - name: worker1
-//!     address: 172.18.0.3:30080
-//!     probe: http://172.18.0.3:31234/healthz   # or tcp://…; default tcp://address
-//! ```
+//! Fields are camelCase, as in scenario files; docs/lb.md documents each.
+//! The snake_case names of earlier releases are still read, with a
+//! deprecation warning naming the new one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,11 +27,13 @@ pub enum TrafficPolicy {
 
 /// Per-field overrides of the profile's probe settings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProbeOverrides {
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
+    #[serde(alias = "unhealthy_threshold")]
     pub unhealthy_threshold: Option<u32>,
+    #[serde(alias = "healthy_threshold")]
     pub healthy_threshold: Option<u32>,
 }
 
@@ -69,7 +61,7 @@ fn yes() -> bool {
 
 /// The config file of `zdt lb`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LbFile {
     /// `host:port` clients connect to.
     pub frontend: String,
@@ -78,24 +70,60 @@ pub struct LbFile {
     pub admin: Option<String>,
     #[serde(default)]
     pub profile: Profile,
-    #[serde(default)]
+    #[serde(default, alias = "external_traffic_policy")]
     pub external_traffic_policy: TrafficPolicy,
     #[serde(default)]
     pub probe: ProbeOverrides,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", alias = "fail_open")]
     pub fail_open: bool,
     #[serde(default)]
     pub selection: Selection,
-    #[serde(default)]
+    #[serde(default, alias = "max_connections")]
     pub max_connections: Option<usize>,
-    #[serde(default)]
+    #[serde(default, alias = "drain_timeout")]
     pub drain_timeout: Option<Dur>,
     #[serde(default)]
     pub seed: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "hold_dropped")]
     pub hold_dropped: Option<Dur>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
+}
+
+/// The snake_case keys earlier releases read, each with its camelCase name.
+const FORMER_KEYS: [(&str, &str); 7] = [
+    ("external_traffic_policy", "externalTrafficPolicy"),
+    ("fail_open", "failOpen"),
+    ("max_connections", "maxConnections"),
+    ("drain_timeout", "drainTimeout"),
+    ("hold_dropped", "holdDropped"),
+    ("unhealthy_threshold", "unhealthyThreshold"),
+    ("healthy_threshold", "healthyThreshold"),
+];
+
+/// A config file that used a snake_case key: still read, but say the new
+/// name so the file can be updated before the old names go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{old}` is deprecated: write `{new}` (the LB config is camelCase, as scenario files are)")]
+pub struct DeprecatedKey {
+    pub old: &'static str,
+    pub new: &'static str,
+}
+
+/// The deprecated keys `text` uses as keys (YAML `key:` or JSON `"key":`).
+pub fn deprecated_keys(text: &str) -> Vec<DeprecatedKey> {
+    FORMER_KEYS
+        .iter()
+        .filter(|(old, _)| {
+            text.match_indices(old).any(|(i, _)| {
+                let before = text[..i].chars().next_back();
+                let after = text[i + old.len()..].trim_start_matches('"').trim_start();
+                // A whole key: not the tail of a longer name, followed by `:`.
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after.starts_with(':')
+            })
+        })
+        .map(|&(old, new)| DeprecatedKey { old, new })
+        .collect()
 }
 
 /// A backend by address: a node's `InternalIP:NodePort` dialled over TCP.
@@ -155,7 +183,7 @@ pub enum ConfigError {
     ProbeScheme { field: String, value: String },
     #[error(transparent)]
     Probe(#[from] ProbeSettingsError),
-    #[error("max_connections must be at least 1")]
+    #[error("maxConnections must be at least 1")]
     NoConnections,
 }
 
@@ -253,13 +281,14 @@ impl BackendConfig {
 }
 
 impl LbFile {
-    /// Read a YAML or JSON config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Read a YAML or JSON config file; also the deprecated keys it uses.
+    pub fn load(path: &Path) -> Result<(Self, Vec<DeprecatedKey>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| e.in_file(path))
+        let file = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        Ok((file, deprecated_keys(&text)))
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
@@ -320,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn yaml_with_profile_and_overrides() {
         let f = LbFile::parse(
-            "frontend: 127.0.0.1:0\nprofile: gcp\nprobe:\n  interval: 300ms\nfail_open: false\nselection: hash\nbackends:\n  - name: w1\n    address: 127.0.0.1:8080\n    probe: http://127.0.0.1:10256/healthz\n  - name: w2\n    address: 127.0.0.1:8081\n",
+            "frontend: 127.0.0.1:0\nprofile: gcp\nprobe:\n  interval: 300ms\nfailOpen: false\nselection: hash\nbackends:\n  - name: w1\n    address: 127.0.0.1:8080\n    probe: http://127.0.0.1:10256/healthz\n  - name: w2\n    address: 127.0.0.1:8081\n",
         )
         .unwrap();
         let (config, backends) = f.resolve().await.unwrap();
@@ -340,6 +369,37 @@ mod tests {
             ProbeTarget::Tcp {
                 addr: "127.0.0.1:8081".parse().unwrap()
             }
+        );
+    }
+
+    #[test]
+    fn snake_case_keys_still_read_and_each_is_named_with_its_new_name() {
+        let text = "frontend: 127.0.0.1:0\nfail_open: false\nprobe: {unhealthy_threshold: 3, healthyThreshold: 1}\n";
+        let f = LbFile::parse(text).unwrap();
+        assert!(!f.fail_open);
+        assert_eq!(f.probe.unhealthy_threshold, Some(3));
+        let found = deprecated_keys(text);
+        assert_eq!(
+            found,
+            vec![
+                DeprecatedKey {
+                    old: "fail_open",
+                    new: "failOpen"
+                },
+                DeprecatedKey {
+                    old: "unhealthy_threshold",
+                    new: "unhealthyThreshold"
+                },
+            ]
+        );
+        assert!(found[0].to_string().contains("write `failOpen`"));
+        // JSON too; a key only mentioned in a value is not one.
+        assert_eq!(deprecated_keys(r#"{"hold_dropped": "1s"}"#).len(), 1);
+        assert!(deprecated_keys("frontend: x # no_fail_open: here\nfailOpen: true\n").is_empty());
+        let camel = serde_json::to_string(&f).unwrap();
+        assert!(
+            camel.contains("\"failOpen\"") && !camel.contains("fail_open"),
+            "{camel}"
         );
     }
 

@@ -36,7 +36,7 @@ use zdt_core::netns::Net;
 
 pub use admin::{Admin, AdminClient};
 pub use backend::{BackendSpec, ProbeTarget};
-pub use config::{BackendConfig, ConfigError, LbFile};
+pub use config::{deprecated_keys, BackendConfig, ConfigError, DeprecatedKey, LbFile};
 pub use profile::{ClusterProbe, ProbeSettings, ProbeSettingsError, Profile, UnknownProfile};
 pub use status::{AdminError, BackendStatus, Health};
 pub use zdt_core::net::{Dial, Dialer, TcpDialer};

@@ -30,12 +30,15 @@ pub struct LbArgs {
 /// Runs until Ctrl-C or SIGTERM; every LB event is printed on stdout as one
 /// JSON line (what `docker logs` of the LB container shows).
 pub async fn run(args: LbArgs) -> miette::Result<Exit> {
-    let file = LbFile::load(&args.config).map_err(|e| {
+    let (file, deprecated) = LbFile::load(&args.config).map_err(|e| {
         miette!(
-            help = "see `zdt lb --help` and the example at the top of harness/lb/src/config.rs",
+            help = "see `zdt lb --help` and docs/lb.md, which documents every field",
             "{e}"
         )
     })?;
+    for d in deprecated {
+        eprintln!("zdt lb: warning: {}: {d}", args.config.display());
+    }
     let (config, backends) = file.resolve().await.map_err(|e| {
         miette!(
             help = "fix the field named in the message",

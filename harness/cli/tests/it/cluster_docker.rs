@@ -106,7 +106,7 @@ async fn lb_in_front(
 ) -> (docker::RunningContainer, AdminClient) {
     let lb_config = format!(
         "frontend: 0.0.0.0:8080\nadmin: 0.0.0.0:9090\nprofile: custom\n\
-         probe: {{ interval: 300ms, timeout: 300ms, unhealthy_threshold: 2, healthy_threshold: 1 }}\n\
+         probe: {{ interval: 300ms, timeout: 300ms, unhealthyThreshold: 2, healthyThreshold: 1 }}\n\
          backends:\n  - name: {node_name}\n    address: {ip}:8080\n    probe: http://{ip}:9090/healthz\n"
     );
     let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));

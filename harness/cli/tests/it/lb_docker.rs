@@ -270,8 +270,8 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
         "probe": {
             "interval": "500ms",
             "timeout": "300ms",
-            "unhealthy_threshold": unhealthy_threshold,
-            "healthy_threshold": 1
+            "unhealthyThreshold": unhealthy_threshold,
+            "healthyThreshold": 1
         },
         "backends": backends,
     });
