@@ -3,6 +3,7 @@
 
 mod cluster_docker;
 mod cluster_existing;
+mod docs;
 mod emulator_api_cli;
 mod input_checks;
 mod kind_cli;
