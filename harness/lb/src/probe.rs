@@ -25,21 +25,62 @@ pub(crate) enum ProbeFailure {
     Status(u16),
 }
 
+/// How often the check at start ([`Probe::AtStart`]) retries a backend
+/// that is not ready yet (kube-proxy applies a new Service's endpoints
+/// about a second after the pods are ready).
+const AT_START_RETRY: Duration = Duration::from_millis(100);
+
+/// Which probe a result comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The check at start of [`InitialHealth::Ready`](super::InitialHealth):
+    /// the first pass, or the last failure when the backend did not pass
+    /// within one interval.
+    AtStart,
+    /// One on the profile's schedule.
+    Scheduled,
+}
+
 /// Probe `target` every `settings.interval`, the first time after `phase`,
-/// handing each result to `record`, until `cancel`. `_done` is held so the
-/// LB's owner can wait for every probe task to end.
+/// handing each result to `record`, until `cancel`. With `at_start`, first
+/// check it every [`AT_START_RETRY`] until it passes, for at most one
+/// interval, and record only the pass (or the last failure). `_done` is
+/// held so the LB's owner can wait for every probe task to end.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn probe_loop(
     target: ProbeTarget,
     net: Net,
     settings: ProbeSettings,
     phase: Duration,
+    at_start: bool,
     cancel: CancellationToken,
     _done: mpsc::Sender<()>,
-    mut record: impl FnMut(Result<(), ProbeFailure>),
+    mut record: impl FnMut(Result<(), ProbeFailure>, Probe),
 ) {
     let interval = settings.interval.get();
     let timeout = settings.timeout.get();
-    let mut next = Instant::now() + phase;
+    // The schedule is fixed from the LB's start, wherever the probe at
+    // start ends.
+    let start = Instant::now();
+    let mut next = start + phase;
+    if at_start {
+        loop {
+            let result = tokio::select! {
+                r = tokio::time::timeout(timeout, probe_once(&net, &target)) => {
+                    r.unwrap_or(Err(ProbeFailure::TimedOut(timeout)))
+                }
+                _ = cancel.cancelled() => return,
+            };
+            if result.is_ok() || start.elapsed() + AT_START_RETRY >= interval {
+                record(result, Probe::AtStart);
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(AT_START_RETRY) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -51,7 +92,7 @@ pub(crate) async fn probe_loop(
             }
             _ = cancel.cancelled() => return,
         };
-        record(result);
+        record(result, Probe::Scheduled);
         next += interval;
         // A probe slower than the interval delays the next one rather than
         // firing a burst to catch up.
