@@ -451,7 +451,10 @@ impl PoolState {
             self.config.net.clone(),
             self.config.probe,
             phase,
-            at_start,
+            at_start.then(|| super::probe::DataPath {
+                dialer: backend.spec.dialer.clone(),
+                client: self.frontend,
+            }),
             backend.probe_cancel.clone(),
             token,
             move |result, which| pool.record_probe(&backend, result, which),
