@@ -150,6 +150,12 @@ pub fn not_built(command: &str, issue: u32) -> miette::Report {
     )
 }
 
+/// Whether to colour output going to a terminal (`is_terminal`): not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -162,5 +168,8 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Escape codes only for a person at a terminal: not in a file, a
+        // pipe or CI logs.
+        .with_ansi(colour(std::io::IsTerminal::is_terminal(&std::io::stderr())))
         .try_init();
 }

@@ -49,7 +49,7 @@ impl Admin {
     /// Add a backend; it is probed from now on and takes new connections
     /// once healthy.
     pub fn add(&self, spec: BackendSpec) -> Result<(), AdminError> {
-        self.pool.add(spec)
+        self.pool.add(spec, false)
     }
 
     /// Take a backend out of the pool at once: no new connections, no more

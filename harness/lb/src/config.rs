@@ -317,6 +317,7 @@ impl LbFile {
         let config = LbConfig {
             frontend,
             probe,
+            initial_health: defaults.initial_health,
             fail_open: self.fail_open,
             selection: self.selection,
             max_connections: self.max_connections.unwrap_or(defaults.max_connections),

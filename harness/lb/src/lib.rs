@@ -37,7 +37,9 @@ use zdt_core::netns::Net;
 pub use admin::{Admin, AdminClient};
 pub use backend::{BackendSpec, ProbeTarget};
 pub use config::{deprecated_keys, BackendConfig, ConfigError, DeprecatedKey, LbFile};
-pub use profile::{ClusterProbe, ProbeSettings, ProbeSettingsError, Profile, UnknownProfile};
+pub use profile::{
+    ClusterProbe, InitialHealth, ProbeSettings, ProbeSettingsError, Profile, UnknownProfile,
+};
 pub use status::{AdminError, BackendStatus, Health};
 pub use zdt_core::net::{Dial, Dialer, TcpDialer};
 
@@ -61,6 +63,9 @@ pub struct LbConfig {
     /// Where clients connect (`127.0.0.1:0` picks a port).
     pub frontend: SocketAddr,
     pub probe: ProbeSettings,
+    /// Whether backends that pass one probe at start are healthy at once
+    /// (`Ready`), or need `healthy_threshold` probes first (`Probed`).
+    pub initial_health: InitialHealth,
     /// With no healthy backend, send to all (not draining) backends, as
     /// Azure and AWS do; `false` resets new connections instead.
     pub fail_open: bool,
@@ -99,6 +104,7 @@ impl Default for LbConfig {
         Self {
             frontend: SocketAddr::from(([127, 0, 0, 1], 0)),
             probe: Profile::Azure.probe(true),
+            initial_health: InitialHealth::Probed,
             fail_open: true,
             selection: Selection::Random,
             max_connections: 65_536,
@@ -141,8 +147,9 @@ impl Lb {
     /// Bind the frontend, start probing `backends`, and serve until the
     /// handle is shut down or dropped, or `cancel` fires. Backends start
     /// `unknown` (not healthy) and become healthy after `healthy_threshold`
-    /// successful probes, as on the clouds; use [`Admin::wait_healthy`] to
-    /// wait for that.
+    /// successful probes, as on the clouds, or after one with
+    /// [`InitialHealth::Ready`]; use [`Admin::wait_healthy`] to wait for
+    /// that.
     pub async fn start(
         config: LbConfig,
         backends: Vec<BackendSpec>,
@@ -184,9 +191,8 @@ impl Lb {
         let cancel = cancel.child_token();
         let (done_tx, done_rx) = mpsc::channel(1);
         let pool = pool::PoolState::new(config, frontend, events, cancel.clone(), done_tx.clone());
-        let admin = Admin::new(pool.clone());
         for spec in backends {
-            admin.add(spec)?;
+            pool.add(spec, true)?;
         }
         let thread = if pool.config.own_thread {
             Some(

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{BackendSpec, ProbeTarget};
-use super::probe::ProbeFailure;
+use super::probe::{Probe, ProbeFailure};
 use super::status::{AdminError, BackendStatus, Health};
 use super::LbConfig;
 use zdt_core::events::{EventSink, Source};
@@ -273,8 +273,10 @@ impl PoolState {
         self.bump();
     }
 
-    /// Record one probe result and apply the thresholds.
-    pub fn record_probe(&self, b: &Backend, result: Result<(), ProbeFailure>) {
+    /// Record one probe result and apply the thresholds; a passing probe at
+    /// start ([`InitialHealth::Ready`](super::InitialHealth)) counts as
+    /// the whole healthy threshold.
+    pub fn record_probe(&self, b: &Backend, result: Result<(), ProbeFailure>, which: Probe) {
         if b.removed.load(Ordering::Acquire) {
             return;
         }
@@ -296,7 +298,20 @@ impl PoolState {
                 if changed {
                     self.emit("ProbeSucceeded", name, format!("probe {target} succeeded"));
                 }
-                if st.health != Health::Healthy
+                if which == Probe::AtStart && st.health != Health::Healthy {
+                    st.consecutive_successes =
+                        st.consecutive_successes.max(settings.healthy_threshold);
+                    st.health = Health::Healthy;
+                    b.healthy.store(true, Ordering::Release);
+                    transition = Some((
+                        "Healthy",
+                        format!(
+                            "ready when the LB started (initial health `ready`): receives new connections \
+                             without waiting for {} probes every {}",
+                            settings.healthy_threshold, settings.interval
+                        ),
+                    ));
+                } else if st.health != Health::Healthy
                     && st.consecutive_successes >= settings.healthy_threshold
                 {
                     st.health = Health::Healthy;
@@ -380,7 +395,11 @@ impl PoolState {
             .count()
     }
 
-    pub fn add(self: &Arc<Self>, spec: BackendSpec) -> Result<(), AdminError> {
+    /// Add a backend and start probing it. `at_lb_start`: one of the
+    /// backends the LB starts with, which [`InitialHealth::Ready`]
+    /// (super::InitialHealth) probes at once; one added later waits for
+    /// its thresholds whatever the setting.
+    pub fn add(self: &Arc<Self>, spec: BackendSpec, at_lb_start: bool) -> Result<(), AdminError> {
         if spec.name.is_empty() {
             return Err(AdminError::BadRequest(
                 "backend name must not be empty".into(),
@@ -410,13 +429,19 @@ impl PoolState {
         // Real LBs are not aligned with anything the run does: start each
         // backend's probes at a random phase within the interval.
         let phase = Duration::from_nanos(self.random() % (interval.as_nanos() as u64).max(1));
+        let at_start = at_lb_start && self.config.initial_health == super::InitialHealth::Ready;
         self.emit(
             "Added",
             &backend.spec.name,
             format!(
-                "backend added, probing {} every {} (first probe in {:?})",
+                "backend added, probing {} every {} ({}first scheduled probe in {:?})",
                 describe(&backend.spec.probe),
                 self.config.probe.interval,
+                if at_start {
+                    "healthy as soon as a check at start passes; "
+                } else {
+                    ""
+                },
                 phase
             ),
         );
@@ -426,9 +451,13 @@ impl PoolState {
             self.config.net.clone(),
             self.config.probe,
             phase,
+            at_start.then(|| super::probe::DataPath {
+                dialer: backend.spec.dialer.clone(),
+                client: self.frontend,
+            }),
             backend.probe_cancel.clone(),
             token,
-            move |result| pool.record_probe(&backend, result),
+            move |result, which| pool.record_probe(&backend, result, which),
         ));
         self.pool_changed();
         Ok(())

@@ -49,6 +49,45 @@ impl ProbeSettings {
     }
 }
 
+/// The backends' health when the LB starts.
+///
+/// A cloud LB created next to a running Service starts every backend
+/// unknown and needs `healthy_threshold` passing probes on its schedule
+/// before sending anything (≈ 10 s on Azure, up to 90 s on AWS NLB): that
+/// wait is real, but no scenario tests it. `Ready` skips it for the
+/// backends that are ready: each is checked at start (retried every 100 ms
+/// for up to one interval, as kube-proxy may not have applied the
+/// Service's endpoints yet) and is healthy as soon as a check passes; from
+/// then on it is probed on the profile's schedule like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InitialHealth {
+    /// Start unknown; healthy after `healthy_threshold` probes (a cloud's
+    /// newly created LB).
+    #[default]
+    Probed,
+    /// Checked at start; a backend that passes is healthy at once.
+    Ready,
+}
+
+impl InitialHealth {
+    pub const ALL: [InitialHealth; 2] = [InitialHealth::Ready, InitialHealth::Probed];
+
+    /// The name scenario files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialHealth::Probed => "probed",
+            InitialHealth::Ready => "ready",
+        }
+    }
+}
+
+impl fmt::Display for InitialHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A probe setting that makes no sense; each names its field and a fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use super::v1alpha1::{
-    ErrorKindName, IntOrPercent, LbMode, LbProfile, PreStopSleepMode, Selection, TaintEffect,
-    TrafficPolicy, UnknownLbMode, WaitCondition,
+    ErrorKindName, InitialHealth, IntOrPercent, LbMode, LbProfile, PreStopSleepMode, Selection,
+    TaintEffect, TrafficPolicy, UnknownLbMode, WaitCondition,
 };
 use zdt_core::units::{Dur, Rate};
 pub use zdt_traffic::Load;
@@ -100,6 +100,17 @@ impl LoadBalancer {
     pub fn probe(&self, policy_local: bool) -> zdt_lb::ProbeSettings {
         self.probe.apply(self.profile.probe(policy_local))
     }
+
+    /// The backends' health when zdt's LB starts on `provider`: as the
+    /// scenario says, else `ready` on the emulator (the wait for the first
+    /// probes tests nothing) and `probed` elsewhere (zdt's LB container on
+    /// kind always watches its first probes).
+    pub fn initial_health_on(&self, provider: Provider) -> InitialHealth {
+        self.initial_health.unwrap_or(match provider {
+            Provider::Emulator => InitialHealth::Ready,
+            _ => InitialHealth::Probed,
+        })
+    }
 }
 
 /// The cloud load balancer in front of the nodes. Probe settings left
@@ -113,6 +124,8 @@ pub struct LoadBalancer {
     pub fail_open: bool,
     pub selection: Selection,
     pub mode: LbMode,
+    /// `None`: the provider's default ([`LoadBalancer::initial_health_on`]).
+    pub initial_health: Option<InitialHealth>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -139,7 +139,7 @@ pub use zdt_core::emulated::RuntimeChoice;
 
 // The LB's own vocabulary, spelled in files as the LB spells it.
 pub use zdt_lb::config::TrafficPolicy;
-pub use zdt_lb::{Profile as LbProfile, Selection};
+pub use zdt_lb::{InitialHealth, Profile as LbProfile, Selection};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -202,6 +202,8 @@ pub struct LoadBalancerSpec {
     pub selection: Option<Selection>,
     #[serde(default)]
     pub mode: Option<LbMode>,
+    #[serde(default)]
+    pub initial_health: Option<InitialHealth>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -531,6 +531,13 @@ fn load_balancer(lb: v1::LoadBalancerSpec, provider: Provider) -> R<LoadBalancer
             ));
         }
     }
+    if lb.initial_health == Some(InitialHealth::Ready) && provider != Provider::Emulator {
+        return Err(Problem::new(
+            &path!["loadBalancer", "initialHealth"],
+            format!("`initialHealth: ready` applies to the emulator, not {provider}"),
+        )
+        .help("on kind zdt's LB container watches its first probes: remove the field, or use `initialHealth: probed`"));
+    }
     Ok(LoadBalancer {
         profile,
         probe: zdt_lb::config::ProbeOverrides {
@@ -542,6 +549,7 @@ fn load_balancer(lb: v1::LoadBalancerSpec, provider: Provider) -> R<LoadBalancer
         fail_open: lb.fail_open.unwrap_or(true),
         selection: lb.selection.unwrap_or(Selection::Random),
         mode,
+        initial_health: lb.initial_health,
     })
 }
 

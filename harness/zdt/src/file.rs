@@ -69,24 +69,26 @@ pub async fn run_planned(
         incomplete_reason: None,
         variants: Vec::new(),
     };
-    let mut data = RunData::default();
-    for v in &variants {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let run = executor::run_variant(v, opts, cancel.clone()).await;
-        for e in run.events {
-            data.events.push((v.variant.clone(), e));
-        }
-        if let Some(t) = run.traffic {
-            data.traffic.insert(v.variant.clone(), t);
-        }
+    // Each variant's data is written as it ends (an interrupted run keeps
+    // what finished), in file order whatever order `--jobs` ends them in.
+    let mut done: Vec<Option<executor::VariantRun>> = Vec::new();
+    done.resize_with(variants.len(), || None);
+    let mut written: Result<(), RunError> = Ok(());
+    executor::run_variants(&variants, opts, cancel.clone(), |i, run| {
         if let Some(observer) = &opts.observer {
-            observer.variant_finished(&run.summary);
+            observer.variant_finished(&variants[i].id(), &run.summary);
         }
-        summary.variants.push(run.summary);
-        output::write(out, &summary, &data)?;
-    }
+        done[i] = Some(run);
+        summary.variants = done.iter().flatten().map(|r| r.summary.clone()).collect();
+        if written.is_ok() {
+            written = output::write(out, &summary, &data_of(&variants, &done))
+                .map(drop)
+                .map_err(Into::into);
+        }
+    })
+    .await;
+    written?;
+    let data = data_of(&variants, &done);
     tracing::info!("run phase: report");
     summary.complete = !cancel.is_cancelled() && summary.variants.len() == variants.len();
     if !summary.complete {
@@ -103,4 +105,19 @@ pub async fn run_planned(
         variants,
         render_error,
     })
+}
+
+/// The run's data so far, in file order.
+fn data_of(variants: &[Scenario], done: &[Option<executor::VariantRun>]) -> RunData {
+    let mut data = RunData::default();
+    for (v, run) in variants.iter().zip(done) {
+        let Some(run) = run else { continue };
+        for e in &run.events {
+            data.events.push((v.variant.clone(), e.clone()));
+        }
+        if let Some(t) = &run.traffic {
+            data.traffic.insert(v.variant.clone(), t.clone());
+        }
+    }
+    data
 }

@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// Start a run estimated at an hour or more without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Run this many variants at once, each on its own cluster. Their
+    /// traffic shares this machine's cores: scale the rate down to match
+    /// (`--scale`), or the generator falls behind and the run is INVALID.
+    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
 }
 
 pub async fn run(args: RunArgs) -> miette::Result<Exit> {
@@ -86,6 +91,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
             return Err(miette::miette!("--scale must be a number > 0, e.g. 0.1"));
         }
     }
+    let live = Arc::new(crate::progress::Live::new(std::io::stderr().is_terminal()));
     let opts = RunOptions {
         variants: args.variants.clone(),
         overrides: Overrides {
@@ -98,11 +104,12 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         scale: args.scale,
         out: None,
         observer: Some(Arc::new(Terminal {
-            colour: std::io::stdout().is_terminal(),
-            bars: std::io::stderr().is_terminal(),
+            colour: crate::colour(std::io::stdout().is_terminal()),
+            live: live.clone(),
         })),
         keep_cluster: args.keep_cluster,
         lb_mode,
+        jobs: usize::from(args.jobs),
     };
     // A baseline that cannot be read would fail the run only after all of
     // it: read it before anything starts.
@@ -178,7 +185,16 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         if let Some(e) = &outcome.render_error {
             eprintln!("zdt: the run's data is saved but the reports could not be rendered: {e}");
         }
-        println!("zdt: {} — reports in {}", name, outcome.out.display());
+        // The variants side by side, as `zdt report` prints them.
+        println!("zdt: {name}");
+        print!(
+            "{}",
+            report::print_verdicts(
+                &outcome.summary,
+                &outcome.out,
+                crate::colour(std::io::stdout().is_terminal())
+            )
+        );
         let summary = &outcome.summary;
         worst = worst_exit(worst, exit_for(summary.worst(), summary.complete));
         if let Some(step) = &baseline {
@@ -189,24 +205,35 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
     Ok(worst)
 }
 
-/// Prints each variant's verdict as it ends, and draws a progress bar
-/// while its traffic runs when stderr is a terminal.
+/// Shows each variant's progress as it goes (see [`crate::progress`]) and
+/// prints its verdict as it ends.
 struct Terminal {
     colour: bool,
-    bars: bool,
+    live: Arc<crate::progress::Live>,
 }
 
 impl RunObserver for Terminal {
-    fn traffic_started(&self, variant: &str, progress: zdt_traffic::Progress) -> Box<dyn Send> {
-        if self.bars {
-            Box::new(crate::progress::bar(progress, variant.to_owned()))
-        } else {
-            Box::new(())
-        }
+    fn phase(&self, variant: &str, phase: zdt::run::Phase) {
+        self.live.phase(variant, phase);
     }
 
-    fn variant_finished(&self, summary: &VariantSummary) {
-        println!("{}", verdict_line(&summary.name, summary, self.colour));
+    fn event(&self, variant: &str, event: &zdt_core::events::Event) {
+        self.live.event(variant, event);
+    }
+
+    fn traffic_started(
+        &self,
+        variant: &str,
+        progress: zdt_traffic::Progress,
+        load: &zdt_traffic::Load,
+    ) -> Box<dyn Send> {
+        Box::new(self.live.traffic(variant, progress, load))
+    }
+
+    fn variant_finished(&self, variant: &str, summary: &VariantSummary) {
+        self.live.finished(variant);
+        self.live
+            .suspend(|| println!("{}", verdict_line(&summary.name, summary, self.colour)));
     }
 }
 

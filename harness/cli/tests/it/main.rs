@@ -20,6 +20,7 @@ mod report_render;
 mod run_bad_manifests;
 mod run_chaos_failure;
 mod run_network;
+mod run_progress;
 mod run_providers;
 mod scenario_files;
 mod scenario_seeds;

@@ -2,3 +2,4 @@
 //! test binary of its own.
 
 mod admin;
+mod initial_health;

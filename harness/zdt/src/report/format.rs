@@ -39,6 +39,27 @@ pub(crate) fn secs(v: f64) -> String {
     }
 }
 
+/// Where a variant's time went, in one line: what it spent outside its
+/// traffic, then each phase. Empty for a summary without timings (written
+/// before zdt recorded them).
+pub(crate) fn timing(v: &VariantSummary) -> String {
+    let t = &v.timing;
+    if t.phases.is_empty() {
+        return String::new();
+    }
+    let phases: Vec<String> = t
+        .phases
+        .iter()
+        .map(|(p, s)| format!("{} {s:.1} s", p.label()))
+        .collect();
+    format!(
+        "{:.1} s outside the traffic ({:.1} s wall: {})",
+        t.outside_traffic_s,
+        t.wall_s,
+        phases.join(", ")
+    )
+}
+
 /// Failed requests of a variant (the summary keeps the ratio, not the count).
 pub(crate) fn failed(v: &VariantSummary) -> u64 {
     let errs: u64 = v.errors.values().sum();

@@ -128,6 +128,11 @@ fn variant(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
             .join(", "),
     )?;
     writeln!(w)?;
+    let timing = format::timing(v);
+    if !timing.is_empty() {
+        writeln!(w, "Time: {timing}.")?;
+        writeln!(w)?;
+    }
 
     writeln!(w, "### Expectations")?;
     writeln!(w)?;

@@ -111,6 +111,12 @@ pub fn print_verdicts(summary: &RunSummary, out_dir: &Path, colour: bool) -> Str
             req = v.requests,
             p99 = format::ms(v.latency_ms.p99),
         ));
+        if !v.timing.phases.is_empty() {
+            s.push_str(&format!(
+                "  outside traffic {:.1} s",
+                v.timing.outside_traffic_s
+            ));
+        }
         if let Some(reason) = v.reasons.first() {
             s.push_str("  — ");
             s.push_str(reason);

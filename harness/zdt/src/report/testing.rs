@@ -97,6 +97,7 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
         }],
         host_faults: Default::default(),
         traffic_started_s: 3.0,
+        timing: Default::default(),
         scenario_as_run: serde_json::json!({
             "name": "seed-drain",
             "cluster": {"provider": "emulator", "kubernetes": "1.31", "workers": 3},

@@ -36,6 +36,10 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
             Some(t) => traffic_text(w, t)?,
             None => from_summary(w, v)?,
         }
+        let timing = format::timing(v);
+        if !timing.is_empty() {
+            writeln!(w, "Time          {timing}")?;
+        }
     }
     Ok(())
 }

@@ -21,25 +21,45 @@ use zdt_scenario::{self as scenario, Provider, Scenario, TrafficPolicy};
 use zdt_traffic::{self as traffic, Attack, Load, Settings, Target};
 
 use super::attribution::{error_windows, BucketErrors};
+use super::phases::{Phase, Phases};
 use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
 use super::timeline::{self, Context, Undo};
 use super::verdict;
 use super::Clock;
 use zdt_cluster::apply::{apply_objects_recorded, wait_deployments_ready};
 
-/// Watches a run as it goes (the binary draws progress bars and prints
-/// verdicts with it). Both methods default to doing nothing.
+/// Watches a run as it goes (the binary draws progress and prints verdicts
+/// with it). Every method defaults to doing nothing. `variant` is the
+/// variant's id (`scenario/variant`); with `--jobs` several variants report
+/// at once.
 pub trait RunObserver: Send + Sync {
-    /// A variant's traffic started, with its live counters; the returned
-    /// value is dropped when the traffic stops.
-    fn traffic_started(&self, variant: &str, progress: zdt_traffic::Progress) -> Box<dyn Send> {
-        let _ = (variant, progress);
+    /// A variant entered a phase.
+    fn phase(&self, variant: &str, phase: Phase) {
+        let _ = (variant, phase);
+    }
+
+    /// A variant recorded an event (chaos steps, LB health, pods…), as it
+    /// happened.
+    fn event(&self, variant: &str, event: &Event) {
+        let _ = (variant, event);
+    }
+
+    /// A variant's traffic started, with its live counters and its load
+    /// (rate and duration: the schedule); the returned value is dropped
+    /// when the traffic stops.
+    fn traffic_started(
+        &self,
+        variant: &str,
+        progress: zdt_traffic::Progress,
+        load: &Load,
+    ) -> Box<dyn Send> {
+        let _ = (variant, progress, load);
         Box::new(())
     }
 
     /// A variant finished (whatever its verdict).
-    fn variant_finished(&self, summary: &VariantSummary) {
-        let _ = summary;
+    fn variant_finished(&self, variant: &str, summary: &VariantSummary) {
+        let _ = (variant, summary);
     }
 }
 
@@ -63,6 +83,9 @@ pub struct RunOptions {
     pub keep_cluster: bool,
     /// Run with this `loadBalancer.mode` instead of the scenario's (`--lb-mode`).
     pub lb_mode: Option<scenario::LbMode>,
+    /// How many variants run at once, each on its own cluster (`--jobs`);
+    /// 0 counts as 1.
+    pub jobs: usize,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -76,6 +99,7 @@ impl std::fmt::Debug for RunOptions {
             .field("observer", &self.observer.is_some())
             .field("keep_cluster", &self.keep_cluster)
             .field("lb_mode", &self.lb_mode)
+            .field("jobs", &self.jobs)
             .finish()
     }
 }
@@ -91,6 +115,7 @@ impl Default for RunOptions {
             observer: None,
             keep_cluster: false,
             lb_mode: None,
+            jobs: 1,
         }
     }
 }
@@ -148,6 +173,14 @@ pub enum OptionsError {
         action: &'static str,
         mode: scenario::LbMode,
     },
+    /// `loadBalancer.initialHealth: ready` on a provider whose LB is not
+    /// zdt's in-process model (the file said emulator; `--provider` did
+    /// not).
+    #[error(
+        "variant `{variant}`: `loadBalancer.initialHealth: ready` applies to the emulator, not {provider}; \
+         remove it or set `initialHealth: probed` to run on {provider}"
+    )]
+    InitialHealthNeedsEmulator { variant: String, provider: Provider },
     /// A chaos step names a node the cluster it runs on will not have
     /// (the provider chosen on the command line names nodes otherwise).
     #[error(transparent)]
@@ -224,6 +257,14 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
         v.load_balancer.mode = mode;
     }
     check_node_names(&v)?;
+    if v.load_balancer.initial_health == Some(zdt_lb::InitialHealth::Ready)
+        && v.cluster.provider != Provider::Emulator
+    {
+        return Err(OptionsError::InitialHealthNeedsEmulator {
+            variant: v.variant.clone(),
+            provider: v.cluster.provider,
+        });
+    }
     let mode = v.load_balancer.mode;
     if mode != scenario::LbMode::Model {
         if v.cluster.provider != Provider::Kind {
@@ -308,6 +349,7 @@ pub(crate) fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig
     let lb = &s.load_balancer;
     LbConfig {
         probe: lb.probe(policy_local),
+        initial_health: lb.initial_health_on(s.cluster.provider),
         fail_open: lb.fail_open,
         selection: lb.selection,
         seed,
@@ -366,6 +408,7 @@ fn early_failure(
             chaos,
             host_faults: Default::default(),
             traffic_started_s: 0.0,
+            timing: Default::default(),
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
         },
         events,
@@ -382,13 +425,36 @@ fn ms(d: Duration) -> f64 {
 /// with the reason, and whatever was created is torn down.
 pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationToken) -> VariantRun {
     let clock = Clock::start();
+    let phases = Arc::new(Phases::new(&s.variant, s.id(), opts.observer.clone()));
     let (sink, mut rx) = EventSink::channel(clock);
     let collected: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let stop_collecting = CancellationToken::new();
     let collector = {
         let collected = collected.clone();
+        let (observer, id) = (opts.observer.clone(), s.id());
+        let stop = stop_collecting.clone();
         tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
+            let keep = |ev: Event| {
+                if let Some(o) = &observer {
+                    o.event(&id, &ev);
+                }
                 collected.lock().expect("event log lock").push(ev);
+            };
+            loop {
+                tokio::select! {
+                    // Whatever is queued goes first.
+                    biased;
+                    ev = rx.recv() => match ev {
+                        Some(ev) => keep(ev),
+                        None => return,
+                    },
+                    _ = stop.cancelled() => {
+                        while let Ok(ev) = rx.try_recv() {
+                            keep(ev);
+                        }
+                        return;
+                    }
+                }
             }
         })
     };
@@ -405,7 +471,8 @@ pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationTo
     // its reports; what the task created is torn down by its owners' Drop.
     let task = tokio::spawn({
         let (s, opts, sink, cancel) = (s.clone(), opts.clone(), sink.clone(), cancel.clone());
-        async move { run_variant_inner(&s, &opts, &sink, cancel).await }
+        let phases = phases.clone();
+        async move { run_variant_inner(&s, &opts, &sink, cancel, &phases).await }
     });
     let result = match task.await {
         Ok(r) => r,
@@ -416,17 +483,72 @@ pub async fn run_variant(s: &Scenario, opts: &RunOptions, cancel: CancellationTo
         )),
     };
     drop(sink);
-    // Every producer (cluster, LB, chaos) is gone once the inner future is
-    // done, so the channel closes and the collector ends.
+    // The variant is over once the inner future is done: what its
+    // producers queued until then is kept. A task of the torn-down cluster
+    // may still hold a sink for a moment; waiting for the channel to close
+    // would cost every variant that moment (a second or more).
+    stop_collecting.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), collector).await;
     let events = std::mem::take(&mut *collected.lock().expect("event log lock"));
-    match result {
+    let mut run = match result {
         Ok((traffic, chaos)) => VariantRun {
             summary: summarise(s, &traffic, chaos, &events, cancel.is_cancelled()),
             events,
             traffic: Some(traffic),
         },
         Err((verdict, reason, chaos)) => early_failure(s, verdict, reason, events, chaos),
+    };
+    run.summary.timing = phases.timing();
+    run
+}
+
+/// Run `variants`, `opts.jobs` at a time, each on a cluster of its own
+/// (every emulated cluster has its own network namespaces, so parallel
+/// ones share no address or port). `finished` gets each run with its index
+/// in `variants` as it ends, which with several jobs is not file order.
+/// Once `cancel` fires no further variant starts; those under way end
+/// INCOMPLETE.
+pub async fn run_variants(
+    variants: &[Scenario],
+    opts: &RunOptions,
+    cancel: CancellationToken,
+    mut finished: impl FnMut(usize, VariantRun),
+) {
+    let jobs = opts.jobs.max(1);
+    let mut running = tokio::task::JoinSet::new();
+    let mut index = std::collections::HashMap::new();
+    let mut next = 0;
+    loop {
+        while running.len() < jobs && next < variants.len() && !cancel.is_cancelled() {
+            let (v, o, c) = (variants[next].clone(), opts.clone(), cancel.clone());
+            let id = running
+                .spawn(async move { run_variant(&v, &o, c).await })
+                .id();
+            index.insert(id, next);
+            next += 1;
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            return;
+        };
+        match joined {
+            Ok((id, run)) => finished(index[&id], run),
+            // run_variant turns a panic inside the variant into an INVALID
+            // run; one in its own bookkeeping still becomes one.
+            Err(e) => {
+                let i = index[&e.id()];
+                let reason = format!("zdt failed inside this variant: {}", panic_message(e));
+                finished(
+                    i,
+                    early_failure(
+                        &variants[i],
+                        Verdict::Invalid,
+                        reason,
+                        Vec::new(),
+                        Vec::new(),
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -439,18 +561,6 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
-}
-
-/// Log the phase a variant enters: `zdt run -v` shows where a run is, and
-/// the reliability tests synchronise their signals on these lines.
-fn phase(s: &Scenario, name: &str) {
-    tracing::info!(variant = %s.variant, "run phase: {name}");
-    // Fault injection: `ZDT_FAILPOINT=<phase>` panics as the variant enters
-    // that phase, so the reliability tests can check what a panic leaves
-    // behind (a bug in zdt must not leave pods running or ports bound).
-    if std::env::var("ZDT_FAILPOINT").is_ok_and(|p| !p.is_empty() && name.starts_with(&p)) {
-        panic!("failpoint `{name}` (ZDT_FAILPOINT)");
-    }
 }
 
 /// Await `fut` unless the run is interrupted first.
@@ -488,9 +598,10 @@ async fn run_variant_inner(
     opts: &RunOptions,
     sink: &EventSink,
     cancel: CancellationToken,
+    phases: &Phases,
 ) -> Result<Measured, Failure> {
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
-    phase(s, "cluster start");
+    phases.enter(Phase::Cluster, "cluster start");
     let cluster = match s.cluster.provider {
         Provider::Emulator => {
             let cfg = emulator_config(s);
@@ -538,9 +649,9 @@ async fn run_variant_inner(
         }
     };
     let cluster = Arc::new(cluster);
-    let outcome = with_cluster(s, opts, sink, cancel, cluster.clone()).await;
+    let outcome = with_cluster(s, opts, sink, cancel, cluster.clone(), phases).await;
     // Tear down whatever happened above.
-    phase(s, "teardown");
+    phases.enter(Phase::Teardown, "teardown");
     match Arc::try_unwrap(cluster) {
         Ok(c) => {
             let state = c.teardown(Duration::from_secs(10)).await;
@@ -563,6 +674,7 @@ async fn with_cluster(
     sink: &EventSink,
     cancel: CancellationToken,
     cluster: Arc<Cluster>,
+    phases: &Phases,
 ) -> Result<Measured, Failure> {
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
     let client = cluster
@@ -571,7 +683,7 @@ async fn with_cluster(
     let ns = s.workload.namespace.clone();
 
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
-    phase(s, "workload apply");
+    phases.enter(Phase::Workload, "workload apply");
     unless_cancelled(&cancel, "workload apply", async {
         apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
             .await
@@ -585,7 +697,7 @@ async fn with_cluster(
         None,
         format!("{} objects applied", objects.len()),
     );
-    phase(s, "waiting for the workload");
+    phases.enter(Phase::Workload, "waiting for the workload");
     unless_cancelled(&cancel, "waiting for the workload", async {
         wait_deployments_ready(&client, &ns, Duration::from_secs(120))
             .await
@@ -605,7 +717,7 @@ async fn with_cluster(
     let lb_cfg = lb_config(s, local, opts.seed);
     let budget = lb_cfg.probe.interval.get() * (lb_cfg.probe.healthy_threshold + 2)
         + lb_cfg.probe.timeout.get();
-    phase(s, "load balancer");
+    phases.enter(Phase::LbReady, "load balancer");
     let Exposure { target, lb } = cluster
         .expose(
             &ns,
@@ -645,6 +757,7 @@ async fn with_cluster(
                 admin.clone(),
                 target,
                 workers,
+                phases,
             )
             .await
         }
@@ -664,10 +777,12 @@ async fn measure(
     admin: zdt_cluster::LbAdmin,
     target: std::net::SocketAddr,
     workers: Vec<String>,
+    phases: &Phases,
 ) -> Result<Measured, Failure> {
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
     let clock = sink.clock();
     if !s.traffic.warmup.get().is_zero() {
+        phases.enter(Phase::Traffic, "warmup");
         let warm = traffic_settings(s, cluster, target, s.traffic.warmup);
         Attack::start_isolated(warm, clock, cancel.child_token())
             .await
@@ -702,7 +817,7 @@ async fn measure(
         .await
         .map_err(|e| invalid(format!("traffic: {e}")))?;
     let progress = attack.progress();
-    phase(s, "traffic");
+    phases.enter(Phase::Traffic, "traffic");
     let t0 = Instant::now() - progress.elapsed();
     sink.emit(
         Source::Traffic,
@@ -738,9 +853,10 @@ async fn measure(
     let watcher = opts
         .observer
         .as_ref()
-        .map(|o| o.traffic_started(&s.id(), progress.clone()));
+        .map(|o| o.traffic_started(&s.id(), progress.clone(), &s.traffic.load));
     let traffic = attack.finish().await;
     drop(watcher);
+    phases.enter(Phase::Teardown, "traffic stopped");
     let stopped_early = step_failed.is_cancelled() && !cancel.is_cancelled();
     sink.emit(
         Source::Traffic,
@@ -778,7 +894,7 @@ async fn measure(
             ))
         }
     };
-    phase(s, "chaos undo");
+    phases.enter(Phase::Teardown, "chaos undo");
     let undo_errors = timeline::undo_all(&undo, client, cluster, Some(&admin), sink).await;
     for e in &undo_errors {
         sink.emit(Source::Run, "UndoFailed", "run", None, e.to_string());
@@ -878,6 +994,7 @@ pub(crate) fn summarise(
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         traffic_started_s: t.started_at.as_secs_f64(),
+        timing: Default::default(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
     }
 }

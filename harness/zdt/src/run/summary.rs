@@ -81,6 +81,9 @@ pub struct VariantSummary {
     pub traffic_started_s: f64,
     /// The scenario document as run (variant patch applied, CLI overrides).
     pub scenario_as_run: serde_json::Value,
+    /// Where the variant's time went: per phase, and outside its traffic.
+    #[serde(default)]
+    pub timing: super::phases::Timing,
 }
 
 /// Latency percentiles in milliseconds, measured from each request's due

@@ -4,12 +4,18 @@
 //! holds. `ZDT_SCALE` (default 0.1 here) multiplies the traffic rate so the
 //! suite fits a small CI machine; timelines and durations stay as written,
 //! and `zdt run` checks the same files at full size.
+//!
+//! `ZDT_JOBS` (default 2) variants of a file run at once, each on its own
+//! cluster, as `zdt run --jobs` does; with the test harness running two
+//! files at once that is four variants on a 2-core machine, which at this
+//! scale keeps the generator on schedule (a variant that fell behind is
+//! INVALID, and fails this test).
 
 use std::path::PathBuf;
 
 use rstest::rstest;
 use tokio_util::sync::CancellationToken;
-use zdt::run::{run_variant, RunOptions, Verdict};
+use zdt::run::{run_variants, RunOptions, Verdict};
 use zdt_scenario::{Overrides, Provider};
 
 fn options() -> RunOptions {
@@ -24,12 +30,20 @@ fn options() -> RunOptions {
         p.parse::<Provider>()
             .expect("ZDT_PROVIDER: emulator, kind or existing")
     });
+    let jobs = std::env::var("ZDT_JOBS")
+        .ok()
+        .map(|s| {
+            s.parse::<usize>()
+                .expect("ZDT_JOBS must be a count such as 2")
+        })
+        .unwrap_or(2);
     RunOptions {
         overrides: Overrides {
             provider,
             ..Overrides::default()
         },
         scale: Some(scale),
+        jobs,
         ..RunOptions::default()
     }
 }
@@ -42,21 +56,30 @@ async fn scenario(#[files("../../scenarios/*.yaml")] path: PathBuf) {
     let (_, variants) = zdt::run::executor::plan(&path, &opts).expect("scenario loads");
     assert!(!variants.is_empty());
     let mut failures = Vec::new();
-    for v in &variants {
-        let run = run_variant(v, &opts, CancellationToken::new()).await;
+    let mut runs = Vec::new();
+    run_variants(&variants, &opts, CancellationToken::new(), |i, run| {
+        runs.push((i, run))
+    })
+    .await;
+    assert_eq!(runs.len(), variants.len(), "every variant ran");
+    runs.sort_by_key(|(i, _)| *i);
+    for (i, run) in &runs {
+        let v = &variants[*i];
         let s = &run.summary;
         eprintln!(
-            "{}: {:?} success {:.4}% requests {} p99 {:.1}ms errors {:?} windows {:?}",
+            "{}: {:?} success {:.4}% requests {} p99 {:.1}ms lag p99 {:.1}ms errors {:?} windows {:?} outside traffic {:.1}s",
             v.id(),
             s.verdict,
             s.success_ratio * 100.0,
             s.requests,
             s.latency_ms.p99,
+            s.schedule_lag_ms.p99,
             s.errors,
             s.error_windows
                 .iter()
                 .map(|w| &w.explanation)
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
+            s.timing.outside_traffic_s,
         );
         // The run puts back what chaos changed; an undo that fails means a
         // step registered something it cannot undo.
