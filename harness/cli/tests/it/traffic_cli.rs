@@ -110,5 +110,5 @@ fn completed_attack_exits_0_with_vegeta_json() {
     // Error Set: last, holding only the error lines.
     let (_, errors) = out.split_once("Error Set:\n").expect("an Error Set");
     assert_eq!(errors.lines().count(), 1, "{out}");
-    assert!(errors.contains("connection refused"), "{out}");
+    assert!(errors.contains("onnection refused"), "{out}");
 }
