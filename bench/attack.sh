@@ -1,31 +1,70 @@
 #!/usr/bin/env bash
-# Benchmark the traffic generator against oha and wrk on one local nginx.
+# Benchmark the traffic generator against oha on one local nginx worker.
 #
-#   bench/attack.sh              # full run (~8 minutes of load)
-#   QUICK=1 bench/attack.sh      # 3 s runs instead of 10 s, coarser search
+#   bench/attack.sh                  # cells + RSS check + rate search + closed loop
+#   ROUNDS=5 SECS=10 bench/attack.sh # more rounds (default 3 rounds of 10 s)
+#   SEARCH=0 bench/attack.sh         # skip the highest-rate search and closed loop
+#   RSS=0 bench/attack.sh            # skip the RSS flatness check (≈ 55 s)
+#   QUICK=1 bench/attack.sh          # 3 s cells, 1 round: a smoke test of the script
 #
-# Starts its own nginx (1 worker, temp dir, 127.0.0.1), builds zdt in
-# release mode, installs oha with `cargo install oha` if missing, then
-# measures, for each tool on the same target:
-#   - achieved/requested rate at 5000/s and 20000/s without keep-alive and
-#     at 20000/s with keep-alive (zdt: vegeta's rate = sent / (last send -
-#     first send); oha: its requestsPerSec = responses / total time),
-#   - CPU seconds (user + sys, from wait4) per 1000 requests at those rates,
-#   - peak RSS after 200,000 and after 50,000 requests (20000/s with
-#     keep-alive, which both sustain) to show whether memory grows with the
-#     count, and after 200,000 without keep-alive,
-#   - the highest rate with achieved/requested >= 99.9 %, without keep-alive
-#     (from 5000/s in steps of 1000/s) and with it (from 20000/s, steps of 5000/s),
-#   - closed-loop maxima for reference (wrk and oha, keep-alive on and off).
-# Prints a Markdown table of the numbers and zdt/oha ratios.
+# Everything runs inside a fresh network namespace (`unshare -n`, then
+# `ip link set lo up`): nginx, zdt and oha share a private loopback, so the
+# host's conntrack table, ports and other traffic play no part. Run as root
+# (or where unprivileged user namespaces allow `unshare -rn`).
+#
+# Cells: 5000/s without keep-alive, 5000/s with keep-alive, 20000/s with
+# keep-alive. In each round every cell runs zdt, oha with
+# `--latency-correction` (latency from the scheduled time, as zdt's) and
+# oha without it (latency from the actual send), in an order that rotates
+# from round to round; the tables show the median over rounds. For each run:
+#   - latency p50/p99 from the due time ("due") and from the send ("sent"),
+#   - zdt's send lag (sent − due) p50/p99/max,
+#   - rate accuracy (zdt: vegeta's rate = sent / (last send − first send);
+#     oha: requestsPerSec),
+#   - CPU seconds (user + sys from wait4) per 1000 requests and peak RSS.
+# Then the issue's done-when checks, per cell, against oha with latency
+# correction: zdt p50 ≤ oha p50 + 50 µs, zdt p99 ≤ oha p99, accuracy
+# ≥ 99.95 %, CPU ≤ 0.9 × oha's, RSS ≤ 50 MB; and RSS flat from 50,000 to
+# 1,000,000 requests (zdt, 20000/s keep-alive, 2.5 s and 50 s).
+#
+# Tools: ZDT=path (default: cargo build --release, in $CARGO_TARGET_DIR or
+# target/), OHA=path (default: oha in PATH; else `cargo install oha --locked`),
+# nginx (apt-get install nginx-light), wrk for the closed-loop reference.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# --- a private network namespace ---------------------------------------------
+if [ "${ZDT_BENCH_IN_NETNS:-}" != 1 ]; then
+  command -v unshare >/dev/null && command -v ip >/dev/null \
+    || { echo "needs unshare (util-linux) and ip (iproute2)" >&2; exit 2; }
+  # Build and find the tools on the host's network (cargo may download).
+  if [ -z "${ZDT:-}" ]; then
+    echo "== building zdt (release)" >&2
+    (cd "$ROOT" && cargo build --release --bin zdt >&2)
+    ZDT="${CARGO_TARGET_DIR:-$ROOT/target}/release/zdt"
+  fi
+  if [ -z "${OHA:-}" ]; then
+    if ! OHA=$(command -v oha); then
+      echo "== installing oha (cargo install oha --locked; takes a few minutes)" >&2
+      cargo install oha --locked >&2
+      OHA=$(command -v oha)
+    fi
+  fi
+  export ZDT OHA ZDT_BENCH_IN_NETNS=1
+  unshare_flags=(-n)
+  [ "$(id -u)" = 0 ] || unshare_flags=(-r -n)
+  exec unshare "${unshare_flags[@]}" -- bash -c 'ip link set lo up && exec "$0" "$@"' "$0" "$@"
+fi
+
 QUICK=${QUICK:-0}
-SECS=10
-[ "$QUICK" = 1 ] && SECS=3
+SECS=${SECS:-10}
+ROUNDS=${ROUNDS:-3}
+SEARCH=${SEARCH:-1}
+RSS=${RSS:-1}
+if [ "$QUICK" = 1 ]; then SECS=3; ROUNDS=1; SEARCH=0; fi
 WORK=$(mktemp -d /tmp/zdt-bench.XXXXXX)
-PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+PORT=8080
 URL="http://127.0.0.1:$PORT/"
 NGINX_PID=""
 
@@ -37,18 +76,11 @@ trap cleanup EXIT
 
 log() { echo "== $*" >&2; }
 
-# --- tools -----------------------------------------------------------------
 ulimit -n 262144 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-if ! command -v oha >/dev/null; then
-  log "installing oha (cargo install oha; takes a few minutes)"
-  cargo install oha --locked >&2
-fi
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 2; }
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx missing: apt-get install nginx-light" >&2; exit 2; }
+[ -x "$ZDT" ] || { echo "zdt not found at $ZDT" >&2; exit 2; }
+[ -x "$OHA" ] || { echo "oha not found at $OHA" >&2; exit 2; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-log "building zdt (release)"
-(cd "$ROOT" && cargo build --release --bin zdt >&2)
-ZDT="$ROOT/target/release/zdt"
+[ -x "$NGINX" ] || { echo "nginx missing: apt-get install nginx-light" >&2; exit 2; }
 
 # --- target ------------------------------------------------------------------
 mkdir -p "$WORK/nginx"
@@ -72,162 +104,178 @@ EOF
 NGINX_PID=$!
 for _ in $(seq 50); do curl -fs "$URL" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$URL" >/dev/null || { echo "nginx did not start" >&2; exit 1; }
+log "zdt $("$ZDT" --version 2>/dev/null || true), $("$OHA" --version), $("$NGINX" -v 2>&1), in a private network namespace"
+log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- measuring ---------------------------------------------------------------
-# run OUT CMD...: runs CMD, stdout to OUT, prints "cpu_seconds max_rss_kb"
-# measured for that child alone (wait4).
-run() {
-  local out=$1; shift
-  python3 - "$out" "$@" <<'PY'
-import os, subprocess, sys
-out = open(sys.argv[1], "wb")
-p = subprocess.Popen(sys.argv[2:], stdout=out, stderr=subprocess.DEVNULL)
-_, status, ru = os.wait4(p.pid, 0)
-print(f"{ru.ru_utime + ru.ru_stime:.3f} {ru.ru_maxrss}")
-PY
-}
+# --- the runs and the tables --------------------------------------------------
+python3 - "$WORK" "$URL" "$ZDT" "$OHA" "$SECS" "$ROUNDS" "$SEARCH" "$RSS" <<'PY'
+import json, os, statistics, subprocess, sys, time
 
-# zdt_rate OUT -> "requests achieved_rate"
-zdt_rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["requests"], d["rate"])' "$1"; }
-# oha_rate OUT -> "requests achieved_rate"
-oha_rate() {
-  python3 -c '
-import json,sys
-d=json.load(open(sys.argv[1]))
-s=d["summary"]
-n=sum(d.get("statusCodeDistribution",{}).values()) + sum(d.get("errorDistribution",{}).values())
-print(n, s["requestsPerSec"])' "$1"
-}
+work, url, zdt, oha = sys.argv[1:5]
+secs, rounds = int(sys.argv[5]), int(sys.argv[6])
+search, rss_check = sys.argv[7] == "1", sys.argv[8] == "1"
 
-declare -A R
-measure() { # tool rate secs [keepalive] -> fills R[tool,rate,secs(,ka),*]
-  local tool=$1 rate=$2 secs=$3 ka=${4:-false} f="$WORK/$1-$2-$3-${4:-false}.json" usage n achieved
-  usage=$(run "$f" "${tool}_attack_cmd" "$rate" "$secs" "$ka")
-  [ "$ka" = true ] && secs="${secs}ka"
-  [ -s "$f" ] || { echo "$tool $rate/s produced no report" >&2; exit 1; }
-  read -r n achieved < <("${tool}_rate" "$f")
-  R[$tool,$rate,$secs,cpu]=${usage% *}
-  R[$tool,$rate,$secs,rss]=${usage#* }
-  R[$tool,$rate,$secs,n]=$n
-  R[$tool,$rate,$secs,rate]=$achieved
-  log "$tool $rate/s ${secs}s: $n requests, achieved $achieved/s, cpu ${usage% *}s, rss ${usage#* } KB"
-}
-# The attack commands, as executables the measuring runner can exec.
-cat > "$WORK/zdt_attack_cmd" <<EOF
-#!/usr/bin/env bash
-exec "$ZDT" attack "$URL" --rate "\$1/s" --duration "\$2s" --keepalive "\${3:-false}" --timeout 10s --format json
-EOF
-cat > "$WORK/oha_attack_cmd" <<EOF
-#!/usr/bin/env bash
-ka=(--disable-keepalive); [ "\${3:-false}" = true ] && ka=()
-exec oha "$URL" -q "\$1" -z "\$2s" "\${ka[@]}" -c 1000 --no-tui --output-format json
-EOF
-chmod +x "$WORK/zdt_attack_cmd" "$WORK/oha_attack_cmd"
-export PATH="$WORK:$PATH"
+def log(*a):
+    print("==", *a, file=sys.stderr, flush=True)
 
-for rate in 5000 20000; do
-  for tool in zdt oha; do
-    measure "$tool" "$rate" "$SECS"
-    sleep 2 # let TIME_WAIT and nginx settle
-  done
-done
-# Without keep-alive every request costs a TCP handshake on both sides of
-# loopback; on a 2-core machine the target itself may top out below
-# 20000/s (see the closed-loop table), and then neither tool can hold the
-# schedule. With keep-alive the target is not the limit, so accuracy, CPU
-# and memory are compared there too.
-for tool in zdt oha; do
-  measure "$tool" 20000 "$SECS" true
-  sleep 2
-done
-# Memory against the request count: same rate (keep-alive, which both tools
-# sustain), a quarter of the requests.
-QUARTER=$(python3 -c "print($SECS/4)")
-for tool in zdt oha; do
-  measure "$tool" 20000 "$QUARTER" true
-  sleep 2
-done
+def command(tool, rate, secs, ka):
+    duration = f"{round(secs * 1000)}ms"
+    if tool == "zdt":
+        return [zdt, "attack", url, "--rate", f"{rate}/s", "--duration", duration,
+                "--keepalive", "true" if ka else "false", "--timeout", "10s", "--format", "json"]
+    c = [oha, url, "-q", str(rate), "-z", duration, "-c", "1000", "--no-tui",
+         "--output-format", "json"]
+    if not ka:
+        c.append("--disable-keepalive")
+    if tool == "oha":
+        c.append("--latency-correction")
+    return c
 
-# Highest rate with achieved/requested >= 99.9 %, without keep-alive.
-max_rate() { # tool keepalive start step
-  local tool=$1 ka=$2 rate=$3 step=$4 best=0 secs=5 n achieved
-  [ "$QUICK" = 1 ] && secs=3
-  for _ in $(seq 12); do
-    local f="$WORK/max-$tool-$rate-$ka.json"
-    run "$f" "${tool}_attack_cmd" "$rate" "$secs" "$ka" >/dev/null
-    read -r n achieved < <("${tool}_rate" "$f")
-    if python3 -c "import sys; sys.exit(0 if $achieved / $rate >= 0.999 and $n >= $rate * $secs * 0.999 else 1)"; then
-      best=$rate
-    else
-      log "$tool $rate/s keep-alive=$ka: achieved $achieved/s ($n requests) < 99.9 %"
-      break
-    fi
-    rate=$((rate + step))
-    sleep 2
-  done
-  echo "$best"
-}
-MAX_ZDT=$(max_rate zdt false 5000 1000)
-MAX_OHA=$(max_rate oha false 5000 1000)
-MAX_ZDT_KA=$(max_rate zdt true 20000 5000)
-MAX_OHA_KA=$(max_rate oha true 20000 5000)
+def run(tool, rate, secs, ka, name):
+    """One run: its figures, with CPU and peak RSS of that process alone."""
+    out = f"{work}/{name}.json"
+    with open(out, "wb") as f:
+        p = subprocess.Popen(command(tool, rate, secs, ka), stdout=f, stderr=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+    with open(out) as f:
+        j = json.load(f)
+    cpu, rss = ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+    if tool == "zdt":
+        l, u, lag = j["latencies"], j["latencies_uncorrected"], j["send_lag"]
+        n = j["due"]
+        x = dict(p50=l["50th"] / 1e3, p99=l["99th"] / 1e3,
+                 s50=u["50th"] / 1e3, s99=u["99th"] / 1e3,
+                 lag50=lag["50th"] / 1e3, lag99=lag["99th"] / 1e3, lagmax=lag["max"] / 1e3,
+                 acc=j["rate"] / rate * 100, n=n, not_sent=j["not_sent"],
+                 success=j["success"] * 100)
+    else:
+        lp = j.get("latencyPercentiles") or {}
+        n = sum(j.get("statusCodeDistribution", {}).values()) + sum(j.get("errorDistribution", {}).values())
+        p50, p99 = (lp.get("p50") or 0) * 1e6, (lp.get("p99") or 0) * 1e6
+        x = dict(p50=p50, p99=p99, s50=p50, s99=p99,
+                 acc=j["summary"]["requestsPerSec"] / rate * 100, n=n,
+                 success=(j["summary"].get("successRate") or 0) * 100)
+    x.update(cpu_per_k=cpu / max(n, 1) * 1000 * 1000, rss=rss, cpu=cpu)
+    log(f"{name}: {n} requests, due p50/p99 {x['p50']:.0f}/{x['p99']:.0f} µs, "
+        f"sent p50/p99 {x['s50']:.0f}/{x['s99']:.0f} µs, accuracy {x['acc']:.3f} %, "
+        f"cpu {cpu:.2f} s, rss {rss:.1f} MB"
+        + (f", send lag p50/p99/max {x['lag50']:.0f}/{x['lag99']:.0f}/{x['lagmax']:.0f} µs" if tool == "zdt" else ""))
+    time.sleep(2)  # let TIME_WAIT and nginx settle
+    return x
 
-# Closed-loop maxima (requests/s as fast as possible), for reference.
-closed() { # tool keepalive
-  local secs=5
-  [ "$QUICK" = 1 ] && secs=3
-  case $1 in
-    wrk)
-      local h=(); [ "$2" = false ] && h=(-H "Connection: close")
-      wrk -t1 -c50 -d"${secs}s" "${h[@]}" "$URL" 2>/dev/null | awk '/Requests\/sec/ {print $2}' ;;
-    oha)
-      local ka=(); [ "$2" = false ] && ka=(--disable-keepalive)
-      oha "$URL" -z "${secs}s" -c 50 "${ka[@]}" --no-tui --output-format json 2>/dev/null \
-        | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["requestsPerSec"]))' ;;
-  esac
-}
-CL_WRK_KA=$(closed wrk true); sleep 2
-CL_WRK_NOKA=$(closed wrk false); sleep 2
-CL_OHA_KA=$(closed oha true); sleep 2
-CL_OHA_NOKA=$(closed oha false)
+cells = [(5000, False), (5000, True), (20000, True)]
+tools = ["zdt", "oha", "oha-sent"]
+results = {}  # (rate, ka, tool) -> [figures per round]
+for r in range(rounds):
+    for ci, (rate, ka) in enumerate(cells):
+        shift = (r + ci) % len(tools)
+        for tool in tools[shift:] + tools[:shift]:
+            name = f"{tool}-{rate}-{'ka' if ka else 'noka'}-{r}"
+            results.setdefault((rate, ka, tool), []).append(run(tool, rate, secs, ka, name))
 
-# --- table -------------------------------------------------------------------
-python3 - "$SECS" "$QUARTER" "$MAX_ZDT" "$MAX_OHA" "$MAX_ZDT_KA" "$MAX_OHA_KA" "$CL_WRK_KA" "$CL_WRK_NOKA" "$CL_OHA_KA" "$CL_OHA_NOKA" <<PY
-import sys
-secs, quarter = sys.argv[1], sys.argv[2]
-max_zdt, max_oha, max_zdt_ka, max_oha_ka = (int(v) for v in sys.argv[3:7])
-cl = sys.argv[7:11]
-R = {}
-$(for k in "${!R[@]}"; do echo "R['$k'] = '${R[$k]}'"; done)
-def g(tool, rate, s, key): return float(R[f"{tool},{rate},{s},{key}"])
-rows = []
-def row(name, z, o, fmt, better):
-    ratio = z / o if o else float("nan")
-    rows.append(f"| {name} | {fmt(z)} | {fmt(o)} | {ratio:.2f} ({better}) |")
-for rate in (5000, 20000):
-    acc = lambda t: g(t, rate, secs, "rate") / rate * 100
-    row(f"achieved/requested at {rate}/s, no keep-alive, {secs} s", acc("zdt"), acc("oha"), lambda v: f"{v:.3f} %", "≥ 1 is better")
-ka = f"{secs}ka"
-acc = lambda t: g(t, 20000, ka, "rate") / 20000 * 100
-row(f"achieved/requested at 20000/s, keep-alive, {secs} s", acc("zdt"), acc("oha"), lambda v: f"{v:.3f} %", "≥ 1 is better")
-for rate, s, label in ((5000, secs, "no keep-alive"), (20000, secs, "no keep-alive"), (20000, ka, "keep-alive")):
-    cpu = lambda t: g(t, rate, s, "cpu") / g(t, rate, s, "n") * 1000 * 1000
-    row(f"CPU ms per 1000 requests at {rate}/s, {label}", cpu("zdt"), cpu("oha"), lambda v: f"{v:.1f} ms", "≤ 1 is better")
-rss = lambda t, s: g(t, 20000, s, "rss") / 1024
-qka = f"{quarter}ka"
-row(f"peak RSS, {int(g('zdt', 20000, qka, 'n'))} requests (20000/s, keep-alive)", rss("zdt", qka), rss("oha", qka), lambda v: f"{v:.1f} MB", "≤ 1 is better")
-row(f"peak RSS, {int(g('zdt', 20000, ka, 'n'))} requests (20000/s, keep-alive)", rss("zdt", ka), rss("oha", ka), lambda v: f"{v:.1f} MB", "≤ 1 is better")
-row(f"peak RSS, {int(g('zdt', 20000, secs, 'n'))} requests (20000/s, no keep-alive)", rss("zdt", secs), rss("oha", secs), lambda v: f"{v:.1f} MB", "≤ 1 is better")
-row("highest rate with ≥ 99.9 % accuracy, no keep-alive (steps of 1000/s)", max_zdt, max_oha, lambda v: f"{v:.0f}/s", "≥ 1 is better")
-row("highest rate with ≥ 99.9 % accuracy, keep-alive (steps of 5000/s)", max_zdt_ka, max_oha_ka, lambda v: f"{v:.0f}/s", "≥ 1 is better")
-print("| measure | zdt | oha | zdt/oha |")
+def med(rate, ka, tool, key):
+    return statistics.median(x[key] for x in results[(rate, ka, tool)])
+
+def label(rate, ka):
+    return f"{rate}/s, {'keep-alive' if ka else 'no keep-alive'}"
+
+print(f"### Latency, {rounds} round(s) of {secs} s per cell, medians (µs)")
+print()
+print("| cell | zdt due p50 / p99 | oha due p50 / p99 | zdt sent p50 / p99 | oha sent p50 / p99 | zdt send lag p50 / p99 / max |")
+print("|---|---|---|---|---|---|")
+for rate, ka in cells:
+    m = lambda t, k: med(rate, ka, t, k)
+    print(f"| {label(rate, ka)} | {m('zdt','p50'):.0f} / {m('zdt','p99'):.0f} | {m('oha','p50'):.0f} / {m('oha','p99'):.0f} "
+          f"| {m('zdt','s50'):.0f} / {m('zdt','s99'):.0f} | {m('oha-sent','s50'):.0f} / {m('oha-sent','s99'):.0f} "
+          f"| {m('zdt','lag50'):.0f} / {m('zdt','lag99'):.0f} / {m('zdt','lagmax'):.0f} |")
+print()
+print("### Rate, CPU, memory (medians; oha = oha --latency-correction)")
+print()
+print("| cell | accuracy zdt / oha | CPU ms per 1000 requests zdt / oha (zdt/oha) | peak RSS zdt / oha (zdt/oha) |")
 print("|---|---|---|---|")
-print("\n".join(rows))
+for rate, ka in cells:
+    m = lambda t, k: med(rate, ka, t, k)
+    print(f"| {label(rate, ka)} | {m('zdt','acc'):.3f} % / {m('oha','acc'):.3f} % "
+          f"| {m('zdt','cpu_per_k'):.1f} / {m('oha','cpu_per_k'):.1f} ({m('zdt','cpu_per_k') / m('oha','cpu_per_k'):.2f}) "
+          f"| {m('zdt','rss'):.1f} / {m('oha','rss'):.1f} MB ({m('zdt','rss') / m('oha','rss'):.2f}) |")
 print()
-print("Closed-loop maxima against the same nginx (1 worker), for reference:")
+
+checks = []
+def check(what, ok, detail):
+    checks.append((what, ok, detail))
+for rate, ka in cells:
+    m = lambda t, k: med(rate, ka, t, k)
+    c = label(rate, ka)
+    check(f"{c}: zdt p50 ≤ oha p50 + 50 µs", m("zdt", "p50") <= m("oha", "p50") + 50,
+          f"{m('zdt','p50'):.0f} vs {m('oha','p50'):.0f} + 50 µs")
+    check(f"{c}: zdt p99 ≤ oha p99", m("zdt", "p99") <= m("oha", "p99"),
+          f"{m('zdt','p99'):.0f} vs {m('oha','p99'):.0f} µs")
+    check(f"{c}: zdt rate accuracy ≥ 99.95 %", m("zdt", "acc") >= 99.95, f"{m('zdt','acc'):.3f} %")
+    check(f"{c}: zdt CPU ≤ 0.9 × oha's", m("zdt", "cpu_per_k") <= 0.9 * m("oha", "cpu_per_k"),
+          f"{m('zdt','cpu_per_k') / m('oha','cpu_per_k'):.2f} ×")
+    check(f"{c}: zdt RSS ≤ 50 MB", m("zdt", "rss") <= 50, f"{m('zdt','rss'):.1f} MB")
+
+if rss_check:
+    # Same rate, 20× the requests: memory must not grow with the count.
+    small = run("zdt", 20000, 2.5, True, "rss-50k")
+    big = run("zdt", 20000, 50, True, "rss-1m")
+    print("### Memory against the request count (zdt, 20000/s, keep-alive)")
+    print()
+    print("| requests | peak RSS | send lag p50 / p99 / max (µs) | accuracy |")
+    print("|---|---|---|---|")
+    for x in (small, big):
+        print(f"| {x['n']:,} | {x['rss']:.1f} MB | {x['lag50']:.0f} / {x['lag99']:.0f} / {x['lagmax']:.0f} | {x['acc']:.3f} % |")
+    print()
+    check("RSS ≤ 50 MB at 1,000,000 requests", big["rss"] <= 50, f"{big['rss']:.1f} MB")
+    check("RSS flat from 50,000 to 1,000,000 requests (within 5 MB)", big["rss"] - small["rss"] <= 5,
+          f"{small['rss']:.1f} → {big['rss']:.1f} MB")
+
+print("### Done when (issue #19)")
 print()
-print("| tool | keep-alive | no keep-alive |")
+print("| check | result | measured |")
 print("|---|---|---|")
-print(f"| wrk -t1 -c50 | {cl[0]}/s | {cl[1]}/s |")
-print(f"| oha -c 50 | {cl[2]}/s | {cl[3]}/s |")
+for what, ok, detail in checks:
+    print(f"| {what} | {'PASS' if ok else 'FAIL'} | {detail} |")
+print()
+
+if search:
+    def max_rate(tool, ka, rate, step, secs=5):
+        best = 0
+        for _ in range(12):
+            x = run(tool, rate, secs, ka, f"max-{tool}-{rate}-{ka}")
+            if x["acc"] >= 99.9 and x["n"] >= rate * secs * 0.999:
+                best = rate
+            else:
+                log(f"{tool} {rate}/s keep-alive={ka}: accuracy {x['acc']:.3f} % ({x['n']} requests) < 99.9 %")
+                break
+            rate += step
+        return best
+    mz, mo = max_rate("zdt", False, 5000, 1000), max_rate("oha", False, 5000, 1000)
+    mzk, mok = max_rate("zdt", True, 20000, 5000), max_rate("oha", True, 20000, 5000)
+    def closed(tool, ka, secs=5):
+        if tool == "wrk":
+            h = [] if ka else ["-H", "Connection: close"]
+            out = subprocess.run(["wrk", "-t1", "-c50", f"-d{secs}s", *h, url], capture_output=True, text=True).stdout
+            return next((l.split()[1] for l in out.splitlines() if l.startswith("Requests/sec")), "?")
+        c = [oha, url, "-z", f"{secs}s", "-c", "50", "--no-tui", "--output-format", "json"]
+        if not ka:
+            c.append("--disable-keepalive")
+        out = subprocess.run(c, capture_output=True, text=True).stdout
+        return f"{json.loads(out)['summary']['requestsPerSec']:.0f}"
+    have_wrk = subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode == 0
+    print("### Highest rate with ≥ 99.9 % accuracy (5 s per step)")
+    print()
+    print("| keep-alive | zdt | oha | zdt/oha |")
+    print("|---|---|---|---|")
+    print(f"| no (steps of 1000/s) | {mz}/s | {mo}/s | {mz / mo if mo else float('nan'):.2f} |")
+    print(f"| yes (steps of 5000/s) | {mzk}/s | {mok}/s | {mzk / mok if mok else float('nan'):.2f} |")
+    print()
+    print("Closed-loop maxima against the same nginx (1 worker), for reference:")
+    print()
+    print("| tool | keep-alive | no keep-alive |")
+    print("|---|---|---|")
+    if have_wrk:
+        print(f"| wrk -t1 -c50 | {closed('wrk', True)}/s | {closed('wrk', False)}/s |")
+    print(f"| oha -c 50 | {closed('oha', True)}/s | {closed('oha', False)}/s |")
 PY
+log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -48,7 +48,7 @@ def generator_figures(j):
     return dict(rps=j["rate"], total=j["requests"], ok=j.get("status_codes", {}).get("200", 0),
                 p50=j["latencies"]["50th"] / 1e6, p99=j["latencies"]["99th"] / 1e6,
                 s50=sent["50th"] / 1e6, s99=sent["99th"] / 1e6, smax=sent["max"] / 1e6,
-                lag=j["schedule_lag"]["99th"] / 1e6,
+                lag=j["send_lag"]["99th"] / 1e6,
                 errors=j.get("error_kinds", {}))  # not-sent is one of the kinds
 
 # Each cell is read once: the tables below look at the same cells again.

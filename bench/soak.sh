@@ -74,9 +74,9 @@ def find(d, key):
             if k == key: return v
             f = find(v, key)
             if f is not None: return f
-lag = find(r, "schedule_lag")
+lag = find(r, "send_lag")
 print("attack: requests", r.get("requests"), " success", r.get("success"), " rate", r.get("rate"),
-      " schedule lag", json.dumps(lag))
+      " send lag", json.dumps(lag))
 PY
   kill "$(cat "$WORK/nginx.pid")"
 }

@@ -447,6 +447,11 @@ pub struct TrafficSpec {
     pub warmup: Option<Dur>,
     #[serde(default)]
     pub bucket: Option<Dur>,
+    /// Re-send an idempotent request on a fresh connection when its reused
+    /// keep-alive connection turns out closed before any response (as Go's
+    /// client does); `false` reports those failures instead.
+    #[serde(default)]
+    pub replay_idempotent: Option<bool>,
 }
 
 /// One chaos step: when (`at` or `after`), and exactly one action.

@@ -838,6 +838,10 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
         keep_alive: t.keep_alive.unwrap_or(false),
         max_in_flight,
         bucket,
+        // Not a scenario field: the workload's redirects are followed as
+        // vegeta does by default.
+        redirects: zdt_traffic::DEFAULT_REDIRECTS,
+        replay: t.replay_idempotent.unwrap_or(true),
     };
     Ok(Traffic {
         load,

@@ -15,6 +15,26 @@ use super::summary::{Bucket, ErrorKind, Latencies, Summary};
 const MAX_TRACKABLE_NS: u64 = 3_600_000_000_000;
 /// The Error Set keeps at most this many distinct messages.
 const MAX_ERROR_SET: usize = 100;
+/// Lower bounds of vegeta's latency histogram (`buckets` in its JSON
+/// report), from the corrected latencies.
+const HISTOGRAM_BOUNDS: [Duration; 16] = [
+    Duration::ZERO,
+    Duration::from_micros(100),
+    Duration::from_micros(250),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2500),
+    Duration::from_secs(5),
+];
 /// Distinct backend names tracked; more fold into "(other)".
 const MAX_BACKENDS: usize = 4096;
 const KINDS: usize = ErrorKind::ALL.len();
@@ -33,6 +53,8 @@ pub(crate) struct Record<'a> {
     /// `None` = success.
     pub failure: Option<ErrorKey>,
     pub bytes_in: u64,
+    /// Times it went again after its reused connection turned out closed.
+    pub replays: u32,
     pub node: Option<&'a [u8]>,
     pub pod: Option<&'a [u8]>,
 }
@@ -115,6 +137,30 @@ impl Dist {
         }
         let v = self.hist.value_at_quantile(q).clamp(self.min, self.max);
         Duration::from_nanos(v)
+    }
+
+    /// How many values fall in each `[bound, next bound)`, the last one
+    /// open-ended (to the histogram's 3 significant digits).
+    fn histogram(&self, bounds: &[Duration]) -> Vec<(Duration, u64)> {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let below = |d: Duration| -> u64 {
+            let v = ns(d);
+            if v <= 1 {
+                return 0;
+            }
+            self.hist
+                .iter_recorded()
+                .take_while(|it| it.value_iterated_to() < v)
+                .map(|it| it.count_at_value())
+                .sum()
+        };
+        let total = self.count();
+        let mut out = Vec::with_capacity(bounds.len());
+        for (i, &lo) in bounds.iter().enumerate() {
+            let upto = bounds.get(i + 1).map_or(total, |&hi| below(hi));
+            out.push((lo, upto - below(lo)));
+        }
+        out
     }
 
     fn latencies(&self) -> Latencies {
@@ -239,6 +285,7 @@ pub(crate) struct Aggregator {
     requests: u64,
     sent: u64,
     successes: u64,
+    replayed: u64,
     bytes_in: u64,
     codes: Counts<u16>,
     errors: [u64; KINDS],
@@ -265,6 +312,7 @@ impl Aggregator {
             requests: 0,
             sent: 0,
             successes: 0,
+            replayed: 0,
             bytes_in: 0,
             codes: Vec::new(),
             errors: [0; KINDS],
@@ -290,6 +338,7 @@ impl Aggregator {
         self.requests += 1;
         self.successes += u64::from(success);
         self.bytes_in += r.bytes_in;
+        self.replayed += u64::from(r.replays > 0);
         bump(&mut self.codes, r.status);
         if let Some(key) = r.failure {
             self.errors[key.kind().index()] += 1;
@@ -369,6 +418,10 @@ impl Aggregator {
     }
 
     fn remember_error(&mut self, key: ErrorKey) {
+        // Requests never sent have a line of their own in the reports.
+        if key.kind() == ErrorKind::NotSent {
+            return;
+        }
         if self.error_set.len() >= MAX_ERROR_SET || !self.error_keys.insert(key) {
             return;
         }
@@ -463,6 +516,7 @@ impl Aggregator {
             sent: self.sent,
             successes: self.successes,
             not_sent: self.errors[ErrorKind::NotSent.index()],
+            replayed: self.replayed,
             cancelled,
             attack,
             wait,
@@ -478,6 +532,7 @@ impl Aggregator {
             latency: self.corrected.latencies(),
             latency_uncorrected: self.uncorrected.latencies(),
             schedule_lag: self.lag.latencies(),
+            histogram: self.corrected.histogram(&HISTOGRAM_BOUNDS),
             by_node: self.names.table(&self.nodes),
             by_pod: self.names.table(&self.pods),
             host_faults: self.host_faults.clone(),
@@ -517,6 +572,7 @@ mod tests {
             status: 200,
             failure: None,
             bytes_in: 10,
+            replays: 0,
             node: Some(node),
             pod: None,
         }
@@ -570,14 +626,20 @@ mod tests {
         // vegeta: rate = sent / (last send - first send)
         assert_eq!(s.attack, Duration::from_millis(1009));
         assert!((s.achieved_rate - 1010.0 / 1.009).abs() < 1e-6);
-        // one message per distinct error, with the method and URL
-        assert_eq!(s.error_set.len(), 2, "{:?}", s.error_set);
+        // one message per distinct error, with the method and URL; requests
+        // never sent have a line of their own instead
+        assert_eq!(s.error_set.len(), 1, "{:?}", s.error_set);
         assert!(
             s.error_set[0].starts_with("GET \"http://127.0.0.1:1/\": dial tcp"),
             "{:?}",
             s.error_set
         );
         assert_eq!(s.latency.max, Duration::from_millis(1));
+        // vegeta's histogram: 1000 at 1 ms, 10 refused at 0 ms (1 ns)
+        let bin = |lo: Duration| s.histogram.iter().find(|(l, _)| *l == lo).unwrap().1;
+        assert_eq!(bin(Duration::ZERO), 10);
+        assert_eq!(bin(Duration::from_millis(1)), 1000);
+        assert_eq!(s.histogram.iter().map(|(_, n)| n).sum::<u64>(), 1010);
         let json = serde_json::to_string(&s).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
         // (floats may lose their last bit through JSON)
@@ -600,6 +662,7 @@ mod tests {
             status: 200,
             failure: None,
             bytes_in: 0,
+            replays: 0,
             node: None,
             pod: None,
         });
@@ -620,5 +683,16 @@ mod tests {
         }
         assert_eq!(a.buckets.len(), 1);
         assert_eq!(a.nodes.len(), 1);
+    }
+
+    #[test]
+    fn a_request_replayed_twice_counts_once() {
+        let mut a = Aggregator::new(meta(), None);
+        for (seq, replays) in [(0u64, 0u32), (1, 1), (2, 2), (3, 0)] {
+            let mut r = ok(seq, seq, 1, b"w");
+            r.replays = replays;
+            a.record(&r);
+        }
+        assert_eq!(a.summary(false).replayed, 2);
     }
 }

@@ -16,6 +16,7 @@ use super::http::{self, Detail, Failure, Response, Stage};
 use super::pacer::{Pace, Pacer};
 use super::raw::RawWriter;
 use super::summary::{ErrorKind, Summary};
+use super::timer::DueTimer;
 use super::TrafficError;
 
 /// Keep-alive connections: idle ones on a stack (the most recently used
@@ -51,8 +52,11 @@ pub(crate) struct RequestContext {
     pub net: zdt_core::netns::Net,
     pub request: Vec<u8>,
     pub head_only: bool,
-    /// May be sent again when a reused connection turns out closed.
-    pub replayable: bool,
+    /// When a request goes again after a reused connection turned out closed.
+    pub replay: Replay,
+    /// Redirects followed per request, and what to build their requests
+    /// from; `None` follows none (`redirects: -1`).
+    pub follow: Option<Follow>,
     pub timeout: Duration,
     pub pool: Option<Pool>,
     pub t0: Instant,
@@ -61,10 +65,57 @@ pub(crate) struct RequestContext {
     pub agg: Mutex<Aggregator>,
 }
 
+/// When a request found its reused keep-alive connection closed before any
+/// response may go again on a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Never: the failure is recorded (`replay: false`).
+    Off,
+    /// Only when the write itself failed (nothing reached the server): a
+    /// request with side effects.
+    WriteFailed,
+    /// Whenever nothing was answered: a request without side effects, as
+    /// Go's net/http does.
+    Idempotent,
+}
+
+impl Replay {
+    pub fn of(load: &crate::Load) -> Self {
+        match (load.replay, load.replayable()) {
+            (false, _) => Replay::Off,
+            (true, false) => Replay::WriteFailed,
+            (true, true) => Replay::Idempotent,
+        }
+    }
+
+    fn allows(self, f: &Failure) -> bool {
+        f.is_stale_connection()
+            && match self {
+                Replay::Off => false,
+                Replay::WriteFailed => f.stage == Stage::Write,
+                Replay::Idempotent => true,
+            }
+    }
+}
+
+/// Where a redirect's request is built from.
+pub(crate) struct Follow {
+    pub max: u32,
+    pub target: crate::Target,
+    pub load: crate::Load,
+}
+
 /// A poisoned lock only means another request task panicked mid-update;
 /// the counters are still the best information there is.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one request's exchange did besides its response.
+#[derive(Debug, Default, Clone, Copy)]
+struct Trip {
+    /// Times it went again after a reused connection turned out closed.
+    replays: u32,
 }
 
 impl RequestContext {
@@ -72,19 +123,107 @@ impl RequestContext {
         lock(&self.agg).snapshot()
     }
 
-    async fn exchange(&self, stage: &mut Stage, buf: &mut Vec<u8>) -> Result<Response, Failure> {
-        let Some(pool) = &self.pool else {
-            // One fresh connection per request, closed when it is dropped.
-            let mut stream = http::connect(&self.net, self.addr).await?;
-            return http::exchange(&mut stream, &self.request, self.head_only, buf, stage).await;
+    /// The request, and the redirects it is told to follow.
+    async fn exchange(
+        &self,
+        stage: &mut Stage,
+        buf: &mut Vec<u8>,
+        trip: &mut Trip,
+    ) -> Result<Response, Failure> {
+        let first = self
+            .hop(
+                self.addr,
+                &self.request,
+                self.head_only,
+                true,
+                stage,
+                buf,
+                trip,
+            )
+            .await;
+        let Some(follow) = &self.follow else {
+            return first;
         };
+        let mut response = first?;
+        if response.redirect().is_none() {
+            return Ok(response);
+        }
+        let mut hops = 0;
+        let mut target = follow.target.clone();
+        let mut addr = self.addr;
+        let mut load = follow.load.clone();
+        while let Some(location) = response.redirect() {
+            if hops == follow.max {
+                return Err(Failure::new(
+                    ErrorKind::BadResponse,
+                    Stage::Head,
+                    Detail::TooManyRedirects(follow.max),
+                ));
+            }
+            hops += 1;
+            let bad = || Failure::new(ErrorKind::BadResponse, Stage::Head, Detail::BadLocation);
+            let location = std::str::from_utf8(&buf[location]).map_err(|_| bad())?;
+            let path = match redirect_target(&target, &load.path, location.trim()) {
+                Some((next, path)) => {
+                    if next.authority != target.authority {
+                        addr = http::resolve(&next.authority).await.map_err(|_| bad())?;
+                    }
+                    target = next;
+                    path
+                }
+                None => return Err(bad()),
+            };
+            // As Go's client: 301/302/303 go on as GET without a body
+            // (HEAD stays HEAD); 307/308 repeat the method and body.
+            if matches!(response.status, 301..=303) && load.method != ::http::Method::HEAD {
+                load.method = ::http::Method::GET;
+                load.body.clear();
+            }
+            load.path = path;
+            // Only the attack's own target shares its keep-alive pool.
+            let pooled = addr == self.addr;
+            let request = target.request_bytes(&crate::Load {
+                keep_alive: load.keep_alive && pooled,
+                ..load.clone()
+            });
+            let head_only = load.method == ::http::Method::HEAD;
+            response = self
+                .hop(addr, &request, head_only, pooled, stage, buf, trip)
+                .await?;
+        }
+        Ok(response)
+    }
+
+    /// One request and its response, on a pooled connection when there is
+    /// one (`pooled`, with keep-alive) or a fresh one.
+    #[allow(clippy::too_many_arguments)]
+    async fn hop(
+        &self,
+        addr: SocketAddr,
+        request: &[u8],
+        head_only: bool,
+        pooled: bool,
+        stage: &mut Stage,
+        buf: &mut Vec<u8>,
+        trip: &mut Trip,
+    ) -> Result<Response, Failure> {
+        let pool = match &self.pool {
+            Some(pool) if pooled => pool,
+            _ => {
+                // One fresh connection, closed when it is dropped.
+                *stage = Stage::Connect;
+                let mut stream = http::connect(&self.net, addr).await?;
+                return http::exchange(&mut stream, request, head_only, buf, stage).await;
+            }
+        };
+        *stage = Stage::Connect;
         let _slot = pool
             .slots
             .acquire()
             .await
             .expect("the pool is never closed");
         if let Some(mut stream) = pool.take() {
-            match http::exchange(&mut stream, &self.request, self.head_only, buf, stage).await {
+            match http::exchange(&mut stream, request, head_only, buf, stage).await {
                 Ok(r) => {
                     if r.reusable {
                         pool.put(stream);
@@ -93,22 +232,49 @@ impl RequestContext {
                 }
                 // The server closed the idle connection before our request
                 // reached it; nothing was answered, so go again on a new one.
-                // (A write that failed sent nothing, so any request may go again.)
-                Err(f)
-                    if f.is_stale_connection() && (self.replayable || f.stage == Stage::Write) =>
-                {
+                Err(f) if self.replay.allows(&f) => {
+                    trip.replays += 1;
                     *stage = Stage::Connect
                 }
                 Err(f) => return Err(f),
             }
         }
-        let mut stream = http::connect(&self.net, self.addr).await?;
-        let r = http::exchange(&mut stream, &self.request, self.head_only, buf, stage).await?;
+        let mut stream = http::connect(&self.net, addr).await?;
+        let r = http::exchange(&mut stream, request, head_only, buf, stage).await?;
         if r.reusable {
             pool.put(stream);
         }
         Ok(r)
     }
+}
+
+/// Where a redirect's `Location` points, from the request that got it: an
+/// absolute `http://` URL, or a path on the same target (absolute, or
+/// relative to the current path's directory). `None` for what the
+/// generator cannot follow (https, another scheme, garbage).
+fn redirect_target(
+    current: &crate::Target,
+    current_path: &str,
+    location: &str,
+) -> Option<(crate::Target, String)> {
+    if location.contains("://") {
+        return crate::Target::parse(location).ok();
+    }
+    if location.starts_with("//") {
+        return crate::Target::parse(&format!("http:{location}")).ok();
+    }
+    if location.starts_with('/') {
+        return Some((current.clone(), location.to_string()));
+    }
+    if location.is_empty() || location.contains(char::is_whitespace) {
+        return None;
+    }
+    let dir = current_path
+        .split(['?', '#'])
+        .next()
+        .and_then(|p| p.rsplit_once('/'))
+        .map_or("", |(dir, _)| dir);
+    Some((current.clone(), format!("{dir}/{location}")))
 }
 
 /// One request, from its due time to its recorded result.
@@ -121,10 +287,11 @@ async fn request(
     let sent_at = Instant::now();
     let mut stage = Stage::Connect;
     let mut buf = Vec::new();
+    let mut trip = Trip::default();
     let deadline = TokioInstant::from_std(sent_at + context.timeout);
     let outcome = tokio::select! {
         biased;
-        r = tokio::time::timeout_at(deadline, context.exchange(&mut stage, &mut buf)) => {
+        r = tokio::time::timeout_at(deadline, context.exchange(&mut stage, &mut buf, &mut trip)) => {
             r.unwrap_or_else(|_| Err(Failure::timeout(stage)))
         }
         _ = context.stop.cancelled() => {
@@ -141,6 +308,7 @@ async fn request(
         status: 0,
         failure: None,
         bytes_in: 0,
+        replays: trip.replays,
         node: None,
         pod: None,
     };
@@ -172,19 +340,23 @@ pub(crate) async fn run(
     let t0 = context.t0;
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let end_of_schedule = TokioInstant::from_std(t0 + duration);
+    let mut timer = DueTimer::new(t0)
+        .map_err(|e| TrafficError::Internal(format!("high-resolution timer: {e}")))?;
     let mut sent = 0u64;
     let mut cancelled = false;
     loop {
-        let now = Instant::now();
-        match pacer.pace(now.saturating_duration_since(t0), sent) {
+        match pacer.pace(t0.elapsed(), sent) {
             Pace::Stop => break,
-            Pace::Wait(wait) => {
-                // Timers have millisecond resolution: at high rates each
-                // wake-up sends the batch that came due meanwhile.
+            Pace::Wait(_) => {
+                // Sleep to the due time itself (not a tick after it); when
+                // the loop wakes late, every request due meanwhile goes out
+                // at once and its lag is recorded.
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => { cancelled = true; break; }
-                    _ = tokio::time::sleep_until(TokioInstant::from_std(now + wait)) => {}
+                    r = timer.sleep_until(pacer.due(sent)) => r.map_err(|e| {
+                        TrafficError::Internal(format!("high-resolution timer: {e}"))
+                    })?,
                 }
             }
             Pace::Send => {
@@ -225,6 +397,7 @@ pub(crate) async fn run(
                 status: 0,
                 failure: Some(ErrorKey::Failure(not_sent)),
                 bytes_in: 0,
+                replays: 0,
                 node: None,
                 pod: None,
             });

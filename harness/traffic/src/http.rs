@@ -77,6 +77,11 @@ pub enum Detail {
     Cancelled,
     /// The request was due but never sent (in-flight bound, end of attack).
     NotSent,
+    /// More redirects than the attack follows (Go's client's message).
+    TooManyRedirects(u32),
+    /// A redirect whose `Location` the generator cannot follow (https, not
+    /// a URL).
+    BadLocation,
 }
 
 /// `io::ErrorKind` is not `Hash`+stable-ordered in a way worth relying on;
@@ -185,6 +190,10 @@ impl fmt::Display for Failure {
                 f,
                 "not sent: the generator could not keep up (in-flight bound or end of attack)"
             ),
+            Detail::TooManyRedirects(n) => write!(f, "stopped after {n} redirects"),
+            Detail::BadLocation => {
+                write!(f, "redirect to a location the generator cannot follow")
+            }
         }
     }
 }
@@ -200,6 +209,17 @@ pub struct Response {
     pub reusable: bool,
     pub node: Option<Range<usize>>,
     pub pod: Option<Range<usize>>,
+    /// The `Location` header of a redirect (301, 302, 303, 307, 308).
+    pub location: Option<Range<usize>>,
+}
+
+impl Response {
+    /// The status is a redirect a client follows, and it says where to.
+    pub fn redirect(&self) -> Option<Range<usize>> {
+        matches!(self.status, 301 | 302 | 303 | 307 | 308)
+            .then(|| self.location.clone())
+            .flatten()
+    }
 }
 
 /// Where requests go: the address dialed and the Host header sent.
@@ -334,6 +354,18 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The address `host:port` resolves to: its first IPv4 one, else the
+/// first.
+pub async fn resolve(authority: &str) -> io::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority).await?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| io::Error::other("no address"))
+}
+
 /// Dial `addr` from `net` ([`zdt_core::net::connect`]: loopback sources
 /// spread, no reactor turn for a handshake that already finished).
 pub async fn connect(
@@ -451,6 +483,7 @@ where
         reusable,
         node: head.node,
         pod: head.pod,
+        location: head.location,
     })
 }
 
@@ -486,6 +519,7 @@ struct Head {
     reusable: bool,
     node: Option<Range<usize>>,
     pod: Option<Range<usize>>,
+    location: Option<Range<usize>>,
 }
 
 impl Head {
@@ -494,6 +528,7 @@ impl Head {
         let shift = |r: Range<usize>| r.start + by..r.end + by;
         self.node = self.node.map(shift);
         self.pod = self.pod.map(shift);
+        self.location = self.location.map(shift);
         self
     }
 }
@@ -519,6 +554,7 @@ fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, Detail> {
     let mut close = version == 0;
     let mut node = None;
     let mut pod = None;
+    let mut location = None;
     for h in response.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -539,6 +575,8 @@ fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, Detail> {
             node = Some(range_of(h.value));
         } else if name.eq_ignore_ascii_case(b"x-pod") {
             pod = Some(range_of(h.value));
+        } else if name.eq_ignore_ascii_case(b"location") {
+            location = Some(range_of(h.value));
         }
     }
     let interim = (100..200).contains(&status) && status != 101;
@@ -559,6 +597,7 @@ fn parse_head(bytes: &[u8], head_only: bool) -> Result<Option<Head>, Detail> {
         reusable: !close,
         node,
         pod,
+        location,
     }))
 }
 

@@ -31,6 +31,7 @@ pub(crate) mod pacer;
 pub mod raw;
 pub mod report;
 mod summary;
+mod timer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,7 +47,7 @@ use zdt_core::units::Rate;
 pub use ::http::Method;
 pub use aggregate::Snapshot;
 pub use http::{Target, UrlError};
-pub use load::{Load, DEFAULT_MAX_IN_FLIGHT, MIN_BUCKET};
+pub use load::{Load, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REDIRECTS, MIN_BUCKET};
 pub use pacer::{Pace, Pacer};
 pub use raw::{RawFormat, RawOutput, RawRecord};
 pub use summary::{Bucket, ErrorKind, Latencies, Summary};
@@ -235,7 +236,14 @@ impl Attack {
             net,
             request: target.request_bytes(&load),
             head_only: load.method == ::http::Method::HEAD,
-            replayable: load.replayable(),
+            replay: attack::Replay::of(&load),
+            follow: u32::try_from(load.redirects)
+                .ok()
+                .map(|max| attack::Follow {
+                    max,
+                    target: target.clone(),
+                    load: load.clone(),
+                }),
             timeout: load.timeout.get(),
             pool: load.keep_alive.then(|| attack::Pool::new(pool_cap)),
             t0,
@@ -340,20 +348,10 @@ pub async fn attack(
 }
 
 async fn resolve(authority: &str) -> Result<SocketAddr, TrafficError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority)
+    http::resolve(authority)
         .await
-        .map_err(|e| TrafficError::Resolve {
+        .map_err(|source| TrafficError::Resolve {
             authority: authority.to_string(),
-            source: e,
-        })?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| TrafficError::Resolve {
-            authority: authority.to_string(),
-            source: std::io::Error::other("no address"),
+            source,
         })
 }

@@ -17,6 +17,8 @@ use zdt_core::units::{Dur, Rate};
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 100_000;
 /// The smallest time bucket.
 pub const MIN_BUCKET: Duration = Duration::from_millis(100);
+/// Redirects followed per request unless told otherwise (vegeta's default).
+pub const DEFAULT_REDIRECTS: i32 = 10;
 /// The largest in-flight bound accepted.
 const MAX_IN_FLIGHT: usize = 1_000_000;
 
@@ -48,11 +50,32 @@ pub struct Load {
     pub max_in_flight: usize,
     /// Width of the time buckets (≥ 100 ms).
     pub bucket: Dur,
+    /// Redirects followed per request, as vegeta's `-redirects`: beyond
+    /// this many the request fails ("stopped after N redirects"); `-1`
+    /// follows none and counts the 3xx response as it is (a success).
+    #[serde(default = "default_redirects")]
+    pub redirects: i32,
+    /// Send a request again on a fresh connection when the reused
+    /// keep-alive connection it went out on turns out closed before any
+    /// response, as Go's client does (only requests without side effects,
+    /// or any request whose write failed). Replays are counted. `false`:
+    /// such a request fails, as a client without retries would see it.
+    #[serde(default = "yes")]
+    pub replay: bool,
+}
+
+fn default_redirects() -> i32 {
+    DEFAULT_REDIRECTS
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Load {
     /// GET `/` at `rate` for `duration`, with a 10 s timeout, no keep-alive
-    /// (the scenario default) and 1 s buckets.
+    /// (the scenario default), 1 s buckets, vegeta's 10 redirects and
+    /// replays on.
     pub fn new(rate: Rate, duration: Dur) -> Self {
         Self {
             method: http::Method::GET,
@@ -65,6 +88,8 @@ impl Load {
             keep_alive: false,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             bucket: Dur::from_secs(1),
+            redirects: DEFAULT_REDIRECTS,
+            replay: true,
         }
     }
 
@@ -94,6 +119,12 @@ impl Load {
             return bad(format!(
                 "bucket {:?} is too small: use ≥ 100ms",
                 self.bucket.get()
+            ));
+        }
+        if self.redirects < -1 {
+            return bad(format!(
+                "redirects {} is out of range: use -1 (follow none) or 0 and up",
+                self.redirects
             ));
         }
         if !self.path.starts_with('/') {
@@ -223,6 +254,8 @@ mod tests {
             keep_alive: true,
             max_in_flight: 7,
             bucket: Dur::from_millis(100),
+            redirects: -1,
+            replay: false,
         }
     }
 
@@ -268,6 +301,7 @@ mod tests {
         assert!(msg(|l| l.max_in_flight = 0).contains("max in-flight 0"));
         assert!(msg(|l| l.bucket = Dur::from_millis(10)).contains("≥ 100ms"));
         assert!(msg(|l| l.path = "x".into()).contains("must start with `/`"));
+        assert!(msg(|l| l.redirects = -2).contains("redirects -2 is out of range"));
         assert!(msg(|l| l.headers = vec![("a b".into(), "c".into())]).contains("`a b: c`"));
     }
 }

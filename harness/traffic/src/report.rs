@@ -12,14 +12,21 @@ use serde::Serialize;
 
 use super::summary::{Latencies, Summary};
 
-/// vegeta's text report, then zdt's additions after a blank line.
+/// vegeta's text report, zdt's additions after a blank line, and vegeta's
+/// `Error Set:` last, holding only error lines.
+///
+/// vegeta's lines describe the requests that were sent, as vegeta's do (it
+/// has no other kind); requests the generator owed but never sent have
+/// their own line, and a warning heads the report when there were any.
 pub fn text(s: &Summary) -> String {
     let mut out = String::new();
+    if let Some(warning) = behind_warning(s) {
+        let _ = writeln!(out, "{warning}");
+    }
     let d = |d: Duration| go_duration(round(d));
     let l = &s.latency;
-    let requests = s.requests.max(1) as f64;
-    let codes: String = s
-        .status_codes
+    let sent = s.sent.max(1) as f64;
+    let codes: String = sent_status_codes(s)
         .iter()
         .map(|(code, n)| format!("{code}:{n}  "))
         .collect();
@@ -27,10 +34,7 @@ pub fn text(s: &Summary) -> String {
         [
             "Requests".to_string(),
             "[total, rate, throughput]".into(),
-            format!(
-                "{}, {:.2}, {:.2}",
-                s.requests, s.achieved_rate, s.throughput
-            ),
+            format!("{}, {:.2}, {:.2}", s.sent, s.achieved_rate, s.throughput),
         ],
         [
             "Duration".into(),
@@ -47,26 +51,21 @@ pub fn text(s: &Summary) -> String {
         [
             "Bytes In".into(),
             "[total, mean]".into(),
-            format!("{}, {:.2}", s.bytes_in, s.bytes_in as f64 / requests),
+            format!("{}, {:.2}", s.bytes_in, s.bytes_in as f64 / sent),
         ],
         [
             "Bytes Out".into(),
             "[total, mean]".into(),
-            format!("{}, {:.2}", s.bytes_out, s.bytes_out as f64 / requests),
+            format!("{}, {:.2}", s.bytes_out, s.bytes_out as f64 / sent),
         ],
         [
             "Success".into(),
             "[ratio]".into(),
-            format!("{:.2}%", s.success_ratio() * 100.0),
+            format!("{:.2}%", sent_success_ratio(s) * 100.0),
         ],
         ["Status Codes".into(), "[code:count]".into(), codes],
     ];
     tabulate(&mut out, &vegeta);
-    out.push_str("Error Set:\n");
-    for e in &s.error_set {
-        out.push_str(e);
-        out.push('\n');
-    }
 
     let tail = |l: &Latencies| {
         [l.p50, l.p90, l.p99, l.p999, l.p9999, l.max]
@@ -80,7 +79,12 @@ pub fn text(s: &Summary) -> String {
     };
     let mut zdt = vec![
         [
-            "Corrected".to_string(),
+            "Send Lag".to_string(),
+            "[mean, 50, 99, max]".into(),
+            [lag.mean, lag.p50, lag.p99, lag.max].map(d).join(", "),
+        ],
+        [
+            "Corrected".into(),
             "[50, 90, 99, 99.9, 99.99, max]".into(),
             tail(&s.latency),
         ],
@@ -90,22 +94,26 @@ pub fn text(s: &Summary) -> String {
             tail(&s.latency_uncorrected),
         ],
         [
-            "Schedule Lag".into(),
-            "[mean, 50, 99, max]".into(),
-            [lag.mean, lag.p50, lag.p99, lag.max].map(d).join(", "),
-        ],
-        [
             "Schedule".into(),
-            "[rate, duration, sent, not sent]".into(),
+            "[rate, duration, due]".into(),
             format!(
-                "{}, {}, {}, {}{}",
+                "{}, {}, {}{}",
                 s.rate,
                 go_duration(s.duration),
-                s.sent,
-                s.not_sent,
+                s.requests,
                 if s.cancelled { " (cancelled)" } else { "" }
             ),
         ],
+        [
+            "Not Sent".into(),
+            "[count, ratio]".into(),
+            format!(
+                "{}, {:.2}%",
+                s.not_sent,
+                s.not_sent as f64 / s.requests.max(1) as f64 * 100.0
+            ),
+        ],
+        ["Replayed".into(), "[count]".into(), s.replayed.to_string()],
         ["Error Kinds".into(), "[kind:count]".into(), kinds],
     ];
     if !s.by_node.is_empty() {
@@ -116,7 +124,49 @@ pub fn text(s: &Summary) -> String {
     }
     out.push('\n');
     tabulate(&mut out, &zdt);
+    out.push_str("Error Set:\n");
+    for e in &s.error_set {
+        out.push_str(e);
+        out.push('\n');
+    }
     out
+}
+
+/// The headline when the generator owed requests it never sent: its
+/// figures then measure the generator as much as the target.
+pub fn behind_warning(s: &Summary) -> Option<String> {
+    (s.not_sent > 0).then(|| {
+        format!(
+            "WARNING: the generator fell behind: {} of {} due requests ({:.2}%) were not sent; \
+             the figures below cover the {} sent",
+            s.not_sent,
+            s.requests,
+            s.not_sent as f64 / s.requests.max(1) as f64 * 100.0,
+            s.sent
+        )
+    })
+}
+
+/// Status codes of the requests sent (those never sent are "0" in the
+/// summary's table).
+fn sent_status_codes(s: &Summary) -> BTreeMap<u16, u64> {
+    let mut codes = s.status_codes.clone();
+    if let Some(n) = codes.get_mut(&0) {
+        *n = n.saturating_sub(s.not_sent);
+        if *n == 0 {
+            codes.remove(&0);
+        }
+    }
+    codes
+}
+
+/// Successes / requests sent (vegeta's `success`), 0 when none was.
+fn sent_success_ratio(s: &Summary) -> f64 {
+    if s.sent == 0 {
+        0.0
+    } else {
+        s.successes as f64 / s.sent as f64
+    }
 }
 
 /// Go's `text/tabwriter` as vegeta configures it (padding 2, spaces): each
@@ -235,6 +285,16 @@ struct Bytes {
     mean: f64,
 }
 
+/// vegeta's histogram (`buckets`): an object from each bin's lower bound
+/// in ns to its count, in bin order.
+struct HistogramJson<'a>(&'a [(Duration, u64)]);
+
+impl Serialize for HistogramJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(d, n)| (d.as_nanos().to_string(), *n)))
+    }
+}
+
 /// vegeta's `Metrics` JSON in its field order, then zdt's additions.
 #[derive(Serialize)]
 struct VegetaJson<'a> {
@@ -252,22 +312,28 @@ struct VegetaJson<'a> {
     success: f64,
     status_codes: BTreeMap<String, u64>,
     errors: &'a [String],
+    buckets: HistogramJson<'a>,
     // zdt's additions
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
+    send_lag: VegetaLatencies,
     latencies_uncorrected: VegetaLatencies,
-    schedule_lag: VegetaLatencies,
     error_kinds: &'a BTreeMap<super::ErrorKind, u64>,
-    sent: u64,
+    due: u64,
     not_sent: u64,
+    replayed: u64,
     requested_rate: f64,
     cancelled: bool,
     started_at: u64,
     by_node: &'a BTreeMap<String, u64>,
     by_pod: &'a BTreeMap<String, u64>,
     bucket: u64,
-    buckets: &'a [super::Bucket],
+    time_buckets: &'a [super::Bucket],
 }
 
 /// vegeta's JSON report (one line), with zdt's additions as extra fields.
+/// As in the text report, vegeta's fields cover the requests sent; `due`,
+/// `not_sent` and `warning` tell about the rest.
 pub fn json(s: &Summary) -> String {
     let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let wall = |d: Duration| {
@@ -276,44 +342,46 @@ pub fn json(s: &Summary) -> String {
             .and_then(|d| s.started_wall.checked_add(d).ok())
             .unwrap_or(s.started_wall)
     };
-    let requests = s.requests.max(1) as f64;
+    let sent = s.sent.max(1) as f64;
     let v = VegetaJson {
         latencies: (&s.latency).into(),
         bytes_in: Bytes {
             total: s.bytes_in,
-            mean: s.bytes_in as f64 / requests,
+            mean: s.bytes_in as f64 / sent,
         },
         bytes_out: Bytes {
             total: s.bytes_out,
-            mean: s.bytes_out as f64 / requests,
+            mean: s.bytes_out as f64 / sent,
         },
         earliest: wall(s.first_send),
         latest: wall(s.last_send),
         end: wall(s.last_send + s.wait),
         duration: ns(s.attack),
         wait: ns(s.wait),
-        requests: s.requests,
+        requests: s.sent,
         rate: s.achieved_rate,
         throughput: s.throughput,
-        success: s.success_ratio(),
-        status_codes: s
-            .status_codes
+        success: sent_success_ratio(s),
+        status_codes: sent_status_codes(s)
             .iter()
             .map(|(c, n)| (c.to_string(), *n))
             .collect(),
         errors: &s.error_set,
+        buckets: HistogramJson(&s.histogram),
+        warning: behind_warning(s),
+        send_lag: (&s.schedule_lag).into(),
         latencies_uncorrected: (&s.latency_uncorrected).into(),
-        schedule_lag: (&s.schedule_lag).into(),
         error_kinds: &s.errors,
-        sent: s.sent,
+        due: s.requests,
         not_sent: s.not_sent,
+        replayed: s.replayed,
         requested_rate: s.rate.get(),
         cancelled: s.cancelled,
         started_at: ns(s.started_at),
         by_node: &s.by_node,
         by_pod: &s.by_pod,
         bucket: ns(s.bucket),
-        buckets: &s.buckets,
+        time_buckets: &s.buckets,
     };
     let mut line = serde_json::to_string(&v).expect("the report serialises");
     line.push('\n');
@@ -403,6 +471,7 @@ mod tests {
             sent: 9000,
             successes: 9000,
             not_sent: 0,
+            replayed: 0,
             cancelled: false,
             attack: Duration::from_secs(180),
             wait: Duration::from_nanos(1_160_000),
@@ -418,6 +487,7 @@ mod tests {
             latency: lat,
             latency_uncorrected: lat,
             schedule_lag: Latencies::default(),
+            histogram: vec![],
             by_node: BTreeMap::new(),
             by_pod: BTreeMap::new(),
             host_faults: BTreeMap::new(),
@@ -437,17 +507,93 @@ Bytes In      [total, mean]                     764693, 84.97
 Bytes Out     [total, mean]                     211500, 23.50
 Success       [ratio]                           100.00%
 Status Codes  [code:count]                      200:4501  202:4499  
-Error Set:
+
+Send Lag     [mean, 50, 99, max]             0s, 0s, 0s, 0s
 ";
         assert!(t.starts_with(vegeta), "got:\n{t}");
         assert!(
-            t.contains("Corrected     [50, 90, 99, 99.9, 99.99, max]"),
+            t.contains("Corrected    [50, 90, 99, 99.9, 99.99, max]"),
+            "{t}"
+        );
+        assert!(t.contains("Not Sent     [count, ratio]"), "{t}");
+        assert!(t.ends_with("Error Set:\n"), "{t}");
+    }
+
+    #[test]
+    fn unsent_requests_have_their_own_line_and_a_headline() {
+        let mut s = summary();
+        // 9000 sent (3 refused), 10 more due but never sent.
+        s.requests = 9010;
+        s.not_sent = 10;
+        s.successes = 8997;
+        s.status_codes = [(0, 13), (200, 8997)].into();
+        s.errors = [(ErrorKind::Refused, 3), (ErrorKind::NotSent, 10)].into();
+        s.error_set = vec!["GET \"http://127.0.0.1:8080/\": dial tcp: connection refused".into()];
+        let t = text(&s);
+        let mut lines = t.lines();
+        assert_eq!(
+            lines.next(),
+            Some(
+                "WARNING: the generator fell behind: 10 of 9010 due requests (0.11%) were not sent; \
+                 the figures below cover the 9000 sent"
+            )
+        );
+        // vegeta's lines count what was sent, all of them alike.
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("Requests      [total, rate, throughput]         9000, "),
             "{t}"
         );
         assert!(
-            t.contains("Schedule      [rate, duration, sent, not sent]"),
+            t.contains("Success       [ratio]                           99.97%\n"),
             "{t}"
         );
+        assert!(
+            t.contains("[code:count]                      0:3  200:8997  \n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Not Sent     [count, ratio]                  10, 0.11%\n"),
+            "{t}"
+        );
+        // Error Set: last, only error lines.
+        let (_, errors) = t.split_once("Error Set:\n").unwrap();
+        assert_eq!(errors, format!("{}\n", s.error_set[0]));
+
+        let v: serde_json::Value = serde_json::from_str(&json(&s)).unwrap();
+        assert_eq!(
+            (v["requests"].as_u64(), v["due"].as_u64()),
+            (Some(9000), Some(9010))
+        );
+        assert_eq!(v["not_sent"], 10);
+        assert_eq!(v["status_codes"]["0"], 3);
+        assert!(v["warning"].as_str().unwrap().contains("10 of 9010"));
+        assert_eq!(v["success"], 8997.0 / 9000.0);
+    }
+
+    #[test]
+    fn json_buckets_are_vegetas_histogram_object() {
+        let mut s = summary();
+        s.histogram = vec![
+            (Duration::ZERO, 5),
+            (Duration::from_micros(100), 7),
+            (Duration::from_millis(1), 2),
+        ];
+        s.buckets = vec![crate::Bucket {
+            requests: 14,
+            ..Default::default()
+        }];
+        let line = json(&s);
+        // An object, its keys the lower bounds in ns, in bin order.
+        assert!(
+            line.contains(r#""buckets":{"0":5,"100000":7,"1000000":2}"#),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time_buckets"][0]["requests"], 14);
+        assert!(v.get("warning").is_none());
     }
 
     #[test]
@@ -469,5 +615,7 @@ Error Set:
         assert_eq!(v["error_kinds"]["refused"], 3);
         assert_eq!(v["earliest"], "2026-11-26T05:00:00Z");
         assert_eq!(v["end"], "2026-11-26T05:03:00.00116Z");
+        assert_eq!(v["send_lag"]["99th"], 0);
+        assert_eq!(v["replayed"], 0);
     }
 }

@@ -170,6 +170,11 @@ pub struct Summary {
     pub sent: u64,
     pub successes: u64,
     pub not_sent: u64,
+    /// Requests that went again on a fresh connection after the reused one
+    /// turned out closed before any response (counted once each, whatever
+    /// their outcome).
+    #[serde(default)]
+    pub replayed: u64,
     /// The attack was cancelled before its schedule ended; the counts
     /// cover what was due until then.
     pub cancelled: bool,
@@ -202,8 +207,13 @@ pub struct Summary {
     pub latency: Latencies,
     /// Latency from the actual send.
     pub latency_uncorrected: Latencies,
-    /// Actual send − due time.
+    /// Actual send − due time: the generator's own lag, which the
+    /// corrected latency includes.
     pub schedule_lag: Latencies,
+    /// vegeta's latency histogram: (lower bound, requests with a corrected
+    /// latency from it to the next bound), the last bin open-ended.
+    #[serde(default, with = "histogram_ns")]
+    pub histogram: Vec<(Duration, u64)>,
     /// Responses by `X-Node` / `X-Pod` response header value.
     #[serde(default)]
     pub by_node: BTreeMap<String, u64>,
@@ -243,5 +253,32 @@ impl Summary {
     /// generator fell behind measures the generator, not the system.
     pub fn on_schedule(&self, max_lag: Duration) -> bool {
         self.not_sent == 0 && self.schedule_lag.p99 <= max_lag
+    }
+}
+
+/// Histogram bins as `[[lower bound ns, count], …]`.
+mod histogram_ns {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        bins: &[(Duration, u64)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            bins.iter()
+                .map(|(d, n)| (u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), *n)),
+        )
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(Duration, u64)>, D::Error> {
+        let bins = Vec::<(u64, u64)>::deserialize(d)?;
+        Ok(bins
+            .into_iter()
+            .map(|(ns, n)| (Duration::from_nanos(ns), n))
+            .collect())
     }
 }

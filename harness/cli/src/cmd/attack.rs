@@ -67,6 +67,16 @@ pub struct AttackArgs {
     /// Request body (`@FILE` reads a file).
     #[arg(long)]
     pub body: Option<String>,
+    /// Redirects to follow per request, as vegeta's `-redirects`: beyond N
+    /// the request fails; `-1` follows none and counts the 3xx as a success.
+    #[arg(long, default_value_t = zdt_traffic::DEFAULT_REDIRECTS, allow_negative_numbers = true, value_name = "N")]
+    pub redirects: i32,
+    /// Re-send a request without side effects on a fresh connection when
+    /// its reused keep-alive connection turns out closed before any
+    /// response, as Go's client does (counted as "Replayed"); `false`
+    /// reports those failures instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub replay: bool,
 }
 
 impl AttackArgs {
@@ -89,6 +99,8 @@ impl AttackArgs {
                 keep_alive: self.keepalive,
                 max_in_flight: self.max_in_flight,
                 bucket: self.bucket,
+                redirects: self.redirects,
+                replay: self.replay,
             },
             pool_cap: self.connections,
             raw: match &self.output {
@@ -202,7 +214,8 @@ fn print_report(summary: &Summary, format: Format) -> miette::Result<()> {
     out.flush().into_diagnostic()
 }
 
-/// Live progress on stderr: elapsed, sent, success so far, p99 so far.
+/// Live progress on stderr: elapsed, sent, success, p99 and the largest
+/// send lag so far.
 fn progress_bar(progress: Progress) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let bar = indicatif::ProgressBar::new(progress.total());
@@ -224,9 +237,11 @@ fn progress_bar(progress: Progress) -> tokio::task::JoinHandle<()> {
             } else {
                 snap.successes as f64 / snap.done as f64 * 100.0
             };
+            let d = |d| zdt_traffic::report::go_duration(zdt_traffic::report::round(d));
             bar.set_message(format!(
-                "success {ratio:.2}%  p99 {}",
-                zdt_traffic::report::go_duration(zdt_traffic::report::round(snap.p99))
+                "success {ratio:.2}%  p99 {}  send lag max {}",
+                d(snap.p99),
+                d(snap.max_lag)
             ));
         }
     })

@@ -37,6 +37,11 @@ fn bad_flags_exit_2_with_the_fix() {
             "max in-flight 0 is out of range",
         ),
         (vec![url.as_str(), "--method", "GE T"], "--method `GE T`"),
+        (
+            vec![url.as_str(), "--redirects", "-2"],
+            "use -1 (follow none)",
+        ),
+        (vec![url.as_str(), "--replay", "no"], "true"),
         (vec!["https://127.0.0.1/"], "https"),
         (vec!["127.0.0.1:8080"], "http://"),
     ] {
@@ -66,19 +71,44 @@ fn completed_attack_exits_0_with_vegeta_json() {
     assert_eq!(v["status_codes"]["0"], 20);
     assert_eq!(v["success"], 0.0);
     assert_eq!(v["error_kinds"]["refused"], 20);
+    assert_eq!(v["due"], 20);
+    assert_eq!(v["not_sent"], 0);
+    assert_eq!(v["replayed"], 0);
+    assert!(
+        v["buckets"].is_object(),
+        "vegeta's histogram: {}",
+        v["buckets"]
+    );
+    assert!(v["time_buckets"].is_array());
+    assert!(v["send_lag"]["max"].is_u64());
     assert!(
         err.is_empty(),
         "no progress bar when stdout is not a terminal: {err}"
     );
 
-    let (code, out, _) = zdt(&[&url, "--rate", "100/s", "--duration", "100ms"]);
-    assert_eq!(code, 0);
+    // The switches reach the generator (and a negative count parses).
+    let (code, out, err) = zdt(&[
+        &url,
+        "--rate",
+        "100/s",
+        "--duration",
+        "100ms",
+        "--redirects",
+        "-1",
+        "--replay",
+        "false",
+    ]);
+    assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with("Requests      [total, rate, throughput]         10, "),
         "{out}"
     );
     assert!(
-        out.contains("Status Codes  [code:count]                      0:10  \nError Set:\n"),
+        out.contains("Status Codes  [code:count]                      0:10  \n\nSend Lag "),
         "{out}"
     );
+    // Error Set: last, holding only the error lines.
+    let (_, errors) = out.split_once("Error Set:\n").expect("an Error Set");
+    assert_eq!(errors.lines().count(), 1, "{out}");
+    assert!(errors.contains("onnection refused"), "{out}");
 }

@@ -51,6 +51,11 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(s.traffic.load.path, "/");
     assert_eq!(s.traffic.load.max_in_flight, 1000); // 100/s × 10s
     assert_eq!(s.traffic.load.bucket, d("1s"));
+    assert!(
+        s.traffic.load.replay,
+        "Go's replay of idempotent requests is on"
+    );
+    assert_eq!(s.traffic.load.redirects, zdt_traffic::DEFAULT_REDIRECTS);
     assert_eq!(s.traffic.warmup, Dur::ZERO);
     assert!(s.chaos.is_empty());
     assert!(s.expect.success_ratio.is_none());
@@ -105,6 +110,7 @@ fn every_field_of_the_full_example_arrives() {
         [("Content-Type".to_string(), "text/plain".to_string())]
     );
     assert_eq!(s.traffic.load.body, b"hello");
+    assert!(!s.traffic.load.replay, "replayIdempotent: false");
 
     assert_eq!(s.chaos.len(), 20);
     assert_eq!(

@@ -33,6 +33,11 @@ enum Behaviour {
     Garbage,
     /// Promise 100 body bytes, send 5, close.
     CloseMidBody,
+    /// Answer one request as keep-alive (no `Connection: close`), then
+    /// close: the next request on that connection finds it closed.
+    OneThenClose,
+    /// `/` → 301 to `/final` (200); `/loop…` → 302 to itself.
+    Redirect,
 }
 
 struct Server {
@@ -88,9 +93,9 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<Atomi
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         };
-        let close = String::from_utf8_lossy(&buf[..head_end])
-            .to_ascii_lowercase()
-            .contains("connection: close");
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let close = head.contains("connection: close");
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         buf.drain(..head_end);
         requests.fetch_add(1, Ordering::Relaxed);
         let ok: &[u8] = if close {
@@ -130,6 +135,29 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<Atomi
                     .await;
                 return;
             }
+            Behaviour::OneThenClose => {
+                let _ = stream.write_all(ok).await;
+                return;
+            }
+            Behaviour::Redirect if path == "/" => {
+                let moved: &[u8] =
+                    b"HTTP/1.1 301 Moved Permanently\r\nLocation: /final\r\nContent-Length: 0\r\n\r\n";
+                if stream.write_all(moved).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Behaviour::Redirect if path.starts_with("/loop") => {
+                let again = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://{}{path}\r\nContent-Length: 0\r\n\r\n",
+                    stream.local_addr().unwrap()
+                );
+                if stream.write_all(again.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Behaviour::Redirect => {}
         }
         if stream.write_all(ok).await.is_err() || close {
             return;
@@ -414,4 +442,70 @@ async fn raw_results_stream_to_json_lines_and_csv() {
     assert_eq!(lines.next(), Some(traffic::raw::CSV_HEADER));
     assert_eq!(lines.count(), 100);
     assert!(traffic::RawOutput::from_path(dir.path().join("x.txt")).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_requests_are_counted_and_replay_can_be_turned_off() {
+    let _serial = SERIAL.lock().await;
+    // Every pooled connection is closed by the server after one answer, so
+    // the next request that takes it finds it closed before any response.
+    let server = Server::start(Behaviour::OneThenClose).await;
+    let mut st = settings(&server.url(), "100/s", 1000);
+    st.load.keep_alive = true;
+    let s = run(st.clone()).await;
+    assert_eq!((s.requests, s.successes), (100, 100), "{:?}", s.errors);
+    // Request 0 opened the first connection; after it nearly every request
+    // found its pooled connection closed and went again on a fresh one
+    // (one that overlapped another found the pool empty instead).
+    assert!(
+        s.replayed >= 50 && s.replayed <= 99,
+        "{} replayed",
+        s.replayed
+    );
+    assert_eq!(server.requests.load(Ordering::Relaxed), 100);
+    let text = traffic::report::text(&s);
+    let line = text.lines().find(|l| l.starts_with("Replayed ")).unwrap();
+    assert!(line.ends_with(&format!("  {}", s.replayed)), "{line}");
+
+    let server = Server::start(Behaviour::OneThenClose).await;
+    st.target = traffic::Target::parse(&server.url()).unwrap().0;
+    st.load.replay = false;
+    let s = run(st).await;
+    assert_eq!(s.requests, 100);
+    assert_eq!(s.replayed, 0);
+    let stale = count(&s, ErrorKind::Closed) + count(&s, ErrorKind::Reset);
+    assert_eq!(stale, s.failures(), "{:?}", s.errors);
+    assert!(stale >= 25, "only {stale} failures seen: {:?}", s.errors);
+    assert_eq!(server.requests.load(Ordering::Relaxed), s.successes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_as_vegeta_does() {
+    let _serial = SERIAL.lock().await;
+    let server = Server::start(Behaviour::Redirect).await;
+    // Followed (vegeta's default of 10): the final answer counts.
+    let s = run(settings(&server.url(), "200/s", 250)).await;
+    assert_eq!((s.requests, s.successes), (50, 50), "{:?}", s.errors);
+    assert_eq!(s.status_codes.get(&200), Some(&50));
+    assert_eq!(server.requests.load(Ordering::Relaxed), 100);
+
+    // -1: not followed, the 3xx is the answer (and a success).
+    let mut st = settings(&server.url(), "200/s", 250);
+    st.load.redirects = -1;
+    let s = run(st).await;
+    assert_eq!((s.requests, s.successes), (50, 50), "{:?}", s.errors);
+    assert_eq!(s.status_codes.get(&301), Some(&50));
+
+    // Beyond the limit: Go's client's error, status 0.
+    let mut st = settings(&format!("{}loop", server.url()), "200/s", 250);
+    st.load.redirects = 2;
+    let s = run(st).await;
+    assert_eq!(s.successes, 0);
+    assert_eq!(count(&s, ErrorKind::BadResponse), 50, "{:?}", s.errors);
+    assert_eq!(s.status_codes.get(&0), Some(&50));
+    assert!(
+        s.error_set[0].ends_with("stopped after 2 redirects"),
+        "{:?}",
+        s.error_set
+    );
 }

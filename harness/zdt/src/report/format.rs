@@ -25,8 +25,11 @@ pub(crate) fn ms(v: f64) -> String {
         format!("{:.2} s", v / 1000.0)
     } else if v >= 10.0 {
         format!("{v:.0} ms")
-    } else {
+    } else if v >= 1.0 {
         format!("{v:.2} ms")
+    } else {
+        // Microseconds matter here (a generator's send lag, a fast server).
+        format!("{v:.3} ms")
     }
 }
 

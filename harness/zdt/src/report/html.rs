@@ -156,7 +156,7 @@ fn variant_section(h: &mut String, v: &VariantSummary, pts: &[Point], events: &[
     let _ = writeln!(
         h,
         "<p class=\"meta\">{} requests at {:.0}/s (requested {:.0}/s) · success {} · p50 {} · p99 {} · max {} · \
-         generator lag p99 {}</p>",
+         send lag p50 / p99 / max {} / {} / {}</p>",
         v.requests,
         v.rate.achieved,
         v.rate.requested,
@@ -164,7 +164,9 @@ fn variant_section(h: &mut String, v: &VariantSummary, pts: &[Point], events: &[
         format::ms(v.latency_ms.p50),
         format::ms(v.latency_ms.p99),
         format::ms(v.latency_ms.max),
+        format::ms(v.schedule_lag_ms.p50),
         format::ms(v.schedule_lag_ms.p99),
+        format::ms(v.schedule_lag_ms.max),
     );
     let timing = format::timing(v);
     if !timing.is_empty() {

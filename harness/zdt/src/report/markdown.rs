@@ -111,7 +111,7 @@ fn variant(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
     writeln!(
         w,
         "Latency from each request's due time: p50 {}, p90 {}, p95 {}, p99 {}, p99.9 {}, max {}, mean {}. \
-         Generator lag p99 {}, max {}. Status codes: {}.",
+         Send lag (the generator's own, sent − due) p50 {}, p99 {}, max {}. Status codes: {}.",
         format::ms(v.latency_ms.p50),
         format::ms(v.latency_ms.p90),
         format::ms(v.latency_ms.p95),
@@ -119,6 +119,7 @@ fn variant(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
         format::ms(v.latency_ms.p999),
         format::ms(v.latency_ms.max),
         format::ms(v.latency_ms.mean),
+        format::ms(v.schedule_lag_ms.p50),
         format::ms(v.schedule_lag_ms.p99),
         format::ms(v.schedule_lag_ms.max),
         v.status_codes

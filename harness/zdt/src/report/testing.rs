@@ -53,7 +53,11 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
             requested: 5000.0,
             achieved: 4999.9,
         },
-        schedule_lag_ms: LagMs { p99: 0.4, max: 2.0 },
+        schedule_lag_ms: LagMs {
+            p50: 0.02,
+            p99: 0.4,
+            max: 2.0,
+        },
         expectations: vec![
             ExpectationResult {
                 name: "successRatio".into(),

@@ -98,6 +98,14 @@ pub(crate) fn from_summary(w: &mut dyn Write, v: &VariantSummary) -> io::Result<
         "Status Codes  [code:count]                      {}",
         codes.join("  ")
     )?;
+    let lag = &v.schedule_lag_ms;
+    writeln!(
+        w,
+        "Send Lag      [50, 99, max]                     {}, {}, {}",
+        ms(lag.p50),
+        ms(lag.p99),
+        ms(lag.max)
+    )?;
     writeln!(w, "Error Set:")?;
     for (kind, n) in &v.errors {
         writeln!(w, "{kind}: {n}")?;

@@ -980,10 +980,7 @@ pub(crate) fn summarise(
             requested: t.rate.get(),
             achieved: t.achieved_rate,
         },
-        schedule_lag_ms: LagMs {
-            p99: ms(t.schedule_lag.p99),
-            max: ms(t.schedule_lag.max),
-        },
+        schedule_lag_ms: LagMs::from(&t.schedule_lag),
         expectations: results,
         events: events.len(),
         error_windows: windows,

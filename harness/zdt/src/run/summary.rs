@@ -106,10 +106,25 @@ pub struct RateSummary {
     pub achieved: f64,
 }
 
+/// The generator's send lag (actual send − due time), in ms: small when
+/// the latencies are the server's and not the generator's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LagMs {
+    #[serde(default)]
+    pub p50: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+impl From<&zdt_traffic::Latencies> for LagMs {
+    fn from(l: &zdt_traffic::Latencies) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        Self {
+            p50: ms(l.p50),
+            p99: ms(l.p99),
+            max: ms(l.max),
+        }
+    }
 }
 
 /// One `expect:` entry, evaluated.
