@@ -233,7 +233,7 @@ impl RunObserver for Terminal {
     fn variant_finished(&self, variant: &str, summary: &VariantSummary) {
         self.live.finished(variant);
         self.live
-            .suspend(|| println!("{}", verdict_line(&summary.name, summary, self.colour)));
+            .suspend(|| println!("{}", report::verdict_line(summary, 16, self.colour)));
     }
 }
 
@@ -338,36 +338,6 @@ fn worst_exit(a: Exit, b: Exit) -> Exit {
     } else {
         a
     }
-}
-
-fn verdict_line(name: &str, v: &VariantSummary, colour: bool) -> String {
-    let verdict = format!("{:?}", v.verdict).to_uppercase();
-    let verdict = if colour {
-        let code = match v.verdict {
-            Verdict::Pass => "32",
-            Verdict::Fail => "31",
-            _ => "33",
-        };
-        format!("\x1b[{code}m{verdict}\x1b[0m")
-    } else {
-        verdict
-    };
-    let mut line = format!(
-        "{verdict:>9}  {name:<16} success {:>9.4}%  requests {:>8}  p50 {:>8.1}ms  p99 {:>8.1}ms  max {:>8.1}ms",
-        v.success_ratio * 100.0,
-        v.requests,
-        v.latency_ms.p50,
-        v.latency_ms.p99,
-        v.latency_ms.max
-    );
-    if !v.errors.is_empty() {
-        let errs: Vec<String> = v.errors.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-        line.push_str(&format!("  errors {}", errs.join(" ")));
-    }
-    for r in &v.reasons {
-        line.push_str(&format!("\n           - {r}"));
-    }
-    line
 }
 
 /// Emulated clusters get networks of their own; where this machine cannot

@@ -63,19 +63,29 @@ fn verdict_lines_are_plain_unless_coloured() {
     let s = report_common::summary();
     let out = std::path::Path::new("reports/seed-drain/x");
     let plain = report::print_verdicts(&s, out, false);
+    // A headline per variant, each reason under it, then where the reports are.
+    let reasons: usize = s.variants.iter().map(|v| v.reasons.len()).sum();
     let lines: Vec<&str> = plain.lines().collect();
-    assert_eq!(lines.len(), 3, "{plain}");
+    assert_eq!(lines.len(), s.variants.len() + reasons + 1, "{plain}");
     assert!(
         lines[0].starts_with(
             "FAIL       no-mitigation    success 97.27% (8182/300000 failed)  p99 10.00 s"
         ),
         "{plain}"
     );
+    let failed = &s.variants[0];
+    for (i, r) in failed.reasons.iter().enumerate() {
+        assert_eq!(lines[1 + i], format!("           - {r}"), "{plain}");
+    }
+    let pass = 1 + failed.reasons.len();
     assert!(
-        lines[1].starts_with("PASS       lb-remove-first  success 100.00%"),
+        lines[pass].starts_with("PASS       lb-remove-first  success 100.00%"),
         "{plain}"
     );
-    assert!(lines[2].contains("reports/seed-drain/x/report.html"));
+    assert!(lines
+        .last()
+        .unwrap()
+        .contains("reports/seed-drain/x/report.html"));
     assert!(!plain.contains('\x1b'));
     let coloured = report::print_verdicts(&s, out, true);
     assert!(coloured.contains("\x1b[1;31mFAIL"));

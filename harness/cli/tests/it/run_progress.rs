@@ -179,10 +179,17 @@ fn off_a_terminal_a_run_prints_plain_lines_at_a_low_rate_without_escape_codes() 
         text.contains("progress/local: t+") && text.contains("error window opened"),
         "{text}"
     );
-    // Side by side at the end, with the time each spent outside traffic.
-    let table: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("outside traffic"))
-        .collect();
-    assert_eq!(table.len(), 2, "{stdout}");
+    // Each variant's line as it ends, then side by side at the end, with the
+    // time each spent outside traffic: the same lines `zdt report` prints.
+    let (as_they_end, at_the_end) = stdout
+        .split_once("zdt: progress\n")
+        .expect("the final list");
+    let lines = |t: &str| -> std::collections::BTreeSet<String> {
+        t.lines()
+            .filter(|l| l.contains("outside traffic"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(lines(at_the_end).len(), 2, "{stdout}");
+    assert_eq!(lines(as_they_end), lines(at_the_end), "{stdout}");
 }

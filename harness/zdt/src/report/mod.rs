@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use data::{Point, RunData, VariantEvent};
 
-use crate::run::summary::{RunSummary, Verdict};
+use crate::run::summary::{RunSummary, VariantSummary, Verdict};
 
 /// Why a report could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +79,51 @@ pub fn render(out: &Path) -> Result<(RunData, Vec<PathBuf>), ReportError> {
     Ok((data, written))
 }
 
-/// One line per variant with its verdict and headline numbers, then where
-/// the reports are. ANSI colour only when `colour` (the caller knows whether
+/// A variant's verdict and headline numbers on one line (the name padded to
+/// `name_width`), then each reason on a line of its own. `zdt run` prints it
+/// as each variant ends and again side by side at the end; `zdt report`
+/// prints the same. ANSI colour only when `colour` (the caller knows whether
 /// stdout is a terminal); the verdict word carries the meaning either way.
+pub fn verdict_line(v: &VariantSummary, name_width: usize, colour: bool) -> String {
+    let word = format!("{:<10}", verdict_word(v.verdict));
+    let word = if colour {
+        let code = match v.verdict {
+            Verdict::Pass => "1;32",
+            Verdict::Fail => "1;31",
+            Verdict::Invalid => "1;33",
+            Verdict::Incomplete => "1;35",
+        };
+        format!("\x1b[{code}m{word}\x1b[0m")
+    } else {
+        word
+    };
+    let failed = format::failed(v);
+    let mut s = format!(
+        "{word} {name:<name_width$}  success {ratio} ({failed}/{req} failed)  p99 {p99}",
+        name = v.name,
+        ratio = format::pct(v.success_ratio),
+        req = v.requests,
+        p99 = format::ms(v.latency_ms.p99),
+    );
+    if !v.errors.is_empty() {
+        let kinds: Vec<String> = v.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s.push_str(&format!("  errors: {}", kinds.join(", ")));
+    }
+    if !v.timing.phases.is_empty() {
+        s.push_str(&format!(
+            "  outside traffic {:.1} s",
+            v.timing.outside_traffic_s
+        ));
+    }
+    for reason in &v.reasons {
+        s.push_str("\n           - ");
+        s.push_str(reason);
+    }
+    s
+}
+
+/// [`verdict_line`] for every variant, names aligned, then where the
+/// reports are.
 pub fn print_verdicts(summary: &RunSummary, out_dir: &Path, colour: bool) -> String {
     let width = summary
         .variants
@@ -91,39 +133,7 @@ pub fn print_verdicts(summary: &RunSummary, out_dir: &Path, colour: bool) -> Str
         .unwrap_or(0);
     let mut s = String::new();
     for v in &summary.variants {
-        let word = format!("{:<10}", verdict_word(v.verdict));
-        let word = if colour {
-            let code = match v.verdict {
-                Verdict::Pass => "1;32",
-                Verdict::Fail => "1;31",
-                Verdict::Invalid => "1;33",
-                Verdict::Incomplete => "1;35",
-            };
-            format!("\x1b[{code}m{word}\x1b[0m")
-        } else {
-            word
-        };
-        let failed = format::failed(v);
-        s.push_str(&format!(
-            "{word} {name:<width$}  success {ratio} ({failed}/{req} failed)  p99 {p99}",
-            name = v.name,
-            ratio = format::pct(v.success_ratio),
-            req = v.requests,
-            p99 = format::ms(v.latency_ms.p99),
-        ));
-        if !v.timing.phases.is_empty() {
-            s.push_str(&format!(
-                "  outside traffic {:.1} s",
-                v.timing.outside_traffic_s
-            ));
-        }
-        if let Some(reason) = v.reasons.first() {
-            s.push_str("  — ");
-            s.push_str(reason);
-            if v.reasons.len() > 1 {
-                s.push_str(&format!(" (+{} more)", v.reasons.len() - 1));
-            }
-        }
+        s.push_str(&verdict_line(v, width, colour));
         s.push('\n');
     }
     s.push_str(&format!(
