@@ -347,17 +347,26 @@ impl ScenarioFile {
         // Render the workload once so a manifest problem (a missing
         // Deployment, a patch that matches nothing) shows up here, pointing
         // at the field to fix, instead of half-way into a run.
-        let dir = &scenario.workload.manifests;
-        let read = match manifests.get(dir) {
+        // Keyed by directory and how it renders (a chart with other values
+        // renders other objects).
+        let key = (
+            scenario.workload.manifests.clone(),
+            format!(
+                "{:?}/{}",
+                scenario.workload.source, scenario.workload.namespace
+            ),
+        );
+        let read = match manifests.get(&key) {
             Some(read) => Ok(read.clone()),
-            None => workload::read_dir(dir).inspect(|read| {
-                manifests.insert(dir.clone(), read.clone());
+            None => workload::read_manifests(&scenario.workload).inspect(|read| {
+                manifests.insert(key.clone(), read.clone());
             }),
         };
         let objects = read
             .and_then(|read| workload::render_from(&scenario, read))
             .map_err(|e| located(render_problem(&e)))?;
-        let problems = validate::chaos_deployments(&scenario, &objects);
+        let mut problems = validate::chaos_deployments(&scenario, &objects);
+        problems.extend(validate::run_keys(&scenario, &objects));
         if !problems.is_empty() {
             return Err(all(problems));
         }
@@ -365,8 +374,8 @@ impl ScenarioFile {
     }
 }
 
-/// Manifest directories already read, by path.
-type Manifests = std::collections::HashMap<PathBuf, Vec<serde_json::Value>>;
+/// Manifests already read, by directory and rendering.
+type Manifests = std::collections::HashMap<(PathBuf, String), Vec<serde_json::Value>>;
 
 /// Where in the scenario a workload rendering error is fixed.
 fn render_problem(e: &workload::WorkloadError) -> Problem {

@@ -294,6 +294,7 @@ pub fn emulator_config(s: &Scenario) -> EmulatorConfig {
         kubernetes: s.cluster.kubernetes,
         timings: s.cluster.emulator,
         runtime: s.cluster.runtime,
+        run: s.workload.run.clone(),
         ..EmulatorConfig::default()
     }
 }
@@ -361,6 +362,7 @@ fn early_failure(
             error_windows: Vec::new(),
             chaos,
             host_faults: Default::default(),
+            pod_runtimes: super::summary::pod_runtimes(&events),
             traffic_started_s: 0.0,
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
         },
@@ -567,6 +569,10 @@ async fn with_cluster(
     let ns = s.workload.namespace.clone();
 
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+    if let Some(out) = &opts.out {
+        super::output::write_manifests(out, &s.variant, &objects)
+            .map_err(|e| invalid(format!("workload: {e}")))?;
+    }
     phase(s, "workload apply");
     unless_cancelled(&cancel, "workload apply", async {
         apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
@@ -873,6 +879,7 @@ pub(crate) fn summarise(
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        pod_runtimes: super::summary::pod_runtimes(events),
         traffic_started_s: t.started_at.as_secs_f64(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
     }
