@@ -41,6 +41,9 @@ pub struct ScenarioFile {
     base: Node,
     /// `(name, description, patch)` of each variant, in file order.
     variants: Vec<VariantEntry>,
+    /// Manifests read (or rendered by kustomize/helm) so far: loading
+    /// validates every variant, and later calls must not run helm again.
+    manifests: std::sync::Arc<std::sync::Mutex<Manifests>>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +212,7 @@ pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
         }
     }
     Ok(ScenarioFile {
+        manifests: Default::default(),
         path: path.to_path_buf(),
         text,
         base: root,
@@ -253,8 +257,9 @@ impl ScenarioFile {
     /// `variants:` yields one variant named `default`. The base document
     /// must be a valid scenario on its own either way.
     pub fn variants(&self) -> Result<Vec<Scenario>, ScenarioError> {
-        let mut manifests = Manifests::new();
-        let base = self.build(&self.base, "default", None, None, &mut manifests)?;
+        let mut manifests = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let manifests = &mut *manifests;
+        let base = self.build(&self.base, "default", None, None, manifests)?;
         if self.variants.is_empty() {
             return Ok(vec![base]);
         }
@@ -271,7 +276,7 @@ impl ScenarioFile {
                 &v.name,
                 v.description.as_deref(),
                 Some(&v.name),
-                &mut manifests,
+                manifests,
             );
             match built {
                 Ok(s) => good.push(s),

@@ -87,18 +87,19 @@ pub fn read_manifests(w: &Workload) -> Result<Vec<Value>, WorkloadError> {
     let (tool, args, install): (&str, Vec<std::ffi::OsString>, _) = match &w.source {
         ManifestSource::Directory => return read_dir(dir),
         ManifestSource::Kustomization => {
+            // Permissive, so an overlay may name plain files beside it
+            // (manifests/nginx-overlay names manifests/nginx's).
+            let open: [std::ffi::OsString; 3] = [
+                "--load-restrictor".into(),
+                "LoadRestrictionsNone".into(),
+                dir.into(),
+            ];
             if on_path("kustomize") {
-                (
-                    "kustomize",
-                    vec!["build".into(), dir.into()],
-                    KUBECTL_INSTALL,
-                )
+                let args = std::iter::once("build".into()).chain(open).collect();
+                ("kustomize", args, KUBECTL_INSTALL)
             } else {
-                (
-                    "kubectl",
-                    vec!["kustomize".into(), dir.into()],
-                    KUBECTL_INSTALL,
-                )
+                let args = std::iter::once("kustomize".into()).chain(open).collect();
+                ("kubectl", args, KUBECTL_INSTALL)
             }
         }
         ManifestSource::HelmChart { release, values } => {

@@ -4,6 +4,7 @@
 mod cluster_docker;
 mod cluster_existing;
 mod emulator_api_cli;
+mod helm_fake;
 mod input_checks;
 mod kind_cli;
 mod kind_e2e;

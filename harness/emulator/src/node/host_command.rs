@@ -141,7 +141,9 @@ mod tests {
         assert!(text.contains("PATH"), "{text}");
         let e = resolve("app", &run(&[], &[])).unwrap_err();
         assert!(matches!(e, CommandError::Empty { .. }), "{e}");
-        let e = resolve("app", &run(&["/etc/hostname"], &[])).unwrap_err();
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let plain = plain.path().display().to_string();
+        let e = resolve("app", &run(&[&plain], &[])).unwrap_err();
         assert!(matches!(e, CommandError::NotExecutable { .. }), "{e}");
     }
 

@@ -500,6 +500,15 @@ async fn run_variant_inner(
             .await?
         }
         Provider::Kind => {
+            // Every image the workload names must be local (or pullable)
+            // before kind is touched; they are loaded before the apply.
+            let objects =
+                scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+            let images = zdt_cluster::kind_images::workload_images(&objects);
+            zdt_cluster::kind_images::DockerCli::default()
+                .ensure_local(&images)
+                .await
+                .map_err(|e| invalid(format!("workload: {e}")))?;
             let mode = s.load_balancer.mode;
             // Not `unless_cancelled`: on Ctrl-C the kind provider itself
             // stops kind and deletes a half-created cluster.
@@ -574,6 +583,23 @@ async fn with_cluster(
             .map_err(|e| invalid(format!("workload: {e}")))?;
     }
     phase(s, "workload apply");
+    let images = zdt_cluster::kind_images::workload_images(&objects);
+    let loaded = unless_cancelled(&cancel, "workload images", async {
+        cluster
+            .load_images(&images)
+            .await
+            .map_err(|e| invalid(format!("workload: {}", e.explain())))
+    })
+    .await?;
+    if !loaded.is_empty() {
+        sink.emit(
+            Source::Run,
+            "ImagesLoaded",
+            "workload",
+            None,
+            format!("kind load docker-image: {}", loaded.join(", ")),
+        );
+    }
     unless_cancelled(&cancel, "workload apply", async {
         apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
             .await
