@@ -40,8 +40,9 @@ pub enum ClusterError {
     /// again.
     #[error("interrupted during cluster start")]
     Interrupted,
+    /// Boxed: it may hold a whole kind command failure.
     #[error(transparent)]
-    Images(#[from] crate::kind_images::ImageError),
+    Images(Box<crate::kind_images::ImageError>),
     /// Boxed: its sources (kube and Docker errors) are large.
     #[error("load balancer: {0}")]
     Lb(#[source] Box<LbSetupError>),
@@ -613,7 +614,8 @@ impl Cluster {
         match self {
             Cluster::Kind(k) => Ok(crate::kind_images::DockerCli::default()
                 .load_missing(k.cluster.cli(), k.cluster.name(), images)
-                .await?),
+                .await
+                .map_err(|e| ClusterError::Images(Box::new(e)))?),
             Cluster::Emulator(_) | Cluster::Existing(_) => Ok(Vec::new()),
         }
     }

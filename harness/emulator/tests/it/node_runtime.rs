@@ -25,6 +25,9 @@ fn spec(pod: &str, image: &str) -> ContainerSpec {
         app: Behaviour::default(),
         ip: std::net::Ipv4Addr::new(10, 244, 1, 2),
         port: 80,
+        env: Vec::new(),
+        command: Vec::new(),
+        args: Vec::new(),
     }
 }
 
