@@ -523,7 +523,7 @@ impl Runtime {
             runtime: engine.name().to_owned(),
         };
         let msg = format!(
-            "{} ({}) on {} (pid {}){}",
+            "{} runs as {} on {} (pid {}){}",
             record.message(),
             engine,
             container.addr,
