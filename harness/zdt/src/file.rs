@@ -70,6 +70,12 @@ pub async fn run_planned(
         variants: Vec::new(),
     };
     let mut data = RunData::default();
+    // The variants write what they keep besides the summary (the rendered
+    // manifests) into the same directory.
+    let opts = &RunOptions {
+        out: Some(out.to_path_buf()),
+        ..opts.clone()
+    };
     for v in &variants {
         if cancel.is_cancelled() {
             break;
