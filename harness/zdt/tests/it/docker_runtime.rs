@@ -74,7 +74,7 @@ async fn a_local_image_runs_as_the_pod_in_the_cluster_network() {
     let root = rootfs(dir.path());
     let image = format!("zdt-tiny-test:{}", std::process::id());
     let _cleanup = RemoveImage(image.clone());
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&root)
         .args(["-c", "."])
@@ -93,9 +93,13 @@ async fn a_local_image_runs_as_the_pod_in_the_cluster_network() {
             "-",
             &image,
         ])
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "tar of the root filesystem failed"
+    );
     assert!(
         imported.status.success(),
         "{}",
