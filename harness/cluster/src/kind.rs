@@ -811,6 +811,11 @@ impl KindCluster {
     }
 
     /// The kubeconfig kind wrote for this cluster.
+    /// The `kind` binary this cluster is driven with.
+    pub fn cli(&self) -> &KindCli {
+        &self.kind
+    }
+
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }

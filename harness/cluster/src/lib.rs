@@ -9,6 +9,7 @@ pub mod cloud_provider_kind;
 pub mod docker;
 pub mod existing;
 pub mod kind;
+pub mod kind_images;
 pub mod kind_owner;
 pub mod lb_container;
 pub mod lb_image;

@@ -40,6 +40,9 @@ pub enum ClusterError {
     /// again.
     #[error("interrupted during cluster start")]
     Interrupted,
+    /// Boxed: it may hold a whole kind command failure.
+    #[error(transparent)]
+    Images(Box<crate::kind_images::ImageError>),
     /// Boxed: its sources (kube and Docker errors) are large.
     #[error("load balancer: {0}")]
     Lb(#[source] Box<LbSetupError>),
@@ -601,6 +604,20 @@ impl Cluster {
             workers,
             created: existing::CreatedObjects::default(),
         })))
+    }
+
+    /// Load the workload's `images` into the cluster before it is applied:
+    /// on kind, each image some node lacks (`kind load docker-image`, once
+    /// per image); the emulator runs no images and an existing cluster
+    /// pulls its own. Returns the images loaded.
+    pub async fn load_images(&self, images: &[String]) -> Result<Vec<String>, ClusterError> {
+        match self {
+            Cluster::Kind(k) => Ok(crate::kind_images::DockerCli::default()
+                .load_missing(k.cluster.cli(), k.cluster.name(), images)
+                .await
+                .map_err(|e| ClusterError::Images(Box::new(e)))?),
+            Cluster::Emulator(_) | Cluster::Existing(_) => Ok(Vec::new()),
+        }
     }
 
     /// `emulator`, `kind` or `existing`.

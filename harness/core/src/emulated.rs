@@ -5,6 +5,8 @@
 //! live here so that a scenario can hold them without depending on the
 //! emulator's code.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::units::Dur;
@@ -73,6 +75,52 @@ pub enum RuntimeChoice {
     Builtin,
 }
 
+/// Which engine runs a container named in `workload.run`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunEngine {
+    /// The image from the local Docker when Docker answers and has it,
+    /// else the host command (the reason is printed); with neither, the
+    /// pod fails to start.
+    #[default]
+    Auto,
+    /// The host command, never the image.
+    Host,
+    /// The image from the local Docker, or the pod fails to start.
+    Docker,
+}
+
+impl std::fmt::Display for RunEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunEngine::Auto => "auto",
+            RunEngine::Host => "host",
+            RunEngine::Docker => "docker",
+        })
+    }
+}
+
+/// How the emulator runs a container whose image it cannot run itself
+/// (`workload.run.<container name or image>`): a process on this machine,
+/// started in the cluster's network namespace with the container's env,
+/// signalled and killed as the kubelet would; or the image itself from the
+/// local Docker (see docs/emulator.md, "Your own service").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerRun {
+    pub runtime: RunEngine,
+    /// The program and its first arguments. A bare name is looked up next
+    /// to the running zdt binary (cargo puts a workspace's binaries side by
+    /// side), then on `PATH`; a path with a `/` is relative to the scenario
+    /// file (validation makes it absolute).
+    pub command: Vec<String>,
+    /// More arguments; `$(VAR)` expands to the container's env, as in a pod
+    /// spec's `args`.
+    pub args: Vec<String>,
+    /// Env on top of the container's own (`$(VAR)` expands here too).
+    pub env: BTreeMap<String, String>,
+}
+
 /// Where an emulated cluster's data path runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -99,6 +147,9 @@ pub struct EmulatorConfig {
     pub timings: Timings,
     pub runtime: RuntimeChoice,
     pub network: NetworkChoice,
+    /// How to run containers the emulator cannot run itself, by container
+    /// name or image (`workload.run`).
+    pub run: BTreeMap<String, ContainerRun>,
 }
 
 impl Default for EmulatorConfig {
@@ -109,6 +160,7 @@ impl Default for EmulatorConfig {
             timings: Timings::default(),
             runtime: RuntimeChoice::default(),
             network: NetworkChoice::default(),
+            run: BTreeMap::new(),
         }
     }
 }

@@ -360,8 +360,9 @@ impl Emulator {
             Net::host()
         };
         let runtime = if real {
-            Some(node::runtime::Runtime::new(
+            Some(node::runtime::Runtime::with_run(
                 config.runtime,
+                config.run.clone(),
                 events.clone(),
                 net.clone(),
             )?)

@@ -43,6 +43,9 @@ pub struct ScenarioFile {
     base: Node,
     /// `(name, description, patch)` of each variant, in file order.
     variants: Vec<VariantEntry>,
+    /// Manifests read (or rendered by kustomize/helm) so far: loading
+    /// validates every variant, and later calls must not run helm again.
+    manifests: std::sync::Arc<std::sync::Mutex<Manifests>>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +214,7 @@ pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
         }
     }
     Ok(ScenarioFile {
+        manifests: Default::default(),
         path: path.to_path_buf(),
         text,
         base: root,
@@ -255,8 +259,9 @@ impl ScenarioFile {
     /// `variants:` yields one variant named `default`. The base document
     /// must be a valid scenario on its own either way.
     pub fn variants(&self) -> Result<Vec<Scenario>, ScenarioError> {
-        let mut manifests = Manifests::new();
-        let base = self.build(&self.base, "default", None, None, &mut manifests)?;
+        let mut manifests = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        let manifests = &mut *manifests;
+        let base = self.build(&self.base, "default", None, None, manifests)?;
         if self.variants.is_empty() {
             return Ok(vec![base]);
         }
@@ -273,7 +278,7 @@ impl ScenarioFile {
                 &v.name,
                 v.description.as_deref(),
                 Some(&v.name),
-                &mut manifests,
+                manifests,
             );
             match built {
                 Ok(s) => good.push(s),
@@ -349,17 +354,26 @@ impl ScenarioFile {
         // Render the workload once so a manifest problem (a missing
         // Deployment, a patch that matches nothing) shows up here, pointing
         // at the field to fix, instead of half-way into a run.
-        let dir = &scenario.workload.manifests;
-        let read = match manifests.get(dir) {
+        // Keyed by directory and how it renders (a chart with other values
+        // renders other objects).
+        let key = (
+            scenario.workload.manifests.clone(),
+            format!(
+                "{:?}/{}",
+                scenario.workload.source, scenario.workload.namespace
+            ),
+        );
+        let read = match manifests.get(&key) {
             Some(read) => Ok(read.clone()),
-            None => workload::read_dir(dir).inspect(|read| {
-                manifests.insert(dir.clone(), read.clone());
+            None => workload::read_manifests(&scenario.workload).inspect(|read| {
+                manifests.insert(key.clone(), read.clone());
             }),
         };
         let objects = read
             .and_then(|read| workload::render_from(&scenario, read))
             .map_err(|e| located(render_problem(&e)))?;
-        let problems = validate::chaos_deployments(&scenario, &objects);
+        let mut problems = validate::chaos_deployments(&scenario, &objects);
+        problems.extend(validate::run_keys(&scenario, &objects));
         if !problems.is_empty() {
             return Err(all(problems));
         }
@@ -367,8 +381,8 @@ impl ScenarioFile {
     }
 }
 
-/// Manifest directories already read, by path.
-type Manifests = std::collections::HashMap<PathBuf, Vec<serde_json::Value>>;
+/// Manifests already read, by directory and rendering.
+type Manifests = std::collections::HashMap<(PathBuf, String), Vec<serde_json::Value>>;
 
 /// Where in the scenario a workload rendering error is fixed.
 fn render_problem(e: &workload::WorkloadError) -> Problem {

@@ -72,7 +72,24 @@ impl std::str::FromStr for Provider {
     }
 }
 
-pub use zdt_core::emulated::{RuntimeChoice, Timings};
+pub use zdt_core::emulated::{ContainerRun, RunEngine, RuntimeChoice, Timings};
+
+/// What `workload.manifests` is, decided by what the directory holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ManifestSource {
+    /// `*.yaml`, `*.yml`, `*.json` files, read as they are.
+    Directory,
+    /// A `kustomization.yaml`: rendered by `kustomize build`, or
+    /// `kubectl kustomize` when kustomize is not on PATH.
+    Kustomization,
+    /// A `Chart.yaml`: rendered by `helm template RELEASE DIR -f VALUES…`.
+    HelmChart {
+        release: String,
+        /// Absolute paths, in order.
+        values: Vec<PathBuf>,
+    },
+}
 pub use zdt_core::version::KubeVersion;
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,6 +150,11 @@ pub struct LoadBalancer {
 pub struct Workload {
     /// Absolute path of the manifests directory.
     pub manifests: PathBuf,
+    /// What the directory holds, so how it renders to objects.
+    pub source: ManifestSource,
+    /// How the emulator runs containers it cannot run itself, by container
+    /// name or image (programs with a `/` made absolute).
+    pub run: BTreeMap<String, ContainerRun>,
     pub namespace: String,
     /// The LoadBalancer Service traffic goes to.
     pub service: String,

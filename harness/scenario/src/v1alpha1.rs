@@ -223,6 +223,27 @@ pub struct WorkloadSpec {
     pub mitigations: Option<MitigationsSpec>,
     #[serde(default)]
     pub patches: Option<Vec<PatchSpec>>,
+    /// How the emulator runs containers it cannot run itself, by container
+    /// name or image.
+    #[serde(default)]
+    pub run: Option<BTreeMap<String, ContainerRun>>,
+    /// `helm template` settings when `manifests` is a Helm chart.
+    #[serde(default)]
+    pub helm: Option<HelmSpec>,
+}
+
+pub use zdt_core::emulated::{ContainerRun, RunEngine};
+
+/// How a Helm chart in `workload.manifests` is rendered.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HelmSpec {
+    /// The release name (`helm template RELEASE CHART`); default `zdt`.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Values files, relative to the scenario file, in order (`-f`).
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

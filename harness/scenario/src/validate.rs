@@ -584,6 +584,8 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
             manifests.display()
         )));
     }
+    let source = manifest_source(&manifests, w.helm, dir)?;
+    let run = container_runs(w.run.unwrap_or_default(), dir)?;
     let namespace = w.namespace.unwrap_or_else(|| "default".into());
     dns_label(&path!["workload", "namespace"], "namespace", &namespace)?;
     let service = w.service.unwrap_or_else(|| "nginx".into());
@@ -701,6 +703,8 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
 
     Ok(Workload {
         manifests,
+        source,
+        run,
         namespace,
         service,
         deployment,
@@ -721,6 +725,132 @@ fn workload(w: v1::WorkloadSpec, cluster: &Cluster, dir: &Path) -> R<Workload> {
         },
         patches,
     })
+}
+
+/// The file names that make a directory a kustomization.
+pub const KUSTOMIZATION_FILES: &[&str] =
+    &["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// What the manifests directory holds: a Helm chart (`Chart.yaml`), a
+/// kustomization, or plain files. `helm:` settings only fit a chart.
+fn manifest_source(manifests: &Path, helm: Option<v1::HelmSpec>, dir: &Path) -> R<ManifestSource> {
+    let chart = manifests.join("Chart.yaml").is_file();
+    let kustomization = KUSTOMIZATION_FILES
+        .iter()
+        .any(|f| manifests.join(f).is_file());
+    match (chart, helm) {
+        (true, helm) => {
+            let helm = helm.unwrap_or_default();
+            let release = helm.release.unwrap_or_else(|| "zdt".into());
+            dns_label(&path!["workload", "helm", "release"], "release", &release)?;
+            let mut values = Vec::new();
+            for (i, v) in helm.values.unwrap_or_default().iter().enumerate() {
+                let p = dir.join(v);
+                if !p.is_file() {
+                    return Err(Problem::new(
+                        &path!["workload", "helm", "values", i],
+                        format!("values file `{v}` not found"),
+                    )
+                    .help(format!(
+                        "looked at {}; values files are relative to the scenario file",
+                        p.display()
+                    )));
+                }
+                values.push(std::path::absolute(&p).unwrap_or(p));
+            }
+            Ok(ManifestSource::HelmChart { release, values })
+        }
+        (false, Some(_)) => Err(Problem::new(
+            &path!["workload", "helm"],
+            "`helm` settings need `workload.manifests` to be a Helm chart (a directory with Chart.yaml)",
+        )
+        .help(format!("{} has no Chart.yaml; remove `helm:` or point `manifests` at the chart", manifests.display()))),
+        (false, None) if kustomization => Ok(ManifestSource::Kustomization),
+        (false, None) => Ok(ManifestSource::Directory),
+    }
+}
+
+/// `workload.run`: a program given as a path is made absolute against the
+/// scenario's directory; a bare name stays (the emulator looks it up
+/// next to zdt and on PATH when it starts).
+fn container_runs(
+    run: std::collections::BTreeMap<String, ContainerRun>,
+    dir: &Path,
+) -> R<std::collections::BTreeMap<String, ContainerRun>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (key, mut r) in run {
+        if key.is_empty() {
+            return Err(Problem::new(
+                &path!["workload", "run"],
+                "a `workload.run` key must name a container or an image",
+            ));
+        }
+        match (r.runtime, r.command.first()) {
+            (RunEngine::Host, None) => {
+                return Err(Problem::new(
+                    &path!["workload", "run", key.as_str(), "command"],
+                    "runtime `host` needs a `command`: the program to run and its first arguments",
+                )
+                .help("e.g. `command: [./target/release/myapp]` (relative to the scenario file) or a name on PATH"));
+            }
+            (_, Some(program)) if program.contains('/') && !program.starts_with('/') => {
+                let abs = dir.join(program);
+                r.command[0] = std::path::absolute(&abs)
+                    .unwrap_or(abs)
+                    .display()
+                    .to_string();
+            }
+            _ => {}
+        }
+        out.insert(key, r);
+    }
+    Ok(out)
+}
+
+/// `workload.run` keys that name no container and no image of the
+/// rendered manifests' Deployments: a typo would otherwise run the
+/// built-in server without a word.
+pub(crate) fn run_keys(scenario: &Scenario, objects: &[serde_json::Value]) -> Vec<Problem> {
+    let mut known: Vec<String> = Vec::new();
+    for o in objects {
+        for c in o
+            .pointer("/spec/template/spec/containers")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for field in ["name", "image"] {
+                if let Some(v) = c.get(field).and_then(serde_json::Value::as_str) {
+                    known.push(v.to_owned());
+                    if field == "image" {
+                        let bare = v.split('@').next().unwrap_or(v);
+                        if let Some((name, tag)) = bare.rsplit_once(':') {
+                            if !tag.contains('/') {
+                                known.push(name.to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    scenario
+        .workload
+        .run
+        .keys()
+        .filter(|k| !known.contains(k))
+        .map(|k| {
+            let mut p = Problem::new(
+                &path!["workload", "run", k.as_str()],
+                format!(
+                    "`{k}` is neither a container name nor an image in the workload's manifests"
+                ),
+            )
+            .help(format!("use one of: {}", known.join(", ")));
+            p.at_key = true;
+            p
+        })
+        .collect()
 }
 
 fn probe(p: v1::ProbeSpec) -> R<ReadinessProbe> {

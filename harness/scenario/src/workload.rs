@@ -1,6 +1,8 @@
-//! The workload's manifests, ready to apply: read the manifests directory,
-//! turn `mitigations:` into changes on the Deployment, Service and PDB, then
-//! apply the raw `patches:` (JSON merge patches) in order.
+//! The workload's manifests, ready to apply: read the manifests directory
+//! (plain files; a kustomization through `kustomize build` or `kubectl
+//! kustomize`; a Helm chart through `helm template`), turn `mitigations:`
+//! into changes on the Deployment, Service and PDB, then apply the raw
+//! `patches:` (JSON merge patches) in order.
 //!
 //! Mitigations left unset leave the manifests alone, so a user's own
 //! manifests run as written unless the scenario says otherwise.
@@ -42,6 +44,23 @@ pub enum WorkloadError {
         "Deployment `{0}` has no `spec.selector.matchLabels`; zdt needs them to select its pods"
     )]
     NoSelector(String),
+    #[error("{tool} is needed to render {} but is not installed ({why})", dir.display())]
+    #[diagnostic(help("{install}"))]
+    ToolMissing {
+        tool: &'static str,
+        dir: PathBuf,
+        why: String,
+        install: &'static str,
+    },
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    #[diagnostic(help(
+        "run the command yourself to see the problem; fix the chart, kustomization or values"
+    ))]
+    Render {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("workload patch {index} (kind {kind}{}) matches no manifest", name.as_deref().map(|n| format!(", name {n}")).unwrap_or_default())]
     #[diagnostic(help("check `kind` and `name` against the manifests"))]
     PatchMatchesNothing {
@@ -54,7 +73,85 @@ pub enum WorkloadError {
 /// The scenario's manifests with mitigations and patches applied, in file
 /// order (files sorted by name, documents in file order).
 pub fn render(scenario: &Scenario) -> Result<Vec<Value>, WorkloadError> {
-    render_from(scenario, read_dir(&scenario.workload.manifests)?)
+    render_from(scenario, read_manifests(&scenario.workload)?)
+}
+
+/// How to install the renderers, for the error when one is missing.
+const KUBECTL_INSTALL: &str = "install kubectl (https://kubernetes.io/docs/tasks/tools/) or kustomize (https://kubectl.docs.kubernetes.io/installation/kustomize/), or render the overlay yourself into a plain directory";
+const HELM_INSTALL: &str = "install helm (https://helm.sh/docs/intro/install/), or run `helm template` yourself into a plain directory and point `workload.manifests` there";
+
+/// The workload's objects, whatever the directory holds (see
+/// [`ManifestSource`]), before mitigations and patches.
+pub fn read_manifests(w: &Workload) -> Result<Vec<Value>, WorkloadError> {
+    let dir = &w.manifests;
+    let (tool, args, install): (&str, Vec<std::ffi::OsString>, _) = match &w.source {
+        ManifestSource::Directory => return read_dir(dir),
+        ManifestSource::Kustomization => {
+            // Permissive, so an overlay may name plain files beside it
+            // (manifests/nginx-overlay names manifests/nginx's).
+            let open: [std::ffi::OsString; 3] = [
+                "--load-restrictor".into(),
+                "LoadRestrictionsNone".into(),
+                dir.into(),
+            ];
+            if on_path("kustomize") {
+                let args = std::iter::once("build".into()).chain(open).collect();
+                ("kustomize", args, KUBECTL_INSTALL)
+            } else {
+                let args = std::iter::once("kustomize".into()).chain(open).collect();
+                ("kubectl", args, KUBECTL_INSTALL)
+            }
+        }
+        ManifestSource::HelmChart { release, values } => {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "template".into(),
+                release.into(),
+                dir.into(),
+                "--namespace".into(),
+                (&w.namespace).into(),
+            ];
+            for v in values {
+                args.push("-f".into());
+                args.push(v.into());
+            }
+            ("helm", args, HELM_INSTALL)
+        }
+    };
+    let command = std::iter::once(tool.to_owned())
+        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new(tool)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| WorkloadError::ToolMissing {
+            tool: match tool {
+                "helm" => "helm",
+                "kustomize" => "kustomize",
+                _ => "kubectl",
+            },
+            dir: dir.clone(),
+            why: e.to_string(),
+            install,
+        })?;
+    if !out.status.success() {
+        return Err(WorkloadError::Render {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut objects = Vec::new();
+    parse_docs(&text, &PathBuf::from(format!("`{command}`")), &mut objects)?;
+    objects.sort_by_key(|o| kind(o) != Some("Namespace"));
+    Ok(objects)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// [`render`] from manifests already read from `workload.manifests` (the
@@ -130,29 +227,38 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Value>, WorkloadError> {
             path: path.clone(),
             source,
         })?;
-        let docs: Vec<Value> =
-            serde_saphyr::from_str_multiple(&text).map_err(|e| WorkloadError::Parse {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        for doc in docs {
-            if doc.is_null() {
-                continue;
-            }
-            let items = match doc.get("items") {
-                Some(Value::Array(items)) if kind(&doc) == Some("List") => items.clone(),
-                _ => vec![doc],
-            };
-            for item in items {
-                if kind(&item).is_none() || name(&item).is_none() {
-                    return Err(WorkloadError::Incomplete { path });
-                }
-                out.push(item);
-            }
-        }
+        parse_docs(&text, &path, &mut out)?;
     }
     out.sort_by_key(|o| kind(o) != Some("Namespace"));
     Ok(out)
+}
+
+/// The objects of a multi-document YAML text (`path` names it in errors),
+/// a `kind: List`'s items in its place.
+fn parse_docs(text: &str, path: &Path, out: &mut Vec<Value>) -> Result<(), WorkloadError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple(text).map_err(|e| WorkloadError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    for doc in docs {
+        if doc.is_null() {
+            continue;
+        }
+        let items = match doc.get("items") {
+            Some(Value::Array(items)) if kind(&doc) == Some("List") => items.clone(),
+            _ => vec![doc],
+        };
+        for item in items {
+            if kind(&item).is_none() || name(&item).is_none() {
+                return Err(WorkloadError::Incomplete {
+                    path: path.to_path_buf(),
+                });
+            }
+            out.push(item);
+        }
+    }
+    Ok(())
 }
 
 fn kind(o: &Value) -> Option<&str> {

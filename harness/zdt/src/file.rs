@@ -69,6 +69,12 @@ pub async fn run_planned(
         incomplete_reason: None,
         variants: Vec::new(),
     };
+    // The variants write what they keep besides the summary (the rendered
+    // manifests) into the same directory.
+    let opts = &RunOptions {
+        out: Some(out.to_path_buf()),
+        ..opts.clone()
+    };
     // Each variant's data is written as it ends (an interrupted run keeps
     // what finished), in file order whatever order `--jobs` ends them in.
     let mut done: Vec<Option<executor::VariantRun>> = Vec::new();

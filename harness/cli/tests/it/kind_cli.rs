@@ -26,6 +26,9 @@ impl FakeKind {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster/tests/data/kind/fake-kind");
         let dst = root.path().join("bin/kind");
         std::fs::copy(src, &dst).unwrap();
+        let docker = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../cluster/tests/data/kind/fake-docker");
+        std::fs::copy(docker, root.path().join("bin/docker")).unwrap();
         Self { root }
     }
 
@@ -456,4 +459,73 @@ async fn a_hand_made_zdt_cluster_survives_zdt_clean() {
         !left.iter().any(|m| m.name == marker),
         "the marker went with its cluster"
     );
+}
+
+/// The workload's images on kind: an image neither local nor pullable is
+/// an error before `kind create cluster` runs; after the cluster is up,
+/// `kind load docker-image` runs once per image some node lacks, and not
+/// for an image every node already has.
+#[tokio::test]
+async fn workload_images_are_checked_before_create_and_loaded_once_when_missing() {
+    use zdt_cluster::kind_images::{DockerCli, ImageError};
+    let fake = FakeKind::new();
+    let docker = DockerCli::on_path(fake.path_env());
+    let images: Vec<String> = ["shop/web:1.4", "shop/side:2", "busybox:1"]
+        .map(String::from)
+        .to_vec();
+    std::fs::write(fake.state("local-images"), "shop/web:1.4\nbusybox:1\n").unwrap();
+
+    // shop/side:2 is not local and the (fake) registry refuses it.
+    let e = docker.ensure_local(&images).await.unwrap_err();
+    assert!(
+        matches!(&e, ImageError::Unavailable { image, .. } if image == "shop/side:2"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("docker build -t shop/side:2"), "{e}");
+    assert!(
+        fake.calls().is_empty(),
+        "kind was touched: {:?}",
+        fake.calls()
+    );
+
+    std::fs::write(
+        fake.state("local-images"),
+        "shop/web:1.4\nshop/side:2\nbusybox:1\n",
+    )
+    .unwrap();
+    assert!(docker.ensure_local(&images).await.unwrap().is_empty());
+    let spec = KindSpec::new(1, "1.31");
+    let name = cluster_name(&spec).unwrap();
+    let cluster = KindCluster::up_with(fake.cli(), spec, false).await.unwrap();
+    // busybox is already on both nodes: it is not loaded again.
+    std::fs::write(
+        fake.state("node-images"),
+        format!("{name}-control-plane busybox:1\n{name}-worker busybox:1\n"),
+    )
+    .unwrap();
+    let loaded = docker
+        .load_missing(cluster.cli(), &name, &images)
+        .await
+        .unwrap();
+    assert_eq!(loaded, ["shop/web:1.4", "shop/side:2"]);
+    let calls = fake.calls();
+    let loads: Vec<&String> = calls.iter().filter(|c| c.starts_with("load ")).collect();
+    assert_eq!(
+        loads,
+        [
+            &format!("load docker-image shop/web:1.4 --name {name}"),
+            &format!("load docker-image shop/side:2 --name {name}"),
+        ],
+        "{calls:?}"
+    );
+    let create = calls.iter().position(|c| c.starts_with("create cluster"));
+    let first_load = calls.iter().position(|c| c.starts_with("load "));
+    assert!(create < first_load, "{calls:?}");
+    // A second pass finds every image on every node: nothing loaded.
+    let again = docker
+        .load_missing(cluster.cli(), &name, &images)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    cluster.teardown().await.unwrap();
 }

@@ -5,6 +5,7 @@ mod cluster_docker;
 mod cluster_existing;
 mod docs;
 mod emulator_api_cli;
+mod helm_fake;
 mod input_checks;
 mod kind_cli;
 mod kind_e2e;

@@ -142,9 +142,26 @@ fn a_real_emulator_run_renders_timelines_with_its_events() {
             .count(),
         2
     );
-    assert!(std::fs::read_to_string(out.join("report.txt"))
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(text.contains("Requests      [total, rate, throughput]"));
+    // Which runtime ran the pods, per variant (nginx or the built-in
+    // server here), in the text report and in summary.json.
+    assert_eq!(text.matches("pods ran as: ").count(), 2, "{text}");
+    assert!(data
+        .summary
+        .variants
+        .iter()
+        .all(|v| !v.pod_runtimes.is_empty()));
+    // What each variant applied is saved with the report.
+    let saved: Vec<_> = std::fs::read_dir(out.join("manifests"))
         .unwrap()
-        .contains("Requests      [total, rate, throughput]"));
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(saved.len(), 2);
+    assert!(
+        saved.iter().all(|m| m.contains("kind: Deployment")),
+        "{saved:?}"
+    );
 
     // The baseline written from this run accepts it and rejects a copy
     // whose success ratio dropped.

@@ -8,3 +8,4 @@ mod emulator_node_proxy;
 mod fuzz_apis;
 mod kind_config;
 mod kind_ready;
+mod workload_sources;

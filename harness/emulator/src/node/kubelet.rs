@@ -512,7 +512,22 @@ impl PodWorker {
             shared: self.shared.clone(),
             ip,
         };
+        let (env, unresolved) = super::env::container_env(
+            &pod,
+            &spec_container,
+            super::env::PodPlace {
+                pod_ip: &ip.to_string(),
+                node_name: self.node(),
+                node_ip: self.shared.config.node_ip.as_deref(),
+            },
+        );
+        for why in unresolved {
+            self.emit("EnvNotModelled", why);
+        }
         let spec = ContainerSpec {
+            env,
+            command: spec_container.command.clone().unwrap_or_default(),
+            args: spec_container.args.clone().unwrap_or_default(),
             namespace: pod
                 .metadata
                 .namespace
@@ -559,7 +574,7 @@ impl PodWorker {
         state.pod_ip = Some(ip);
         state.started_at = Some(started);
         state.container_id = Some(match container.pid() {
-            Some(pid) => format!("zdt://nginx-{pid}"),
+            Some(pid) => format!("zdt://{}-{pid}", container.engine().name()),
             None => format!("zdt://builtin-{}", container.addr().port()),
         });
         self.emit(
@@ -662,8 +677,9 @@ impl PodWorker {
                     if termination.is_none() {
                         state.phase = if exit.success() { "Succeeded" } else { "Failed" };
                     }
+                    let last = container.log_tail().pop().map(|l| format!("; its last line: {l}")).unwrap_or_default();
                     self.emit("Exited", format!(
-                        "container {} exited with code {}", spec_container.name, exit.exit_code()));
+                        "container {} exited with code {}{last}", spec_container.name, exit.exit_code()));
                     self.report(&state, false).await;
                 }
                 _ = async { termination.as_mut().expect("guarded").await }, if termination.is_some() && exit_seen => {
@@ -998,7 +1014,7 @@ impl Terminator {
         let remaining = grace.saturating_sub(elapsed).max(MINIMUM_GRACE_PERIOD);
         let mut deadline = Instant::now() + remaining;
 
-        let (signo, why) = stop_signal(&self.spec);
+        let (signo, why) = stop_signal(&self.spec, self.container.image_stop_signal());
         self.emit(
             "StopSignal",
             format!(
@@ -1112,8 +1128,9 @@ pub fn sleep_seconds(command: &[String]) -> Option<f64> {
 }
 
 /// The stop signal for a container and why: `lifecycle.stopSignal`, else
-/// the image's STOPSIGNAL (SIGQUIT for nginx images), else SIGTERM.
-pub fn stop_signal(container: &ContainerSpecK8s) -> (i32, &'static str) {
+/// the image's STOPSIGNAL (`image`, when the runtime read the image; else
+/// SIGQUIT for nginx images), else SIGTERM.
+pub fn stop_signal(container: &ContainerSpecK8s, image: Option<i32>) -> (i32, &'static str) {
     if let Some(name) = container
         .lifecycle
         .as_ref()
@@ -1122,6 +1139,9 @@ pub fn stop_signal(container: &ContainerSpecK8s) -> (i32, &'static str) {
         if let Some(signo) = signal_number(name) {
             return (signo, "lifecycle.stopSignal");
         }
+    }
+    if let Some(signo) = image {
+        return (signo, "the image's STOPSIGNAL");
     }
     if is_nginx_image(container.image.as_deref().unwrap_or("")) {
         (libc::SIGQUIT, "the nginx image's STOPSIGNAL")
@@ -1198,14 +1218,14 @@ mod tests {
             image: Some("nginx:1.27".into()),
             ..Default::default()
         };
-        assert_eq!(stop_signal(&c).0, libc::SIGQUIT);
+        assert_eq!(stop_signal(&c, None).0, libc::SIGQUIT);
         c.image = Some("ghcr.io/acme/app:1".into());
-        assert_eq!(stop_signal(&c).0, libc::SIGTERM);
+        assert_eq!(stop_signal(&c, None).0, libc::SIGTERM);
         c.lifecycle = Some(Lifecycle {
             stop_signal: Some("SIGUSR1".into()),
             ..Default::default()
         });
-        assert_eq!(stop_signal(&c).0, libc::SIGUSR1);
+        assert_eq!(stop_signal(&c, None).0, libc::SIGUSR1);
         assert_eq!(signal_name(libc::SIGQUIT), "SIGQUIT");
         assert_eq!(signal_number("term"), Some(libc::SIGTERM));
     }

@@ -1,10 +1,14 @@
 //! A node's agents, one component per file: the kubelet ([`kubelet`], or
 //! the process-less [`simkubelet`]), the container runtime ([`runtime`],
 //! nginx or the built-in [`serve`] server, with the app behaviour of
-//! [`app`]) and kube-proxy ([`kube_proxy`]). This module is the glue
+//! [`app`]; or the user's own process: [`host_command`], [`docker_image`],
+//! with the env of [`env`]) and kube-proxy ([`kube_proxy`]). This module is the glue
 //! between the store and them; node faults map onto all of them.
 
 pub mod app;
+pub mod docker_image;
+pub mod env;
+pub mod host_command;
 pub mod kube_proxy;
 pub mod kubelet;
 pub mod runtime;

@@ -5,7 +5,12 @@
 //! listening on its own 127.0.0.1 port and adding `X-Pod`/`X-Node` headers;
 //! its stop-signal semantics (SIGQUIT graceful, SIGTERM fast) come for free.
 //! Otherwise it is the built-in [`super::serve::Server`] with the same
-//! semantics, in-process.
+//! semantics, in-process — unless the scenario's `workload.run` names the
+//! container (by name or image): then it is the user's own process, a host
+//! command ([`super::host_command`]) or the image's entrypoint from the
+//! local Docker ([`super::docker_image`]), started in the cluster's network
+//! namespace exactly as nginx is, with the same signal delivery, exit
+//! watching and cleanup.
 //!
 //! The app's [`Behaviour`] (pod annotations, see [`super::app`]) makes it
 //! less than instant: with a start delay the container is started at once
@@ -38,8 +43,11 @@ use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
 use super::app::Behaviour;
+use super::docker_image::{self, Image};
+use super::host_command::{self, CommandError};
 use super::serve::{ServeConfig, Server, ServerExit, ServerHandle, Signal};
 use crate::RuntimeChoice;
+use zdt_core::emulated::{ContainerRun, RunEngine};
 use zdt_core::events::{EventSink, Source};
 use zdt_core::netns::Net;
 
@@ -59,6 +67,22 @@ pub enum Engine {
     Nginx,
     /// The in-process `serve::Server`.
     Builtin,
+    /// A `workload.run` host command.
+    Host,
+    /// A `workload.run` image's entrypoint, from the local Docker.
+    Docker,
+}
+
+impl Engine {
+    /// The engine's name in reports and container IDs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Nginx => "nginx",
+            Engine::Builtin => "builtin",
+            Engine::Host => "host",
+            Engine::Docker => "docker",
+        }
+    }
 }
 
 impl std::fmt::Display for Engine {
@@ -66,6 +90,8 @@ impl std::fmt::Display for Engine {
         f.write_str(match self {
             Engine::Nginx => "nginx",
             Engine::Builtin => "built-in server",
+            Engine::Host => "host command",
+            Engine::Docker => "docker image",
         })
     }
 }
@@ -100,6 +126,22 @@ pub enum RuntimeError {
     NginxTimeout { pod: String, addr: SocketAddr },
     #[error("the runtime was shut down")]
     ShutDown,
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("workload.run needs the emulator's private network (every pod binds its own pod IP there), and this machine has none: {why}")]
+    NeedsPrivateNetwork { why: String },
+    #[error("container {pod}: workload.run.{key} asks for runtime `docker`, but {reason}")]
+    Docker {
+        pod: String,
+        key: String,
+        reason: String,
+    },
+    #[error("container {pod}: workload.run.{key} has no `command`, and the image cannot run from Docker: {reason}; give a `command` or make the image local (`docker build`/`docker load`)")]
+    NoEngine {
+        pod: String,
+        key: String,
+        reason: String,
+    },
 }
 
 /// What to run for one pod's container.
@@ -118,6 +160,13 @@ pub struct ContainerSpec {
     /// private network (on the host's stack, a free 127.0.0.1 port).
     pub ip: Ipv4Addr,
     pub port: u16,
+    /// The container's env as the kubelet resolved it (`env:`, the
+    /// downward API); what a user's own process gets.
+    pub env: Vec<(String, String)>,
+    /// The pod spec's `command` and `args` (the image's entrypoint and cmd
+    /// when empty): what the docker engine runs.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -150,6 +199,48 @@ impl ContainerExit {
     }
 }
 
+/// Which engine ran a pod's container. The runtime says it in a `Runtime`
+/// event; reports read it back from there ([`PodRuntime::from_event`]), so
+/// the words and their reading live in one place.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PodRuntime {
+    pub pod: String,
+    pub container: String,
+    pub image: String,
+    /// `nginx`, `builtin`, `host` or `docker` ([`Engine::name`]).
+    pub runtime: String,
+}
+
+impl PodRuntime {
+    /// The event reason the runtime records a container start under.
+    pub const REASON: &'static str = "Runtime";
+
+    /// The head of the `Runtime` event's message.
+    fn message(&self) -> String {
+        format!(
+            "container {} (image {}) runtime {}:",
+            self.container, self.image, self.runtime
+        )
+    }
+
+    /// The record in a `Runtime` event, if `event` is one.
+    pub fn from_event(event: &zdt_core::events::Event) -> Option<PodRuntime> {
+        if event.reason != Self::REASON {
+            return None;
+        }
+        let rest = event.message.strip_prefix("container ")?;
+        let (container, rest) = rest.split_once(" (image ")?;
+        let (image, rest) = rest.split_once(") runtime ")?;
+        let (runtime, _) = rest.split_once(':')?;
+        Some(PodRuntime {
+            pod: event.object.strip_prefix("pod/")?.to_owned(),
+            container: container.to_owned(),
+            image: image.to_owned(),
+            runtime: runtime.to_owned(),
+        })
+    }
+}
+
 /// Process groups of live nginx containers, so `Runtime::shutdown` and the
 /// runtime's drop can SIGKILL them all even if a `Container` leaked.
 #[derive(Default)]
@@ -174,9 +265,28 @@ impl Registry {
     }
 }
 
+/// A `workload.run` entry with its program found.
+#[derive(Debug, Clone)]
+struct RunEntry {
+    run: ContainerRun,
+    program: Option<PathBuf>,
+}
+
+/// How one container is launched.
+enum Launch {
+    Nginx(PathBuf),
+    Builtin,
+    Host { key: String, entry: RunEntry },
+    Docker(Arc<Image>),
+}
+
 /// Starts containers. One per emulated cluster, shared by every kubelet.
 pub struct Runtime {
     choice: RuntimeChoice,
+    run: std::collections::BTreeMap<String, RunEntry>,
+    /// Images exported from Docker so far, by reference (the error says why
+    /// one cannot be): every pod of an image shares one root filesystem.
+    images: tokio::sync::Mutex<HashMap<String, Result<Arc<Image>, String>>>,
     nginx: Option<PathBuf>,
     events: EventSink,
     root: tempfile::TempDir,
@@ -215,6 +325,33 @@ impl Runtime {
         events: EventSink,
         net: Net,
     ) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_run(choice, Default::default(), events, net)
+    }
+
+    /// A runtime that also runs the containers `run` names (by container
+    /// name or image) as the user's own processes. Every program is looked
+    /// up here, so a missing one is an error before any pod starts.
+    pub fn with_run(
+        choice: RuntimeChoice,
+        run: std::collections::BTreeMap<String, ContainerRun>,
+        events: EventSink,
+        net: Net,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        if !run.is_empty() && !net.is_private() {
+            return Err(RuntimeError::NeedsPrivateNetwork {
+                why: zdt_core::netns::private_unavailable()
+                    .unwrap_or("the emulator runs on the host's network stack (ZDT_NETWORK=host)")
+                    .to_owned(),
+            });
+        }
+        let mut entries = std::collections::BTreeMap::new();
+        for (key, r) in run {
+            let program = match (r.runtime, r.command.is_empty()) {
+                (RunEngine::Docker, _) | (RunEngine::Auto, true) => None,
+                _ => Some(host_command::resolve(&key, &r)?),
+            };
+            entries.insert(key, RunEntry { run: r, program });
+        }
         let nginx = match choice {
             RuntimeChoice::Builtin => None,
             RuntimeChoice::Auto => find_nginx(),
@@ -237,6 +374,8 @@ impl Runtime {
         }
         Ok(Arc::new(Runtime {
             choice,
+            run: entries,
+            images: Default::default(),
             nginx,
             events,
             root,
@@ -282,25 +421,110 @@ impl Runtime {
         }
     }
 
-    /// Start a container and wait until it listens.
+    /// The `workload.run` entry for a container: by its name, else its
+    /// image as written, else the image without tag or digest.
+    fn run_entry(&self, spec: &ContainerSpec) -> Option<(&String, &RunEntry)> {
+        let bare = spec
+            .image
+            .split('@')
+            .next()
+            .map(|i| match i.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => name,
+                _ => i,
+            })
+            .unwrap_or(&spec.image);
+        [spec.container.as_str(), spec.image.as_str(), bare]
+            .into_iter()
+            .find_map(|k| self.run.get_key_value(k))
+    }
+
+    /// The image's root filesystem from the local Docker, exported once.
+    async fn docker_image(&self, image: &str) -> Result<Arc<Image>, String> {
+        let mut images = self.images.lock().await;
+        if let Some(done) = images.get(image) {
+            return done.clone();
+        }
+        let dir = self.root.path().join(format!("image-{}", images.len()));
+        let made = docker_image::export(image, &dir).await.map(Arc::new);
+        images.insert(image.to_owned(), made.clone());
+        made
+    }
+
+    /// How `spec`'s container runs: its `workload.run` entry, else nginx
+    /// or the built-in server by image.
+    async fn launch_for(&self, spec: &ContainerSpec) -> Result<Launch, RuntimeError> {
+        let Some((key, entry)) = self.run_entry(spec) else {
+            return Ok(match self.engine_for(&spec.image) {
+                Engine::Nginx => Launch::Nginx(self.nginx.clone().expect("engine_for checked")),
+                _ => Launch::Builtin,
+            });
+        };
+        let host = || Launch::Host {
+            key: key.clone(),
+            entry: entry.clone(),
+        };
+        match entry.run.runtime {
+            RunEngine::Host => Ok(host()),
+            RunEngine::Docker => match self.docker_image(&spec.image).await {
+                Ok(image) => Ok(Launch::Docker(image)),
+                Err(reason) => Err(RuntimeError::Docker {
+                    pod: spec.pod.clone(),
+                    key: key.clone(),
+                    reason,
+                }),
+            },
+            RunEngine::Auto => match self.docker_image(&spec.image).await {
+                Ok(image) => Ok(Launch::Docker(image)),
+                Err(reason) if entry.program.is_some() => {
+                    let msg = format!(
+                        "image {} does not run from Docker ({reason}); workload.run.{key} runs its host command instead",
+                        spec.image
+                    );
+                    tracing::info!(pod = %spec.pod, "{msg}");
+                    self.events.emit(
+                        Source::Pod,
+                        "RuntimeFallback",
+                        spec.object(),
+                        Some(&spec.node),
+                        msg,
+                    );
+                    Ok(host())
+                }
+                Err(reason) => Err(RuntimeError::NoEngine {
+                    pod: spec.pod.clone(),
+                    key: key.clone(),
+                    reason,
+                }),
+            },
+        }
+    }
+
+    /// Start a container and wait until it listens (nginx, the built-in
+    /// server) or until its process runs (a user's own: whether it listens
+    /// is its readiness probe's business, as in Kubernetes).
     pub async fn start(&self, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
         use std::sync::atomic::Ordering;
         if self.registry.shut_down.load(Ordering::SeqCst) {
             return Err(RuntimeError::ShutDown);
         }
-        let engine = self.engine_for(&spec.image);
+        let launch = self.launch_for(spec).await?;
         let id = self.registry.next.fetch_add(1, Ordering::SeqCst);
-        let container = match engine {
-            Engine::Builtin => self.start_builtin(spec).await?,
-            Engine::Nginx => {
-                let nginx = self.nginx.clone().expect("engine_for checked nginx");
-                self.start_nginx(&nginx, spec, id).await?
-            }
+        let container = match launch {
+            Launch::Builtin => self.start_builtin(spec).await?,
+            Launch::Nginx(nginx) => self.start_nginx(&nginx, spec, id).await?,
+            Launch::Host { key, entry } => self.start_host(&key, &entry, spec, id).await?,
+            Launch::Docker(image) => self.start_docker(&image, spec, id).await?,
+        };
+        let engine = container.engine;
+        let record = PodRuntime {
+            pod: spec.pod.clone(),
+            container: spec.container.clone(),
+            image: spec.image.clone(),
+            runtime: engine.name().to_owned(),
         };
         let msg = format!(
-            "container {} (image {}) runs as {} on {} (pid {}){}",
-            spec.container,
-            spec.image,
+            "{} runs as {} on {} (pid {}){}",
+            record.message(),
             engine,
             container.addr,
             container
@@ -311,8 +535,13 @@ impl Runtime {
                 .map_or_else(String::new, |d| format!("; app {d}")),
         );
         tracing::info!(pod = %spec.pod, node = %spec.node, "{msg}");
-        self.events
-            .emit(Source::Pod, "Runtime", spec.object(), Some(&spec.node), msg);
+        self.events.emit(
+            Source::Pod,
+            PodRuntime::REASON,
+            spec.object(),
+            Some(&spec.node),
+            msg,
+        );
         Ok(container)
     }
 
@@ -352,6 +581,7 @@ impl Runtime {
         });
         Ok(Container {
             engine: Engine::Builtin,
+            stop_signal: None,
             addr: handle.addr(),
             inner: Inner::Builtin(handle),
             exit,
@@ -482,88 +712,14 @@ impl Runtime {
             .arg("-c")
             .arg(conf)
             .args(["-e", "stderr", "-g", self.nginx_globals()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own process group: SIGKILL/SIGSTOP reach the workers too,
-            // and a terminal's Ctrl-C does not reach the pods directly.
-            .process_group(0);
-        // nginx's master is SIGKILLed if zdt dies without cleaning up.
-        zdt_core::process::die_with_parent(cmd.as_std_mut());
+            .stdout(Stdio::null());
+        // nginx's workers start in the cluster's PID namespace, which the
+        // kernel empties when the network's helper ends.
         self.net.join_before_exec(cmd.as_std_mut(), true);
-        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-            pod: spec.pod.clone(),
-            engine: Engine::Nginx,
-            source,
-        })?;
-        let pid = child.id().expect("a freshly spawned child has a pid") as i32;
-        self.registry
-            .groups
-            .lock()
-            .expect("registry lock")
-            .insert(id, pid);
-
-        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            let pod = spec.pod.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(pod = %pod, "nginx: {line}");
-                    let mut log = log.lock().expect("log lock");
-                    if log.len() == LOG_TAIL {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
-                }
-            });
-        }
-
-        let (exit_tx, mut exit) = watch::channel(None);
-        let registry = self.registry.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            // The master is gone; take any orphaned worker with it, as a
-            // container runtime tears down the container's cgroup, and only
-            // then call the container exited: a dying worker still holds
-            // the listening socket.
-            let members = group_members(pid);
-            killpg(pid, libc::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while members.iter().any(|&m| process_live(m)) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            registry.groups.lock().expect("registry lock").remove(&id);
-            let status = match status {
-                Ok(s) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    ContainerExit {
-                        code: s.code(),
-                        signal: s.signal(),
-                    }
-                }
-                Err(_) => ContainerExit {
-                    code: None,
-                    signal: Some(libc::SIGKILL),
-                },
-            };
-            let _ = exit_tx.send(Some(status));
-        });
-
-        let container = Container {
-            engine: Engine::Nginx,
-            addr,
-            inner: Inner::Nginx { pid },
-            exit: exit.clone(),
-            log: log.clone(),
-            dir: Some(dir.to_path_buf()),
-            registry: self.registry.clone(),
-            id,
-            upstream: None,
-            reservation: None,
-        };
+        let mut container = self.spawn_process(cmd, spec, Engine::Nginx, id)?;
+        container.dir = Some(dir.to_path_buf());
+        container.addr = addr;
+        let (log, mut exit) = (container.log.clone(), container.exit.clone());
         if !warm_up.is_zero() {
             // Started, not listening: that is the point of the warm-up.
             return Ok(container);
@@ -599,6 +755,185 @@ impl Runtime {
             }
             let _ = tokio::time::timeout(Duration::from_millis(5), exit.changed()).await;
         }
+    }
+
+    /// A `workload.run` host command: the program with the container's
+    /// env, in the cluster's network (the pod IP is one of its addresses).
+    async fn start_host(
+        &self,
+        key: &str,
+        entry: &RunEntry,
+        spec: &ContainerSpec,
+        id: u64,
+    ) -> Result<Container, RuntimeError> {
+        let program = entry.program.clone().ok_or_else(|| CommandError::Empty {
+            key: key.to_owned(),
+        })?;
+        let (args, env) = host_command::invocation(&entry.run, &spec.env);
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args).env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("HOSTNAME", &spec.pod).envs(env);
+        self.spawn_user(cmd, spec, Engine::Host, id)
+    }
+
+    /// An image's entrypoint from its exported root filesystem (chroot),
+    /// with the image's env under the container's.
+    async fn start_docker(
+        &self,
+        image: &Image,
+        spec: &ContainerSpec,
+        id: u64,
+    ) -> Result<Container, RuntimeError> {
+        let argv = image.argv(&spec.command, &spec.args);
+        let env = image.env(&spec.env);
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RuntimeError::Docker {
+                pod: spec.pod.clone(),
+                key: spec.container.clone(),
+                reason: format!(
+                    "image {} has no entrypoint or cmd, and the pod spec gives no `command`",
+                    spec.image
+                ),
+            });
+        };
+        let program = image
+            .find_program(program, &env)
+            .map_err(|reason| RuntimeError::Docker {
+                pod: spec.pod.clone(),
+                key: spec.container.clone(),
+                reason,
+            })?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("HOSTNAME", &spec.pod)
+            .envs(env);
+        let mut c = {
+            // The network first (its descriptors are open here), then the
+            // image's root: the program path resolves inside it.
+            self.net.join_before_exec(cmd.as_std_mut(), false);
+            image.enter_before_exec(cmd.as_std_mut());
+            self.spawn_process(cmd, spec, Engine::Docker, id)?
+        };
+        c.stop_signal = image.stop_signal;
+        Ok(c)
+    }
+
+    /// A user's process: in the cluster's network without its PID
+    /// namespace (a process whose children go elsewhere cannot start
+    /// threads, and most servers do).
+    fn spawn_user(
+        &self,
+        mut cmd: tokio::process::Command,
+        spec: &ContainerSpec,
+        engine: Engine,
+        id: u64,
+    ) -> Result<Container, RuntimeError> {
+        self.net.join_before_exec(cmd.as_std_mut(), false);
+        self.spawn_process(cmd, spec, engine, id)
+    }
+
+    /// Start `cmd` as a container's PID 1 (it has joined the network
+    /// already): its own process group, killed if zdt dies, output kept
+    /// for errors, exit watched. Returns at once; the caller decides what
+    /// "started" means.
+    fn spawn_process(
+        &self,
+        mut cmd: tokio::process::Command,
+        spec: &ContainerSpec,
+        engine: Engine,
+        id: u64,
+    ) -> Result<Container, RuntimeError> {
+        if engine != Engine::Nginx {
+            cmd.stdout(Stdio::piped());
+        }
+        cmd.stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group: SIGKILL/SIGSTOP reach the workers too,
+            // and a terminal's Ctrl-C does not reach the pods directly.
+            .process_group(0);
+        // The container is SIGKILLed if zdt dies without cleaning up.
+        zdt_core::process::die_with_parent(cmd.as_std_mut());
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            pod: spec.pod.clone(),
+            engine,
+            source,
+        })?;
+        let pid = child.id().expect("a freshly spawned child has a pid") as i32;
+        self.registry
+            .groups
+            .lock()
+            .expect("registry lock")
+            .insert(id, pid);
+
+        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let keep = |stream: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+            let Some(stream) = stream else { return };
+            let log = log.clone();
+            let pod = spec.pod.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(pod = %pod, "{engine}: {line}");
+                    let mut log = log.lock().expect("log lock");
+                    if log.len() == LOG_TAIL {
+                        log.pop_front();
+                    }
+                    log.push_back(line);
+                }
+            });
+        };
+        keep(child.stderr.take().map(|s| Box::new(s) as _));
+        keep(child.stdout.take().map(|s| Box::new(s) as _));
+
+        let (exit_tx, exit) = watch::channel(None);
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // The master is gone; take any orphaned worker with it, as a
+            // container runtime tears down the container's cgroup, and only
+            // then call the container exited: a dying worker still holds
+            // the listening socket.
+            let members = group_members(pid);
+            killpg(pid, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while members.iter().any(|&m| process_live(m)) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            registry.groups.lock().expect("registry lock").remove(&id);
+            let status = match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    ContainerExit {
+                        code: s.code(),
+                        signal: s.signal(),
+                    }
+                }
+                Err(_) => ContainerExit {
+                    code: None,
+                    signal: Some(libc::SIGKILL),
+                },
+            };
+            let _ = exit_tx.send(Some(status));
+        });
+
+        Ok(Container {
+            engine,
+            stop_signal: None,
+            addr: self.listen_addr(spec, spec.port),
+            inner: Inner::Process { pid },
+            exit,
+            log,
+            dir: None,
+            registry: self.registry.clone(),
+            id,
+            upstream: None,
+            reservation: None,
+        })
     }
 
     /// nginx's `-g` directives. In a user namespace only zdt's own user is
@@ -637,13 +972,19 @@ pub fn is_nginx_image(image: &str) -> bool {
 }
 
 enum Inner {
-    Nginx { pid: i32 },
+    /// A process tree (nginx, a host command, an image's entrypoint).
+    Process {
+        pid: i32,
+    },
     Builtin(ServerHandle),
 }
 
 /// A running (or exited) container. Dropping it SIGKILLs what is left.
 pub struct Container {
     engine: Engine,
+    /// The image's own STOPSIGNAL (docker engine), which the kubelet uses
+    /// when the pod spec sets no `lifecycle.stopSignal`.
+    stop_signal: Option<i32>,
     addr: SocketAddr,
     inner: Inner,
     exit: watch::Receiver<Option<ContainerExit>>,
@@ -678,10 +1019,15 @@ impl Container {
         self.addr
     }
 
-    /// The nginx master's pid (None for the in-process server).
+    /// The image's STOPSIGNAL, when the engine knows it.
+    pub fn image_stop_signal(&self) -> Option<i32> {
+        self.stop_signal
+    }
+
+    /// The container's PID 1 (None for the in-process server).
     pub fn pid(&self) -> Option<i32> {
         match self.inner {
-            Inner::Nginx { pid } => Some(pid),
+            Inner::Process { pid } => Some(pid),
             Inner::Builtin(_) => None,
         }
     }
@@ -693,7 +1039,7 @@ impl Container {
             return;
         }
         match &self.inner {
-            Inner::Nginx { pid } => match signo {
+            Inner::Process { pid } => match signo {
                 libc::SIGKILL | libc::SIGSTOP | libc::SIGCONT => {
                     killpg(*pid, signo);
                     match (&self.upstream, signo) {
@@ -744,7 +1090,8 @@ impl Container {
         }
     }
 
-    /// The last lines nginx wrote to stderr (empty for the built-in server).
+    /// The last lines the container's process wrote (nginx: stderr; a
+    /// user's process: stdout and stderr; empty for the built-in server).
     pub fn log_tail(&self) -> Vec<String> {
         self.log.lock().expect("log lock").iter().cloned().collect()
     }
@@ -757,7 +1104,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        if let Inner::Nginx { pid } = self.inner {
+        if let Inner::Process { pid } = self.inner {
             let registered = self
                 .registry
                 .groups

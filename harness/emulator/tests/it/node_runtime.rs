@@ -25,6 +25,9 @@ fn spec(pod: &str, image: &str) -> ContainerSpec {
         app: Behaviour::default(),
         ip: std::net::Ipv4Addr::new(10, 244, 1, 2),
         port: 80,
+        env: Vec::new(),
+        command: Vec::new(),
+        args: Vec::new(),
     }
 }
 
@@ -512,4 +515,118 @@ async fn measure_start_latency() {
         );
         drop(three);
     }
+}
+
+/// A `workload.run` host command runs as the pod's container: in the
+/// cluster's network on the pod IP (from the container's env, through
+/// `$(VAR)` expansion), recorded as runtime `host`, and stopped by the
+/// signal the kubelet sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_command_runs_on_its_pod_ip_and_stops_on_the_stop_signal() {
+    if let Some(why) = zdt_core::netns::private_unavailable() {
+        eprintln!("SKIPPED: no private network here ({why}); the host runtime needs one");
+        return;
+    }
+    let Some(python) = ["/usr/bin/python3", "/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("SKIPPED: python3 (the stand-in server) is not installed");
+        return;
+    };
+    let net = zdt_core::netns::Net::private(
+        &[zdt_core::netns::Block {
+            addr: std::net::Ipv4Addr::new(10, 244, 0, 1),
+            len: 16,
+        }],
+        &[],
+    )
+    .unwrap();
+    let run = std::collections::BTreeMap::from([(
+        "web".to_owned(),
+        zdt_core::emulated::ContainerRun {
+            runtime: zdt_core::emulated::RunEngine::Host,
+            command: vec![python.into(), "-m".into(), "http.server".into()],
+            args: vec!["--bind".into(), "$(POD_IP)".into(), "$(PORT)".into()],
+            ..Default::default()
+        },
+    )]);
+    let (events, mut rx) = EventSink::channel(Clock::start());
+    let rt = Runtime::with_run(RuntimeChoice::Builtin, run, events, net.clone()).unwrap();
+    let spec = ContainerSpec {
+        port: 8080,
+        env: vec![
+            ("POD_IP".into(), "10.244.1.2".into()),
+            ("PORT".into(), "8080".into()),
+        ],
+        ..spec("own-1", "shop/web:1.4")
+    };
+    let c = rt.start(&spec).await.unwrap();
+    assert_eq!(c.engine(), Engine::Host);
+    assert!(c.pid().is_some());
+    assert_eq!(c.addr(), "10.244.1.2:8080".parse().unwrap());
+    let started = rx.recv().await.unwrap();
+    let record = zdt_emulator::node::runtime::PodRuntime::from_event(&started).unwrap();
+    assert_eq!(
+        (
+            record.pod.as_str(),
+            record.container.as_str(),
+            record.runtime.as_str()
+        ),
+        ("own-1", "web", "host")
+    );
+    // It answers on the pod IP once it listens (bounded wait).
+    let deadline = Instant::now() + LIMIT;
+    let code = loop {
+        let probe = zdt_core::net::http_status(&net, c.addr(), "/", "test");
+        if let Ok(Ok(code)) = timeout(Duration::from_secs(1), probe).await {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "the host command never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, 200);
+    c.signal(libc::SIGTERM);
+    let exit = timeout(LIMIT, c.exited()).await.unwrap();
+    assert_eq!(exit.signal, Some(libc::SIGTERM), "{exit:?}");
+}
+
+/// The host runtime refuses a missing program and the host's network
+/// stack before any pod starts, saying what to do.
+#[tokio::test]
+async fn host_commands_are_checked_when_the_runtime_starts() {
+    let run = |program: &str| {
+        std::collections::BTreeMap::from([(
+            "web".to_owned(),
+            zdt_core::emulated::ContainerRun {
+                command: vec![program.into()],
+                ..Default::default()
+            },
+        )])
+    };
+    let e = Runtime::with_run(
+        RuntimeChoice::Builtin,
+        run("sh"),
+        EventSink::discard(Clock::start()),
+        zdt_emulator::Net::host(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("private network"), "{e}");
+    if zdt_core::netns::private_unavailable().is_some() {
+        eprintln!("SKIPPED the missing-program half: no private network here");
+        return;
+    }
+    let net = zdt_core::netns::Net::private(&[], &[]).unwrap();
+    let e = Runtime::with_run(
+        RuntimeChoice::Builtin,
+        run("zdt-no-such-server"),
+        EventSink::discard(Clock::start()),
+        net,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("zdt-no-such-server") && text.contains("not found"),
+        "{text}"
+    );
 }

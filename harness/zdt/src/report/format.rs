@@ -17,6 +17,25 @@ pub(crate) fn pct(ratio: f64) -> String {
     }
 }
 
+/// Which runtime ran the variant's pods, one entry per runtime, container
+/// and image: `host ×6 (app, image zdt/tiny:1)`; None when the summary has
+/// none (kind, existing clusters, older runs).
+pub(crate) fn runtimes(v: &VariantSummary) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<(&str, &str, &str), usize> = Default::default();
+    for r in &v.pod_runtimes {
+        *counts
+            .entry((r.runtime.as_str(), r.container.as_str(), r.image.as_str()))
+            .or_default() += 1;
+    }
+    (!counts.is_empty()).then(|| {
+        counts
+            .iter()
+            .map(|((rt, c, i), n)| format!("{rt} ×{n} (container {c}, image {i})"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Milliseconds in the unit a person reads best.
 pub(crate) fn ms(v: f64) -> String {
     if !v.is_finite() {

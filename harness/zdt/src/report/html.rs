@@ -172,6 +172,9 @@ fn variant_section(h: &mut String, v: &VariantSummary, pts: &[Point], events: &[
     if !timing.is_empty() {
         let _ = writeln!(h, "<p class=\"meta\">time: {}</p>", escape(&timing));
     }
+    if let Some(r) = format::runtimes(v) {
+        let _ = writeln!(h, "<p class=\"meta\">pods ran as: {}</p>", escape(&r));
+    }
     if !v.expectations.is_empty() {
         h.push_str("<table class=\"expectations\"><tr><th>expectation</th><th>threshold</th><th>actual</th><th>result</th></tr>\n");
         for e in &v.expectations {

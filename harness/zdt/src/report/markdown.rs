@@ -108,6 +108,10 @@ fn variant(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
     if !v.reasons.is_empty() {
         writeln!(w)?;
     }
+    if let Some(r) = format::runtimes(v) {
+        writeln!(w, "Pods ran as: {}.", md_cell(&r))?;
+        writeln!(w)?;
+    }
     writeln!(
         w,
         "Latency from each request's due time: p50 {}, p90 {}, p95 {}, p99 {}, p99.9 {}, max {}, mean {}. \

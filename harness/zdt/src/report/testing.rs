@@ -100,6 +100,7 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
             message: "evicted 1 pod".into(),
         }],
         host_faults: Default::default(),
+        pod_runtimes: Vec::new(),
         traffic_started_s: 3.0,
         timing: Default::default(),
         scenario_as_run: serde_json::json!({

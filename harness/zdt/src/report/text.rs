@@ -32,6 +32,9 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
         for r in &v.reasons {
             writeln!(w, "   {r}")?;
         }
+        if let Some(r) = format::runtimes(v) {
+            writeln!(w, "   pods ran as: {r}")?;
+        }
         match data.traffic.get(&v.name) {
             Some(t) => traffic_text(w, t)?,
             None => from_summary(w, v)?,

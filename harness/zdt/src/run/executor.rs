@@ -339,6 +339,7 @@ pub fn emulator_config(s: &Scenario) -> EmulatorConfig {
         kubernetes: s.cluster.kubernetes,
         timings: s.cluster.emulator,
         runtime: s.cluster.runtime,
+        run: s.workload.run.clone(),
         ..EmulatorConfig::default()
     }
 }
@@ -407,6 +408,7 @@ fn early_failure(
             error_windows: Vec::new(),
             chaos,
             host_faults: Default::default(),
+            pod_runtimes: super::summary::pod_runtimes(&events),
             traffic_started_s: 0.0,
             timing: Default::default(),
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
@@ -613,6 +615,15 @@ async fn run_variant_inner(
             .await?
         }
         Provider::Kind => {
+            // Every image the workload names must be local (or pullable)
+            // before kind is touched; they are loaded before the apply.
+            let objects =
+                scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+            let images = zdt_cluster::kind_images::workload_images(&objects);
+            zdt_cluster::kind_images::DockerCli::default()
+                .ensure_local(&images)
+                .await
+                .map_err(|e| invalid(format!("workload: {e}")))?;
             let mode = s.load_balancer.mode;
             // Not `unless_cancelled`: on Ctrl-C the kind provider itself
             // stops kind and deletes a half-created cluster.
@@ -683,7 +694,28 @@ async fn with_cluster(
     let ns = s.workload.namespace.clone();
 
     let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
+    if let Some(out) = &opts.out {
+        super::output::write_manifests(out, &s.variant, &objects)
+            .map_err(|e| invalid(format!("workload: {e}")))?;
+    }
     phases.enter(Phase::Workload, "workload apply");
+    let images = zdt_cluster::kind_images::workload_images(&objects);
+    let loaded = unless_cancelled(&cancel, "workload images", async {
+        cluster
+            .load_images(&images)
+            .await
+            .map_err(|e| invalid(format!("workload: {}", e.explain())))
+    })
+    .await?;
+    if !loaded.is_empty() {
+        sink.emit(
+            Source::Run,
+            "ImagesLoaded",
+            "workload",
+            None,
+            format!("kind load docker-image: {}", loaded.join(", ")),
+        );
+    }
     unless_cancelled(&cancel, "workload apply", async {
         apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
             .await
@@ -990,6 +1022,7 @@ pub(crate) fn summarise(
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        pod_runtimes: super::summary::pod_runtimes(events),
         traffic_started_s: t.started_at.as_secs_f64(),
         timing: Default::default(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),

@@ -94,6 +94,28 @@ pub fn write(
     Ok(written)
 }
 
+/// The manifests a variant applies (rendered from a kustomization or a
+/// chart, mitigations and patches applied) as `OUT/manifests/VARIANT.yaml`,
+/// so a report shows exactly what ran.
+pub fn write_manifests(
+    out: &Path,
+    variant: &str,
+    objects: &[serde_json::Value],
+) -> Result<PathBuf, OutputError> {
+    let dir = out.join("manifests");
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let p = dir.join(format!("{}.yaml", sanitize(variant)));
+    let mut text = String::new();
+    for o in objects {
+        text.push_str("---\n");
+        let doc = serde_saphyr::to_string(o)
+            .map_err(|e| io_err(&p, std::io::Error::other(e.to_string())))?;
+        text.push_str(&doc);
+    }
+    std::fs::write(&p, text).map_err(|e| io_err(&p, e))?;
+    Ok(p)
+}
+
 /// Variant names become file names: keep them portable.
 pub(crate) fn sanitize(name: &str) -> String {
     name.chars()

@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use zdt_emulator::node::runtime::PodRuntime;
+
+/// The pods' runtimes in a variant's events (the emulator's `Runtime`
+/// events; none on kind or an existing cluster).
+pub(crate) fn pod_runtimes(events: &[zdt_core::events::Event]) -> Vec<PodRuntime> {
+    events.iter().filter_map(PodRuntime::from_event).collect()
+}
+
 /// The verdict of one variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -76,6 +84,10 @@ pub struct VariantSummary {
     /// variant INVALID.
     #[serde(default)]
     pub host_faults: BTreeMap<String, u64>,
+    /// Which runtime ran each pod's container (emulator only: `nginx`,
+    /// `builtin`, `host`, `docker`), in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_runtimes: Vec<PodRuntime>,
     /// Offset of the first request on the variant's clock, in seconds; event
     /// times minus this are times since traffic start.
     pub traffic_started_s: f64,

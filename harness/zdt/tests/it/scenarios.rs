@@ -86,6 +86,27 @@ async fn scenario(#[files("../../scenarios/*.yaml")] path: PathBuf) {
         for e in run.events.iter().filter(|e| e.reason == "UndoFailed") {
             failures.push(format!("{}: {}", v.id(), e.message));
         }
+        // A container the scenario runs itself (`workload.run`) must have
+        // run as its own process on the emulator, and the summary say so:
+        // never silently as the built-in server.
+        if v.cluster.provider == Provider::Emulator && !v.workload.run.is_empty() {
+            let own: Vec<_> = s
+                .pod_runtimes
+                .iter()
+                .filter(|r| v.workload.run.contains_key(&r.container))
+                .collect();
+            if own.is_empty()
+                || own
+                    .iter()
+                    .any(|r| r.runtime != "host" && r.runtime != "docker")
+            {
+                failures.push(format!(
+                    "{}: workload.run containers ran as {:?}",
+                    v.id(),
+                    s.pod_runtimes
+                ));
+            }
+        }
         if s.verdict != Verdict::Pass {
             failures.push(format!(
                 "{}: {:?}: {}",
