@@ -4,9 +4,10 @@
 //! line before its fence saying what it is, and is checked as that:
 //!
 //! - `<!-- check: scenario -->` a whole scenario file;
-//! - `<!-- check: scenario-fragment [at=PATH] [each-line] -->` part of one,
-//!   merged (as a JSON merge patch) into a minimal scenario at PATH (dotted;
-//!   a number indexes a list), each line on its own with `each-line`;
+//! - `<!-- check: scenario-fragment [at=PATH] [base=FILE] [each-line] -->`
+//!   part of one, merged (as a JSON merge patch) into a minimal scenario, or
+//!   the scenario FILE of this repository without its variants, at PATH
+//!   (dotted; a number indexes a list), each line on its own with `each-line`;
 //! - `<!-- check: lb-config -->` a `zdt lb --config` file, without deprecated keys;
 //! - `<!-- check: kind-config -->` a kind config zdt accepts; when its first
 //!   line names a file of this repository, the file says the same;
@@ -162,9 +163,19 @@ fn check_scenario_text(text: &str) -> Result<(), String> {
     file.variants().map(|_| ()).map_err(|e| format!("{e:?}"))
 }
 
-fn check_fragment(body: &str, at: &str) -> Result<(), String> {
+fn check_fragment(body: &str, at: &str, base: Option<&str>) -> Result<(), String> {
     let fragment = yaml_value(&dedent(body))?;
-    let mut doc = base_scenario();
+    let mut doc = match base {
+        None => base_scenario(),
+        // Its relative paths resolve from docs/ as from scenarios/.
+        Some(file) => {
+            let text =
+                std::fs::read_to_string(repo().join(file)).map_err(|e| format!("{file}: {e}"))?;
+            let mut doc = yaml_value(&text)?;
+            doc.as_object_mut().map(|o| o.remove("variants"));
+            doc
+        }
+    };
     merge(at_path(&mut doc, at), fragment);
     check_scenario_text(&serde_json::to_string_pretty(&doc).unwrap())
 }
@@ -237,12 +248,15 @@ fn check(example: &Example) -> Result<(), String> {
         .iter()
         .find_map(|o| o.strip_prefix("at="))
         .unwrap_or("");
+    let base = opts.iter().find_map(|o| o.strip_prefix("base="));
     match kind {
         "scenario" => check_scenario_text(&example.body),
-        "scenario-fragment" if opts.contains(&"each-line") => each_line(&example.body)
-            .iter()
-            .try_for_each(|line| check_fragment(line, at).map_err(|e| format!("`{line}`: {e}"))),
-        "scenario-fragment" => check_fragment(&example.body, at),
+        "scenario-fragment" if opts.contains(&"each-line") => {
+            each_line(&example.body).iter().try_for_each(|line| {
+                check_fragment(line, at, base).map_err(|e| format!("`{line}`: {e}"))
+            })
+        }
+        "scenario-fragment" => check_fragment(&example.body, at, base),
         "lb-config" => {
             zdt_lb::LbFile::parse(&example.body).map_err(|e| e.to_string())?;
             match zdt_lb::deprecated_keys(&example.body).as_slice() {
@@ -277,9 +291,9 @@ fn every_yaml_and_json_example_in_the_docs_is_what_it_claims() {
 #[test]
 fn a_broken_example_is_caught() {
     // The checker itself: a renamed field, a wrong place, a stale LB key.
-    assert!(check_fragment("traffic:\n  keepAlve: true\n", "").is_err());
-    assert!(check_fragment("keepAlive: true\n", "traffic").is_ok());
-    assert!(check_fragment("keepAlive: true\n", "cluster").is_err());
+    assert!(check_fragment("traffic:\n  keepAlve: true\n", "", None).is_err());
+    assert!(check_fragment("keepAlive: true\n", "traffic", None).is_ok());
+    assert!(check_fragment("keepAlive: true\n", "cluster", None).is_err());
     let lb = |body: &str| {
         check(&Example {
             place: "test".into(),
@@ -361,6 +375,7 @@ fn schema(name: &str) -> Option<BTreeSet<String>> {
         "loadBalancer" => fields_of::<v1::LoadBalancerSpec>(),
         "workload" => fields_of::<v1::WorkloadSpec>(),
         "workload.mitigations" => fields_of::<v1::MitigationsSpec>(),
+        "workload.run" => fields_of::<v1::ContainerRun>(),
         "readinessProbe" => fields_of::<v1::ProbeSpec>(),
         "traffic" => fields_of::<v1::TrafficSpec>(),
         "chaos" => fields_of::<v1::ChaosStepSpec>(),
