@@ -51,6 +51,13 @@ pub const MINIMUM_GRACE_PERIOD: Duration = Duration::from_secs(2);
 /// `terminationGracePeriodSeconds` when the pod spec has none.
 pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 
+/// How long a pod's sandbox (its network namespace and IP) outlives its
+/// containers: the kubelet's PLEG relists every second, so it notices the
+/// exit up to 1 s later and only then stops the sandbox. Until then a SYN to
+/// the pod IP meets a closed port and is answered with RST (refused); after
+/// it, the IP is gone and the SYN goes unanswered.
+pub const SANDBOX_TEARDOWN: Duration = Duration::from_secs(1);
+
 /// Logical pod IP → the real socket its container listens on, shared by
 /// every kubelet (writers) and kube-proxy (readers) of one cluster.
 #[derive(Debug, Clone, Default)]
@@ -691,6 +698,7 @@ impl PodWorker {
                     };
                     self.emit("Gone", "containers stopped; the pod object may be removed");
                     self.report(&state, true).await;
+                    _addr_guard.linger(SANDBOX_TEARDOWN);
                     return;
                 }
             }
@@ -749,6 +757,20 @@ struct AddrGuard {
     addrs: PodAddrs,
     ip: IpAddr,
     addr: SocketAddr,
+}
+
+impl AddrGuard {
+    /// Keep the address (a closed port now) for `teardown`, then remove it:
+    /// a pod whose containers stopped, as opposed to one whose node died.
+    fn linger(mut self, teardown: Duration) {
+        // The guard's own drop then clears an empty map.
+        let addrs = std::mem::take(&mut self.addrs);
+        let (ip, addr) = (self.ip, self.addr);
+        tokio::spawn(async move {
+            tokio::time::sleep(teardown).await;
+            addrs.remove_if(&ip, addr);
+        });
+    }
 }
 
 impl Drop for AddrGuard {
