@@ -26,6 +26,16 @@ impl Sandbox {
         let src =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cluster/tests/data/kind/fake-kind");
         std::fs::copy(src, root.path().join("bin/kind")).unwrap();
+        // kind's own dependency, docker, as a fake beside it: the workload's
+        // image is local, so zdt's image check passes without a registry.
+        let docker = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../cluster/tests/data/kind/fake-docker");
+        std::fs::copy(&docker, root.path().join("bin/docker")).unwrap();
+        std::fs::write(
+            root.path().join("state/local-images"),
+            "nginx:1.27\n", /* manifests/nginx */
+        )
+        .unwrap();
         let api = NodesApi::start();
         std::fs::write(root.path().join("state/server"), api.url()).unwrap();
         Self { root, api }
@@ -239,6 +249,15 @@ fn text(o: &Output) -> String {
         .join(" ")
 }
 
+/// What loading manifests/nginx's image into cluster `name` asks of kind:
+/// its nodes (the fake docker says none has the image), then one load.
+fn loads_nginx(name: &str) -> [String; 2] {
+    [
+        format!("get nodes --name {name}"),
+        format!("load docker-image nginx:1.27 --name {name}"),
+    ]
+}
+
 fn cluster_name(calls: &[String]) -> String {
     let create = calls
         .iter()
@@ -272,12 +291,14 @@ fn kind_run_creates_the_cluster_and_deletes_it_even_when_the_variant_fails() {
         ),
         "{calls:?}"
     );
+    // The workload's image, local but on no node, is loaded before the apply.
+    assert_eq!(calls[2..4], loads_nginx(&name), "{calls:?}");
     // The kubeconfig kind wrote at create is the one the delete names.
     assert_eq!(
-        calls[2],
+        calls[4],
         format!("delete cluster --name {name} --kubeconfig {}", create[9])
     );
-    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls.len(), 5, "{calls:?}");
     let config = std::fs::read_to_string(sb.path(&format!("state/config-{name}.yaml"))).unwrap();
     assert_eq!(config.matches("- role: worker").count(), 2, "{config}");
     assert!(config.contains("kindest/node:v1.31.14@sha256:"), "{config}");
@@ -324,7 +345,8 @@ fn keep_cluster_leaves_it_and_the_next_run_reuses_it() {
     assert_eq!(first.status.code(), Some(3), "{}", text(&first));
     let calls = sb.calls();
     let name = cluster_name(&calls);
-    assert_eq!(calls.len(), 2, "no delete with --keep-cluster: {calls:?}");
+    assert_eq!(calls[2..], loads_nginx(&name), "{calls:?}");
+    assert_eq!(calls.len(), 4, "no delete with --keep-cluster: {calls:?}");
     assert!(
         sb.events().contains("kept (--keep-cluster)"),
         "{}",
@@ -363,15 +385,15 @@ fn keep_cluster_leaves_it_and_the_next_run_reuses_it() {
     }
     let calls = sb.calls();
     assert_eq!(
-        calls[2..4],
+        calls[4..6],
         [
             "get clusters".to_owned(),
             format!("get kubeconfig --name {name}"),
         ],
         "a second run of the same shape reuses the cluster: {calls:?}"
     );
-    assert_eq!(calls.len(), 5, "{calls:?}");
-    sb.assert_delete(&calls[4], &name);
+    assert_eq!(calls.len(), 7, "{calls:?}");
+    sb.assert_delete(&calls[6], &name);
 }
 
 #[test]

@@ -620,10 +620,21 @@ async fn run_variant_inner(
             let objects =
                 scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
             let images = zdt_cluster::kind_images::workload_images(&objects);
-            zdt_cluster::kind_images::DockerCli::default()
+            let checked = zdt_cluster::kind_images::DockerCli::default()
                 .ensure_local(&images)
-                .await
-                .map_err(|e| invalid(format!("workload: {e}")))?;
+                .await;
+            if let Err(e) = checked {
+                // Without Docker, a missing kind is the first thing to fix.
+                if matches!(e, zdt_cluster::kind_images::ImageError::NoDocker(_)) {
+                    if let Err(k) = KindCli::default().get_clusters().await {
+                        return Err(invalid(format!(
+                            "cluster: {}",
+                            ClusterError::from(k).explain()
+                        )));
+                    }
+                }
+                return Err(invalid(format!("workload: {e}")));
+            }
             let mode = s.load_balancer.mode;
             // Not `unless_cancelled`: on Ctrl-C the kind provider itself
             // stops kind and deletes a half-created cluster.
