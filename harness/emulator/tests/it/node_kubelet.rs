@@ -17,7 +17,9 @@ use tokio::time::timeout;
 use zdt_core::clock::Clock;
 use zdt_core::events::{Event, EventSink};
 use zdt_core::units::Dur;
-use zdt_emulator::node::kubelet::{Kubelet, KubeletConfig, PodAddrs, PodStatusUpdate};
+use zdt_emulator::node::kubelet::{
+    Kubelet, KubeletConfig, PodAddrs, PodStatusUpdate, SANDBOX_TEARDOWN,
+};
 use zdt_emulator::node::runtime::{find_nginx, Runtime};
 use zdt_emulator::{KubeVersion, RuntimeChoice, Timings};
 
@@ -243,7 +245,20 @@ async fn stop_signal_only_after_prestop_sleep() {
             let log = container.log_tail().join("\n");
             assert!(log.contains("signal 3 (SIGQUIT)"), "{log}");
         }
-        assert!(n.addrs.is_empty(), "pod IP still mapped after gone");
+        // The sandbox outlives the containers by the kubelet's relist: the
+        // pod IP (a closed port now) stays mapped, then goes.
+        assert!(
+            !n.addrs.is_empty(),
+            "pod IP unmapped before its sandbox teardown"
+        );
+        let deadline = Instant::now() + SANDBOX_TEARDOWN + Duration::from_secs(2);
+        while !n.addrs.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "pod IP still mapped after its sandbox teardown"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // The control plane may resync the object before removing it: a
         // finished pod is not started again.
         n.kubelet
