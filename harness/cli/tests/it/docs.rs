@@ -48,14 +48,26 @@ struct Example {
     body: String,
 }
 
-fn examples(file: &Path) -> Vec<Example> {
-    let text = std::fs::read_to_string(file).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
+/// A doc file's path from the repository root, and its text.
+fn read_doc(file: &Path) -> (String, String) {
     let name = file
         .strip_prefix(repo())
         .unwrap_or(file)
         .display()
         .to_string();
+    (name, std::fs::read_to_string(file).unwrap())
+}
+
+/// What `<!-- TAG: … -->` on the line before line `i` says, if it is there.
+fn marker_before<'a>(lines: &[&'a str], i: usize, tag: &str) -> Option<&'a str> {
+    let line = lines.get(i.checked_sub(1)?)?.trim();
+    let inner = line.strip_prefix("<!-- ")?.strip_suffix("-->")?;
+    Some(inner.strip_prefix(tag)?.strip_prefix(':')?.trim())
+}
+
+fn examples(file: &Path) -> Vec<Example> {
+    let (name, text) = read_doc(file);
+    let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -65,11 +77,7 @@ fn examples(file: &Path) -> Vec<Example> {
                 .find(|j| lines[*j].trim_start().starts_with("```"))
                 .unwrap_or_else(|| panic!("{name}:{}: unclosed fence", i + 1));
             if matches!(lang.trim(), "yaml" | "yml" | "json") {
-                let marker = i
-                    .checked_sub(1)
-                    .and_then(|p| lines[p].trim().strip_prefix("<!-- check:"))
-                    .and_then(|m| m.strip_suffix("-->"))
-                    .map(|m| m.trim().to_owned());
+                let marker = marker_before(&lines, i, "check").map(str::to_owned);
                 out.push(Example {
                     place: format!("{name}:{}", i + 1),
                     marker,
@@ -391,24 +399,15 @@ fn schema(name: &str) -> Option<BTreeSet<String>> {
 /// Each field table: where, which schema, whether it claims to be whole,
 /// and the names in its first column.
 fn field_tables(file: &Path) -> Vec<(String, Option<String>, bool, Vec<String>)> {
-    let text = std::fs::read_to_string(file).unwrap();
+    let (name, text) = read_doc(file);
     let lines: Vec<&str> = text.lines().collect();
-    let name = file
-        .strip_prefix(repo())
-        .unwrap_or(file)
-        .display()
-        .to_string();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let starts_table = line.starts_with('|') && (i == 0 || !lines[i - 1].starts_with('|'));
         if !starts_table {
             continue;
         }
-        let marker = i
-            .checked_sub(1)
-            .and_then(|p| lines[p].trim().strip_prefix("<!-- fields:"))
-            .and_then(|m| m.strip_suffix("-->"))
-            .map(str::trim);
+        let marker = marker_before(&lines, i, "fields");
         if marker.is_none() && !line.starts_with("| field |") {
             continue; // not a field table
         }
