@@ -4,6 +4,7 @@
 mod cluster_docker;
 mod cluster_existing;
 mod docs;
+mod drain_scenario;
 mod emulator_api_cli;
 mod helm_fake;
 mod input_checks;

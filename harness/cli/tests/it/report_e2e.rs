@@ -7,59 +7,19 @@
 use zdt::report::testing as report_common;
 
 use std::path::Path;
+
+use crate::drain_scenario::DrainScenario;
 use std::process::Command;
 
 fn scenario(dir: &Path) -> std::path::PathBuf {
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let text = format!(
-        r#"apiVersion: zdt/v1alpha1
-kind: Scenario
-name: report-e2e
-description: A short drain on the emulator, two variants, for the report test
-cluster:
-  provider: emulator
-  kubernetes: "1.27"
-  workers: 3
-loadBalancer:
-  profile: cloud-provider-kind
-  failOpen: true
-workload:
-  manifests: {manifests}
-  service: nginx
-  deployment: nginx
-  mitigations:
-    replicas: 3
-    spread: required
-    externalTrafficPolicy: Local
-    readinessProbe: {{path: /, period: 1s, failureThreshold: 1}}
-    preStopSleep: 0s
-    terminationGracePeriod: 5s
-traffic:
-  rate: 100/s
-  duration: 8s
-  timeout: 2s
-  keepAlive: false
-chaos:
-  - name: drain
-    at: 2s
-    drain:
-      node: {{hostingPod: {{app: nginx}}}}
-      timeout: 30s
-expect:
-  successRatio: 0.5
-variants:
-  - name: local
-  - name: cluster-policy
-    patch:
-      workload:
-        mitigations:
-          externalTrafficPolicy: Cluster
-"#,
-        manifests = manifests.display()
-    );
-    let path = dir.join("report-e2e.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    DrainScenario {
+        name: "report-e2e",
+        description: "A short drain on the emulator, two variants, for the report test",
+        duration: "8s",
+        timeout: "2s",
+        drain_at: "2s",
+    }
+    .write(dir)
 }
 
 #[test]

@@ -5,59 +5,20 @@
 //! variants run at once (`--jobs 2`).
 
 use std::path::{Path, PathBuf};
+
+use crate::drain_scenario::DrainScenario;
 use std::process::{Command, Stdio};
 
-/// A drain behind a Local Service on Kubernetes 1.27 with a fast-probing
-/// LB: the drained node drops new connections until the LB's probes mark
-/// it down, so an error window opens a few seconds after the drain and
-/// closes again.
+/// The shared drain, long enough for an error window to open and close.
 fn scenario(dir: &Path) -> PathBuf {
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let text = format!(
-        r#"apiVersion: zdt/v1alpha1
-kind: Scenario
-name: progress
-cluster:
-  provider: emulator
-  kubernetes: "1.27"
-  workers: 3
-loadBalancer:
-  profile: cloud-provider-kind
-workload:
-  manifests: {manifests}
-  mitigations:
-    replicas: 3
-    spread: required
-    externalTrafficPolicy: Local
-    readinessProbe: {{path: /, period: 1s, failureThreshold: 1}}
-    preStopSleep: 0s
-    terminationGracePeriod: 5s
-traffic:
-  rate: 100/s
-  duration: 14s
-  timeout: 1s
-  keepAlive: false
-chaos:
-  - name: drain
-    at: 3s
-    drain:
-      node: {{hostingPod: {{app: nginx}}}}
-      timeout: 30s
-expect:
-  successRatio: 0.5
-variants:
-  - name: local
-  - name: cluster-policy
-    patch:
-      workload:
-        mitigations:
-          externalTrafficPolicy: Cluster
-"#,
-        manifests = manifests.display()
-    );
-    let path = dir.join("progress.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    DrainScenario {
+        name: "progress",
+        description: "A drain under traffic, for the progress test",
+        duration: "14s",
+        timeout: "1s",
+        drain_at: "3s",
+    }
+    .write(dir)
 }
 
 fn has_script() -> bool {
