@@ -604,6 +604,9 @@ async fn run_variant_inner(
 ) -> Result<Measured, Failure> {
     let invalid = |m: String| (Verdict::Invalid, m, Vec::new());
     phases.enter(Phase::Cluster, "cluster start");
+    // Rendered once, before any cluster exists: kind's image check needs
+    // the objects before create, and the apply uses the same ones.
+    let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
     let cluster = match s.cluster.provider {
         Provider::Emulator => {
             let cfg = emulator_config(s);
@@ -617,8 +620,6 @@ async fn run_variant_inner(
         Provider::Kind => {
             // Every image the workload names must be local (or pullable)
             // before kind is touched; they are loaded before the apply.
-            let objects =
-                scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
             let images = zdt_cluster::kind_images::workload_images(&objects);
             let checked = zdt_cluster::kind_images::DockerCli::default()
                 .ensure_local(&images)
@@ -671,7 +672,7 @@ async fn run_variant_inner(
         }
     };
     let cluster = Arc::new(cluster);
-    let outcome = with_cluster(s, opts, sink, cancel, cluster.clone(), phases).await;
+    let outcome = with_cluster(s, &objects, opts, sink, cancel, cluster.clone(), phases).await;
     // Tear down whatever happened above.
     phases.enter(Phase::Teardown, "teardown");
     match Arc::try_unwrap(cluster) {
@@ -692,6 +693,7 @@ async fn run_variant_inner(
 
 async fn with_cluster(
     s: &Scenario,
+    objects: &[serde_json::Value],
     opts: &RunOptions,
     sink: &EventSink,
     cancel: CancellationToken,
@@ -704,13 +706,12 @@ async fn with_cluster(
         .map_err(|e| invalid(format!("cluster client: {e}")))?;
     let ns = s.workload.namespace.clone();
 
-    let objects = scenario::workload::render(s).map_err(|e| invalid(format!("workload: {e}")))?;
     if let Some(out) = &opts.out {
-        super::output::write_manifests(out, &s.variant, &objects)
+        super::output::write_manifests(out, &s.variant, objects)
             .map_err(|e| invalid(format!("workload: {e}")))?;
     }
     phases.enter(Phase::Workload, "workload apply");
-    let images = zdt_cluster::kind_images::workload_images(&objects);
+    let images = zdt_cluster::kind_images::workload_images(objects);
     let loaded = unless_cancelled(&cancel, "workload images", async {
         cluster
             .load_images(&images)
@@ -728,7 +729,7 @@ async fn with_cluster(
         );
     }
     unless_cancelled(&cancel, "workload apply", async {
-        apply_objects_recorded(&client, &objects, &ns, cluster.created_objects())
+        apply_objects_recorded(&client, objects, &ns, cluster.created_objects())
             .await
             .map_err(|e| invalid(format!("workload: {e}")))
     })
@@ -756,7 +757,7 @@ async fn with_cluster(
     );
 
     let local =
-        scenario::workload::traffic_policy(&objects, &s.workload.service) == TrafficPolicy::Local;
+        scenario::workload::traffic_policy(objects, &s.workload.service) == TrafficPolicy::Local;
     let lb_cfg = lb_config(s, local, opts.seed);
     let budget = lb_cfg.probe.interval.get() * (lb_cfg.probe.healthy_threshold + 2)
         + lb_cfg.probe.timeout.get();
