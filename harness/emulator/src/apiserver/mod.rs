@@ -5,6 +5,8 @@
 
 pub(crate) mod admission;
 pub(crate) mod discovery;
+mod kinds;
+pub mod openapi;
 pub(crate) mod patch;
 pub(crate) mod selectors;
 mod shape;
@@ -223,6 +225,8 @@ enum Route {
     ApiGroups,
     ResourceList(String, String),
     Healthz,
+    /// `/openapi/…`, the rest of the path.
+    OpenApi(String),
     Object(Target),
 }
 
@@ -234,6 +238,7 @@ fn route(path: &str) -> Result<Route, ApiError> {
         ["healthz"] | ["livez"] | ["readyz"] => return Ok(Route::Healthz),
         ["api"] => return Ok(Route::ApiVersions),
         ["apis"] => return Ok(Route::ApiGroups),
+        ["openapi", rest @ ..] => return Ok(Route::OpenApi(rest.join("/"))),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found()),
@@ -255,6 +260,9 @@ fn route(path: &str) -> Result<Route, ApiError> {
                 v
             })
         }
+        // Under a namespace, only the namespace's own subresources are
+        // not a namespaced resource: anything else is an unknown resource.
+        ["namespaces", _, r, ..] if !matches!(*r, "status" | "finalize") => return Err(not_found()),
         _ => (None, rest.to_vec()),
     };
     let resource = lookup(rest[0]).ok_or_else(not_found)?;
@@ -421,6 +429,13 @@ async fn handle_inner(
         Route::ResourceList(g, v) => {
             return Ok(json_response(200, &discovery::resource_list(&g, &v)))
         }
+        Route::OpenApi(rest) => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok());
+            return openapi::serve(&method, &rest, accept);
+        }
         Route::Object(t) => t,
     };
     let info = target.resource.info();
@@ -483,6 +498,7 @@ async fn handle_inner(
         (&Method::POST, None, None) => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
+            openapi::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
             create(shared, dry_run, &target, obj)
         }
         (&Method::POST, Some(name), Some("eviction")) if target.resource == Resource::Pods => {
@@ -503,6 +519,7 @@ async fn handle_inner(
         (&Method::PUT, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
+            openapi::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
             replace(shared, dry_run, &target, name, obj, sub == Some("status"))
         }
         (&Method::PATCH, Some(name), sub) if sub.is_none() || sub == Some("status") => {
@@ -513,6 +530,12 @@ async fn handle_inner(
                 .unwrap_or("")
                 .to_owned();
             let (_, body) = read_body(req).await?;
+            // A JSON patch is a list of operations, not an object to check.
+            if !ctype.starts_with("application/json-patch+json") {
+                if let Ok(p) = parse_json_or_yaml(&body) {
+                    openapi::check_strict(target.resource, query.get("fieldValidation"), &p)?;
+                }
+            }
             patch_object(
                 shared,
                 dry_run,

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 /// The merge key of a list field, from the Kubernetes types' `patchMergeKey`
 /// tags; lists without one are replaced whole.
-fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str, sample: &Value) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"

@@ -4,13 +4,11 @@
 //! Checked up front so every later step can index the object safely, and so
 //! a client gets the 400 that a real cluster would give.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::kinds::{with_type, KindVisitor};
 use super::ApiError;
 use crate::store::Resource;
 
@@ -22,17 +20,18 @@ use crate::store::Resource;
 pub fn check_typed(resource: Resource, obj: &Value) -> Result<(), ApiError> {
     check(obj)?;
     match resource {
-        Resource::Namespaces => decode::<Namespace>(obj),
-        Resource::Nodes => decode::<Node>(obj),
-        Resource::Pods => decode::<Pod>(obj),
-        Resource::Services => decode::<Service>(obj),
-        Resource::EndpointSlices => decode::<EndpointSlice>(obj),
-        Resource::Deployments => decode::<Deployment>(obj),
-        Resource::ReplicaSets => decode::<ReplicaSet>(obj),
-        Resource::PodDisruptionBudgets => decode::<PodDisruptionBudget>(obj),
-        Resource::ConfigMaps => decode::<ConfigMap>(obj),
         // Events are stored as sent and read by nobody in zdt.
         Resource::CoreEvents | Resource::Events => Ok(()),
+        _ => with_type(resource, Decodes(obj)),
+    }
+}
+
+struct Decodes<'a>(&'a Value);
+
+impl KindVisitor for Decodes<'_> {
+    type Out = Result<(), ApiError>;
+    fn visit<T: DeserializeOwned + JsonSchema>(self) -> Self::Out {
+        decode::<T>(self.0)
     }
 }
 
