@@ -292,6 +292,19 @@ impl Emulator {
         Self::start_inner(config, events, true).await
     }
 
+    /// An emulated cluster for a test of a Kubernetes client or controller
+    /// (kube-rs users' envtest): [`Emulator::start_simulated`] with
+    /// `workers` workers, the default timings and no event log. Get a client
+    /// with [`Emulator::client`], stop it with [`Emulator::shutdown`]; see
+    /// `examples/controller.rs`.
+    pub async fn simulated(workers: usize) -> Result<Emulator, EmulatorError> {
+        let config = EmulatorConfig {
+            workers,
+            ..EmulatorConfig::default()
+        };
+        Self::start_simulated(config, EventSink::discard(zdt_core::clock::Clock::start())).await
+    }
+
     /// Like [`Emulator::start`] but pods are not processes: they become
     /// Ready after the start delay and go as soon as they are deleted.
     /// For control-plane tests (API, scheduling, rollouts, PDBs, kubectl).

@@ -3,7 +3,9 @@
 
 mod api;
 mod api_controllers;
+mod conformance;
 mod dry_run;
+mod library;
 mod node_kubelet;
 mod node_runtime;
 mod support;
