@@ -6,7 +6,7 @@
 pub(crate) mod admission;
 pub(crate) mod discovery;
 mod kinds;
-pub mod openapi;
+mod openapi;
 pub(crate) mod patch;
 pub(crate) mod selectors;
 mod shape;

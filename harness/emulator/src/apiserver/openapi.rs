@@ -340,15 +340,10 @@ impl Builder {
         entry[op.action.method()] = rendered;
     }
 
-    fn add_resource(&mut self, info: &ResourceInfo) {
+    /// `<Kind>List`, which k8s-openapi has no schema for (its `List<T>` is
+    /// generic): the shape every list kind has upstream.
+    fn add_list_kind(&mut self, info: &ResourceInfo, name: &str, obj: &Value) -> Value {
         let (g, v) = (info.group, info.version);
-        let kind_gvk = gvk(g, v, info.kind);
-        let name = with_type(info.resource, Register(&mut self.gen));
-        self.gvks
-            .entry(name.clone())
-            .or_default()
-            .push(kind_gvk.clone());
-        let obj = self.reference(&name);
         let list_name = format!("{name}List");
         let list_kind = format!("{}List", info.kind);
         let list_meta = self.named::<ListMeta>(Vec::new());
@@ -367,7 +362,19 @@ impl Builder {
                 GVK: [gvk(g, v, &list_kind)],
             }),
         );
-        let list = self.reference(&list_name);
+        self.reference(&list_name)
+    }
+
+    fn add_resource(&mut self, info: &ResourceInfo) {
+        let (g, v) = (info.group, info.version);
+        let kind_gvk = gvk(g, v, info.kind);
+        let name = with_type(info.resource, Register(&mut self.gen));
+        self.gvks
+            .entry(name.clone())
+            .or_default()
+            .push(kind_gvk.clone());
+        let obj = self.reference(&name);
+        let list = self.add_list_kind(info, &name, &obj);
         let patch = self.named::<Patch>(Vec::new());
         let delete_options = self.named::<DeleteOptions>(vec![gvk(g, v, "DeleteOptions")]);
         let prefix = if g.is_empty() {
@@ -836,7 +843,7 @@ fn unknown_in(
 /// The fields of `obj` (a body for `resource`) that its Kubernetes type
 /// does not have, as upstream's strict decoder names them
 /// (`spec.template.spec.containers[0].imagee`).
-pub fn unknown_fields(resource: Resource, obj: &Value) -> Vec<String> {
+fn unknown_fields(resource: Resource, obj: &Value) -> Vec<String> {
     let info = resource.info();
     let Some(doc) = docs().v3.get(&gv_path(info.group, info.version)) else {
         return Vec::new();

@@ -203,6 +203,8 @@ fn cases() -> Vec<Case> {
             None, 201, vec![]).says("deployment.apps/nginx created"),
         case("apply", "…again: nothing to change", kubectl("apply -f @REPO@/manifests/nginx/", "GET", "/deployments/nginx"),
             None, 200, vec![]).says("deployment.apps/nginx unchanged"),
+        case("apply", "…and server-side over it", kubectl("apply --server-side -f @REPO@/manifests/nginx/", "PATCH", "/deployments/nginx? fieldManager=kubectl"),
+            None, 200, vec![]).says("deployment.apps/nginx serverside-applied"),
         case("apply", "an unknown field is refused, naming it",
             kubectl_stdin("apply -f -", {
                 let mut d = deployment("@P@-typo", "nginx:1.27");
