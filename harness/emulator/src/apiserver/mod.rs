@@ -5,6 +5,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod discovery;
+mod field_validation;
 mod kinds;
 mod openapi;
 pub(crate) mod patch;
@@ -498,7 +499,7 @@ async fn handle_inner(
         (&Method::POST, None, None) => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            openapi::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
+            field_validation::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
             create(shared, dry_run, &target, obj)
         }
         (&Method::POST, Some(name), Some("eviction")) if target.resource == Resource::Pods => {
@@ -519,7 +520,7 @@ async fn handle_inner(
         (&Method::PUT, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            openapi::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
+            field_validation::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
             replace(shared, dry_run, &target, name, obj, sub == Some("status"))
         }
         (&Method::PATCH, Some(name), sub) if sub.is_none() || sub == Some("status") => {
@@ -533,7 +534,11 @@ async fn handle_inner(
             // A JSON patch is a list of operations, not an object to check.
             if !ctype.starts_with("application/json-patch+json") {
                 if let Ok(p) = parse_json_or_yaml(&body) {
-                    openapi::check_strict(target.resource, query.get("fieldValidation"), &p)?;
+                    field_validation::check_strict(
+                        target.resource,
+                        query.get("fieldValidation"),
+                        &p,
+                    )?;
                 }
             }
             patch_object(

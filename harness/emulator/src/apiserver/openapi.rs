@@ -52,7 +52,7 @@ impl Flavour {
     fn ref_prefix(self) -> &'static str {
         match self {
             Flavour::V2 => "#/definitions/",
-            Flavour::V3 => "#/components/schemas/",
+            Flavour::V3 => V3_REF_PREFIX,
         }
     }
 }
@@ -768,134 +768,23 @@ pub(super) fn serve(
     Ok(resp.body(full(bytes.clone())).expect("valid response"))
 }
 
-/// Resolve `$ref` (and a lone `allOf` wrapper) against `schemas`.
-fn resolve<'a>(schemas: &'a Map<String, Value>, mut schema: &'a Value) -> &'a Value {
-    for _ in 0..8 {
-        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-            match r
-                .strip_prefix(Flavour::V3.ref_prefix())
-                .and_then(|n| schemas.get(n))
-            {
-                Some(s) => schema = s,
-                None => return schema,
-            }
-        } else if let (None, Some([inner])) = (
-            schema.get("properties"),
-            schema
-                .get("allOf")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice),
-        ) {
-            schema = inner;
-        } else {
-            return schema;
-        }
-    }
-    schema
-}
-
-fn unknown_in(
-    schemas: &Map<String, Value>,
-    schema: &Value,
-    value: &Value,
-    path: &str,
-    out: &mut Vec<String>,
-) {
-    let schema = resolve(schemas, schema);
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match value {
-        Value::Object(fields) => {
-            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                for (k, v) in fields {
-                    // Strategic-merge directives (`$patch`, `$setElementOrder/…`).
-                    if k.starts_with('$') {
-                        continue;
-                    }
-                    match props.get(k) {
-                        Some(s) => unknown_in(schemas, s, v, &join(k), out),
-                        None => out.push(join(k)),
-                    }
-                }
-            } else if let Some(inner) = schema.get("additionalProperties").filter(|a| a.is_object())
-            {
-                for (k, v) in fields {
-                    unknown_in(schemas, inner, v, &join(k), out);
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(inner) = schema.get("items") {
-                for (i, v) in items.iter().enumerate() {
-                    unknown_in(schemas, inner, v, &format!("{path}[{i}]"), out);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The fields of `obj` (a body for `resource`) that its Kubernetes type
-/// does not have, as upstream's strict decoder names them
-/// (`spec.template.spec.containers[0].imagee`).
-fn unknown_fields(resource: Resource, obj: &Value) -> Vec<String> {
-    let info = resource.info();
-    let Some(doc) = docs().v3.get(&gv_path(info.group, info.version)) else {
-        return Vec::new();
-    };
-    let Some(schemas) = doc.doc["components"]["schemas"].as_object() else {
-        return Vec::new();
-    };
-    let Some((_, root)) = schemas.iter().find(|(_, s)| {
-        s[GVK]
-            .as_array()
-            .is_some_and(|k| k.contains(&gvk(info.group, info.version, info.kind)))
-    }) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    unknown_in(schemas, root, obj, "", &mut out);
-    out
-}
-
-/// `fieldValidation=Strict` on a create, update or patch: 400 BadRequest
-/// naming every unknown field, worded as upstream's strict decoder
-/// (`Warn` and `Ignore` accept them, as the emulator always did).
-pub(super) fn check_strict(
+/// The schemas of the v3 document for `resource`'s group/version, and
+/// the one of `resource`'s kind.
+pub(super) fn kind_schema(
     resource: Resource,
-    validation: Option<&str>,
-    body: &Value,
-) -> Result<(), ApiError> {
-    match validation {
-        Some("Strict") => {}
-        None | Some("") | Some("Ignore") | Some("Warn") => return Ok(()),
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "invalid fieldValidation {other:?}: use Ignore, Warn or Strict"
-            )))
-        }
-    }
-    let unknown = unknown_fields(resource, body);
-    if unknown.is_empty() {
-        return Ok(());
-    }
+) -> Option<(&'static Map<String, Value>, &'static Value)> {
     let info = resource.info();
-    let fields: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect();
-    Err(ApiError::bad_request(format!(
-        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
-        fields.join(", "),
-        kind = info.kind,
-        version = info.version,
-    )))
+    let doc = docs().v3.get(&gv_path(info.group, info.version))?;
+    let schemas = doc.doc["components"]["schemas"].as_object()?;
+    let want = gvk(info.group, info.version, info.kind);
+    let root = schemas
+        .values()
+        .find(|s| s[GVK].as_array().is_some_and(|k| k.contains(&want)))?;
+    Some((schemas, root))
 }
+
+/// The `$ref` prefix of the v3 documents' schemas.
+pub(super) const V3_REF_PREFIX: &str = "#/components/schemas/";
 
 #[cfg(test)]
 mod tests {
@@ -970,43 +859,6 @@ mod tests {
         assert_eq!(d[GVK][0], gvk("apps", "v1", "Deployment"));
         assert!(
             v2["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/eviction"]["post"].is_object()
-        );
-    }
-
-    #[test]
-    fn strict_names_unknown_fields_with_their_path() {
-        let d = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "x", "labels": {"a": "b"}},
-            "spec": {"replica": 2, "selector": {"matchLabels": {"a": "b"}},
-                "template": {"spec": {"containers": [{"name": "c", "imagee": "nginx"}]}}},
-        });
-        assert_eq!(
-            unknown_fields(Resource::Deployments, &d),
-            vec!["spec.replica", "spec.template.spec.containers[0].imagee"]
-        );
-        let err = check_strict(Resource::Deployments, Some("Strict"), &d).unwrap_err();
-        assert_eq!(err.code, 400);
-        assert!(
-            err.message.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\""),
-            "{}",
-            err.message
-        );
-        assert!(check_strict(Resource::Deployments, Some("Warn"), &d).is_ok());
-        assert!(check_strict(Resource::Deployments, Some("Bogus"), &d).is_err());
-    }
-
-    #[test]
-    fn a_known_object_has_no_unknown_fields() {
-        let svc = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "s", "annotations": {"x": "y"}},
-            "spec": {"selector": {"app": "a"}, "ports": [{"port": 80, "targetPort": "http"}],
-                     "$setElementOrder/ports": [{"port": 80}]},
-        });
-        assert_eq!(
-            unknown_fields(Resource::Services, &svc),
-            Vec::<String>::new()
         );
     }
 
