@@ -1,13 +1,15 @@
 //! `fieldValidation` on writes: with `Strict` (what kubectl sends once the
 //! OpenAPI documents say the server takes it), a body with fields its kind
 //! does not have is refused with 400, naming each, as upstream's strict
-//! decoder does. The kinds' fields are read from the same OpenAPI schemas
+//! decoder does; with `Warn` (the default) it is accepted with a `Warning`
+//! header per field. The kinds' fields are read from the same OpenAPI schemas
 //! the emulator serves ([`super::openapi`]).
 
+use http::{header, HeaderValue, Response};
 use serde_json::{Map, Value};
 
 use super::openapi::{kind_schema, V3_REF_PREFIX};
-use super::ApiError;
+use super::{ApiError, Body};
 use crate::store::Resource;
 
 /// Resolve `$ref` (and a lone `allOf` wrapper) against `schemas`.
@@ -91,32 +93,51 @@ fn unknown_fields(resource: Resource, obj: &Value) -> Vec<String> {
     out
 }
 
-/// `fieldValidation=Strict` on a create, update or patch: 400 BadRequest
-/// naming every unknown field, worded as upstream's strict decoder
-/// (`Warn` and `Ignore` accept them, as the emulator always did).
-pub(super) fn check_strict(
+/// The unknown fields of a write that `fieldValidation` let through.
+#[derive(Debug, Default)]
+pub(super) struct Warnings(Vec<String>);
+
+impl Warnings {
+    /// `resp` with one `Warning: 299 - "unknown field \"…\""` header per
+    /// unknown field, as upstream answers (kubectl prints them).
+    pub(super) fn attach(self, mut resp: Response<Body>) -> Response<Body> {
+        for w in self.0 {
+            let text = format!("299 - {}", Value::String(w));
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    }
+}
+
+/// What `fieldValidation` makes of the unknown fields of a create, update
+/// or patch body: `Strict` refuses them (400 BadRequest naming each, worded
+/// as upstream's strict decoder), `Warn` — upstream's default — lets them
+/// through with a warning each, `Ignore` says nothing.
+pub(super) fn check(
     resource: Resource,
     validation: Option<&str>,
     body: &Value,
-) -> Result<(), ApiError> {
-    match validation {
-        Some("Strict") => {}
-        None | Some("") | Some("Ignore") | Some("Warn") => return Ok(()),
+) -> Result<Warnings, ApiError> {
+    let strict = match validation {
+        Some("Strict") => true,
+        None | Some("") | Some("Warn") => false,
+        Some("Ignore") => return Ok(Warnings::default()),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "invalid fieldValidation {other:?}: use Ignore, Warn or Strict"
             )))
         }
-    }
-    let unknown = unknown_fields(resource, body);
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let info = resource.info();
-    let fields: Vec<String> = unknown
+    };
+    let fields: Vec<String> = unknown_fields(resource, body)
         .iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
+    if !strict || fields.is_empty() {
+        return Ok(Warnings(fields));
+    }
+    let info = resource.info();
     Err(ApiError::bad_request(format!(
         "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
         fields.join(", "),
@@ -142,15 +163,33 @@ mod tests {
             unknown_fields(Resource::Deployments, &d),
             vec!["spec.replica", "spec.template.spec.containers[0].imagee"]
         );
-        let err = check_strict(Resource::Deployments, Some("Strict"), &d).unwrap_err();
+        let err = check(Resource::Deployments, Some("Strict"), &d).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(
             err.message.starts_with("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\""),
             "{}",
             err.message
         );
-        assert!(check_strict(Resource::Deployments, Some("Warn"), &d).is_ok());
-        assert!(check_strict(Resource::Deployments, Some("Bogus"), &d).is_err());
+        let warned = check(Resource::Deployments, None, &d).unwrap();
+        let resp = warned.attach(Response::new(super::super::full("")));
+        let headers: Vec<&str> = resp
+            .headers()
+            .get_all(header::WARNING)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                r#"299 - "unknown field \"spec.replica\"""#,
+                r#"299 - "unknown field \"spec.template.spec.containers[0].imagee\"""#
+            ]
+        );
+        assert!(check(Resource::Deployments, Some("Ignore"), &d)
+            .unwrap()
+            .0
+            .is_empty());
+        assert!(check(Resource::Deployments, Some("Bogus"), &d).is_err());
     }
 
     #[test]

@@ -499,8 +499,9 @@ async fn handle_inner(
         (&Method::POST, None, None) => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            field_validation::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
-            create(shared, dry_run, &target, obj)
+            let warnings =
+                field_validation::check(target.resource, query.get("fieldValidation"), &obj)?;
+            create(shared, dry_run, &target, obj).map(|r| warnings.attach(r))
         }
         (&Method::POST, Some(name), Some("eviction")) if target.resource == Resource::Pods => {
             let (_, body) = read_body(req).await?;
@@ -520,8 +521,10 @@ async fn handle_inner(
         (&Method::PUT, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let (_, body) = read_body(req).await?;
             let obj = parse_json(&body)?;
-            field_validation::check_strict(target.resource, query.get("fieldValidation"), &obj)?;
+            let warnings =
+                field_validation::check(target.resource, query.get("fieldValidation"), &obj)?;
             replace(shared, dry_run, &target, name, obj, sub == Some("status"))
+                .map(|r| warnings.attach(r))
         }
         (&Method::PATCH, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let ctype = req
@@ -532,13 +535,11 @@ async fn handle_inner(
                 .to_owned();
             let (_, body) = read_body(req).await?;
             // A JSON patch is a list of operations, not an object to check.
+            let mut warnings = field_validation::Warnings::default();
             if !ctype.starts_with("application/json-patch+json") {
                 if let Ok(p) = parse_json_or_yaml(&body) {
-                    field_validation::check_strict(
-                        target.resource,
-                        query.get("fieldValidation"),
-                        &p,
-                    )?;
+                    warnings =
+                        field_validation::check(target.resource, query.get("fieldValidation"), &p)?;
                 }
             }
             patch_object(
@@ -550,6 +551,7 @@ async fn handle_inner(
                 &body,
                 sub == Some("status"),
             )
+            .map(|r| warnings.attach(r))
         }
         (&Method::DELETE, Some(name), None) => {
             let (_, body) = read_body(req).await?;
