@@ -340,33 +340,6 @@ impl Emulator {
         }
         bootstrap(&store, &nodes, version);
 
-        let heartbeats: NodeHeartbeats = Arc::new(Mutex::new(
-            nodes
-                .iter()
-                .map(|n| (n.name.clone(), None))
-                .collect::<HashMap<_, _>>(),
-        ));
-        let api = ApiServer::start(
-            store.clone(),
-            ApiContext { version, timings },
-            0,
-            cancel.child_token(),
-        )
-        .await
-        .map_err(EmulatorError::Listen)?;
-        let addr = api.addr();
-        let mut tasks = vec![tokio::spawn(api.stopped())];
-        let ctx = controllers::Ctx {
-            store: store.clone(),
-            version,
-            timings,
-            heartbeats: heartbeats.clone(),
-            events: events.clone(),
-        };
-        tasks.push(controllers::spawn(ctx, cancel.child_token()));
-
-        let (status_tx, status_rx) = mpsc::unbounded_channel();
-        let mut agents = BTreeMap::new();
         let net = if real {
             network(config.network)?
         } else {
@@ -382,8 +355,45 @@ impl Emulator {
         } else {
             None
         };
-        let (kubelet_tx, kubelet_rx) = mpsc::unbounded_channel();
         let pod_addrs = node::kubelet::PodAddrs::new();
+        let pods = runtime.as_ref().map(|rt| apiserver::streaming::PodAccess {
+            logs: rt.logs().clone(),
+            addrs: pod_addrs.clone(),
+            net: net.clone(),
+        });
+        let api = ApiServer::start(
+            store.clone(),
+            ApiContext {
+                version,
+                timings,
+                pods,
+            },
+            0,
+            cancel.child_token(),
+        )
+        .await
+        .map_err(EmulatorError::Listen)?;
+        let addr = api.addr();
+        let mut tasks = vec![tokio::spawn(api.stopped())];
+
+        let heartbeats: NodeHeartbeats = Arc::new(Mutex::new(
+            nodes
+                .iter()
+                .map(|n| (n.name.clone(), None))
+                .collect::<HashMap<_, _>>(),
+        ));
+        let ctx = controllers::Ctx {
+            store: store.clone(),
+            version,
+            timings,
+            heartbeats: heartbeats.clone(),
+            events: events.clone(),
+        };
+        tasks.push(controllers::spawn(ctx, cancel.child_token()));
+
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let mut agents = BTreeMap::new();
+        let (kubelet_tx, kubelet_rx) = mpsc::unbounded_channel();
         for (i, n) in nodes.iter().enumerate() {
             let agent = match &runtime {
                 None => NodeAgent::simulated(

@@ -795,6 +795,40 @@ impl State {
         }
     }
 
+    /// The objects of `resource` as they were at resourceVersion `rv`
+    /// (sorted as [`State::list`]): today's, with the changes made since
+    /// undone. Gone when the history no longer reaches back that far.
+    pub fn list_at(
+        &self,
+        resource: Resource,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let current = self.list(resource, namespace).into_iter().cloned();
+        if rv >= self.rv {
+            return Ok(current.collect());
+        }
+        let mut objects: BTreeMap<(String, String), Value> = current
+            .map(|o| ((namespace_of(&o).to_owned(), name_of(&o).to_owned()), o))
+            .collect();
+        for c in self.changes_since(resource, rv)?.iter().rev() {
+            if namespace.is_some_and(|n| n != c.namespace) {
+                continue;
+            }
+            let key = (c.namespace.clone(), name_of(&c.object).to_owned());
+            match (c.kind, &c.prev) {
+                (ChangeType::Added, _) => {
+                    objects.remove(&key);
+                }
+                (_, Some(prev)) => {
+                    objects.insert(key, (**prev).clone());
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(objects.into_values().collect())
+    }
+
     pub fn changes_since(&self, resource: Resource, rv: u64) -> Result<Vec<Change>, StoreError> {
         let oldest = self.history.front().map(|c| c.rv).unwrap_or(self.rv + 1);
         // `rv` itself need not be in the history (it may be an unrelated
@@ -926,6 +960,28 @@ mod tests {
             store.changes_since(Resource::Pods, recent).unwrap().len(),
             3
         );
+    }
+
+    #[test]
+    fn a_list_at_an_older_version_undoes_later_changes() {
+        let store = Store::with_history(100);
+        store.create(Resource::Pods, pod("a")).unwrap();
+        let at = store.resource_version();
+        let mut b = store.get(Resource::Pods, "default", "a").unwrap();
+        b["metadata"]["labels"] = json!({"v": "2"});
+        store.update(Resource::Pods, b).unwrap();
+        store.create(Resource::Pods, pod("c")).unwrap();
+        let then = store.read(|s| s.list_at(Resource::Pods, None, at)).unwrap();
+        assert_eq!(then.len(), 1);
+        assert!(then[0]["metadata"].get("labels").is_none(), "{}", then[0]);
+        let now = store.read(|s| s.list_at(Resource::Pods, Some("default"), s.resource_version()));
+        assert_eq!(now.unwrap().len(), 2);
+        let small = Store::with_history(1);
+        small.create(Resource::Pods, pod("a")).unwrap();
+        small.create(Resource::Pods, pod("b")).unwrap();
+        small.create(Resource::Pods, pod("c")).unwrap();
+        let err = small.read(|s| s.list_at(Resource::Pods, None, 1)).unwrap_err();
+        assert!(matches!(err, StoreError::Gone { .. }));
     }
 
     #[test]

@@ -85,31 +85,69 @@ pub fn default_pod_spec(spec: &mut Value, timings: &Timings) {
     }
 }
 
-/// The pod's QoS class: Guaranteed when every container has cpu and memory
-/// limits equal to its requests, BestEffort when none has any, else
-/// Burstable.
+/// A resource quantity (`500m`, `1Gi`, `2e3`) in base units; None when it
+/// does not parse.
+fn quantity(v: &Value) -> Option<f64> {
+    let text = match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+/// The pod's QoS class, as upstream's `GetPodQOS`: only cpu and memory
+/// count, of every container and init container, zero quantities as unset.
+/// BestEffort with no requests or limits at all; Guaranteed when every
+/// container has cpu and memory limits and every request equals its limit
+/// (an unset request defaults to the limit); else Burstable.
 pub fn qos_class(spec: &Value) -> &'static str {
-    let containers: Vec<&Value> = spec["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| spec[k].as_array().into_iter().flatten())
         .collect();
-    let any = containers.iter().any(|c| {
-        ["requests", "limits"]
-            .iter()
-            .any(|k| c["resources"][k].as_object().is_some_and(|m| !m.is_empty()))
-    });
-    if !any {
-        return "BestEffort";
+    let set = |c: &Value, kind: &str, r: &str| {
+        quantity(&c["resources"][kind][r]).filter(|q| *q != 0.0)
+    };
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        for r in ["cpu", "memory"] {
+            let (request, limit) = (set(c, "requests", r), set(c, "limits", r));
+            any |= request.is_some() || limit.is_some();
+            match (request, limit) {
+                (_, None) => guaranteed = false,
+                (Some(q), Some(l)) if q != l => guaranteed = false,
+                _ => {}
+            }
+        }
     }
-    let guaranteed = containers.iter().all(|c| {
-        ["cpu", "memory"].iter().all(|r| {
-            let limit = &c["resources"]["limits"][r];
-            let request = &c["resources"]["requests"][r];
-            !limit.is_null() && (request.is_null() || request == limit)
-        })
-    });
-    if guaranteed {
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
         "Guaranteed"
     } else {
         "Burstable"
@@ -341,4 +379,43 @@ fn default_service(st: &State, obj: &mut Value, old: Option<&Value>) -> Result<(
         obj["status"] = json!({"loadBalancer": {}});
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(resources: Value) -> Value {
+        json!({"containers": [{"name": "app", "resources": resources}]})
+    }
+
+    #[test]
+    fn qos_classes_follow_upstream() {
+        assert_eq!(qos_class(&spec(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&spec(json!({"requests": {"ephemeral-storage": "1Gi"}}))),
+            "BestEffort",
+            "only cpu and memory count"
+        );
+        assert_eq!(
+            qos_class(&spec(json!({"requests": {"cpu": "100m"}}))),
+            "Burstable"
+        );
+        assert_eq!(
+            qos_class(&spec(json!({"limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed",
+            "requests default to limits"
+        );
+        assert_eq!(
+            qos_class(&spec(json!({"requests": {"cpu": "1000m", "memory": "1024Mi"},
+                                   "limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Guaranteed",
+            "equal quantities in other units"
+        );
+        assert_eq!(
+            qos_class(&spec(json!({"requests": {"cpu": "500m", "memory": "1Gi"},
+                                   "limits": {"cpu": "1", "memory": "1Gi"}}))),
+            "Burstable"
+        );
+    }
 }

@@ -7,10 +7,16 @@ pub(crate) mod admission;
 pub(crate) mod discovery;
 mod field_validation;
 mod kinds;
+mod logs;
 mod openapi;
+mod pagination;
 pub(crate) mod patch;
+mod portforward;
 pub(crate) mod selectors;
+mod served;
 mod shape;
+pub mod spdy;
+pub mod streaming;
 pub(crate) mod table;
 
 use std::convert::Infallible;
@@ -114,6 +120,8 @@ impl From<StoreError> for ApiError {
 pub struct ApiContext {
     pub version: KubeVersion,
     pub timings: Timings,
+    /// The pods' processes, for `log` and `portforward` (None: simulated).
+    pub pods: Option<streaming::PodAccess>,
 }
 
 struct ApiState {
@@ -182,7 +190,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ApiState>) {
                 async move { Ok::<_, Infallible>(handle(shared, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -462,7 +471,7 @@ async fn handle_inner(
         (&Method::GET, None, None) => list(shared, &target, &query, wants_table),
         (&Method::GET, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let ns = target.namespace.as_deref().unwrap_or("");
-            let obj = shared.store.get(target.resource, ns, name).ok_or_else(|| {
+            let obj = shared.store.read(|st| served::get(st, target.resource, ns, name)).ok_or_else(|| {
                 ApiError::from(StoreError::NotFound {
                     kind: error_kind(target.resource),
                     name: name.to_owned(),
@@ -562,6 +571,12 @@ async fn handle_inner(
             })?;
             Ok(json_response(200, &obj))
         }
+        (_, Some(name), Some(sub))
+            if target.resource == Resource::Pods && streaming::handles(sub) =>
+        {
+            let ns = target.namespace.clone().unwrap_or_default();
+            streaming::serve(shared, req, &query, &ns, name, sub)
+        }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
@@ -617,30 +632,32 @@ fn list(
 ) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(query)?;
     let info = target.resource.info();
-    let (items, rv) = shared.store.read(|st| {
-        let items: Vec<Value> = st
-            .list(target.resource, target.namespace.as_deref())
-            .into_iter()
-            .filter(|o| labels.matches(o) && fields.matches(o))
-            .cloned()
-            .collect();
-        (items, st.resource_version())
-    });
-    let rv = json!(rv.to_string());
+    let filtered = ["labelSelector", "fieldSelector"]
+        .iter()
+        .any(|k| query.get(k).is_some_and(|v| !v.is_empty()));
+    let page = shared.store.read(|st| {
+        pagination::list(
+            st,
+            target.resource,
+            target.namespace.as_deref(),
+            query,
+            filtered,
+            |o| labels.matches(o) && fields.matches(o),
+        )
+    })?;
     if wants_table {
-        let refs: Vec<&Value> = items.iter().collect();
-        return Ok(json_response(
-            200,
-            &table::table(target.resource, &refs, &rv),
-        ));
+        let refs: Vec<&Value> = page.items.iter().collect();
+        let mut t = table::table(target.resource, &refs, &page.metadata["resourceVersion"]);
+        t["metadata"] = page.metadata;
+        return Ok(json_response(200, &t));
     }
     Ok(json_response(
         200,
         &json!({
             "apiVersion": info.api_version(),
             "kind": format!("{}List", info.kind),
-            "metadata": {"resourceVersion": rv},
-            "items": items,
+            "metadata": page.metadata,
+            "items": page.items,
         }),
     ))
 }
@@ -710,13 +727,13 @@ fn watch(
             Some(rv) if !initial_events => rv,
             _ => {
                 let (initial, now) = shared.store.read(|st| {
-                    let items: Vec<Value> = st
-                        .list(resource, namespace.as_deref())
+                    let now = st.resource_version();
+                    let items: Vec<Value> = served::list_at(st, resource, namespace.as_deref(), now)
+                        .unwrap_or_default()
                         .into_iter()
                         .filter(|o| matches(meta_str(o, "namespace").unwrap_or(""), o))
-                        .cloned()
                         .collect();
-                    (items, st.resource_version())
+                    (items, now)
                 });
                 for o in &initial {
                     if tx.send(line("ADDED", o)).await.is_err() {
@@ -734,7 +751,7 @@ fn watch(
         loop {
             let (changes, now) = shared
                 .store
-                .read(|st| (st.changes_since(resource, last), st.resource_version()));
+                .read(|st| (served::changes_since(st, resource, last), st.resource_version()));
             match changes {
                 Err(e) => {
                     let err = ApiError::new(410, "Expired", e.to_string());

@@ -97,6 +97,71 @@ fn int_or_none(v: &Value) -> String {
     }
 }
 
+/// A LabelSelector as upstream prints it (`LabelSelectorAsSelector`):
+/// requirements sorted by key, `k=v`, `k in (a,b)`, `k notin (a,b)`, `k`,
+/// `!k`; `<none>` for an empty one.
+pub fn selector_string(sel: &Value) -> String {
+    let mut reqs: Vec<(String, String)> = sel["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))))
+        .collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or("").to_owned();
+        let mut values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        values.sort_unstable();
+        let text = match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.clone(),
+            _ => format!("!{key}"),
+        };
+        reqs.push((key, text));
+    }
+    reqs.sort();
+    if reqs.is_empty() {
+        "<none>".into()
+    } else {
+        reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A Service's `spec.selector` map as `labels.FormatLabels` prints it.
+fn map_selector(sel: &Value) -> String {
+    let mut pairs: Vec<String> = sel
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+/// The `-o wide` columns of a pod template: container names and images.
+fn template_columns(template: &Value) -> [Value; 2] {
+    let containers = template["spec"]["containers"].as_array();
+    let field = |f: &str| {
+        containers
+            .into_iter()
+            .flatten()
+            .map(|c| c[f].as_str().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    [json!(field("name")), json!(field("image"))]
+}
+
 fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
     let name = json!(o["metadata"]["name"]);
     let age = json!(human_age(o["metadata"]["creationTimestamp"].as_str()));
@@ -182,18 +247,27 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                 col("Up-to-date", "string", 0),
                 col("Available", "string", 0),
                 col("Age", "string", 0),
+                col("Containers", "string", 1),
+                col("Images", "string", 1),
+                col("Selector", "string", 1),
             ],
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-                    o["spec"]["replicas"].as_i64().unwrap_or(0)
-                )),
-                json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
-                json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
-                age,
-            ],
+            {
+                let [containers, images] = template_columns(&o["spec"]["template"]);
+                vec![
+                    name,
+                    json!(format!(
+                        "{}/{}",
+                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                        o["spec"]["replicas"].as_i64().unwrap_or(0)
+                    )),
+                    json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+                    age,
+                    containers,
+                    images,
+                    json!(selector_string(&o["spec"]["selector"])),
+                ]
+            },
         ),
         Resource::ReplicaSets => (
             vec![
@@ -202,14 +276,23 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                 col("Current", "integer", 0),
                 col("Ready", "integer", 0),
                 col("Age", "string", 0),
+                col("Containers", "string", 1),
+                col("Images", "string", 1),
+                col("Selector", "string", 1),
             ],
-            vec![
-                name,
-                json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
-                json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
-                json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
-                age,
-            ],
+            {
+                let [containers, images] = template_columns(&o["spec"]["template"]);
+                vec![
+                    name,
+                    json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
+                    json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+                    age,
+                    containers,
+                    images,
+                    json!(selector_string(&o["spec"]["selector"])),
+                ]
+            },
         ),
         Resource::Services => {
             let ports: Vec<String> = o["spec"]["ports"]
@@ -247,6 +330,7 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                     col("External-IP", "string", 0),
                     col("Port(s)", "string", 0),
                     col("Age", "string", 0),
+                    col("Selector", "string", 1),
                 ],
                 vec![
                     name,
@@ -259,6 +343,7 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                         ports.join(",")
                     }),
                     age,
+                    json!(map_selector(&o["spec"]["selector"])),
                 ],
             )
         }
@@ -384,4 +469,41 @@ pub fn table(resource: Resource, objects: &[&Value], rv: &Value) -> Value {
         "columnDefinitions": columns,
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_print_as_upstream() {
+        let sel = json!({"matchLabels": {"b": "2", "a": "1"},
+                         "matchExpressions": [{"key": "c", "operator": "In", "values": ["y", "x"]},
+                                              {"key": "d", "operator": "DoesNotExist"}]});
+        assert_eq!(selector_string(&sel), "a=1,b=2,c in (x,y),!d");
+        assert_eq!(selector_string(&json!({})), "<none>");
+        assert_eq!(map_selector(&json!({"app": "web"})), "app=web");
+    }
+
+    #[test]
+    fn wide_columns_of_deployments_list_containers_images_and_selector() {
+        let d = json!({"metadata": {"name": "web"},
+                       "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                                "template": {"spec": {"containers": [
+                                    {"name": "app", "image": "nginx:1.27"},
+                                    {"name": "side", "image": "busybox"}]}}}});
+        let t = table(Resource::Deployments, &[&d], &json!("1"));
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(&names[5..], ["Containers", "Images", "Selector"]);
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[5], "app,side");
+        assert_eq!(cells[6], "nginx:1.27,busybox");
+        assert_eq!(cells[7], "app=web");
+    }
 }

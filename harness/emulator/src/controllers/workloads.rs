@@ -2,7 +2,11 @@
 //! ReplicaSets per pod template (named by `pod-template-hash`), rolling
 //! updates bounded by maxSurge/maxUnavailable (percentages resolved like
 //! upstream: surge rounds up, unavailable down), Recreate, minReadySeconds
-//! for availability, and the status fields `kubectl rollout status` reads.
+//! for availability, the status fields `kubectl rollout status` reads,
+//! `progressDeadlineSeconds` (Progressing=False, ProgressDeadlineExceeded)
+//! and `revisionHistoryLimit` (old, scaled-down ReplicaSets deleted). A
+//! template equal to an old ReplicaSet's (`kubectl rollout undo`) scales
+//! that ReplicaSet back up instead of creating one.
 
 use std::time::Duration;
 
@@ -50,6 +54,31 @@ fn without_hash(template: &Value) -> Value {
         t.as_object_mut().map(|m| m.remove("metadata"));
     }
     t
+}
+
+/// A template as upstream compares them (`EqualIgnoreHash` on typed
+/// objects): without the hash label, and with null and empty fields, which
+/// a typed object cannot tell from absent ones, dropped. `kubectl rollout
+/// undo` sends the old template back with `creationTimestamp: null`.
+fn comparable(template: &Value) -> Value {
+    fn prune(v: &Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            Value::Object(m) => {
+                let m: serde_json::Map<String, Value> = m
+                    .iter()
+                    .filter_map(|(k, v)| prune(v).map(|v| (k.clone(), v)))
+                    .collect();
+                (!m.is_empty()).then_some(Value::Object(m))
+            }
+            Value::Array(a) if a.is_empty() => None,
+            Value::Array(a) => Some(Value::Array(
+                a.iter().map(|v| prune(v).unwrap_or(json!({}))).collect(),
+            )),
+            other => Some(other.clone()),
+        }
+    }
+    prune(&without_hash(template)).unwrap_or(json!({}))
 }
 
 fn replicas(o: &Value) -> i64 {
@@ -114,6 +143,7 @@ fn set_condition(conds: &mut Vec<Value>, ty: &str, status: &str, reason: &str, m
 
 pub fn reconcile_deployments(ctx: &Ctx) -> Option<Duration> {
     let mut events = Vec::new();
+    let mut next: Option<f64> = None;
     ctx.store.write(|st| {
         let deployments: Vec<Value> = st
             .list(Resource::Deployments, None)
@@ -124,17 +154,57 @@ pub fn reconcile_deployments(ctx: &Ctx) -> Option<Duration> {
             if d["metadata"].get("deletionTimestamp").is_some() {
                 continue;
             }
-            sync_deployment(st, &d, &mut events);
+            if let Some(left) = sync_deployment(st, &d, &mut events) {
+                next = Some(next.map_or(left, |n: f64| n.min(left)));
+            }
         }
     });
     for (object, message) in events {
         ctx.events
             .emit(Source::Pod, "ScalingReplicaSet", object, None, message);
     }
-    None
+    // Wake when the next rollout's progress deadline passes.
+    next.map(|s| Duration::from_secs_f64(s.max(0.0) + 0.05))
 }
 
-fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>) {
+/// Upstream's `DeploymentProgressing`: more updated, ready or available
+/// replicas, or fewer old ones, than the status last said.
+fn progressed(old: &Value, new: &Value) -> bool {
+    let f = |s: &Value, k: &str| s[k].as_i64().unwrap_or(0);
+    let old_old = f(old, "replicas") - f(old, "updatedReplicas");
+    let new_old = f(new, "replicas") - f(new, "updatedReplicas");
+    f(new, "updatedReplicas") > f(old, "updatedReplicas")
+        || new_old < old_old
+        || f(new, "readyReplicas") > f(old, "readyReplicas")
+        || f(new, "availableReplicas") > f(old, "availableReplicas")
+}
+
+/// Delete the oldest scaled-down ReplicaSets beyond `revisionHistoryLimit`.
+fn clean_up_history(st: &mut State, d: &Value, old: &[Value]) {
+    let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10).max(0) as usize;
+    let mut idle: Vec<&Value> = old
+        .iter()
+        .filter(|rs| {
+            replicas(rs) == 0
+                && status_i(rs, "replicas") == 0
+                && rs["metadata"].get("deletionTimestamp").is_none()
+        })
+        .collect();
+    if idle.len() <= limit {
+        return;
+    }
+    idle.sort_by_key(|rs| revision(rs));
+    let doomed = idle.len() - limit;
+    for rs in idle.into_iter().take(doomed) {
+        let ns = meta_str(rs, "namespace").unwrap_or("default");
+        let name = meta_str(rs, "name").unwrap_or("");
+        let _ = st.delete(Resource::ReplicaSets, ns, name, &DeleteOptions::default());
+    }
+}
+
+/// Sync one Deployment; returns the seconds until its rollout's progress
+/// deadline, if one is running.
+fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>) -> Option<f64> {
     let ns = meta_str(d, "namespace").unwrap_or("default").to_owned();
     let dname = meta_str(d, "name").unwrap_or("").to_owned();
     let duid = uid(d).to_owned();
@@ -157,7 +227,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
     });
     let new_idx = rss
         .iter()
-        .position(|rs| without_hash(&rs["spec"]["template"]) == without_hash(template));
+        .position(|rs| comparable(&rs["spec"]["template"]) == comparable(template));
     let strategy = d["spec"]["strategy"]["type"]
         .as_str()
         .unwrap_or("RollingUpdate");
@@ -188,7 +258,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             }
             i
         }
-        None if paused => return,
+        None if paused => return None,
         None => {
             let collisions = d["status"]["collisionCount"].as_i64().unwrap_or(0);
             let hash = template_hash(template, collisions);
@@ -245,7 +315,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
                     rss.push(created);
                     rss.len() - 1
                 }
-                Err(_) => return,
+                Err(_) => return None,
             }
         }
     };
@@ -322,6 +392,19 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
     let complete = status_i(&new_rs, "replicas") == want
         && status_i(&new_rs, "availableReplicas") == want
         && sum("replicas") == want;
+    let deadline = d["spec"]["progressDeadlineSeconds"].as_i64();
+    let since_progress = conds
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .and_then(|c| seconds_since(c["lastUpdateTime"].as_str()));
+    let reason = conds
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .map(|c| c["reason"].as_str().unwrap_or("").to_owned());
+    let timed_out = reason.as_deref() == Some("ProgressDeadlineExceeded");
+    // A rollout (or scale) starting from a complete one starts the clock.
+    let starting = reason.as_deref() == Some("NewReplicaSetAvailable");
+    let mut until_deadline = None;
     if complete {
         set_condition(
             &mut conds,
@@ -330,7 +413,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             "NewReplicaSetAvailable",
             format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
         );
-    } else {
+    } else if starting || progressed(&d["status"], &status) || since_progress.is_none() {
         set_condition(
             &mut conds,
             "Progressing",
@@ -338,6 +421,29 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             "ReplicaSetUpdated",
             format!("ReplicaSet \"{rs_name}\" is progressing."),
         );
+        // Progress moves the deadline on.
+        if let Some(c) = conds.iter_mut().find(|c| c["type"] == "Progressing") {
+            c["lastUpdateTime"] = json!(now_rfc3339());
+        }
+        until_deadline = deadline.map(|s| s as f64);
+    } else if let (Some(limit), Some(since)) = (deadline, since_progress) {
+        if timed_out || since >= limit as f64 {
+            set_condition(
+                &mut conds,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+            );
+        } else {
+            until_deadline = Some(limit as f64 - since);
+        }
+    }
+    if paused {
+        until_deadline = None;
+    }
+    if complete {
+        clean_up_history(st, d, &old);
     }
     // Available first, Progressing second, like kubectl shows them.
     conds.sort_by_key(|c| c["type"] != "Available");
@@ -356,6 +462,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             let _ = st.update(Resource::Deployments, next);
         }
     }
+    until_deadline
 }
 
 /// One step of a rolling update: scale the new ReplicaSet up within
@@ -505,7 +612,7 @@ pub fn reconcile_replicasets(ctx: &Ctx) -> Option<Duration> {
                         pod["metadata"].as_object_mut().map(|m| m.remove("annotations"));
                     }
                     if !pod["status"].is_object() {
-                        pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+                        pod["status"] = json!({"phase": "Pending", "qosClass": crate::apiserver::admission::qos_class(&t["spec"])});
                     }
                     if let Ok(p) = st.create(Resource::Pods, pod) {
                         let message = format!("Created pod: {}", meta_str(&p, "name").unwrap_or(""));

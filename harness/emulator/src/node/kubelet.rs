@@ -426,6 +426,12 @@ impl PodWorker {
                     .lock()
                     .expect("finished lock")
                     .insert(self.key.clone());
+                // Gone from the node: its logs go with it.
+                let pod = self.pod.borrow();
+                self.shared.runtime.logs().forget(
+                    pod.metadata.namespace.as_deref().unwrap_or("default"),
+                    pod.metadata.name.as_deref().unwrap_or(""),
+                );
             }
         }
         self.shared

@@ -11,6 +11,7 @@ pub mod env;
 pub mod host_command;
 pub mod kube_proxy;
 pub mod kubelet;
+pub mod logs;
 pub mod runtime;
 pub mod serve;
 pub(crate) mod simkubelet;

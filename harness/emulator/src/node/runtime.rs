@@ -29,7 +29,7 @@
 //! temp dirs are named `zdt-<pid>-runtime-…` so `zdt clean` can find what a
 //! crashed run left (see [`leftovers`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use super::app::Behaviour;
 use super::docker_image::{self, Image};
 use super::host_command::{self, CommandError};
+use super::logs::{ContainerLog, PodLogs};
 use super::serve::{ServeConfig, Server, ServerExit, ServerHandle, Signal};
 use crate::RuntimeChoice;
 use zdt_core::emulated::{ContainerRun, RunEngine};
@@ -57,7 +58,7 @@ pub const NGINX_PATH: &str = "/usr/sbin/nginx";
 /// How long nginx may take to start listening before the start fails.
 const NGINX_START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Lines of a container's stderr kept for errors and tests.
+/// Lines of a container's output quoted in errors and events.
 const LOG_TAIL: usize = 64;
 
 /// What actually runs a container.
@@ -292,6 +293,7 @@ pub struct Runtime {
     root: tempfile::TempDir,
     registry: Arc<Registry>,
     net: Net,
+    logs: PodLogs,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -381,6 +383,7 @@ impl Runtime {
             root,
             registry: Arc::default(),
             net,
+            logs: PodLogs::default(),
         }))
     }
 
@@ -391,6 +394,11 @@ impl Runtime {
     /// The network containers listen in.
     pub fn net(&self) -> &Net {
         &self.net
+    }
+
+    /// What every container started here wrote.
+    pub fn logs(&self) -> &PodLogs {
+        &self.logs
     }
 
     /// Where `spec`'s container listens: its pod IP and port in a private
@@ -516,6 +524,12 @@ impl Runtime {
             Launch::Docker(image) => self.start_docker(&image, spec, id).await?,
         };
         let engine = container.engine;
+        self.logs.insert(
+            &spec.namespace,
+            &spec.pod,
+            &spec.container,
+            container.log.clone(),
+        );
         let record = PodRuntime {
             pod: spec.pod.clone(),
             container: spec.container.clone(),
@@ -566,6 +580,9 @@ impl Runtime {
             })?;
         let (exit_tx, exit) = watch::channel(None);
         let exited = handle.exited();
+        // The in-process server writes no output of its own.
+        let log = ContainerLog::new(0);
+        let log_exit = log.clone();
         tokio::spawn(async move {
             let status = match exited.await {
                 ServerExit::Graceful | ServerExit::Fast => ContainerExit {
@@ -577,6 +594,7 @@ impl Runtime {
                     signal: Some(libc::SIGKILL),
                 },
             };
+            log_exit.exited();
             let _ = exit_tx.send(Some(status));
         });
         Ok(Container {
@@ -585,7 +603,7 @@ impl Runtime {
             addr: handle.addr(),
             inner: Inner::Builtin(handle),
             exit,
-            log: Arc::default(),
+            log,
             dir: None,
             registry: self.registry.clone(),
             id: u64::MAX,
@@ -728,16 +746,10 @@ impl Runtime {
         let deadline = Instant::now() + NGINX_START_TIMEOUT;
         loop {
             if let Some(status) = *exit.borrow_and_update() {
-                let log = log
-                    .lock()
-                    .expect("log lock")
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>();
                 return Err(RuntimeError::NginxFailed {
                     pod: spec.pod.clone(),
                     status: format!("{status:?}"),
-                    log: log.join("\n"),
+                    log: log.tail(LOG_TAIL).join("\n"),
                 });
             }
             // A full answer, not just a connect: the kernel accepts into the
@@ -870,25 +882,27 @@ impl Runtime {
             .expect("registry lock")
             .insert(id, pid);
 
-        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let keep = |stream: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
-            let Some(stream) = stream else { return };
+        let streams: Vec<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = [
+            child.stderr.take().map(|s| Box::new(s) as _),
+            child.stdout.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let log = ContainerLog::new(streams.len());
+        for stream in streams {
             let log = log.clone();
             let pod = spec.pod.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     tracing::debug!(pod = %pod, "{engine}: {line}");
-                    let mut log = log.lock().expect("log lock");
-                    if log.len() == LOG_TAIL {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
+                    log.push(line);
                 }
+                log.writer_done();
             });
-        };
-        keep(child.stderr.take().map(|s| Box::new(s) as _));
-        keep(child.stdout.take().map(|s| Box::new(s) as _));
+        }
+        let log_exit = log.clone();
 
         let (exit_tx, exit) = watch::channel(None);
         let registry = self.registry.clone();
@@ -918,6 +932,7 @@ impl Runtime {
                     signal: Some(libc::SIGKILL),
                 },
             };
+            log_exit.exited();
             let _ = exit_tx.send(Some(status));
         });
 
@@ -988,7 +1003,7 @@ pub struct Container {
     addr: SocketAddr,
     inner: Inner,
     exit: watch::Receiver<Option<ContainerExit>>,
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<ContainerLog>,
     dir: Option<PathBuf>,
     registry: Arc<Registry>,
     id: u64,
@@ -1093,7 +1108,7 @@ impl Container {
     /// The last lines the container's process wrote (nginx: stderr; a
     /// user's process: stdout and stderr; empty for the built-in server).
     pub fn log_tail(&self) -> Vec<String> {
-        self.log.lock().expect("log lock").iter().cloned().collect()
+        self.log.tail(LOG_TAIL)
     }
 
     /// The container's temp dir (nginx only).
