@@ -980,7 +980,9 @@ mod tests {
         small.create(Resource::Pods, pod("a")).unwrap();
         small.create(Resource::Pods, pod("b")).unwrap();
         small.create(Resource::Pods, pod("c")).unwrap();
-        let err = small.read(|s| s.list_at(Resource::Pods, None, 1)).unwrap_err();
+        let err = small
+            .read(|s| s.list_at(Resource::Pods, None, 1))
+            .unwrap_err();
         assert!(matches!(err, StoreError::Gone { .. }));
     }
 

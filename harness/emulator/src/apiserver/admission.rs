@@ -129,9 +129,8 @@ pub fn qos_class(spec: &Value) -> &'static str {
         .iter()
         .flat_map(|k| spec[k].as_array().into_iter().flatten())
         .collect();
-    let set = |c: &Value, kind: &str, r: &str| {
-        quantity(&c["resources"][kind][r]).filter(|q| *q != 0.0)
-    };
+    let set =
+        |c: &Value, kind: &str, r: &str| quantity(&c["resources"][kind][r]).filter(|q| *q != 0.0);
     let mut any = false;
     let mut guaranteed = true;
     for c in &containers {
@@ -407,8 +406,10 @@ mod tests {
             "requests default to limits"
         );
         assert_eq!(
-            qos_class(&spec(json!({"requests": {"cpu": "1000m", "memory": "1024Mi"},
-                                   "limits": {"cpu": "1", "memory": "1Gi"}}))),
+            qos_class(&spec(
+                json!({"requests": {"cpu": "1000m", "memory": "1024Mi"},
+                                   "limits": {"cpu": "1", "memory": "1Gi"}})
+            )),
             "Guaranteed",
             "equal quantities in other units"
         );

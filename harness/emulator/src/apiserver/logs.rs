@@ -54,26 +54,25 @@ impl LogOptions {
                 "PodLogOptions is invalid: at most one of `sinceTime` or `sinceSeconds` may be specified",
             ));
         }
-        let since = match (since_seconds, since_time) {
-            (Some(s), _) if s < 1 => {
-                return Err(ApiError::new(
+        let since =
+            match (since_seconds, since_time) {
+                (Some(s), _) if s < 1 => return Err(ApiError::new(
                     422,
                     "Invalid",
                     "PodLogOptions is invalid: sinceSeconds: Invalid value: must be greater than 0",
-                ))
-            }
-            (Some(s), _) => Some(
-                Timestamp::now()
-                    .checked_sub(jiff::SignedDuration::from_secs(s))
-                    .unwrap_or(Timestamp::MIN),
-            ),
-            (None, Some(t)) => Some(t.parse::<Timestamp>().map_err(|e| {
-                ApiError::bad_request(format!(
+                )),
+                (Some(s), _) => Some(
+                    Timestamp::now()
+                        .checked_sub(jiff::SignedDuration::from_secs(s))
+                        .unwrap_or(Timestamp::MIN),
+                ),
+                (None, Some(t)) => Some(t.parse::<Timestamp>().map_err(|e| {
+                    ApiError::bad_request(format!(
                     "invalid sinceTime {t:?}: {e} (an RFC 3339 time such as 2024-01-02T03:04:05Z)"
                 ))
-            })?),
-            (None, None) => None,
-        };
+                })?),
+                (None, None) => None,
+            };
         let tail = match number(query, "tailLines")? {
             Some(n) if n < 0 => {
                 return Err(ApiError::new(
@@ -84,16 +83,15 @@ impl LogOptions {
             }
             n => n.map(|n| n as usize),
         };
-        let limit_bytes = match number(query, "limitBytes")? {
-            Some(n) if n < 1 => {
-                return Err(ApiError::new(
+        let limit_bytes =
+            match number(query, "limitBytes")? {
+                Some(n) if n < 1 => return Err(ApiError::new(
                     422,
                     "Invalid",
                     "PodLogOptions is invalid: limitBytes: Invalid value: must be greater than 0",
-                ))
-            }
-            n => n.map(|n| n as usize),
-        };
+                )),
+                n => n.map(|n| n as usize),
+            };
         Ok(LogOptions {
             container: query.get("container").map(str::to_owned),
             follow: query.flag("follow"),
@@ -271,6 +269,10 @@ mod tests {
         assert_eq!(e.message, "container db is not valid for pod p");
         let two = json!({"spec": {"containers": [{"name": "app"}, {"name": "side"}]}});
         let e = container_of(&two, "p", None).unwrap_err();
-        assert!(e.message.ends_with("choose one of: [app side]"), "{}", e.message);
+        assert!(
+            e.message.ends_with("choose one of: [app side]"),
+            "{}",
+            e.message
+        );
     }
 }

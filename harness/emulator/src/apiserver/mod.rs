@@ -471,12 +471,15 @@ async fn handle_inner(
         (&Method::GET, None, None) => list(shared, &target, &query, wants_table),
         (&Method::GET, Some(name), sub) if sub.is_none() || sub == Some("status") => {
             let ns = target.namespace.as_deref().unwrap_or("");
-            let obj = shared.store.read(|st| served::get(st, target.resource, ns, name)).ok_or_else(|| {
-                ApiError::from(StoreError::NotFound {
-                    kind: error_kind(target.resource),
-                    name: name.to_owned(),
-                })
-            })?;
+            let obj = shared
+                .store
+                .read(|st| served::get(st, target.resource, ns, name))
+                .ok_or_else(|| {
+                    ApiError::from(StoreError::NotFound {
+                        kind: error_kind(target.resource),
+                        name: name.to_owned(),
+                    })
+                })?;
             if wants_table {
                 return Ok(json_response(
                     200,
@@ -728,11 +731,12 @@ fn watch(
             _ => {
                 let (initial, now) = shared.store.read(|st| {
                     let now = st.resource_version();
-                    let items: Vec<Value> = served::list_at(st, resource, namespace.as_deref(), now)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|o| matches(meta_str(o, "namespace").unwrap_or(""), o))
-                        .collect();
+                    let items: Vec<Value> =
+                        served::list_at(st, resource, namespace.as_deref(), now)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|o| matches(meta_str(o, "namespace").unwrap_or(""), o))
+                            .collect();
                     (items, now)
                 });
                 for o in &initial {
@@ -749,9 +753,12 @@ fn watch(
         let deadline = tokio::time::Instant::now() + timeout;
         let mut next_bookmark = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let (changes, now) = shared
-                .store
-                .read(|st| (served::changes_since(st, resource, last), st.resource_version()));
+            let (changes, now) = shared.store.read(|st| {
+                (
+                    served::changes_since(st, resource, last),
+                    st.resource_version(),
+                )
+            });
             match changes {
                 Err(e) => {
                     let err = ApiError::new(410, "Expired", e.to_string());

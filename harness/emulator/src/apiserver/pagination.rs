@@ -21,7 +21,8 @@ struct Continue {
 impl Continue {
     /// Opaque to clients, as upstream's: hex of a small JSON document.
     fn encode(&self) -> String {
-        let doc = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": [self.namespace, self.name]});
+        let doc =
+            json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": [self.namespace, self.name]});
         serde_json::to_vec(&doc)
             .unwrap_or_default()
             .iter()
@@ -189,9 +190,9 @@ pub(super) fn list(
         other => other.into(),
     })?;
     let after = |o: &Value| {
-        req.after.as_ref().is_none_or(|a| {
-            (namespace_of(o), name_of(o)) > (a.namespace.as_str(), a.name.as_str())
-        })
+        req.after
+            .as_ref()
+            .is_none_or(|a| (namespace_of(o), name_of(o)) > (a.namespace.as_str(), a.name.as_str()))
     };
     let mut matching = all.into_iter().filter(|o| after(o) && keep(o));
     let mut items: Vec<Value> = match req.limit {
@@ -258,7 +259,11 @@ mod tests {
             vec![("resourceVersion", "1"), ("resourceVersionMatch", "Newest")],
             vec![("resourceVersion", "1"), ("continue", "00")],
         ] {
-            assert_eq!(ListRequest::parse(&q(&bad)).unwrap_err().code, 400, "{bad:?}");
+            assert_eq!(
+                ListRequest::parse(&q(&bad)).unwrap_err().code,
+                400,
+                "{bad:?}"
+            );
         }
     }
 }

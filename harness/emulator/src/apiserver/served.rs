@@ -135,7 +135,13 @@ mod tests {
         assert_eq!(v1["reportingController"], "default-scheduler");
         let back = convert(Resource::CoreEvents, &v1);
         assert_eq!(back["apiVersion"], "v1");
-        for k in ["involvedObject", "message", "source", "count", "firstTimestamp"] {
+        for k in [
+            "involvedObject",
+            "message",
+            "source",
+            "count",
+            "firstTimestamp",
+        ] {
             assert_eq!(back[k], core[k], "{k}");
         }
     }

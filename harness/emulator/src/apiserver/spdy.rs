@@ -168,9 +168,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             PING => {
                 short(4)?;
-                Frame::Ping {
-                    id: be32(&payload),
-                }
+                Frame::Ping { id: be32(&payload) }
             }
             GOAWAY => Frame::GoAway,
             _ => Frame::Other,
@@ -352,12 +350,18 @@ mod tests {
         bytes.extend(w.syn_stream(3, &[("streamtype", "data"), ("port", "80")]));
         bytes.extend(FrameWriter::data(3, true, b"hi"));
         let mut r = FrameReader::new(&bytes[..]);
-        let Some(Frame::SynStream { stream, headers, .. }) = r.next().await.unwrap() else {
+        let Some(Frame::SynStream {
+            stream, headers, ..
+        }) = r.next().await.unwrap()
+        else {
             panic!()
         };
         assert_eq!(stream, 1);
         assert_eq!(headers[0], ("streamtype".into(), "error".into()));
-        let Some(Frame::SynStream { stream, headers, .. }) = r.next().await.unwrap() else {
+        let Some(Frame::SynStream {
+            stream, headers, ..
+        }) = r.next().await.unwrap()
+        else {
             panic!()
         };
         assert_eq!((stream, headers[1].1.as_str()), (3, "80"));

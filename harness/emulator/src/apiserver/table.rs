@@ -128,7 +128,10 @@ pub fn selector_string(sel: &Value) -> String {
     if reqs.is_empty() {
         "<none>".into()
     } else {
-        reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+        reqs.into_iter()
+            .map(|(_, t)| t)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -181,7 +181,10 @@ fn progressed(old: &Value, new: &Value) -> bool {
 
 /// Delete the oldest scaled-down ReplicaSets beyond `revisionHistoryLimit`.
 fn clean_up_history(st: &mut State, d: &Value, old: &[Value]) {
-    let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10).max(0) as usize;
+    let limit = d["spec"]["revisionHistoryLimit"]
+        .as_i64()
+        .unwrap_or(10)
+        .max(0) as usize;
     let mut idle: Vec<&Value> = old
         .iter()
         .filter(|rs| {
