@@ -36,7 +36,7 @@ impl Continue {
                 "continue key is not valid: {token:?} is not a token this server returned (start the list again without `continue`)"
             ))
         };
-        if token.len() % 2 != 0 || !token.is_ascii() {
+        if !token.len().is_multiple_of(2) || !token.is_ascii() {
             return Err(bad());
         }
         let bytes: Vec<u8> = (0..token.len())

@@ -125,11 +125,14 @@ impl ContainerLog {
     }
 }
 
+/// A pod's containers' logs, by container name.
+type PodEntry = HashMap<String, Arc<ContainerLog>>;
+
 /// Every container's log on the cluster, by pod and container name: what
 /// the API server's `pods/NAME/log` reads. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct PodLogs {
-    inner: Arc<Mutex<HashMap<(String, String), HashMap<String, Arc<ContainerLog>>>>>,
+    inner: Arc<Mutex<HashMap<(String, String), PodEntry>>>,
 }
 
 impl PodLogs {
