@@ -241,12 +241,7 @@ mod tests {
     use serde_json::json;
 
     fn q(pairs: &[(&str, &str)]) -> Query {
-        Query(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Query::of(pairs)
     }
 
     #[test]

@@ -337,6 +337,18 @@ impl Query {
     }
 }
 
+#[cfg(test)]
+impl Query {
+    fn of(pairs: &[(&str, &str)]) -> Query {
+        Query(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+}
+
 async fn handle(shared: Arc<ApiState>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

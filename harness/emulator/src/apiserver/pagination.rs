@@ -222,12 +222,7 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Query {
-        Query(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        Query::of(pairs)
     }
 
     #[test]

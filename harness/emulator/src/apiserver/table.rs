@@ -151,9 +151,14 @@ fn map_selector(sel: &Value) -> String {
     }
 }
 
-/// The `-o wide` columns of a pod template: container names and images.
-fn template_columns(template: &Value) -> [Value; 2] {
-    let containers = template["spec"]["containers"].as_array();
+/// A workload's columns plus its `-o wide` ones: the pod template's
+/// container names and images, and the selector.
+fn with_template_columns(
+    o: &Value,
+    mut columns: Vec<Value>,
+    mut cells: Vec<Value>,
+) -> (Vec<Value>, Vec<Value>) {
+    let containers = o["spec"]["template"]["spec"]["containers"].as_array();
     let field = |f: &str| {
         containers
             .into_iter()
@@ -162,7 +167,17 @@ fn template_columns(template: &Value) -> [Value; 2] {
             .collect::<Vec<_>>()
             .join(",")
     };
-    [json!(field("name")), json!(field("image"))]
+    columns.extend([
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ]);
+    cells.extend([
+        json!(field("name")),
+        json!(field("image")),
+        json!(selector_string(&o["spec"]["selector"])),
+    ]);
+    (columns, cells)
 }
 
 fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
@@ -243,59 +258,43 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                 ],
             )
         }
-        Resource::Deployments => (
+        Resource::Deployments => with_template_columns(
+            o,
             vec![
                 col("Name", "string", 0),
                 col("Ready", "string", 0),
                 col("Up-to-date", "string", 0),
                 col("Available", "string", 0),
                 col("Age", "string", 0),
-                col("Containers", "string", 1),
-                col("Images", "string", 1),
-                col("Selector", "string", 1),
             ],
-            {
-                let [containers, images] = template_columns(&o["spec"]["template"]);
-                vec![
-                    name,
-                    json!(format!(
-                        "{}/{}",
-                        o["status"]["readyReplicas"].as_i64().unwrap_or(0),
-                        o["spec"]["replicas"].as_i64().unwrap_or(0)
-                    )),
-                    json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
-                    json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
-                    age,
-                    containers,
-                    images,
-                    json!(selector_string(&o["spec"]["selector"])),
-                ]
-            },
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                    o["spec"]["replicas"].as_i64().unwrap_or(0)
+                )),
+                json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ],
         ),
-        Resource::ReplicaSets => (
+        Resource::ReplicaSets => with_template_columns(
+            o,
             vec![
                 col("Name", "string", 0),
                 col("Desired", "integer", 0),
                 col("Current", "integer", 0),
                 col("Ready", "integer", 0),
                 col("Age", "string", 0),
-                col("Containers", "string", 1),
-                col("Images", "string", 1),
-                col("Selector", "string", 1),
             ],
-            {
-                let [containers, images] = template_columns(&o["spec"]["template"]);
-                vec![
-                    name,
-                    json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
-                    json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
-                    json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
-                    age,
-                    containers,
-                    images,
-                    json!(selector_string(&o["spec"]["selector"])),
-                ]
-            },
+            vec![
+                name,
+                json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ],
         ),
         Resource::Services => {
             let ports: Vec<String> = o["spec"]["ports"]

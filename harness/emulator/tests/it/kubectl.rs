@@ -55,15 +55,13 @@ impl Kube {
 
     /// Run to the end (at most 60 s): success and stdout+stderr.
     async fn run(&self, args: &[&str]) -> (bool, String) {
-        let out = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
-            .await
+        let mut cmd = self.command(args);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await;
+        let out = out
             .expect("kubectl finishes within 60 s")
             .expect("kubectl runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     }
 }
@@ -185,19 +183,11 @@ async fn kubectl_logs_follow_shows_what_the_process_writes() {
     emu.shutdown().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `kubectl port-forward TARGET LOCAL:80`, waited for until it forwards.
+/// `kubectl port-forward TARGET :80` (kubectl picks the local port),
+/// waited for until it forwards; the child and the local port.
 async fn port_forward(kube: &Kube, target: &str) -> (tokio::process::Child, u16) {
-    let port = free_port();
     let mut child = kube
-        .command(&["port-forward", target, &format!("{port}:80")])
+        .command(&["port-forward", target, ":80"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -206,13 +196,14 @@ async fn port_forward(kube: &Kube, target: &str) -> (tokio::process::Child, u16)
     let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
         .expect("port-forward says it forwards within 20 s")
-        .unwrap();
-    assert!(
-        first
-            .as_deref()
-            .is_some_and(|l| l.contains(&format!("127.0.0.1:{port} -> 80"))),
-        "{first:?}"
-    );
+        .unwrap()
+        .unwrap_or_default();
+    // "Forwarding from 127.0.0.1:PORT -> 80"
+    let port = first
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix(" -> 80"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output: {first:?}"));
     // Keep its output drained so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, port)
