@@ -743,12 +743,9 @@ fn watch(
             _ => {
                 let (initial, now) = shared.store.read(|st| {
                     let now = st.resource_version();
-                    let items: Vec<Value> =
-                        served::list_at(st, resource, namespace.as_deref(), now)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter(|o| matches(meta_str(o, "namespace").unwrap_or(""), o))
-                            .collect();
+                    let keep = |o: &Value| matches(meta_str(o, "namespace").unwrap_or(""), o);
+                    let items = served::list_at(st, resource, namespace.as_deref(), now, &keep)
+                        .unwrap_or_default();
                     (items, now)
                 });
                 for o in &initial {

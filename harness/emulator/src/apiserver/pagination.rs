@@ -176,7 +176,7 @@ pub(super) fn list(
         At::NotOlderThan(_) => now,
         At::Exact(v) => v,
     };
-    let all = served::list_at(st, resource, namespace, rv).map_err(|e| match e {
+    let all = served::list_at(st, resource, namespace, rv, &keep).map_err(|e| match e {
         StoreError::Gone { .. } if req.after.is_some() => ApiError::new(
             410,
             "Expired",
@@ -194,7 +194,7 @@ pub(super) fn list(
             .as_ref()
             .is_none_or(|a| (namespace_of(o), name_of(o)) > (a.namespace.as_str(), a.name.as_str()))
     };
-    let mut matching = all.into_iter().filter(|o| after(o) && keep(o));
+    let mut matching = all.into_iter().filter(|o| after(o));
     let mut items: Vec<Value> = match req.limit {
         Some(n) => matching.by_ref().take(n).collect(),
         None => matching.by_ref().collect(),

@@ -59,27 +59,36 @@ fn convert(to: Resource, e: &Value) -> Value {
     out
 }
 
-/// The objects served at `resource` as of `rv`, sorted by namespace and
-/// name (an object stored in both versions shows once, as its own).
+/// The objects served at `resource` as of `rv` that `keep` accepts, sorted
+/// by namespace and name (an object stored in both versions shows once, as
+/// its own). The latest state clones only what is kept.
 pub(super) fn list_at(
     st: &State,
     resource: Resource,
     namespace: Option<&str>,
     rv: u64,
+    keep: &dyn Fn(&Value) -> bool,
 ) -> Result<Vec<Value>, StoreError> {
-    let own = st.list_at(resource, namespace, rv)?;
+    let of = |r: Resource| -> Result<Vec<Value>, StoreError> {
+        if rv >= st.resource_version() {
+            let objects = st.list(r, namespace).into_iter();
+            Ok(objects.filter(|o| keep(o)).cloned().collect())
+        } else {
+            let mut objects = st.list_at(r, namespace, rv)?;
+            objects.retain(|o| keep(o));
+            Ok(objects)
+        }
+    };
+    let own = of(resource)?;
     let Some(mirror) = mirror_of(resource) else {
         return Ok(own);
     };
     let mut all: std::collections::BTreeMap<(String, String), Value> = st
         .list_at(mirror, namespace, rv)?
         .iter()
-        .map(|o| {
-            (
-                (namespace_of(o).to_owned(), name_of(o).to_owned()),
-                convert(resource, o),
-            )
-        })
+        .map(|o| convert(resource, o))
+        .filter(|o| keep(o))
+        .map(|o| ((namespace_of(&o).to_owned(), name_of(&o).to_owned()), o))
         .collect();
     for o in own {
         all.insert((namespace_of(&o).to_owned(), name_of(&o).to_owned()), o);
