@@ -15,7 +15,7 @@ mod portforward;
 pub(crate) mod selectors;
 mod served;
 mod shape;
-pub mod spdy;
+mod spdy;
 pub mod streaming;
 pub(crate) mod table;
 

@@ -199,9 +199,7 @@ where
             }
         };
         match frame {
-            Frame::SynStream {
-                stream, headers, ..
-            } => {
+            Frame::SynStream { stream, headers } => {
                 let get = |k: &str| {
                     headers
                         .iter()

@@ -33,7 +33,6 @@ pub enum Frame {
     },
     SynStream {
         stream: u32,
-        fin: bool,
         headers: Vec<(String, String)>,
     },
     RstStream {
@@ -149,7 +148,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let raw = self.inflate_block(&payload[10..])?;
                 Frame::SynStream {
                     stream: be32(&payload) & 0x7fff_ffff,
-                    fin: flags & FLAG_FIN != 0,
                     headers: parse_headers(&raw)?,
                 }
             }
@@ -310,6 +308,7 @@ impl FrameWriter {
     }
 
     /// Headers as a client sends them (tests play kubectl with this).
+    #[cfg(test)]
     pub fn syn_stream(&mut self, stream: u32, headers: &[(&str, &str)]) -> Vec<u8> {
         let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
         for (k, v) in headers {
