@@ -173,6 +173,14 @@ pub(super) fn pod_log(
         return Ok(text(full(Bytes::new())));
     };
     let Some(log) = access.logs.get(namespace, name, &container) else {
+        // A container that could not start (its error is the pod's
+        // status.message) wrote nothing.
+        if matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Failed" | "Succeeded")
+        ) {
+            return Ok(text(full(Bytes::new())));
+        }
         let first = pod["spec"]["containers"][0]["name"].as_str() == Some(container.as_str());
         return Err(ApiError::bad_request(if first {
             format!("container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating")

@@ -249,9 +249,12 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
     }
     let paused = d["spec"]["paused"] == true;
     let max_rev = rss.iter().map(revision).max().unwrap_or(0);
+    // How this sync started a rollout, as Progressing's reason says it.
+    let mut started: Option<(&str, &str)> = None;
     let new_idx = match new_idx {
         Some(i) => {
             if revision(&rss[i]) < max_rev && !paused {
+                started = Some(("FoundNewReplicaSet", "Found new replica set"));
                 // Rolling back to an older template makes it the newest revision.
                 let mut rs = rss[i].clone();
                 rs["metadata"]["annotations"][REVISION] = json!((max_rev + 1).to_string());
@@ -316,6 +319,7 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
                         message,
                     ));
                     rss.push(created);
+                    started = Some(("NewReplicaSetCreated", "Created new replica set"));
                     rss.len() - 1
                 }
                 Err(_) => return None,
@@ -416,14 +420,19 @@ fn sync_deployment(st: &mut State, d: &Value, events: &mut Vec<(String, String)>
             "NewReplicaSetAvailable",
             format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
         );
-    } else if starting || progressed(&d["status"], &status) || since_progress.is_none() {
-        set_condition(
-            &mut conds,
-            "Progressing",
-            "True",
-            "ReplicaSetUpdated",
-            format!("ReplicaSet \"{rs_name}\" is progressing."),
-        );
+    } else if started.is_some()
+        || starting
+        || progressed(&d["status"], &status)
+        || since_progress.is_none()
+    {
+        let (reason, message) = match started {
+            Some((reason, what)) => (reason, format!("{what} \"{rs_name}\"")),
+            None => (
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{rs_name}\" is progressing."),
+            ),
+        };
+        set_condition(&mut conds, "Progressing", "True", reason, message);
         // Progress moves the deadline on.
         if let Some(c) = conds.iter_mut().find(|c| c["type"] == "Progressing") {
             c["lastUpdateTime"] = json!(now_rfc3339());

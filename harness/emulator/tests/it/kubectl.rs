@@ -366,6 +366,7 @@ async fn kubectl_rollout_undo_goes_back_to_the_previous_pod_template_hash() {
         .find(|h| *h != first)
         .unwrap();
 
+    let before_undo = emu.store().resource_version();
     let (ok, out) = kube.run(&["rollout", "undo", "deployment/web"]).await;
     assert!(ok, "{out}");
     until(&emu, 20, "the undo back to the first template", |e| {
@@ -392,6 +393,22 @@ async fn kubectl_rollout_undo_goes_back_to_the_previous_pod_template_hash() {
     assert_eq!(
         d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "3"
+    );
+    let found = emu
+        .store()
+        .changes_since(Resource::Deployments, before_undo)
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c.object["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .any(|c| c["reason"] == "FoundNewReplicaSet");
+    assert!(
+        found,
+        "the undo's Progressing condition names the old ReplicaSet found"
     );
 
     let (ok, out) = kube
@@ -467,7 +484,46 @@ async fn history_limit_progress_deadline_and_qos_follow_upstream() {
         "requests make Burstable"
     );
 
-    // A rollout that cannot progress (no node matches) times out.
+    // A rollout that cannot progress (no node matches) says it started
+    // (its first Progressing reason, as the store's history shows), then
+    // that it progresses as its pod is created, and times out after its
+    // progress deadline.
+    let before = emu.store().resource_version();
+    let waiting = deployment_value(
+        "waiting",
+        1,
+        json!({"nodeSelector": {"no-such": "node"}}),
+        json!({}),
+    );
+    let typed: Deployment = serde_json::from_value(waiting).unwrap();
+    deploys
+        .create(&PostParams::default(), &typed)
+        .await
+        .unwrap();
+    let progressing = |d: &Value| {
+        d["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Progressing")
+            .map(|c| c["reason"].as_str().unwrap_or("").to_owned())
+    };
+    until(&emu, 10, "Progressing=True ReplicaSetUpdated", |e| {
+        e.store()
+            .get(Resource::Deployments, "default", "waiting")
+            .is_some_and(|d| progressing(&d).as_deref() == Some("ReplicaSetUpdated"))
+    })
+    .await;
+    let mut reasons: Vec<String> = emu
+        .store()
+        .changes_since(Resource::Deployments, before)
+        .unwrap()
+        .iter()
+        .filter(|c| c.object["metadata"]["name"] == "waiting")
+        .filter_map(|c| progressing(&c.object))
+        .collect();
+    reasons.dedup();
+    assert_eq!(reasons, ["NewReplicaSetCreated", "ReplicaSetUpdated"]);
     let stuck = deployment_value(
         "stuck",
         1,
