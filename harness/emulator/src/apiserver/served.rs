@@ -53,6 +53,18 @@ fn convert(to: Resource, e: &Value) -> Value {
             _ => copy(&mut out, v1, core),
         }
     }
+    // events.k8s.io/v1 requires eventTime (a MicroTime), which Events
+    // from the legacy recorder lack: clients that check (the Python
+    // client) take the time it was first seen.
+    if to == Resource::Events && out["eventTime"].is_null() {
+        let first = ["firstTimestamp", "lastTimestamp"]
+            .iter()
+            .find_map(|k| e[k].as_str())
+            .or(e["metadata"]["creationTimestamp"].as_str());
+        if let Some(t) = first.and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+            out["eventTime"] = json!(t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string());
+        }
+    }
     let info = to.info();
     out["apiVersion"] = json!(info.api_version());
     out["kind"] = json!(info.kind);
@@ -142,6 +154,7 @@ mod tests {
         assert_eq!(v1["note"], "assigned");
         assert_eq!(v1["deprecatedCount"], 1);
         assert_eq!(v1["reportingController"], "default-scheduler");
+        assert_eq!(v1["eventTime"], "2024-01-01T00:00:00.000000Z");
         let back = convert(Resource::CoreEvents, &v1);
         assert_eq!(back["apiVersion"], "v1");
         for k in [

@@ -625,7 +625,12 @@ async fn lists_paginate_and_honour_resource_versions_and_events_show_in_both_api
     let n = core["items"].as_array().unwrap().len();
     assert!(n > 0);
     assert_eq!(v1["items"].as_array().unwrap().len(), n);
-    assert!(v1["items"][0]["note"].is_string() && v1["items"][0]["regarding"].is_object());
+    let first = &v1["items"][0];
+    assert!(first["note"].is_string() && first["regarding"].is_object());
+    assert!(
+        first["eventTime"].is_string(),
+        "eventTime is required: {first}"
+    );
     emu.shutdown().await;
 }
 
