@@ -18,6 +18,7 @@ mod shape;
 mod spdy;
 pub mod streaming;
 pub(crate) mod table;
+mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

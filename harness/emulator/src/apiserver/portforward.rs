@@ -1,11 +1,16 @@
 //! `pods/NAME/portforward`: kubectl's `port-forward` (for `svc/…` kubectl
-//! picks a pod itself). kubectl first tries SPDY tunnelled in a WebSocket
-//! and falls back to plain SPDY/3.1 when the upgrade is refused; the
-//! emulator serves the plain SPDY protocol `portforward.k8s.io`, as the
-//! kubelet does: per forwarded connection the client opens an `error` and a
-//! `data` stream (headers `streamType`, `port`, `requestID`); the data
-//! stream carries the bytes, the error stream a message if the pod's port
-//! cannot be reached.
+//! picks a pod itself) and other clients'. Three ways in, as upstream:
+//!
+//! - SPDY/3.1 `portforward.k8s.io`, as the kubelet serves it: per forwarded
+//!   connection the client opens an `error` and a `data` stream (headers
+//!   `streamType`, `port`, `requestID`); the data stream carries the bytes,
+//!   the error stream a message if the pod's port cannot be reached;
+//! - the same SPDY session tunnelled in WebSocket binary messages
+//!   (`SPDY/3.1+portforward.k8s.io`), what kubectl ≥ 1.31 tries first;
+//! - WebSocket channels (`v4.channel.k8s.io`, the Python client): `ports=`
+//!   in the query, per port a data channel 2i and an error channel 2i+1,
+//!   each first carrying the port (2 bytes, little-endian), every message
+//!   prefixed with its channel byte.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,10 +27,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::spdy::{Frame, FrameReader, FrameWriter, RST_REFUSED};
 use super::streaming::PodAccess;
-use super::{full, ApiError, Body};
+use super::websocket::{self, Message, MessageReader};
+use super::{full, query_pairs, ApiError, Body};
 use crate::store::{meta_str, Resource, Store};
 
 const PROTOCOL: &str = "portforward.k8s.io";
+const TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+const CHANNELS: &str = "v4.channel.k8s.io";
+
+/// How the client speaks.
+enum Way {
+    Spdy,
+    Tunnel,
+    Channels(Vec<u16>),
+}
 
 /// Where a pod's ports are reached from the API server.
 struct Target {
@@ -82,29 +97,63 @@ pub(super) fn serve(
             .to_ascii_lowercase()
     };
     let upgrade = header("upgrade");
-    if upgrade.contains("websocket") {
-        // kubectl falls back to SPDY on any refused WebSocket upgrade.
+    let way = if upgrade.contains("websocket") {
+        let offered = header("sec-websocket-protocol");
+        let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
+        if offered.contains(&TUNNEL.to_ascii_lowercase().as_str()) {
+            Way::Tunnel
+        } else if offered.contains(&CHANNELS) {
+            let ports: Vec<u16> = query_pairs(&req)
+                .into_iter()
+                .filter(|(k, _)| k == "ports" || k == "port")
+                .flat_map(|(_, v)| {
+                    v.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .map(|p| {
+                    p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid port {p:?}: ports must be 1-65535"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            if ports.is_empty() {
+                return Err(ApiError::bad_request(
+                    "query parameter \"port\" is required (ports=80,8080)",
+                ));
+            }
+            Way::Channels(ports)
+        } else {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                format!("port-forward over WebSockets takes the subprotocol {TUNNEL} or {CHANNELS} (offered: {})", offered.join(", ")),
+            ));
+        }
+    } else if upgrade.starts_with("spdy/3.1") {
+        let protocols = header("x-stream-protocol-version");
+        if !protocols.is_empty() && !protocols.split(',').any(|p| p.trim() == PROTOCOL) {
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("unable to upgrade: the emulator speaks only the {PROTOCOL} protocol (asked for {protocols})"),
+            ));
+        }
+        Way::Spdy
+    } else {
         return Err(ApiError::new(
             400,
             "BadRequest",
-            "the emulator serves port-forward over SPDY/3.1 (kubectl falls back to it by itself), not over WebSockets",
+            "port-forward needs a connection upgrade: to SPDY/3.1 (Upgrade: SPDY/3.1, X-Stream-Protocol-Version: portforward.k8s.io) or to a WebSocket, as kubectl sends",
         ));
-    }
-    if !upgrade.starts_with("spdy/3.1") {
-        return Err(ApiError::new(
-            400,
-            "BadRequest",
-            "port-forward needs a connection upgrade to SPDY/3.1 (Upgrade: SPDY/3.1, X-Stream-Protocol-Version: portforward.k8s.io), as kubectl sends",
-        ));
-    }
-    let protocols = header("x-stream-protocol-version");
-    if !protocols.is_empty() && !protocols.split(',').any(|p| p.trim() == PROTOCOL) {
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!("unable to upgrade: the emulator speaks only the {PROTOCOL} protocol (asked for {protocols})"),
-        ));
-    }
+    };
+    // The key is case-sensitive (base64), unlike the headers above.
+    let ws_key = req
+        .headers()
+        .get("sec-websocket-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let Some(access) = access else {
         return Err(ApiError::new(
             400,
@@ -132,19 +181,171 @@ pub(super) fn serve(
         declared,
     });
     let cancel = cancel.clone();
+    let response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade");
+    let response = match &way {
+        Way::Spdy => response
+            .header(header::UPGRADE, "SPDY/3.1")
+            .header("X-Stream-Protocol-Version", PROTOCOL),
+        Way::Tunnel | Way::Channels(_) => response
+            .header(header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Accept", websocket::accept_key(&ws_key))
+            .header(
+                "Sec-WebSocket-Protocol",
+                if matches!(way, Way::Tunnel) {
+                    TUNNEL
+                } else {
+                    CHANNELS
+                },
+            ),
+    };
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => session(TokioIo::new(upgraded), target, cancel).await,
-            Err(e) => tracing::debug!("emulator API: port-forward upgrade failed: {e}"),
+        let io = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!("emulator API: port-forward upgrade failed: {e}");
+                return;
+            }
+        };
+        match way {
+            Way::Spdy => session(io, target, cancel).await,
+            Way::Tunnel => tunnel(io, target, cancel).await,
+            Way::Channels(ports) => channels(io, target, ports, cancel).await,
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", PROTOCOL)
-        .body(full(Bytes::new()))
-        .expect("valid response"))
+    Ok(response.body(full(Bytes::new())).expect("valid response"))
+}
+
+type WsWriter<IO> = Arc<tokio::sync::Mutex<tokio::io::WriteHalf<IO>>>;
+
+/// Send one frame; false once the connection is gone.
+async fn send<IO: tokio::io::AsyncWrite>(wr: &WsWriter<IO>, opcode: u8, payload: &[u8]) -> bool {
+    wr.lock()
+        .await
+        .write_all(&websocket::frame(opcode, payload))
+        .await
+        .is_ok()
+}
+
+/// kubectl's tunnel: the SPDY session's bytes in binary messages.
+async fn tunnel<IO>(io: IO, target: Arc<Target>, cancel: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(io);
+    let wr: WsWriter<IO> = Arc::new(tokio::sync::Mutex::new(wr));
+    let (inner, outer) = tokio::io::duplex(64 * 1024);
+    let spdy = tokio::spawn(session(inner, target, cancel.clone()));
+    let (mut from_spdy, mut to_spdy) = tokio::io::split(outer);
+    let wr_out = wr.clone();
+    let outbound = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        while let Ok(n) = from_spdy.read(&mut buf).await {
+            if n == 0 || !send(&wr_out, websocket::BINARY, &buf[..n]).await {
+                break;
+            }
+        }
+    });
+    let mut reader = MessageReader::new(rd);
+    loop {
+        let message = tokio::select! {
+            m = reader.next() => m,
+            _ = cancel.cancelled() => break,
+        };
+        match message {
+            Ok(Message::Binary(data)) => {
+                if to_spdy.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Message::Ping(p)) => {
+                send(&wr, websocket::PONG, &p).await;
+            }
+            Ok(Message::Close) | Err(_) => break,
+        }
+    }
+    let _ = to_spdy.shutdown().await;
+    let _ = spdy.await;
+    outbound.abort();
+}
+
+/// The channel protocol: one connection per asked port, for the whole
+/// WebSocket.
+async fn channels<IO>(io: IO, target: Arc<Target>, ports: Vec<u16>, cancel: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(io);
+    let wr: WsWriter<IO> = Arc::new(tokio::sync::Mutex::new(wr));
+    let mut to_pods = HashMap::new();
+    let mut readers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let (data, error) = ((2 * i) as u8, (2 * i + 1) as u8);
+        for ch in [data, error] {
+            let [lo, hi] = port.to_le_bytes();
+            send(&wr, websocket::BINARY, &[ch, lo, hi]).await;
+        }
+        match target.connect(*port).await {
+            Ok(conn) => {
+                let _ = conn.set_nodelay(true);
+                let (mut pod_rd, pod_wr) = conn.into_split();
+                to_pods.insert(data, pod_wr);
+                let wr = wr.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut buf = vec![0u8; 32 * 1024];
+                    buf[0] = data;
+                    while let Ok(n) = pod_rd.read(&mut buf[1..]).await {
+                        if n == 0 || !send(&wr, websocket::BINARY, &buf[..=n]).await {
+                            break;
+                        }
+                    }
+                }));
+            }
+            Err(e) => {
+                let mut m = vec![error];
+                m.extend_from_slice(
+                    format!(
+                        "error forwarding port {port} to pod {}, uid {}: {e}",
+                        target.pod, target.uid
+                    )
+                    .as_bytes(),
+                );
+                send(&wr, websocket::BINARY, &m).await;
+            }
+        }
+    }
+    let all_read = async {
+        for r in readers {
+            let _ = r.await;
+        }
+    };
+    tokio::pin!(all_read);
+    let mut reader = MessageReader::new(rd);
+    loop {
+        let message = tokio::select! {
+            m = reader.next() => m,
+            _ = &mut all_read => break,
+            _ = cancel.cancelled() => break,
+        };
+        match message {
+            Ok(Message::Binary(data)) => {
+                let Some((ch, bytes)) = data.split_first() else {
+                    continue;
+                };
+                if let Some(pod) = to_pods.get_mut(ch) {
+                    if pod.write_all(bytes).await.is_err() {
+                        to_pods.remove(ch);
+                    }
+                }
+            }
+            Ok(Message::Ping(p)) => {
+                send(&wr, websocket::PONG, &p).await;
+            }
+            Ok(Message::Close) | Err(_) => break,
+        }
+    }
+    send(&wr, websocket::CLOSE, &[]).await;
 }
 
 /// What the writer task sends, in order.

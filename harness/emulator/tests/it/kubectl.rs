@@ -196,10 +196,12 @@ async fn kubectl_logs_follow_shows_what_the_process_writes() {
 }
 
 /// `kubectl port-forward TARGET :80` (kubectl picks the local port),
-/// waited for until it forwards; the child and the local port.
-async fn port_forward(kube: &Kube, target: &str) -> (tokio::process::Child, u16) {
+/// waited for until it forwards; the child and the local port. kubectl
+/// tunnels SPDY in a WebSocket unless `websockets` is false.
+async fn port_forward(kube: &Kube, target: &str, websockets: bool) -> (tokio::process::Child, u16) {
     let mut child = kube
         .command(&["port-forward", target, ":80"])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -289,8 +291,12 @@ async fn port_forward_on(network: NetworkChoice) {
         .unwrap()
         .to_owned();
     let kube = Kube::new(&emu);
-    for target in [format!("pod/{pod}"), "svc/web".to_owned()] {
-        let (mut child, port) = port_forward(&kube, &target).await;
+    for (target, websockets) in [
+        (format!("pod/{pod}"), true),
+        (format!("pod/{pod}"), false),
+        ("svc/web".to_owned(), true),
+    ] {
+        let (mut child, port) = port_forward(&kube, &target, websockets).await;
         // Two requests: each is a forwarded connection of its own.
         for _ in 0..2 {
             let (ok, out) = curl(port).await;
@@ -303,12 +309,64 @@ async fn port_forward_on(network: NetworkChoice) {
         }
         child.kill().await.unwrap();
     }
+    python_port_forward(&kube, &pod).await;
     let (ok, out) = kube.run(&["get", "svc", "web", "-o", "wide"]).await;
     assert!(
         ok && out.contains("SELECTOR") && out.contains("app=web"),
         "{out}"
     );
     emu.shutdown().await;
+}
+
+/// The official Python client's port-forward (WebSocket channels).
+async fn python_port_forward(kube: &Kube, pod: &str) {
+    const SCRIPT: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(sys.argv[1])
+pf = portforward(client.CoreV1Api().connect_get_namespaced_pod_portforward,
+                 sys.argv[2], "default", ports="80")
+s = pf.socket(80)
+s.settimeout(10)
+s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode())
+"#;
+    let have = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("SKIPPED (Python half): python3 with the `kubernetes` package is not installed");
+        return;
+    }
+    let run = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(&kube.config)
+        .arg(pod)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the Python port-forward finishes within 30 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("HTTP/1.1 200"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.to_ascii_lowercase().contains(&format!("x-pod: {pod}")),
+        "{text}"
+    );
 }
 
 fn replicasets(emu: &Emulator) -> Vec<Value> {
