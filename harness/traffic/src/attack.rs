@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
@@ -14,17 +13,20 @@ use tokio_util::sync::CancellationToken;
 use super::aggregate::{Aggregator, ErrorKey, Record, Snapshot};
 use super::http::{self, Detail, Failure, Response, Stage};
 use super::pacer::{Pace, Pacer};
+use super::polled::{PolledConn, Ticker};
 use super::raw::RawWriter;
 use super::summary::{ErrorKind, Summary};
-use super::timer::DueTimer;
+use super::timer::Wakeups;
 use super::TrafficError;
 
 /// Keep-alive connections: idle ones on a stack (the most recently used
-/// is reused first, so few connections stay hot) and a cap on how many
-/// requests hold a connection at once.
+/// is reused first, so few connections stay hot), a cap on how many
+/// requests hold a connection at once, and the ticker that lets them read
+/// (see [`crate::polled`]).
 pub(crate) struct Pool {
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<PolledConn>>,
     slots: Semaphore,
+    ticker: Arc<Ticker>,
 }
 
 impl Pool {
@@ -32,15 +34,26 @@ impl Pool {
         Self {
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(cap),
+            ticker: Arc::default(),
         }
     }
 
-    fn take(&self) -> Option<TcpStream> {
+    fn take(&self) -> Option<PolledConn> {
         lock(&self.idle).pop()
     }
 
-    fn put(&self, stream: TcpStream) {
-        lock(&self.idle).push(stream);
+    fn put(&self, conn: PolledConn) {
+        lock(&self.idle).push(conn);
+    }
+
+    /// A fresh connection to `addr`, read at the ticks.
+    async fn connect(
+        &self,
+        net: &zdt_core::netns::Net,
+        addr: SocketAddr,
+    ) -> Result<PolledConn, Failure> {
+        let stream = http::connect(net, addr).await?;
+        PolledConn::new(stream, self.ticker.clone()).map_err(|e| Failure::io(Stage::Connect, &e))
     }
 }
 
@@ -116,6 +129,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Trip {
     /// Times it went again after a reused connection turned out closed.
     replays: u32,
+    /// When the last response arrived, if its connection was a polled one
+    /// (read some time after that).
+    arrived: Option<Instant>,
 }
 
 impl RequestContext {
@@ -213,6 +229,7 @@ impl RequestContext {
                 // One fresh connection, closed when it is dropped.
                 *stage = Stage::Connect;
                 let mut stream = http::connect(&self.net, addr).await?;
+                trip.arrived = None;
                 return http::exchange(&mut stream, request, head_only, buf, stage).await;
             }
         };
@@ -222,11 +239,12 @@ impl RequestContext {
             .acquire()
             .await
             .expect("the pool is never closed");
-        if let Some(mut stream) = pool.take() {
-            match http::exchange(&mut stream, request, head_only, buf, stage).await {
+        if let Some(mut conn) = pool.take() {
+            match http::exchange(&mut conn, request, head_only, buf, stage).await {
                 Ok(r) => {
+                    trip.arrived = conn.arrived();
                     if r.reusable {
-                        pool.put(stream);
+                        pool.put(conn);
                     }
                     return Ok(r);
                 }
@@ -239,10 +257,11 @@ impl RequestContext {
                 Err(f) => return Err(f),
             }
         }
-        let mut stream = http::connect(&self.net, addr).await?;
-        let r = http::exchange(&mut stream, request, head_only, buf, stage).await?;
+        let mut conn = pool.connect(&self.net, addr).await?;
+        let r = http::exchange(&mut conn, request, head_only, buf, stage).await?;
+        trip.arrived = conn.arrived();
         if r.reusable {
-            pool.put(stream);
+            pool.put(conn);
         }
         Ok(r)
     }
@@ -298,7 +317,11 @@ async fn request(
             Err(Failure::new(ErrorKind::Cancelled, stage, Detail::Cancelled))
         }
     };
-    let end = Instant::now();
+    let end = match (&outcome, trip.arrived) {
+        // Read at a later wake-up: the response ended when it arrived.
+        (Ok(_), Some(arrived)) => arrived.max(sent_at),
+        _ => Instant::now(),
+    };
     let t0 = context.t0;
     let mut record = Record {
         seq,
@@ -339,24 +362,24 @@ pub(crate) async fn run(
 ) -> Result<Summary, TrafficError> {
     let t0 = context.t0;
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let end_of_schedule = TokioInstant::from_std(t0 + duration);
-    let mut timer = DueTimer::new(t0)
-        .map_err(|e| TrafficError::Internal(format!("high-resolution timer: {e}")))?;
+    let timer_error = |e| TrafficError::Internal(format!("high-resolution timer: {e}"));
+    let ticker = context.pool.as_ref().map(|p| p.ticker.clone());
+    let mut wakeups = Wakeups::new(t0, ticker).map_err(timer_error)?;
+    let busy = |in_flight: &Semaphore| in_flight.available_permits() < max_in_flight;
     let mut sent = 0u64;
     let mut cancelled = false;
-    loop {
+    'schedule: loop {
         match pacer.pace(t0.elapsed(), sent) {
             Pace::Stop => break,
             Pace::Wait(_) => {
-                // Sleep to the due time itself (not a tick after it); when
-                // the loop wakes late, every request due meanwhile goes out
-                // at once and its lag is recorded.
+                // Sleep to the due time itself (not a 1 ms tick after it),
+                // or the least gap after the last wake-up if that is later;
+                // every request due meanwhile then goes out at once and its
+                // lag is recorded.
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => { cancelled = true; break; }
-                    r = timer.sleep_until(pacer.due(sent)) => r.map_err(|e| {
-                        TrafficError::Internal(format!("high-resolution timer: {e}"))
-                    })?,
+                    r = wakeups.sleep(Some(pacer.due(sent)), busy(&in_flight)) => r.map_err(timer_error)?,
                 }
             }
             Pace::Send => {
@@ -365,11 +388,16 @@ pub(crate) async fn run(
                     // At the bound: wait (the wait shows up as schedule lag
                     // and in the corrected latency), but not past the end
                     // of the schedule; what is left then is counted not sent.
-                    Err(_) => tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => { cancelled = true; break; }
-                        p = in_flight.clone().acquire_owned() => p.expect("never closed"),
-                        _ = tokio::time::sleep_until(end_of_schedule) => break,
+                    Err(_) => loop {
+                        if t0.elapsed() >= duration {
+                            break 'schedule;
+                        }
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => { cancelled = true; break 'schedule; }
+                            p = in_flight.clone().acquire_owned() => break p.expect("never closed"),
+                            r = wakeups.sleep(Some(duration), true) => r.map_err(timer_error)?,
+                        }
                     },
                 };
                 tokio::spawn(request(context.clone(), sent, pacer.due(sent), permit));
@@ -407,7 +435,13 @@ pub(crate) async fn run(
     // Every request task holds a permit until it has recorded its result;
     // the timeout bounds this wait, and a cancel aborts them sooner.
     let all = u32::try_from(max_in_flight).expect("validated to fit");
-    let _all = in_flight.acquire_many(all).await.expect("never closed");
+    loop {
+        tokio::select! {
+            biased;
+            p = in_flight.acquire_many(all) => { drop(p.expect("never closed")); break; }
+            r = wakeups.sleep(None, true) => r.map_err(timer_error)?,
+        }
+    }
 
     let raw_sink = lock(&context.agg).take_raw();
     drop(raw_sink);

@@ -28,6 +28,7 @@ pub mod child;
 pub(crate) mod http;
 mod load;
 pub(crate) mod pacer;
+mod polled;
 pub mod raw;
 pub mod report;
 mod summary;
