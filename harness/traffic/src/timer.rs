@@ -178,6 +178,10 @@ impl DueTimer {
                 )
             };
             if n == 8 {
+                // Read, the timerfd stays quiet until it is armed again:
+                // without this the next sleep would start with a read
+                // that can only fail.
+                guard.clear_ready();
                 return Ok(());
             }
             let e = io::Error::last_os_error();
@@ -223,7 +227,10 @@ mod tests {
             // Responses pending, next due far: poll first.
             ((Some(ms(100)), ms(10), ms(10), Some(ms(1))), Some(ms(11))),
             // Responses pending, next due sooner than the poll.
-            ((Some(us(1200)), us(1000), us(1005), Some(ms(1))), Some(us(1200))),
+            (
+                (Some(us(1200)), us(1000), us(1005), Some(ms(1))),
+                Some(us(1200)),
+            ),
             // Schedule over: only the polls.
             ((None, ms(10), ms(12), Some(ms(4))), Some(ms(16))),
             ((None, ms(10), ms(12), None), None),
