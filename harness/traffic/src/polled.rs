@@ -36,18 +36,31 @@ pub(crate) struct Ticker {
 
 impl Ticker {
     /// Lets every waiting connection try again (they run once the caller
-    /// yields); true when any read returned bytes since the previous tick,
-    /// so a poll that found nothing can back off.
-    pub fn tick(&self) -> bool {
+    /// yields).
+    pub fn tick(&self) -> Tick {
+        let mut woke = false;
         for waker in lock(&self.waiting).drain(..) {
             waker.wake();
+            woke = true;
         }
-        self.reads.swap(0, Ordering::Relaxed) > 0
+        Tick {
+            woke,
+            read: self.reads.swap(0, Ordering::Relaxed) > 0,
+        }
     }
 
     fn wait(&self, waker: &Waker) {
         lock(&self.waiting).push(waker.clone());
     }
+}
+
+/// What a [`Ticker::tick`] did.
+pub(crate) struct Tick {
+    /// It woke a waiting connection.
+    pub woke: bool,
+    /// A read returned bytes since the previous tick (a poll that found
+    /// nothing can back off).
+    pub read: bool,
 }
 
 /// A connected socket outside the runtime's epoll, tried again at each
@@ -259,7 +272,7 @@ mod tests {
             let (back, buf, arrived) = reader.await.unwrap();
             conn = back;
             assert_eq!(buf, b"pong");
-            assert!(ticker.tick(), "the read is counted");
+            assert!(ticker.tick().read, "the read is counted");
             let arrived = arrived.expect("a read with bytes has an arrival time");
             assert!(
                 arrived >= sent - Duration::from_millis(1),

@@ -57,32 +57,41 @@ impl Wakeups {
         })
     }
 
-    /// Lets the pooled connections read what arrived since the last
-    /// wake-up, then sleeps until `due` (see [`next_wake`]; `None`: no
-    /// request is due any more). `busy`: requests are in flight, so the
-    /// connections need polling. Never returns without a due time or a
-    /// poll to wake for.
+    /// Sleeps until `due` (see [`next_wake`]; `None`: no request is due
+    /// any more; `busy`: requests are in flight, so the connections need
+    /// polling), then lets the pooled connections read what arrived
+    /// meanwhile before the caller sends: the connections they free are
+    /// reused at once instead of new ones being opened (after a stall, one
+    /// per overdue request). Never returns without a due time or a poll to
+    /// wake for.
     pub async fn sleep(&mut self, due: Option<Duration>, busy: bool) -> io::Result<()> {
-        let poll = self.tick().filter(|_| busy);
+        let poll = (busy && self.ticker.is_some()).then_some(self.poll);
         let now = self.timer.t0.elapsed();
         let Some(at) = next_wake(due, self.woke, now, poll) else {
             return std::future::pending().await;
         };
         self.timer.sleep_until(at).await?;
         self.woke = self.timer.t0.elapsed();
+        if self.tick() {
+            // The woken connections run before this task resumes.
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 
-    /// The poll interval after this tick, when there are connections to
-    /// tick.
-    fn tick(&mut self) -> Option<Duration> {
-        let ticker = self.ticker.as_ref()?;
-        self.poll = if ticker.tick() {
+    /// Wakes the waiting connections and backs the poll off when the last
+    /// tick's found nothing; true when any connection was woken.
+    fn tick(&mut self) -> bool {
+        let Some(ticker) = self.ticker.as_ref() else {
+            return false;
+        };
+        let tick = ticker.tick();
+        self.poll = if tick.read {
             POLL_MIN
         } else {
             (self.poll * 2).min(POLL_MAX)
         };
-        Some(self.poll)
+        tick.woke
     }
 }
 
