@@ -254,6 +254,16 @@ impl LbControl {
         }
     }
 
+    /// Every connection the LB took so far and where it went; `None` where
+    /// zdt cannot see the data path (an LB in a container or the cloud's):
+    /// errors are then attributed by time and node only.
+    pub fn connections(&self) -> Option<Vec<zdt_lb::ConnRecord>> {
+        match self {
+            LbControl::InProcess(h) => Some(h.connections()),
+            LbControl::Remote { .. } | LbControl::External { .. } => None,
+        }
+    }
+
     /// Stop the LB and wait for its tasks (or remove its container).
     pub async fn shutdown(self) {
         match self {
@@ -685,6 +695,7 @@ impl Cluster {
                 let backends = emulator_lb_backends(e, namespace, service)?;
                 let config = LbConfig {
                     own_thread: true,
+                    record_connections: true,
                     frontend: e.lb_frontend(namespace, service)?,
                     net: e.net().clone(),
                     ..config

@@ -10,6 +10,7 @@ pub mod net;
 pub mod netns;
 pub mod owner;
 pub mod process;
+pub mod provenance;
 pub mod tcp;
 pub mod units;
 pub mod version;

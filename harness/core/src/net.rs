@@ -28,10 +28,25 @@ pub enum Dial {
     Failed(io::Error),
 }
 
+/// What [`Dialer::dial_traced`] returns: the outcome and the pod the
+/// node's rules chose, when the dialer knows it.
+pub type TracedDialFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Dial, Option<String>)> + Send>>;
+
 /// Dials a backend. Implementations must be cheap to call concurrently.
 pub trait Dialer: Send + Sync + 'static {
     /// Open a connection on behalf of the client at `client`.
     fn dial(&self, client: SocketAddr) -> DialFuture;
+
+    /// [`Dialer::dial`], also naming the pod the connection went to. The
+    /// route is chosen before this returns (the future only connects), so
+    /// a caller that stamps the time before calling it orders the choice
+    /// correctly against route changes. A dialer that cannot see pods (a
+    /// real node's NodePort) names none.
+    fn dial_traced(&self, client: SocketAddr) -> TracedDialFuture {
+        let dial = self.dial(client);
+        Box::pin(async move { (dial.await, None) })
+    }
 }
 
 /// A plain TCP dialer: a real node's `InternalIP:NodePort`.

@@ -29,6 +29,15 @@ const LOOPBACK_SOURCES: u32 = 32;
 
 /// Open a TCP connection to `addr` in the host's network stack.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    connect_traced(addr, &mut None).await
+}
+
+/// [`connect`], also setting `local` to the connection's local address as
+/// soon as the kernel chose it, so a connect that fails still has one.
+pub async fn connect_traced(
+    addr: SocketAddr,
+    local: &mut Option<SocketAddr>,
+) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
@@ -45,16 +54,22 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
             socket.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1 + n as u8), 0)).into())?;
         }
     }
-    connect_socket(socket, addr).await
+    connect_socket(socket, addr, local).await
 }
 
 /// Connect a fresh non-blocking `socket` to `addr`.
-pub(crate) async fn connect_socket(socket: Socket, addr: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) async fn connect_socket(
+    socket: Socket,
+    addr: SocketAddr,
+    local: &mut Option<SocketAddr>,
+) -> io::Result<TcpStream> {
     let in_progress = match socket.connect(&addr.into()) {
         Ok(()) => false,
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
         Err(e) => return Err(e),
     };
+    // The port is bound once connect() started.
+    *local = socket.local_addr().ok().and_then(|a| a.as_socket());
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     // getpeername() succeeds once the handshake is done; until then (or
     // after it failed) it says ENOTCONN, and the reactor tells the rest.

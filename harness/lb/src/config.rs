@@ -326,6 +326,7 @@ impl LbFile {
             hold_dropped: self.hold_dropped.map_or(defaults.hold_dropped, Dur::get),
             hold_in: None,
             own_thread: false,
+            record_connections: false,
             net: zdt_core::netns::Net::host(),
         };
         let mut backends = Vec::with_capacity(self.backends.len());

@@ -42,6 +42,7 @@ pub use profile::{
 };
 pub use status::{AdminError, BackendStatus, Health};
 pub use zdt_core::net::{Dial, Dialer, TcpDialer};
+pub use zdt_core::provenance::ConnRecord;
 
 /// How a new client connection picks among the eligible backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -94,6 +95,11 @@ pub struct LbConfig {
     /// latency (docs/bench-lb.md). Probes and the admin API stay on the
     /// caller's runtime.
     pub own_thread: bool,
+    /// Keep a [`ConnRecord`] of every accepted connection (its client
+    /// address, the backend and pod it went to, the dial's fate), for a run
+    /// that attributes each failed request to its own node and pod
+    /// ([`LbHandle::connections`]). About 100 bytes per connection.
+    pub record_connections: bool,
     /// The network the frontend listens in and probes go out from (an
     /// emulated cluster's own; backends dial through their own dialers).
     pub net: Net,
@@ -113,6 +119,7 @@ impl Default for LbConfig {
             hold_dropped: Duration::from_secs(300),
             hold_in: None,
             own_thread: false,
+            record_connections: false,
             net: Net::host(),
         }
     }
@@ -261,6 +268,12 @@ impl LbHandle {
 
     /// Serve the HTTP admin API on `addr` until the LB stops; returns the
     /// bound address.
+    /// The connections recorded so far, taken (empty unless
+    /// [`LbConfig::record_connections`]).
+    pub fn connections(&self) -> Vec<ConnRecord> {
+        self.pool.take_connections()
+    }
+
     pub async fn serve_admin(&self, addr: SocketAddr) -> Result<SocketAddr, LbError> {
         let listener = TcpListener::bind(addr)
             .await

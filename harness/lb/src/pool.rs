@@ -16,6 +16,7 @@ use super::probe::{Probe, ProbeFailure};
 use super::status::{AdminError, BackendStatus, Health};
 use super::LbConfig;
 use zdt_core::events::{EventSink, Source};
+use zdt_core::provenance::{ConnRecord, Provenance};
 
 /// State shared by the accept loop, connection tasks, probe tasks and the
 /// admin API.
@@ -36,6 +37,8 @@ pub(crate) struct PoolState {
     tasks: Mutex<Option<mpsc::Sender<()>>>,
     /// Where dropped connections are held when not in this process.
     pub holder: Option<super::hold::Holder>,
+    /// Every accepted connection's route, when the config asks for it.
+    connections: Option<Mutex<Vec<ConnRecord>>>,
 }
 
 pub(crate) struct Backend {
@@ -125,6 +128,7 @@ impl PoolState {
                 })
                 .ok()
         });
+        let config_records = config.record_connections;
         Arc::new(Self {
             config,
             frontend,
@@ -136,7 +140,26 @@ impl PoolState {
             changed: watch::channel(0).0,
             tasks: Mutex::new(Some(done)),
             holder,
+            connections: config_records.then(|| Mutex::new(Vec::new())),
         })
+    }
+
+    /// Record where a connection went (a no-op unless recording).
+    pub fn record(&self, client: SocketAddr, at: Duration, provenance: Provenance) {
+        if let Some(log) = &self.connections {
+            log.lock().unwrap().push(ConnRecord {
+                client,
+                at,
+                provenance,
+            });
+        }
+    }
+
+    pub fn take_connections(&self) -> Vec<ConnRecord> {
+        self.connections
+            .as_ref()
+            .map(|log| std::mem::take(&mut *log.lock().unwrap()))
+            .unwrap_or_default()
     }
 
     pub fn random(&self) -> u64 {

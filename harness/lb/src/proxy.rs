@@ -12,6 +12,11 @@ use super::hold::{hold_unanswered, reset};
 use super::pool::{Pick, PoolState};
 use super::splice::splice;
 use zdt_core::net::Dial;
+use zdt_core::provenance::{Fate, Provenance};
+
+fn provenance(node: Option<String>, pod: Option<String>, fate: Fate) -> Provenance {
+    Provenance { node, pod, fate }
+}
 
 /// Run [`accept_loop`] on a new thread with a single-threaded runtime; the
 /// thread ends once the loop has stopped and its last connection closed.
@@ -105,16 +110,32 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
     _done: mpsc::Sender<()>,
 ) {
+    // Stamped before the route is chosen: see `Dialer::dial_traced`.
+    let at = pool.events.clock().now();
     let backend = match pool.pick(peer) {
         Pick::Backend(b) => b,
-        Pick::Reject => return reset(client),
+        Pick::Reject => {
+            pool.record(peer, at, provenance(None, None, Fate::Rejected));
+            return reset(client);
+        }
     };
     let _active = pool.track(&backend);
     let cut = backend.cut.lock().unwrap().clone();
-    let dial = tokio::select! {
-        d = backend.spec.dialer.dial(peer) => d,
+    let (dial, pod) = tokio::select! {
+        d = backend.spec.dialer.dial_traced(peer) => d,
         _ = cut.cancelled() => return reset(client),
     };
+    let fate = match &dial {
+        Dial::Connected(_) => Fate::Connected,
+        Dial::Dropped => Fate::Dropped,
+        Dial::Refused => Fate::Refused,
+        Dial::Failed(_) => Fate::DialFailed,
+    };
+    pool.record(
+        peer,
+        at,
+        provenance(Some(backend.spec.name.clone()), pod, fate),
+    );
     match dial {
         Dial::Connected(upstream) => {
             let _ = client.set_nodelay(true);

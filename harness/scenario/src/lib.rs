@@ -15,6 +15,7 @@ mod assumptions;
 pub mod bounds;
 mod error;
 pub(crate) mod model;
+mod sweep;
 pub mod v1alpha1;
 mod validate;
 pub mod workload;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 pub use assumptions::{assumption_warnings, AssumptionWarning};
 pub use error::{InvalidScenario, ScenarioError, VariantError};
 pub use model::*;
+pub use sweep::{SweepPoint, SweepSpec, MAX_VALUES as MAX_SWEEP_VALUES};
 pub use validate::{
     check_kubernetes, check_workers, emulator_node_names, Problem, DEFAULT_MANIFESTS,
 };
@@ -43,9 +45,39 @@ pub struct ScenarioFile {
     base: Node,
     /// `(name, description, patch)` of each variant, in file order.
     variants: Vec<VariantEntry>,
+    /// `sweep:` (or `--sweep`): each value crossed with the variants.
+    sweep: Option<sweep::Sweep>,
     /// Manifests read (or rendered by kustomize/helm) so far: loading
     /// validates every variant, and later calls must not run helm again.
     manifests: std::sync::Arc<std::sync::Mutex<Manifests>>,
+}
+
+/// One variant to build: its patches in order, and its sweep point.
+struct Entry {
+    name: String,
+    description: Option<String>,
+    patches: Vec<Node>,
+    point: Option<SweepPoint>,
+}
+
+/// `node` with every span set to `span` (values from the command line
+/// have no place in the file).
+fn respan(mut node: Node, span: yaml::Span) -> Node {
+    node.span = span;
+    node.value = match node.value {
+        Value::Seq(items) => Value::Seq(items.into_iter().map(|n| respan(n, span)).collect()),
+        Value::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(mut k, v)| {
+                    k.span = span;
+                    (k, respan(v, span))
+                })
+                .collect(),
+        ),
+        other => other,
+    };
+    node
 }
 
 #[derive(Debug, Clone)]
@@ -213,12 +245,58 @@ pub fn parse(path: &Path, text: String) -> Result<ScenarioFile, ScenarioError> {
             });
         }
     }
+    let sweep = match root.take("sweep") {
+        None => None,
+        Some(node) => Some(parse_sweep(&name, &text, &node, &variants)?),
+    };
     Ok(ScenarioFile {
         manifests: Default::default(),
         path: path.to_path_buf(),
         text,
         base: root,
         variants,
+        sweep,
+    })
+}
+
+/// `sweep:`, checked against the file's variants.
+fn parse_sweep(
+    name: &str,
+    text: &str,
+    node: &Node,
+    variants: &[VariantEntry],
+) -> Result<sweep::Sweep, ScenarioError> {
+    let spec: SweepSpec =
+        yaml::from_node(node).map_err(|e| de_error(name, text, e, node.span, None))?;
+    let values = match node.get("values").map(|v| &v.value) {
+        Some(Value::Seq(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let at = |f: &str| node.get(f).map_or(node.span, |n| n.span);
+    if let Some(names) = &spec.variants {
+        for v in names {
+            if !variants.iter().any(|e| &e.name == v) {
+                let known: Vec<&str> = variants.iter().map(|e| e.name.as_str()).collect();
+                return Err(ScenarioError::invalid(
+                    name,
+                    text,
+                    at("variants"),
+                    format!(
+                        "sweep names variant `{v}`, which the file does not have (its variants: {})",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                    Some("name variants from `variants:`, or leave `variants` out to sweep them all".into()),
+                ));
+            }
+        }
+    }
+    sweep::Sweep::new(&spec.field, values, spec.variants, node.span).map_err(|m| {
+        let place = if m.contains("values") {
+            at("values")
+        } else {
+            at("field")
+        };
+        ScenarioError::invalid(name, text, place, m, None)
     })
 }
 
@@ -246,13 +324,106 @@ impl ScenarioFile {
         }
     }
 
-    /// The variant names in file order (`["default"]` without `variants:`).
+    /// The variant names in file order (`["default"]` without `variants:`),
+    /// sweep points in place of the variants they sweep.
     pub fn variant_names(&self) -> Vec<String> {
-        if self.variants.is_empty() {
-            vec!["default".into()]
-        } else {
-            self.variants.iter().map(|v| v.name.clone()).collect()
+        self.entries().into_iter().map(|e| e.name).collect()
+    }
+
+    /// The swept field, when the file (or `--sweep`) sweeps one.
+    pub fn swept_field(&self) -> Option<&str> {
+        self.sweep.as_ref().map(|s| s.field.as_str())
+    }
+
+    /// Sweep `field` over `values` (each written as in YAML: `10s`, `1.31`)
+    /// for every variant, in place of the file's own `sweep:` (`zdt run
+    /// --sweep FIELD=VALUES`).
+    pub fn set_sweep(&mut self, field: &str, values: &[String]) -> Result<(), ScenarioError> {
+        let name = self.path.display().to_string();
+        let start = yaml::Span { offset: 0, len: 0 };
+        let mut nodes = Vec::with_capacity(values.len());
+        for v in values {
+            let node = yaml::parse(v).map_err(|e| {
+                ScenarioError::invalid(
+                    &name,
+                    &self.text,
+                    start,
+                    format!(
+                        "--sweep {field}: value `{v}` is not a YAML value: {}",
+                        e.message
+                    ),
+                    None,
+                )
+            })?;
+            nodes.push(respan(node, start));
         }
+        let sweep = sweep::Sweep::new(field, nodes, None, start).map_err(|m| {
+            ScenarioError::invalid(
+                &name,
+                &self.text,
+                start,
+                format!("--sweep: {m}"),
+                Some("write `--sweep FIELD=V1,V2,…`, e.g. `--sweep workload.mitigations.preStopSleep=0s,5s,10s`".into()),
+            )
+        })?;
+        self.sweep = Some(sweep);
+        self.variants()?;
+        Ok(())
+    }
+
+    /// The variants to build: each declared one (or `default`), with each
+    /// swept one replaced by its points.
+    fn entries(&self) -> Vec<Entry> {
+        let declared: Vec<Entry> = if self.variants.is_empty() {
+            vec![Entry {
+                name: "default".into(),
+                description: None,
+                patches: Vec::new(),
+                point: None,
+            }]
+        } else {
+            self.variants
+                .iter()
+                .map(|v| Entry {
+                    name: v.name.clone(),
+                    description: v.description.clone(),
+                    patches: v.patch.iter().cloned().collect(),
+                    point: None,
+                })
+                .collect()
+        };
+        let Some(sweep) = &self.sweep else {
+            return declared;
+        };
+        let swept = |e: &Entry| {
+            sweep
+                .variants
+                .as_ref()
+                .is_none_or(|names| names.contains(&e.name))
+        };
+        let mut out = Vec::new();
+        for e in declared {
+            if !swept(&e) {
+                out.push(e);
+                continue;
+            }
+            for (index, value) in sweep.values.iter().enumerate() {
+                let mut patches = e.patches.clone();
+                patches.push(sweep.patch(value));
+                out.push(Entry {
+                    name: sweep::Sweep::point_name(&e.name, value),
+                    description: e.description.clone(),
+                    patches,
+                    point: Some(SweepPoint {
+                        field: sweep.field.clone(),
+                        value: sweep::Sweep::label(value),
+                        index,
+                        base: e.name.clone(),
+                    }),
+                });
+            }
+        }
+        out
     }
 
     /// Every variant, merged and validated, in file order. A file without
@@ -262,15 +433,16 @@ impl ScenarioFile {
         let mut manifests = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
         let manifests = &mut *manifests;
         let base = self.build(&self.base, "default", None, None, manifests)?;
-        if self.variants.is_empty() {
+        if self.variants.is_empty() && self.sweep.is_none() {
             return Ok(vec![base]);
         }
         // Every variant is checked, so one pass reports every bad one.
-        let mut good = Vec::with_capacity(self.variants.len());
+        let entries = self.entries();
+        let mut good = Vec::with_capacity(entries.len());
         let mut bad = Vec::new();
-        for v in &self.variants {
+        for v in entries {
             let mut doc = self.base.clone();
-            if let Some(p) = &v.patch {
+            for p in &v.patches {
                 yaml::merge_patch(&mut doc, p);
             }
             let built = self.build(
@@ -281,7 +453,10 @@ impl ScenarioFile {
                 manifests,
             );
             match built {
-                Ok(s) => good.push(s),
+                Ok(mut s) => {
+                    s.sweep = v.point;
+                    good.push(s)
+                }
                 Err(e) => bad.push(e),
             }
         }

@@ -34,6 +34,9 @@ pub struct Scenario {
     pub traffic: Traffic,
     pub chaos: Vec<ChaosStep>,
     pub expect: Expect,
+    /// The sweep point this variant is, when the file sweeps a field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::SweepPoint>,
 }
 
 /// Where the workload runs. `provider` is never `auto` here.

@@ -156,6 +156,7 @@ pub fn validate(
             traffic,
             chaos,
             expect,
+            sweep: None,
         }),
         _ => Err(problems),
     }

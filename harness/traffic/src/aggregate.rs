@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::failed::{FailedList, FailedRequest};
 use super::http::{Detail, Failure};
 use super::raw::{RawRecord, RawSink};
 use super::summary::{Bucket, ErrorKind, Latencies, Summary};
@@ -57,6 +58,8 @@ pub(crate) struct Record<'a> {
     pub replays: u32,
     pub node: Option<&'a [u8]>,
     pub pod: Option<&'a [u8]>,
+    /// The connection's local address, kept for failures only.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 /// Identifies a distinct error message without formatting it.
@@ -303,6 +306,7 @@ pub(crate) struct Aggregator {
     buckets: Vec<BucketAgg>,
     host_faults: zdt_core::hostfault::HostFaults,
     raw: Option<RawSink>,
+    failed: FailedList,
 }
 
 impl Aggregator {
@@ -330,6 +334,7 @@ impl Aggregator {
             buckets: Vec::new(),
             host_faults: Default::default(),
             raw,
+            failed: FailedList::default(),
         }
     }
 
@@ -343,6 +348,16 @@ impl Aggregator {
         if let Some(key) = r.failure {
             self.errors[key.kind().index()] += 1;
             self.remember_error(key);
+            self.failed.push(FailedRequest {
+                due: r.due,
+                sent: r.sent,
+                end: r.end,
+                kind: key.kind(),
+                status: r.status,
+                local: r.local,
+                provenance: None,
+                routed_at: None,
+            });
             if let Some(fault) = key.host_fault() {
                 *self.host_faults.entry(fault).or_default() += 1;
             }
@@ -457,6 +472,7 @@ impl Aggregator {
 
     /// The summary; `cancelled` says whether the schedule was cut short.
     pub fn summary(&self, cancelled: bool) -> Summary {
+        let (failed, failed_unlisted) = self.failed.snapshot();
         let first = self.first_send.unwrap_or_default();
         let attack = self.last_send.saturating_sub(first);
         let wait = self.last_end.saturating_sub(self.last_send);
@@ -538,6 +554,8 @@ impl Aggregator {
             host_faults: self.host_faults.clone(),
             bucket: self.meta.bucket,
             buckets,
+            failed,
+            failed_unlisted,
         }
     }
 }
@@ -575,6 +593,7 @@ mod tests {
             replays: 0,
             node: Some(node),
             pod: None,
+            local: None,
         }
     }
 
@@ -665,6 +684,7 @@ mod tests {
             replays: 0,
             node: None,
             pod: None,
+            local: None,
         });
         let s = a.summary(false);
         assert_eq!(s.latency.max, Duration::from_millis(501));

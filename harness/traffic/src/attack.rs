@@ -51,8 +51,9 @@ impl Pool {
         &self,
         net: &zdt_core::netns::Net,
         addr: SocketAddr,
+        local: &mut Option<SocketAddr>,
     ) -> Result<PolledConn, Failure> {
-        let stream = http::connect(net, addr).await?;
+        let stream = http::connect(net, addr, local).await?;
         PolledConn::new(stream, self.ticker.clone()).map_err(|e| Failure::io(Stage::Connect, &e))
     }
 }
@@ -132,6 +133,18 @@ struct Trip {
     /// When the last response arrived, if its connection was a polled one
     /// (read some time after that).
     arrived: Option<Instant>,
+    /// The local address of the connection it last used: what the LB saw
+    /// as the client, so a failure can be joined to the LB's record.
+    local: Option<SocketAddr>,
+}
+
+impl Trip {
+    /// A reused connection's (a new one's is set by `http::connect`, as
+    /// soon as it has one: a timeout drops the exchange before it could
+    /// report anything, and a peer that resets at once fails the connect).
+    fn on(&mut self, conn: &PolledConn) {
+        self.local = conn.local_addr();
+    }
 }
 
 impl RequestContext {
@@ -228,7 +241,7 @@ impl RequestContext {
             _ => {
                 // One fresh connection, closed when it is dropped.
                 *stage = Stage::Connect;
-                let mut stream = http::connect(&self.net, addr).await?;
+                let mut stream = http::connect(&self.net, addr, &mut trip.local).await?;
                 trip.arrived = None;
                 return http::exchange(&mut stream, request, head_only, buf, stage).await;
             }
@@ -240,6 +253,7 @@ impl RequestContext {
             .await
             .expect("the pool is never closed");
         if let Some(mut conn) = pool.take() {
+            trip.on(&conn);
             match http::exchange(&mut conn, request, head_only, buf, stage).await {
                 Ok(r) => {
                     trip.arrived = conn.arrived();
@@ -257,7 +271,7 @@ impl RequestContext {
                 Err(f) => return Err(f),
             }
         }
-        let mut conn = pool.connect(&self.net, addr).await?;
+        let mut conn = pool.connect(&self.net, addr, &mut trip.local).await?;
         let r = http::exchange(&mut conn, request, head_only, buf, stage).await?;
         trip.arrived = conn.arrived();
         if r.reusable {
@@ -334,6 +348,7 @@ async fn request(
         replays: trip.replays,
         node: None,
         pod: None,
+        local: outcome.is_err().then_some(trip.local).flatten(),
     };
     match &outcome {
         Ok(r) => {
@@ -428,6 +443,7 @@ pub(crate) async fn run(
                 replays: 0,
                 node: None,
                 pod: None,
+                local: None,
             });
         }
     }

@@ -367,12 +367,15 @@ pub async fn resolve(authority: &str) -> io::Result<SocketAddr> {
 }
 
 /// Dial `addr` from `net` ([`zdt_core::net::connect`]: loopback sources
-/// spread, no reactor turn for a handshake that already finished).
+/// spread, no reactor turn for a handshake that already finished). `local`
+/// gets the connection's local address as soon as it has one, also when
+/// the connect then fails: what the LB saw as the client.
 pub async fn connect(
     net: &zdt_core::netns::Net,
     addr: SocketAddr,
+    local: &mut Option<SocketAddr>,
 ) -> Result<tokio::net::TcpStream, Failure> {
-    net.connect(addr)
+    net.connect_traced(addr, local)
         .await
         .map_err(|e| Failure::io(Stage::Connect, &e))
 }

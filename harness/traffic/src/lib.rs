@@ -25,6 +25,7 @@
 mod aggregate;
 mod attack;
 pub mod child;
+mod failed;
 pub(crate) mod http;
 mod load;
 pub(crate) mod pacer;
@@ -47,6 +48,7 @@ use zdt_core::units::Rate;
 
 pub use ::http::Method;
 pub use aggregate::Snapshot;
+pub use failed::{FailedRequest, MAX_LISTED};
 pub use http::{Target, UrlError};
 pub use load::{Load, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REDIRECTS, MIN_BUCKET};
 pub use pacer::{Pace, Pacer};

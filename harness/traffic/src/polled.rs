@@ -102,6 +102,11 @@ impl PolledConn {
         })
     }
 
+    /// The connection's local address (what the LB saw as the client).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+
     /// When the last bytes read reached this host (the kernel's receive
     /// timestamp; the read itself when the kernel gave none).
     pub fn arrived(&self) -> Option<Instant> {

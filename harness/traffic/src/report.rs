@@ -493,6 +493,8 @@ mod tests {
             host_faults: BTreeMap::new(),
             bucket: Duration::from_secs(1),
             buckets: vec![],
+            failed: vec![],
+            failed_unlisted: 0,
         }
     }
 

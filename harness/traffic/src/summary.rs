@@ -226,6 +226,18 @@ pub struct Summary {
     #[serde(with = "duration_ns")]
     pub bucket: Duration,
     pub buckets: Vec<Bucket>,
+    /// The failed requests one by one (by due time), up to
+    /// [`crate::MAX_LISTED`]: what per-request attribution joins against
+    /// the data path's records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<crate::FailedRequest>,
+    /// Failures beyond that cap (counted, not listed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_unlisted: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Summary {

@@ -69,6 +69,33 @@ pub struct RunArgs {
     /// (`--scale`), or the generator falls behind and the run is INVALID.
     #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Run every variant once per value of a field a variant can patch,
+    /// e.g. `--sweep workload.mitigations.preStopSleep=0s,5s,10s,15s`; the
+    /// report plots success ratio and p99 against the value and names the
+    /// smallest value that meets `expect:`. Replaces the file's `sweep:`.
+    #[arg(long, value_name = "FIELD=VALUES", value_parser = parse_sweep)]
+    pub sweep: Option<(String, Vec<String>)>,
+}
+
+/// `FIELD=V1,V2,…` → the field and its values.
+fn parse_sweep(arg: &str) -> Result<(String, Vec<String>), String> {
+    let (field, values) = arg.split_once('=').ok_or_else(|| {
+        format!(
+            "`{arg}` is not FIELD=VALUES; write e.g. workload.mitigations.preStopSleep=0s,5s,10s"
+        )
+    })?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if field.trim().is_empty() || values.is_empty() {
+        return Err(format!(
+            "`{arg}` needs a field and at least one value, e.g. workload.mitigations.preStopSleep=0s,5s,10s"
+        ));
+    }
+    Ok((field.trim().to_owned(), values))
 }
 
 pub async fn run(args: RunArgs) -> miette::Result<Exit> {
@@ -110,6 +137,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         keep_cluster: args.keep_cluster,
         lb_mode,
         jobs: usize::from(args.jobs),
+        sweep: args.sweep.clone(),
     };
     // A baseline that cannot be read would fail the run only after all of
     // it: read it before anything starts.

@@ -372,13 +372,15 @@ fn fields_of<T: DeserializeOwned>() -> BTreeSet<String> {
 fn schema(name: &str) -> Option<BTreeSet<String>> {
     use zdt_scenario::v1alpha1 as v1;
     Some(match name {
-        // `variants` is split off before the rest is decoded.
+        // `variants` and `sweep` are split off before the rest is decoded.
         "scenario" => {
             let mut f = fields_of::<v1::ScenarioSpec>();
             f.insert("variants".into());
+            f.insert("sweep".into());
             f
         }
         "cluster" => fields_of::<v1::ClusterSpec>(),
+        "sweep" => fields_of::<zdt_scenario::SweepSpec>(),
         "cluster.emulator" => fields_of::<v1::EmulatorSpec>(),
         "loadBalancer" => fields_of::<v1::LoadBalancerSpec>(),
         "workload" => fields_of::<v1::WorkloadSpec>(),

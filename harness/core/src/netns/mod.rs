@@ -208,9 +208,21 @@ impl Net {
     /// Open a TCP connection to `addr` from this network (see
     /// [`crate::tcp::connect`] for what the host stack adds).
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        self.connect_traced(addr, &mut None).await
+    }
+
+    /// [`Net::connect`], also setting `local` to the connection's local
+    /// address as soon as it has one — even when the connect then fails
+    /// (a peer that resets at once), so the failure can be matched with
+    /// what the peer recorded.
+    pub async fn connect_traced(
+        &self,
+        addr: SocketAddr,
+        local: &mut Option<SocketAddr>,
+    ) -> io::Result<TcpStream> {
         let addrs = &self.sources.addrs;
         if self.private.is_none() && addrs.is_empty() {
-            return crate::tcp::connect(addr).await;
+            return crate::tcp::connect_traced(addr, local).await;
         }
         let socket = self.tcp_socket(&addr)?;
         if !addrs.is_empty() {
@@ -218,7 +230,7 @@ impl Net {
             crate::tcp::set_bind_address_no_port(&socket);
             socket.bind(&SocketAddr::from((addrs[n], 0)).into())?;
         }
-        crate::tcp::connect_socket(socket, addr).await
+        crate::tcp::connect_socket(socket, addr, local).await
     }
 
     /// A listening socket on `addr` in this network. `reuse_port` lets

@@ -660,35 +660,56 @@ struct ServiceDialer {
 }
 
 impl Dialer for ServiceDialer {
-    fn dial(&self, _client: SocketAddr) -> BoxFuture<'static, Dial> {
+    fn dial(&self, client: SocketAddr) -> BoxFuture<'static, Dial> {
+        let traced = self.dial_traced(client);
+        Box::pin(async move { traced.await.0 })
+    }
+
+    fn dial_traced(&self, _client: SocketAddr) -> zdt_core::net::TracedDialFuture {
         let shared = &self.shared;
         let target = if *shared.down.borrow() {
-            Err(Dial::Dropped)
+            Err((Dial::Dropped, None))
         } else {
-            match shared.route(&self.key) {
-                Route::Drop => Err(Dial::Dropped),
-                Route::Reject => Err(Dial::Refused),
-                Route::To { endpoints, .. } => {
-                    let i = shared
-                        .rng
-                        .lock()
-                        .expect("rng lock")
-                        .random_range(0..endpoints.len());
-                    // A pod IP with no container behind it (its sandbox is
-                    // gone, or its node died) black-holes the SYN.
-                    shared.pod_addrs.get(&endpoints[i]).ok_or(Dial::Dropped)
-                }
+            // One read of the applied view: the route and the pod it names
+            // come from the same rules.
+            let applied = shared.applied.read().expect("applied lock").clone();
+            match applied.services.get(&self.key) {
+                // No rules for the service: nothing listens on the node port.
+                None => Err((Dial::Refused, None)),
+                Some(view) => match view.route(&shared.node, shared.version) {
+                    Route::Drop => Err((Dial::Dropped, None)),
+                    Route::Reject => Err((Dial::Refused, None)),
+                    Route::To { endpoints, .. } => {
+                        let i = shared
+                            .rng
+                            .lock()
+                            .expect("rng lock")
+                            .random_range(0..endpoints.len());
+                        let ip = endpoints[i];
+                        let pod = view
+                            .endpoints
+                            .iter()
+                            .find(|e| e.ip == ip)
+                            .and_then(|e| e.pod.clone());
+                        // A pod IP with no container behind it (its sandbox
+                        // is gone, or its node died) black-holes the SYN.
+                        match shared.pod_addrs.get(&ip) {
+                            Some(addr) => Ok((addr, pod)),
+                            None => Err((Dial::Dropped, pod)),
+                        }
+                    }
+                },
             }
         };
         let port = self.port;
         let net = self.shared.net.clone();
         Box::pin(async move {
-            let addr = match target {
-                Ok(addr) => addr,
+            let (addr, pod) = match target {
+                Ok(target) => target,
                 Err(d) => return d,
             };
             // The LB sets TCP_NODELAY on every connection it splices.
-            match net.connect(addr).await {
+            let dial = match net.connect(addr).await {
                 Ok(s) => Dial::Connected(s),
                 // A pod that stopped listening answers the SYN with RST.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Dial::Refused,
@@ -697,7 +718,8 @@ impl Dialer for ServiceDialer {
                     tracing::debug!(%addr, port, error = %e, "kube-proxy: dial failed");
                     Dial::Failed(e)
                 }
-            }
+            };
+            (dial, pod)
         })
     }
 }

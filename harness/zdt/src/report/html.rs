@@ -37,6 +37,7 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
         escape(&title)
     );
     header(&mut h, s);
+    super::sweep::html(&mut h, s);
     for v in &s.variants {
         let pts = data
             .buckets

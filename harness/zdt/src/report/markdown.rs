@@ -36,6 +36,8 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
     writeln!(w, "## Variants")?;
     writeln!(w)?;
     variant_table(w, s)?;
+    writeln!(w)?;
+    super::sweep::markdown(w, s)?;
     for v in &s.variants {
         writeln!(w)?;
         variant(w, v)?;

@@ -14,6 +14,7 @@ pub mod html;
 pub mod junit;
 pub(crate) mod markdown;
 mod svg;
+pub mod sweep;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub(crate) mod text;
@@ -67,8 +68,15 @@ pub fn write_all(out: &Path, data: &RunData) -> Result<Vec<PathBuf>, ReportError
         })?;
         written.push(data::write_file(&path, &buf)?);
     }
+    // A sweep's plot on its own too, for READMEs and slides.
+    if let Some(svg) = sweep::chart(&data.summary) {
+        written.push(data::write_file(&out.join(SWEEP_SVG), svg.as_bytes())?);
+    }
     Ok(written)
 }
+
+/// The sweep plot [`write_all`] writes when the run was a sweep.
+pub const SWEEP_SVG: &str = "sweep.svg";
 
 /// Load a run's saved data from `out` and render every report next to it:
 /// what `zdt run` calls after writing `summary.json` & co., and what

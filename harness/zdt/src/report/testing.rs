@@ -87,6 +87,12 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
                 explanation: "20.3 s–25.1 s: node worker2 had no local endpoint and dropped \
                               connections; closed when the LB marked worker2 unhealthy"
                     .into(),
+                attribution: Default::default(),
+                pod: None,
+                cause: None,
+                opened_at_s: None,
+                closed_at_s: None,
+                predicted: None,
             }]
         },
         chaos: vec![StepResult {
@@ -109,6 +115,8 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
             "loadBalancer": {"profile": "azure", "failOpen": true},
             "traffic": {"rate": "5000/s", "duration": "60s"},
         }),
+        sweep: None,
+        sweep_predicted_pass: None,
     }
 }
 

@@ -20,7 +20,7 @@ use zdt_lb::LbConfig;
 use zdt_scenario::{self as scenario, Provider, Scenario, TrafficPolicy};
 use zdt_traffic::{self as traffic, Attack, Load, Settings, Target};
 
-use super::attribution::{error_windows, BucketErrors};
+use super::attribution::{self, error_windows, Physics};
 use super::phases::{Phase, Phases};
 use super::summary::{LagMs, LatencyMs, RateSummary, StepResult, VariantSummary, Verdict};
 use super::timeline::{self, Context, Undo};
@@ -86,6 +86,9 @@ pub struct RunOptions {
     /// How many variants run at once, each on its own cluster (`--jobs`);
     /// 0 counts as 1.
     pub jobs: usize,
+    /// Sweep this field over these values (`--sweep FIELD=V1,V2`), in
+    /// place of the file's own `sweep:`.
+    pub sweep: Option<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -100,6 +103,7 @@ impl std::fmt::Debug for RunOptions {
             .field("keep_cluster", &self.keep_cluster)
             .field("lb_mode", &self.lb_mode)
             .field("jobs", &self.jobs)
+            .field("sweep", &self.sweep)
             .finish()
     }
 }
@@ -116,6 +120,7 @@ impl Default for RunOptions {
             keep_cluster: false,
             lb_mode: None,
             jobs: 1,
+            sweep: None,
         }
     }
 }
@@ -207,11 +212,18 @@ pub struct VariantRun {
 
 /// Load the file and resolve the variants to run, with overrides applied.
 pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), RunError> {
-    let file = scenario::load(path)?;
+    let mut file = scenario::load(path)?;
+    if let Some((field, values)) = &opts.sweep {
+        file.set_sweep(field, values)?;
+    }
     let mut variants = file.variants()?;
+    // `--variant NAME` also picks every sweep point of variant NAME.
+    let named = |v: &Scenario, want: &str| {
+        v.variant == want || v.sweep.as_ref().is_some_and(|p| p.base == want)
+    };
     if !opts.variants.is_empty() {
         for want in &opts.variants {
-            if !variants.iter().any(|v| &v.variant == want) {
+            if !variants.iter().any(|v| named(v, want)) {
                 return Err(RunError::NoSuchVariant {
                     path: path.to_owned(),
                     want: want.clone(),
@@ -219,7 +231,7 @@ pub fn plan(path: &Path, opts: &RunOptions) -> Result<(String, Vec<Scenario>), R
                 });
             }
         }
-        variants.retain(|v| opts.variants.contains(&v.variant));
+        variants.retain(|v| opts.variants.iter().any(|want| named(v, want)));
     }
     let mut out = Vec::with_capacity(variants.len());
     for written in variants {
@@ -412,6 +424,8 @@ fn early_failure(
             traffic_started_s: 0.0,
             timing: Default::default(),
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+            sweep: s.sweep.clone(),
+            sweep_predicted_pass: attribution::physics::sweep_predicted_pass(s),
         },
         events,
         traffic: None,
@@ -806,6 +820,25 @@ async fn with_cluster(
             .await
         }
     };
+    // Where each failed request went, from the LB's record of its
+    // connection, before the LB (and its record) goes.
+    let outcome = outcome.map(|(mut traffic, chaos)| {
+        if let Some(records) = lb.connections() {
+            let seen = records.len();
+            let joined = attribution::trace(&mut traffic, records);
+            sink.emit(
+                Source::Run,
+                "RequestsTraced",
+                "lb",
+                None,
+                format!(
+                    "{joined} of {} failed requests joined to the LB's record of their connection ({seen} connections recorded)",
+                    traffic.failed.len()
+                ),
+            );
+        }
+        (traffic, chaos)
+    });
     lb.shutdown().await;
     outcome
 }
@@ -971,17 +1004,7 @@ pub(crate) fn summarise(
     events: &[Event],
     interrupted: bool,
 ) -> VariantSummary {
-    let buckets: Vec<BucketErrors> = t
-        .buckets
-        .iter()
-        .map(|b| BucketErrors {
-            start: b.start,
-            width: t.bucket,
-            requests: b.requests,
-            errors: b.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        })
-        .collect();
-    let windows = error_windows(&buckets, events, t.started_at, t.bucket);
+    let windows = error_windows(t, events, &Physics::of(s));
     let results = verdict::evaluate(t, &s.expect, &windows);
     let mut invalid = verdict::invalid_reasons(t, &s.expect, s.traffic.load.max_in_flight, &chaos);
     if t.cancelled && !interrupted && !invalid.is_empty() {
@@ -1038,6 +1061,8 @@ pub(crate) fn summarise(
         traffic_started_s: t.started_at.as_secs_f64(),
         timing: Default::default(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
+        sweep: s.sweep.clone(),
+        sweep_predicted_pass: attribution::physics::sweep_predicted_pass(s),
     }
 }
 

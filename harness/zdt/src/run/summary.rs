@@ -93,6 +93,13 @@ pub struct VariantSummary {
     pub traffic_started_s: f64,
     /// The scenario document as run (variant patch applied, CLI overrides).
     pub scenario_as_run: serde_json::Value,
+    /// The sweep point this variant was, when the run swept a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<zdt_scenario::SweepPoint>,
+    /// Whether the physics predicts this point meets `expect:` (only for
+    /// fields it has a formula for: docs/physics.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_predicted_pass: Option<bool>,
     /// Where the variant's time went: per phase, and outside its traffic.
     #[serde(default)]
     pub timing: super::phases::Timing,
@@ -154,7 +161,8 @@ pub struct ExpectationResult {
 /// A stretch of time with failed requests, and what caused it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorWindow {
-    /// Seconds since traffic start (by the requests' due times).
+    /// Seconds since traffic start: when the data path failed the first
+    /// and last request of the window (see [`Attribution`]).
     pub start_s: f64,
     pub end_s: f64,
     pub errors: u64,
@@ -172,6 +180,54 @@ pub struct ErrorWindow {
     /// One sentence for people: "10.2 s–15.1 s: node worker2 had no local
     /// endpoint … closed when the LB marked worker2 unhealthy".
     pub explanation: String,
+    /// How the errors were tied to their cause.
+    #[serde(default)]
+    pub attribution: Attribution,
+    /// The pod the failed connections went to, when the data path chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// What the data path did with them ("dropped by the node").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// When the opening and closing events happened (seconds since traffic
+    /// start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at_s: Option<f64>,
+    /// What the documented mechanics predict for this window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<Prediction>,
+}
+
+/// How an error window was tied to its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attribution {
+    /// Each failed request was joined to the LB's record of its connection
+    /// (its node, its pod, the dial's fate): windows are per cause and per
+    /// node or pod, times are when the data path failed each request.
+    DataPath,
+    /// No per-request provenance (kind, existing clusters, or requests the
+    /// LB never saw): errors grouped by due time, causes searched by time
+    /// and node.
+    #[default]
+    Time,
+}
+
+/// The window the documented mechanics predict (docs/physics.md), beside
+/// the measured one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Predicted duration of the window, seconds.
+    pub duration_s: f64,
+    /// Measured duration (last − first failure), seconds.
+    pub measured_s: f64,
+    /// The formula with this run's numbers.
+    pub formula: String,
+    /// A disagreement larger than this (one LB probe interval) is flagged.
+    pub tolerance_s: f64,
+    pub agrees: bool,
 }
 
 /// What a chaos step did.

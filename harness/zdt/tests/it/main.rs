@@ -2,6 +2,7 @@
 //! test binary of its own.
 
 mod api_latency;
+mod attribution;
 mod docker_runtime;
 mod report_html;
 mod report_junit;

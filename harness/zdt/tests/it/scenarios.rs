@@ -107,6 +107,23 @@ async fn scenario(#[files("../../scenarios/*.yaml")] path: PathBuf) {
                 ));
             }
         }
+        if v.cluster.provider == Provider::Emulator {
+            failures.extend(super::attribution::check(v, run));
+        }
+        // A sweep point's verdict is a data point (the sweep asks where it
+        // flips), checked below against the physics; it must still be a
+        // valid measurement.
+        if s.sweep.is_some() {
+            if !matches!(s.verdict, Verdict::Pass | Verdict::Fail) {
+                failures.push(format!(
+                    "{}: {:?}: {}",
+                    v.id(),
+                    s.verdict,
+                    s.reasons.join("; ")
+                ));
+            }
+            continue;
+        }
         if s.verdict != Verdict::Pass {
             failures.push(format!(
                 "{}: {:?}: {}",
@@ -116,5 +133,48 @@ async fn scenario(#[files("../../scenarios/*.yaml")] path: PathBuf) {
             ));
         }
     }
+    failures.extend(sweep_answers(&runs));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// For each variant a sweep crossed: the smallest value that met `expect:`
+/// must be the smallest the physics predicts (both may be "none").
+fn sweep_answers(runs: &[(usize, zdt::run::VariantRun)]) -> Vec<String> {
+    let mut by_base: std::collections::BTreeMap<&str, Vec<&zdt::run::VariantSummary>> =
+        Default::default();
+    for (_, run) in runs {
+        if let Some(p) = &run.summary.sweep {
+            by_base
+                .entry(p.base.as_str())
+                .or_default()
+                .push(&run.summary);
+        }
+    }
+    let mut out = Vec::new();
+    for (base, mut points) in by_base {
+        points.sort_by_key(|s| s.sweep.as_ref().map_or(0, |p| p.index));
+        let value = |s: &&zdt::run::VariantSummary| s.sweep.as_ref().map(|p| p.value.clone());
+        let measured = points
+            .iter()
+            .find(|s| s.verdict == Verdict::Pass)
+            .and_then(value);
+        if points.iter().all(|s| s.sweep_predicted_pass.is_none()) {
+            continue;
+        }
+        let predicted = points
+            .iter()
+            .find(|s| s.sweep_predicted_pass == Some(true))
+            .and_then(value);
+        eprintln!("sweep of {base}: smallest passing {measured:?}, predicted {predicted:?}");
+        if measured != predicted {
+            out.push(format!(
+                "sweep of {base}: the smallest value meeting expect is {measured:?}, the physics predicts {predicted:?}: {:?}",
+                points
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.verdict, s.success_ratio))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    out
 }

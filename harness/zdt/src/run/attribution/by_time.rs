@@ -1,13 +1,14 @@
-//! Error windows and their causes: group failed requests (by due time) into
-//! windows, then find the cluster or LB event that opened each window and
-//! the one that closed it.
+//! Attribution by time and node, where the data path kept no record of
+//! each connection (kind, existing clusters): group failed requests (by
+//! due time) into windows, then find the cluster or LB event near each
+//! window's edges that most likely opened and closed it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use zdt_core::events::{Event, Source};
 
-use super::summary::ErrorWindow;
+use super::super::summary::{Attribution, ErrorWindow};
 
 /// Errors in one time bucket, times relative to traffic start.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +94,12 @@ pub(crate) fn error_windows(
                 node,
                 opened_by: opened.map(describe),
                 closed_by: closed.map(describe),
+                attribution: Attribution::Time,
+                pod: None,
+                cause: None,
+                opened_at_s: opened.map(rel),
+                closed_at_s: closed.map(rel),
+                predicted: None,
             }
         })
         .collect()
@@ -133,7 +140,7 @@ fn closing_rank(ev: &Event) -> Option<u8> {
     }
 }
 
-fn describe(ev: &Event) -> String {
+pub(super) fn describe(ev: &Event) -> String {
     format!("{} {}: {}", ev.reason, ev.object, ev.message)
 }
 
@@ -174,7 +181,10 @@ fn explain(
         Some(ev) => format!("; closed by {} {} ({})", ev.reason, ev.object, ev.message),
         None => String::new(),
     };
-    format!("{s:.1} s–{e:.1} s: {errors} errors ({kinds}): {cause}{close}")
+    format!(
+        "{s:.1} s–{e:.1} s: {errors} errors ({kinds}): {cause}{close} (attributed by time and node: \
+         no per-request record of the data path)"
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,114 @@
+//! What the shipped scenarios' error windows must say when every request
+//! is traced through the data path (the emulator): the cause on the right
+//! node and pod, events in order, and the physics' prediction within one
+//! LB probe interval of the measurement. Called by the scenario test for
+//! each variant it ran, so the runs are not repeated.
+
+use zdt::run::summary::{Attribution, ErrorWindow};
+use zdt::run::VariantRun;
+use zdt_scenario::Scenario;
+
+/// Problems with the variant's windows (empty: fine).
+pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
+    let s = &run.summary;
+    let mut out = Vec::new();
+    let id = v.id();
+    let windows = &s.error_windows;
+    let drained = s
+        .chaos
+        .iter()
+        .find(|c| c.action == "drain")
+        .and_then(|c| c.node.clone());
+    for w in windows {
+        if w.attribution != Attribution::DataPath {
+            continue;
+        }
+        if let (Some(o), Some(c)) = (w.opened_at_s, w.closed_at_s) {
+            if o > c {
+                out.push(format!("{id}: window opened after it closed: {w:?}"));
+            }
+        }
+        if let Some(c) = w.closed_at_s {
+            if c <= w.end_s {
+                out.push(format!(
+                    "{id}: closed at {c:.3} s, not after its last error at {:.3} s: {}",
+                    w.end_s, w.explanation
+                ));
+            }
+        }
+        if let Some(p) = &w.predicted {
+            if !p.agrees {
+                out.push(format!(
+                    "{id}: predicted {:.2} s vs measured {:.2} s differ by a probe interval or more ({}): {}",
+                    p.duration_s, p.measured_s, p.formula, w.explanation
+                ));
+            }
+        }
+    }
+    let traced = |w: &&ErrorWindow| w.attribution == Attribution::DataPath;
+    match (v.name.as_str(), v.variant.as_str()) {
+        ("keepalive-drain", "sigterm") => {
+            let ok = windows.iter().filter(traced).any(|w| {
+                w.node == drained
+                    && w.opened_by
+                        .as_deref()
+                        .is_some_and(|o| o.starts_with("StopSignal") && o.contains("SIGTERM"))
+            });
+            if !ok {
+                out.push(format!(
+                    "{id}: no window on the drained node {drained:?} cites its SIGTERM: {:#?}",
+                    windows
+                ));
+            }
+        }
+        ("seed-drain", "published") => {
+            let ok = windows.iter().filter(traced).any(|w| {
+                let node = drained.as_deref().unwrap_or("?");
+                w.node == drained
+                    && w.opened_by
+                        .as_deref()
+                        .is_some_and(|o| o.starts_with("NoLocalEndpoints"))
+                    && w.explanation
+                        .contains(&format!("node {node} had no local endpoint"))
+                    && w.explanation
+                        .contains(&format!("LB marked {node} unhealthy"))
+                    && w.predicted.is_some()
+            });
+            if !ok {
+                out.push(format!(
+                    "{id}: no window cites {drained:?}'s missing local endpoint and the LB marking it unhealthy: {:#?}",
+                    windows
+                ));
+            }
+        }
+        ("rolling-update", "no-prestop") => {
+            // Each old pod stops at once while every kube-proxy still
+            // routes to it: one window per pod, on its own node.
+            let refused: Vec<&ErrorWindow> = windows
+                .iter()
+                .filter(traced)
+                .filter(|w| w.cause.as_deref() == Some("refused by the pod (not listening)"))
+                .collect();
+            let mut pods: Vec<&str> = refused.iter().filter_map(|w| w.pod.as_deref()).collect();
+            pods.sort();
+            pods.dedup();
+            let nodes: std::collections::BTreeSet<_> =
+                refused.iter().filter_map(|w| w.node.as_deref()).collect();
+            if refused.len() != 3 || pods.len() != 3 || nodes.len() != 3 {
+                out.push(format!(
+                    "{id}: expected three refused windows on three pods and nodes: {:#?}",
+                    windows
+                ));
+            }
+            for w in &refused {
+                if w.closed_at_s.is_none() || w.predicted.is_none() {
+                    out.push(format!(
+                        "{id}: window without its close or prediction: {w:#?}"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
