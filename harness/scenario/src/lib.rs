@@ -355,7 +355,13 @@ impl ScenarioFile {
                     None,
                 )
             })?;
-            nodes.push(respan(node, start));
+            // `1.31` is a version far more often than a number: a float
+            // stays the text it was written as.
+            let node = match node.value {
+                Value::Float(_) => yaml::Node::new(Value::Str(v.clone()), start),
+                _ => respan(node, start),
+            };
+            nodes.push(node);
         }
         let sweep = sweep::Sweep::new(field, nodes, None, start).map_err(|m| {
             ScenarioError::invalid(
@@ -366,8 +372,11 @@ impl ScenarioFile {
                 Some("write `--sweep FIELD=V1,V2,…`, e.g. `--sweep workload.mitigations.preStopSleep=0s,5s,10s`".into()),
             )
         })?;
-        self.sweep = Some(sweep);
-        self.variants()?;
+        let before = self.sweep.replace(sweep);
+        if let Err(e) = self.variants() {
+            self.sweep = before;
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -298,3 +298,68 @@ fn errors_carry_line_and_column_for_plain_output() {
         "invalid-node-index.yaml:16:21: chaos step 2: node index 5 but the cluster has 3 workers"
     ));
 }
+
+#[test]
+fn a_sweep_runs_each_value_on_each_variant_it_names() {
+    let file = scenario::load(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/prestop-sweep.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        file.swept_field(),
+        Some("workload.mitigations.preStopSleep")
+    );
+    let v = file.variants().unwrap();
+    let names: Vec<&str> = v.iter().map(|s| s.variant.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s-1.27@0s",
+            "k8s-1.27@5s",
+            "k8s-1.27@12s",
+            "k8s-1.27@20s",
+            "k8s-1.31@0s",
+            "k8s-1.31@5s",
+            "k8s-1.31@12s",
+            "k8s-1.31@20s"
+        ]
+    );
+    let p = &v[2];
+    assert_eq!(p.workload.mitigations.pre_stop_sleep, Some(d("12s")));
+    assert_eq!(p.cluster.kubernetes, KubeVersion::new(1, 27));
+    let point = p.sweep.as_ref().unwrap();
+    assert_eq!(
+        (point.base.as_str(), point.value.as_str(), point.index),
+        ("k8s-1.27", "12s", 2)
+    );
+    assert_eq!(file.variant_names().len(), 8);
+}
+
+#[test]
+fn a_command_line_sweep_replaces_the_files_and_checks_its_values() {
+    let mut file = scenario::load(data("valid-minimal.yaml")).unwrap();
+    file.set_sweep("cluster.kubernetes", &["1.27".into(), "1.31".into()])
+        .unwrap();
+    let v = file.variants().unwrap();
+    let versions: Vec<(String, KubeVersion)> = v
+        .iter()
+        .map(|s| (s.variant.clone(), s.cluster.kubernetes))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("default@1.27".to_owned(), KubeVersion::new(1, 27)),
+            ("default@1.31".to_owned(), KubeVersion::new(1, 31))
+        ]
+    );
+    let err = file
+        .set_sweep("workload.mitigations.preStopSleep", &["ten".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("default@ten"), "{err}");
+    let err = file
+        .set_sweep("kind", &["x".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be swept"), "{err}");
+}

@@ -269,8 +269,8 @@ fn window(
         (_, Some(_)) => false,
         _ => {
             let n = e.node.as_deref();
-            n.is_some() && (n == node || n.is_some_and(|n| routers.contains(n)))
-                || (subject == &Subject::Lb && e.source == Source::Lb)
+            let ours = n.is_some() && (n == node || n.is_some_and(|n| routers.contains(n)));
+            ours || (subject == &Subject::Lb && e.source == Source::Lb)
         }
     };
     let opened = events

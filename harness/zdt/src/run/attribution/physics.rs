@@ -144,13 +144,29 @@ pub(super) fn predict(
                 .map(rel)
                 .filter(|&at| at <= first + 0.1)
                 .last()?;
+            // From 1.28 a node left with only terminating endpoints keeps
+            // routing to the serving one: then the endpoint goes when the
+            // pod stops serving, not at its deletion.
+            let fallback = events.iter().any(|e| {
+                e.reason == "TerminatingFallback"
+                    && e.node.as_deref() == node
+                    && (killing..=opened_at + 0.1).contains(&rel(e))
+            });
+            let (from, what) = if fallback {
+                (
+                    opened_at,
+                    "stopped serving (terminating fallback until then)",
+                )
+            } else {
+                (killing, "deletion")
+            };
             let ep = physics.endpoints_delay.as_secs_f64();
-            let close = killing + ep + sync.as_secs_f64();
+            let close = from + ep + sync.as_secs_f64();
             let d = (close - opened_at).max(0.0);
             (
                 d,
                 format!(
-                    "endpoint removed at deletion {killing:.1} s + endpoints batch {ep:.1} s + kube-proxy sync {:.1} s − stopped listening at {opened_at:.1} s = {d:.1} s",
+                    "endpoint removed at {what} {from:.1} s + endpoints batch {ep:.1} s + kube-proxy sync {:.1} s − stopped listening at {opened_at:.1} s = {d:.1} s",
                     sync.as_secs_f64()
                 ),
             )
