@@ -68,18 +68,14 @@ pub struct ConnRecord {
 /// `client` at or before `until` (a 4-tuple is reused only after the
 /// earlier connection closed, so the latest one before the request ended is
 /// its connection). `records` must be sorted by `(client, at)`.
-pub fn find<'a>(
-    records: &'a [ConnRecord],
-    client: SocketAddr,
-    until: Duration,
-) -> Option<&'a ConnRecord> {
+pub fn find(records: &[ConnRecord], client: SocketAddr, until: Duration) -> Option<&ConnRecord> {
     let end = records.partition_point(|r| (r.client, r.at) <= (client, until));
     records[..end].last().filter(|r| r.client == client)
 }
 
 /// Sort records for [`find`].
 pub fn sort(records: &mut [ConnRecord]) {
-    records.sort_by(|a, b| (a.client, a.at).cmp(&(b.client, b.at)));
+    records.sort_by_key(|r| (r.client, r.at));
 }
 
 #[cfg(test)]

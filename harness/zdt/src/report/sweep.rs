@@ -183,7 +183,14 @@ pub fn chart(s: &RunSummary) -> Option<String> {
         .collect();
     let p99_ticks: Vec<(f64, String)> = svg::ticks(0.0, p99_max, 4)
         .into_iter()
-        .map(|t| (y2.at(t), svg::ms_label(t)))
+        .map(|t| {
+            let label = if t == 0.0 {
+                "0".to_owned()
+            } else {
+                svg::ms_label(t)
+            };
+            (y2.at(t), label)
+        })
         .collect();
     panel(&mut c, top1, "success ratio", &ratio_ticks);
     panel(&mut c, top2, "p99 latency", &p99_ticks);
@@ -205,7 +212,7 @@ pub fn chart(s: &RunSummary) -> Option<String> {
         let colour = svg::CATEGORICAL[i % svg::CATEGORICAL.len()];
         let dash = svg::DASHES[i % svg::DASHES.len()];
         let style = format!(
-            r#"stroke="{colour}" stroke-width="2" fill="none" stroke-dasharray="{}""#,
+            r#"stroke="{colour}" stroke-width="2" stroke-dasharray="{}""#,
             if dash.is_empty() { "1 0" } else { dash }
         );
         c.raw(&format!(

@@ -6,4 +6,5 @@ mod attribution;
 mod docker_runtime;
 mod report_html;
 mod report_junit;
+mod report_sweep;
 mod scenarios;

@@ -139,11 +139,11 @@ pub(super) fn predict(
             let pod = pod?;
             let killing = events
                 .iter()
+                .rev()
                 .filter(|e| e.source == Source::Pod && e.reason == "Killing")
                 .filter(|e| e.object.strip_prefix("pod/") == Some(pod))
                 .map(rel)
-                .filter(|&at| at <= first + 0.1)
-                .last()?;
+                .find(|&at| at <= first + 0.1)?;
             // From 1.28 a node left with only terminating endpoints keeps
             // routing to the serving one: then the endpoint goes when the
             // pod stops serving, not at its deletion.
