@@ -142,3 +142,31 @@ mod tests {
         assert_eq!(escape("a\u{1}b"), "a\u{FFFD}b");
     }
 }
+
+/// Where a window's requests went: `node · pod`.
+pub(crate) fn window_place(w: &crate::run::summary::ErrorWindow) -> String {
+    match (w.node.as_deref(), w.pod.as_deref()) {
+        (Some(n), Some(p)) => format!("{n} · {p}"),
+        (Some(n), None) => n.to_owned(),
+        (None, Some(p)) => p.to_owned(),
+        (None, None) => "—".to_owned(),
+    }
+}
+
+/// A window's predicted and measured length, flagged when they disagree by
+/// a probe interval or more (docs/physics.md).
+pub(crate) fn window_physics(w: &crate::run::summary::ErrorWindow) -> String {
+    match &w.predicted {
+        None => "—".to_owned(),
+        Some(p) => format!(
+            "predicted {} · measured {}{}",
+            secs(p.duration_s),
+            secs(p.measured_s),
+            if p.agrees {
+                String::new()
+            } else {
+                format!(" — DISAGREE (> {} apart)", secs(p.tolerance_s))
+            }
+        ),
+    }
+}

@@ -197,19 +197,20 @@ fn variant_section(h: &mut String, v: &VariantSummary, pts: &[Point], events: &[
     h.push_str(&timeline(v, pts, events));
     h.push('\n');
     if !v.error_windows.is_empty() {
-        h.push_str("<h3>Error windows</h3><table class=\"windows\"><tr><th>#</th><th>from</th><th>to</th><th>errors</th><th>kinds</th><th>node</th><th>cause</th></tr>\n");
+        h.push_str("<h3>Error windows</h3><table class=\"windows\"><tr><th>#</th><th>from</th><th>to</th><th>errors</th><th>kinds</th><th>node · pod</th><th>cause</th><th>physics</th></tr>\n");
         for (i, e) in v.error_windows.iter().enumerate() {
             let kinds: Vec<String> = e.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let _ = writeln!(
                 h,
-                "<tr><td>W{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>W{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 i + 1,
                 format::secs(e.start_s),
                 format::secs(e.end_s),
                 e.errors,
                 escape(&kinds.join(", ")),
-                escape(e.node.as_deref().unwrap_or("—")),
-                escape(&e.explanation)
+                escape(&format::window_place(e)),
+                escape(&e.explanation),
+                escape(&format::window_physics(e))
             );
         }
         h.push_str("</table>\n");

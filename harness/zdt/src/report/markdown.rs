@@ -166,19 +166,23 @@ fn variant(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
     if v.error_windows.is_empty() {
         writeln!(w, "No failed requests.")?;
     } else {
-        writeln!(w, "| from | to | errors | kinds | node | cause |")?;
-        writeln!(w, "|--:|--:|--:|---|---|---|")?;
+        writeln!(
+            w,
+            "| from | to | errors | kinds | node · pod | cause | physics |"
+        )?;
+        writeln!(w, "|--:|--:|--:|---|---|---|---|")?;
         for e in &v.error_windows {
             let kinds: Vec<String> = e.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
             writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 format::secs(e.start_s),
                 format::secs(e.end_s),
                 e.errors,
                 md_cell(&kinds.join(", ")),
-                md_cell(e.node.as_deref().unwrap_or("—")),
+                md_cell(&format::window_place(e)),
                 md_cell(&e.explanation),
+                md_cell(&format::window_physics(e)),
             )?;
         }
     }
