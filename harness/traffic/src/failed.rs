@@ -26,7 +26,7 @@ pub struct FailedRequest {
     /// `None`: never sent.
     #[serde(
         default,
-        with = "opt_duration_ns",
+        with = "zdt_core::units::opt_nanos",
         skip_serializing_if = "Option::is_none"
     )]
     pub sent: Option<Duration>,
@@ -47,7 +47,7 @@ pub struct FailedRequest {
     /// When the LB chose that route, on the run's clock (not from t0).
     #[serde(
         default,
-        with = "opt_duration_ns",
+        with = "zdt_core::units::opt_nanos",
         skip_serializing_if = "Option::is_none"
     )]
     pub routed_at: Option<Duration>,
@@ -78,22 +78,5 @@ impl FailedList {
         let mut listed = self.listed.clone();
         listed.sort_by_key(|r| r.due);
         (listed, self.unlisted)
-    }
-}
-
-mod opt_duration_ns {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_nanos))
     }
 }

@@ -21,9 +21,9 @@ use super::{verdict_word, RunData};
 use crate::run::summary::{RunSummary, VariantSummary, Verdict};
 use zdt_core::events::{Event, Source};
 
-const WIDTH: f64 = 1320.0;
-const LEFT: f64 = 84.0;
-const RIGHT: f64 = 190.0;
+pub(crate) const WIDTH: f64 = 1320.0;
+pub(crate) const LEFT: f64 = 84.0;
+pub(crate) const RIGHT: f64 = 190.0;
 
 pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
     let s = &data.summary;
@@ -619,7 +619,7 @@ pub(crate) fn timeline(v: &VariantSummary, pts: &[Point], events: &[(f64, &Event
 }
 
 /// Gridlines and a left axis for one panel.
-fn y_axis(s: &mut Svg, top: f64, h: f64, ticks: &[(f64, String)]) {
+pub(crate) fn y_axis(s: &mut Svg, top: f64, h: f64, ticks: &[(f64, String)]) {
     s.rect(
         LEFT,
         top,

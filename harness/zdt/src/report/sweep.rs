@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use super::format::escape;
+use super::html::{y_axis, LEFT, RIGHT, WIDTH};
 use super::svg::{self, Linear, Svg};
 use crate::run::summary::{RunSummary, VariantSummary, Verdict};
 
@@ -93,6 +94,15 @@ pub fn answers(field: &str, series: &[Series]) -> Vec<String> {
         .collect()
 }
 
+/// The table's "predicted to meet `expect:`" cell.
+fn predicted_words(v: &VariantSummary) -> &'static str {
+    match v.sweep_predicted_pass {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "—",
+    }
+}
+
 /// The Markdown section.
 pub fn markdown(w: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
     let Some((field, series)) = series(s) else {
@@ -119,20 +129,14 @@ pub fn markdown(w: &mut dyn Write, s: &RunSummary) -> io::Result<()> {
                 v.verdict,
                 v.success_ratio * 100.0,
                 v.latency_ms.p99,
-                match v.sweep_predicted_pass {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "—",
-                }
+                predicted_words(v)
             )?;
         }
     }
     Ok(())
 }
 
-const WIDTH: f64 = 760.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+/// One panel's height; the width and margins are the timelines'.
 const PANEL: f64 = 170.0;
 
 /// The plot: success ratio (top) and p99 (bottom) against the swept value,
@@ -272,23 +276,8 @@ pub fn chart(s: &RunSummary) -> Option<String> {
 }
 
 fn panel(c: &mut Svg, top: f64, title: &str, ticks: &[(f64, String)]) {
-    c.rect(
-        LEFT,
-        top,
-        WIDTH - RIGHT - LEFT,
-        PANEL,
-        r##"fill="none" stroke="#bbb""##,
-    );
+    y_axis(c, top, PANEL, ticks);
     c.text(LEFT, top - 8.0, title, r##"font-weight="700" fill="#333""##);
-    for (py, label) in ticks {
-        c.line(LEFT, *py, WIDTH - RIGHT, *py, r##"stroke="#e4e4e4""##);
-        c.text(
-            LEFT - 4.0,
-            py + 3.5,
-            label,
-            r##"text-anchor="end" fill="#444""##,
-        );
-    }
 }
 
 /// The HTML section: the answers, the plot and the table.
@@ -327,11 +316,7 @@ pub fn html(h: &mut String, s: &RunSummary) {
                 v.verdict,
                 v.success_ratio * 100.0,
                 v.latency_ms.p99,
-                match v.sweep_predicted_pass {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "—",
-                }
+predicted_words(v)
             );
         }
     }

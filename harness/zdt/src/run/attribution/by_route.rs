@@ -13,7 +13,7 @@ use zdt_core::provenance::Fate;
 use zdt_traffic::{ErrorKind, FailedRequest};
 
 use super::super::summary::{Attribution, ErrorWindow};
-use super::by_time::describe;
+use super::by_time::{closing_words, describe, kinds_words};
 use super::physics::{self, Physics};
 
 /// Failures of one cause on one subject further apart than this start a
@@ -342,11 +342,7 @@ fn explain(
     opened: Option<&Event>,
     closed: Option<&Event>,
 ) -> String {
-    let kinds = kinds
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let kinds = kinds_words(kinds);
     let whom = match (pod, node) {
         (Some(p), Some(n)) => format!("pod {p} on {n}"),
         (Some(p), None) => format!("pod {p}"),
@@ -376,18 +372,7 @@ fn explain(
         ),
         (_, None) => format!("{}; no event of {whom} explains it", cause.describe()),
     };
-    let close = match closed {
-        Some(ev) if ev.source == Source::Lb && ev.reason == "Unhealthy" => format!(
-            "; closed when the LB marked {} unhealthy",
-            ev.node.as_deref().unwrap_or(&ev.object)
-        ),
-        Some(ev) if ev.source == Source::Lb && ev.reason == "Removed" => format!(
-            "; closed when {} was removed from the LB pool",
-            ev.node.as_deref().unwrap_or(&ev.object)
-        ),
-        Some(ev) => format!("; closed by {} {} ({})", ev.reason, ev.object, ev.message),
-        None => String::new(),
-    };
+    let close = closing_words(closed);
     format!("{s:.1} s–{e:.1} s: {errors} errors ({kinds}) on {whom}{via}: {cause_words}{close}")
 }
 

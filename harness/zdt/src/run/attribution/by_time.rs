@@ -140,6 +140,31 @@ fn closing_rank(ev: &Event) -> Option<u8> {
     }
 }
 
+/// "; closed when the LB marked worker2 unhealthy", or by whatever event.
+pub(super) fn closing_words(closed: Option<&Event>) -> String {
+    match closed {
+        Some(ev) if ev.source == Source::Lb && ev.reason == "Unhealthy" => format!(
+            "; closed when the LB marked {} unhealthy",
+            ev.node.as_deref().unwrap_or(&ev.object)
+        ),
+        Some(ev) if ev.source == Source::Lb && ev.reason == "Removed" => format!(
+            "; closed when {} was removed from the LB pool",
+            ev.node.as_deref().unwrap_or(&ev.object)
+        ),
+        Some(ev) => format!("; closed by {} {} ({})", ev.reason, ev.object, ev.message),
+        None => String::new(),
+    }
+}
+
+/// "150 timeout, 3 reset".
+pub(super) fn kinds_words(kinds: &BTreeMap<String, u64>) -> String {
+    kinds
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn describe(ev: &Event) -> String {
     format!("{} {}: {}", ev.reason, ev.object, ev.message)
 }
@@ -153,11 +178,7 @@ fn explain(
     opened: Option<&Event>,
     closed: Option<&Event>,
 ) -> String {
-    let kinds = kinds
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let kinds = kinds_words(kinds);
     let cause = match (opened, node) {
         (Some(ev), Some(n)) if ev.reason == "NoLocalEndpoints" => format!(
             "node {n} had no local endpoint ({}) while the LB still sent it traffic",
@@ -169,18 +190,7 @@ fn explain(
         (Some(ev), _) => format!("after {} {} ({})", ev.reason, ev.object, ev.message),
         (None, _) => "no cluster or LB event explains it".to_owned(),
     };
-    let close = match closed {
-        Some(ev) if ev.source == Source::Lb && ev.reason == "Unhealthy" => format!(
-            "; closed when the LB marked {} unhealthy",
-            ev.node.as_deref().unwrap_or(&ev.object)
-        ),
-        Some(ev) if ev.source == Source::Lb && ev.reason == "Removed" => format!(
-            "; closed when {} was removed from the LB pool",
-            ev.node.as_deref().unwrap_or(&ev.object)
-        ),
-        Some(ev) => format!("; closed by {} {} ({})", ev.reason, ev.object, ev.message),
-        None => String::new(),
-    };
+    let close = closing_words(closed);
     format!(
         "{s:.1} s–{e:.1} s: {errors} errors ({kinds}): {cause}{close} (attributed by time and node: \
          no per-request record of the data path)"
