@@ -111,12 +111,12 @@ pub(crate) fn error_windows(
 fn opening_rank(ev: &Event) -> Option<u8> {
     match (ev.source, ev.reason.as_str()) {
         (Source::Endpoint, "NoLocalEndpoints" | "NoEndpoints") => Some(9),
+        // A pod told to stop explains more than a kube-proxy's routine sync.
+        (Source::Pod, "StopSignal" | "GracePeriodExpired" | "Exited") => Some(8),
         (Source::Endpoint, _) => Some(7),
-        (
-            Source::Pod,
-            "Killing" | "NotReady" | "Terminating" | "PreStopStarted" | "Stopped" | "StopSignal"
-            | "GracePeriodExpired" | "Exited",
-        ) => Some(6),
+        (Source::Pod, "Killing" | "NotReady" | "Terminating" | "PreStopStarted" | "Stopped") => {
+            Some(6)
+        }
         (Source::Node, _) => Some(5),
         (Source::Chaos, "Evicted" | "PodDeleted" | "NodeStopped" | "NodePaused" | "NodeKilled") => {
             Some(4)
@@ -302,6 +302,26 @@ mod tests {
             .explanation
             .contains("no cluster or LB event explains it"));
         assert!(w[1].opened_by.is_none());
+    }
+
+    #[test]
+    fn a_pods_stop_signal_outranks_a_routine_kube_proxy_sync() {
+        let mut buckets: Vec<BucketErrors> = (0..100).map(|i| bucket(i * 100, 0)).collect();
+        buckets[50].errors.insert("closed".into(), 20);
+        let events = vec![
+            ev(4.9, Source::Pod, "StopSignal", Some("w3"), "sent SIGTERM"),
+            ev(
+                4.95,
+                Source::Endpoint,
+                "EndpointsApplied",
+                Some("w1"),
+                "2 ready",
+            ),
+        ];
+        let w = error_windows(&buckets, &events, Duration::ZERO, Duration::ZERO);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].node.as_deref(), Some("w3"), "{w:?}");
+        assert!(w[0].explanation.contains("attributed by time and node"));
     }
 
     #[test]
