@@ -36,6 +36,11 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
                 ));
             }
         }
+        // Every traced window of a shipped scenario has a mechanism with a
+        // formula (docs/physics.md), and the measurement agrees with it.
+        if w.predicted.is_none() {
+            out.push(format!("{id}: no prediction for {}", w.explanation));
+        }
         if let Some(p) = &w.predicted {
             if !p.agrees {
                 out.push(format!(

@@ -423,6 +423,7 @@ mod tests {
             unhealthy_threshold: 2,
             sync_delay: Some(Duration::from_secs(1)),
             endpoints_delay: Duration::ZERO,
+            start_delay: Some(Duration::from_secs(3)),
         }
     }
 
@@ -582,6 +583,50 @@ mod tests {
         );
         let p = w.predicted.as_ref().expect("a prediction");
         assert!(p.agrees, "{p:?}");
+    }
+
+    #[test]
+    fn a_pod_ready_before_it_listens_is_predicted_from_its_start_delay() {
+        let events = vec![
+            ev(
+                7.0,
+                Source::Pod,
+                "Ready",
+                "pod/web-n",
+                "w1",
+                "ready once started",
+            ),
+            ev(
+                8.0,
+                Source::Endpoint,
+                "EndpointsApplied",
+                "service/default/web",
+                "w2",
+                "3 ready",
+            ),
+            ev(10.05, Source::Pod, "Unrelated", "pod/web-n", "w1", "-"),
+        ];
+        let failures: Vec<FailedRequest> = (0..40)
+            .map(|i| {
+                failed(
+                    8.0 + 0.05 * i as f64,
+                    ErrorKind::Reset,
+                    "w2",
+                    Some("web-n"),
+                    Fate::Refused,
+                )
+            })
+            .collect();
+        let refs: Vec<&FailedRequest> = failures.iter().collect();
+        let w = error_windows(&refs, &events, Duration::ZERO, &physics());
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0]
+            .opened_by
+            .as_deref()
+            .unwrap()
+            .starts_with("Ready pod/web-n"));
+        let p = w[0].predicted.as_ref().expect("a prediction");
+        assert!((p.duration_s - 2.0).abs() < 1e-9 && p.agrees, "{p:?}");
     }
 
     #[test]

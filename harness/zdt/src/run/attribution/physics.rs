@@ -31,6 +31,26 @@ pub(crate) struct Physics {
     pub sync_delay: Option<Duration>,
     /// The endpoints controller's batch period (zero by default).
     pub endpoints_delay: Duration,
+    /// How long the app takes to listen after its container started (the
+    /// emulator's `zdt.io/start-delay` annotation, from the workload's
+    /// patches), when the scenario sets one.
+    pub start_delay: Option<Duration>,
+}
+
+/// The annotation the emulator reads for an app's warm-up.
+const START_DELAY: &str = "zdt.io/start-delay";
+
+/// The first `zdt.io/start-delay` value in `v`.
+fn find_start_delay(v: &serde_json::Value) -> Option<Duration> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get(START_DELAY)
+            .and_then(|d| d.as_str()?.parse::<zdt_core::units::Dur>().ok())
+            .map(|d| d.get())
+            .or_else(|| m.values().find_map(find_start_delay)),
+        serde_json::Value::Array(items) => items.iter().find_map(find_start_delay),
+        _ => None,
+    }
 }
 
 impl Physics {
@@ -50,6 +70,11 @@ impl Physics {
             } else {
                 Duration::ZERO
             },
+            start_delay: s
+                .workload
+                .patches
+                .iter()
+                .find_map(|p| find_start_delay(&p.patch)),
         }
     }
 
@@ -168,6 +193,20 @@ pub(super) fn predict(
                 format!(
                     "endpoint removed at {what} {from:.1} s + endpoints batch {ep:.1} s + kube-proxy sync {:.1} s − stopped listening at {opened_at:.1} s = {d:.1} s",
                     sync.as_secs_f64()
+                ),
+            )
+        }
+        Cause::PodRefused if opened.reason == "Ready" || opened.reason == "Started" => {
+            // An endpoint before it listens: kube-proxies route to it from
+            // B + S after it became ready until the app listens.
+            let warm = physics.start_delay?.as_secs_f64();
+            let sync = physics.sync_delay?.as_secs_f64();
+            let ep = physics.endpoints_delay.as_secs_f64();
+            let d = (warm - ep - sync).max(0.0);
+            (
+                d,
+                format!(
+                    "app start delay {warm:.1} s − endpoints batch {ep:.1} s − kube-proxy sync {sync:.1} s = {d:.1} s"
                 ),
             )
         }
