@@ -417,6 +417,21 @@ mod tests {
         }
     }
 
+    /// `n` failures `step` seconds apart from `from`.
+    fn every(
+        from: f64,
+        step: f64,
+        n: usize,
+        f: impl Fn(f64) -> FailedRequest,
+    ) -> Vec<FailedRequest> {
+        (0..n).map(|i| f(from + step * i as f64)).collect()
+    }
+
+    fn windows(failures: &[FailedRequest], events: &[Event]) -> Vec<ErrorWindow> {
+        let refs: Vec<&FailedRequest> = failures.iter().collect();
+        error_windows(&refs, events, Duration::ZERO, &physics())
+    }
+
     fn physics() -> Physics {
         Physics {
             probe_interval: Duration::from_secs(5),
@@ -555,19 +570,10 @@ mod tests {
             ),
             ev(30.0, Source::Lb, "Unhealthy", "node/w3", "w3", "unrelated"),
         ];
-        let failures: Vec<FailedRequest> = (0..500)
-            .map(|i| {
-                failed(
-                    12.91 + 0.01 * i as f64,
-                    ErrorKind::ResponseTimeout,
-                    "w2",
-                    None,
-                    Fate::Dropped,
-                )
-            })
-            .collect();
-        let refs: Vec<&FailedRequest> = failures.iter().collect();
-        let w = error_windows(&refs, &events, Duration::ZERO, &physics());
+        let failures = every(12.91, 0.01, 500, |at| {
+            failed(at, ErrorKind::ResponseTimeout, "w2", None, Fate::Dropped)
+        });
+        let w = windows(&failures, &events);
         assert_eq!(w.len(), 1, "{w:#?}");
         let w = &w[0];
         assert_eq!(w.node.as_deref(), Some("w2"));
@@ -606,19 +612,10 @@ mod tests {
             ),
             ev(10.05, Source::Pod, "Unrelated", "pod/web-n", "w1", "-"),
         ];
-        let failures: Vec<FailedRequest> = (0..40)
-            .map(|i| {
-                failed(
-                    8.0 + 0.05 * i as f64,
-                    ErrorKind::Reset,
-                    "w2",
-                    Some("web-n"),
-                    Fate::Refused,
-                )
-            })
-            .collect();
-        let refs: Vec<&FailedRequest> = failures.iter().collect();
-        let w = error_windows(&refs, &events, Duration::ZERO, &physics());
+        let failures = every(8.0, 0.05, 40, |at| {
+            failed(at, ErrorKind::Reset, "w2", Some("web-n"), Fate::Refused)
+        });
+        let w = windows(&failures, &events);
         assert_eq!(w.len(), 1, "{w:#?}");
         assert!(w[0]
             .opened_by
