@@ -3,7 +3,7 @@
 //! aggregator as it completes.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::aggregate::{Aggregator, ErrorKey, Record, Snapshot};
 use super::http::{self, Detail, Failure, Response, Stage};
+use super::lock::lock;
 use super::pacer::{Pace, Pacer};
 use super::polled::{PolledConn, Ticker};
 use super::raw::RawWriter;
@@ -117,12 +118,6 @@ pub(crate) struct Follow {
     pub max: u32,
     pub target: crate::Target,
     pub load: crate::Load,
-}
-
-/// A poisoned lock only means another request task panicked mid-update;
-/// the counters are still the best information there is.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What one request's exchange did besides its response.

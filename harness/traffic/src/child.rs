@@ -34,7 +34,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
-use super::attack::lock;
+use super::lock::lock;
 use super::{Attack, Progress, ProgressSource, Settings, Snapshot, Summary, TrafficError};
 use zdt_core::clock::Clock;
 use zdt_core::events::duration_ns;

@@ -28,6 +28,7 @@ pub mod child;
 mod failed;
 pub(crate) mod http;
 mod load;
+mod lock;
 pub(crate) mod pacer;
 mod polled;
 pub mod raw;
@@ -184,7 +185,7 @@ impl Progress {
     pub fn snapshot(&self) -> Snapshot {
         match &self.source {
             ProgressSource::InProcess(context) => context.snapshot(),
-            ProgressSource::Child(latest) => *attack::lock(latest),
+            ProgressSource::Child(latest) => *lock::lock(latest),
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::attack::lock;
+use super::lock::lock;
 
 /// The connections of one pool waiting for the attack loop's next wake-up.
 #[derive(Default)]
