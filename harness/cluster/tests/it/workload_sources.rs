@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
 }
 
 /// A scenario file in a temp dir whose workload is `manifests`.
-fn scenario_with(manifests: &Path) -> (tempfile::TempDir, scenario::Scenario) {
+fn scenario_file(manifests: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.yaml");
     std::fs::write(
@@ -30,6 +30,12 @@ fn scenario_with(manifests: &Path) -> (tempfile::TempDir, scenario::Scenario) {
         ),
     )
     .unwrap();
+    (dir, file)
+}
+
+/// That scenario, loaded: its default variant.
+fn scenario_with(manifests: &Path) -> (tempfile::TempDir, scenario::Scenario) {
+    let (dir, file) = scenario_file(manifests);
     let s = scenario::load(&file).unwrap().variant("default").unwrap();
     (dir, s)
 }
@@ -96,17 +102,7 @@ fn a_broken_kustomization_names_the_command_and_its_error() {
         "resources:\n  - missing.yaml\n",
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("s.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: zdt/v1alpha1\nkind: Scenario\nname: overlay\n\
-             workload:\n  manifests: {}\ntraffic:\n  rate: 10/s\n  duration: 1s\n",
-            bad.path().display()
-        ),
-    )
-    .unwrap();
+    let (_dir, file) = scenario_file(bad.path());
     let e = scenario::load(&file)
         .and_then(|f| f.variants())
         .unwrap_err();
