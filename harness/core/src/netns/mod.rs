@@ -112,16 +112,18 @@ impl Net {
         // The filler holds the helper only while it asks for a batch:
         // dropping the last Net closes the pool, which wakes and ends it.
         let weak = Arc::downgrade(&helper);
+        let filler = {
+            let pool = pool.clone();
+            std::thread::Builder::new()
+                .name("zdt-netns-fill".into())
+                .spawn(move || fill(pool, weak))
+                .map_err(NetError::Fork)?
+        };
         let private = Arc::new(Private {
             helper,
-            pool: pool.clone(),
+            pool,
+            filler: Some(filler),
         });
-        let spawned = std::thread::Builder::new()
-            .name("zdt-netns-fill".into())
-            .spawn(move || fill(pool, weak));
-        if let Err(e) = spawned {
-            return Err(NetError::Fork(e));
-        }
         Ok(Net {
             private: Some(private),
             sources: Arc::new(Sources {
@@ -337,6 +339,10 @@ struct PoolShared {
 struct Private {
     helper: Arc<helper::Helper>,
     pool: Arc<PoolShared>,
+    /// Joined on drop: while it asks for a batch the filler holds the
+    /// helper, and the helper (and the namespace) must be gone when the
+    /// network is.
+    filler: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Private {
@@ -363,10 +369,15 @@ impl Private {
 
 impl Drop for Private {
     fn drop(&mut self) {
-        let mut pool = self.pool.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.closed = true;
-        pool.ready.clear();
-        self.pool.wake.notify_all();
+        {
+            let mut pool = self.pool.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.closed = true;
+            pool.ready.clear();
+            self.pool.wake.notify_all();
+        }
+        if let Some(filler) = self.filler.take() {
+            let _ = filler.join();
+        }
     }
 }
 
