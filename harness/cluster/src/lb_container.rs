@@ -107,7 +107,9 @@ fn image_tag(binary: &Path) -> Result<String, LbContainerError> {
         path: binary.to_owned(),
         source,
     })?;
-    Ok(format!("zdt-local:{:016x}", super::kind::fnv1a64(&bytes)))
+    Ok(zdt_core::in_cluster::image_tag(super::kind::fnv1a64(
+        &bytes,
+    )))
 }
 
 /// The zdt image for the running binary, built `FROM scratch` unless an

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod emulated;
 pub mod events;
 pub mod hostfault;
+pub mod in_cluster;
 pub mod net;
 pub mod netns;
 pub mod owner;

@@ -14,7 +14,7 @@ pub mod node;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -41,6 +41,8 @@ use zdt_core::events::{EventSink, Source};
 pub enum EmulatorError {
     #[error("the emulator's API server cannot listen on 127.0.0.1: {0}")]
     Listen(std::io::Error),
+    #[error("the emulator's API server cannot listen on the `kubernetes` Service's address {KUBERNETES_SERVICE} in the cluster's network: {0}")]
+    InClusterListen(std::io::Error),
     #[error("cannot build a client for the emulator at {url}: {message}")]
     Client { url: String, message: String },
     #[error(
@@ -129,6 +131,7 @@ pub struct Emulator {
     config: EmulatorConfig,
     store: Arc<Store>,
     addr: SocketAddr,
+    in_cluster: SocketAddr,
     cancel: CancellationToken,
     nodes: Vec<NodeInfo>,
     heartbeats: NodeHeartbeats,
@@ -155,10 +158,16 @@ pub const CONTROL_PLANE: &str = "zdt-control-plane";
 /// `status.loadBalancer.ingress` shows it (kind's network is 172.18.0.0/16).
 pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 255, 1);
 
+/// The `kubernetes` Service's ClusterIP and port (kind's service subnet
+/// 10.96.0.0/12): where pods reach the API server, as in a real cluster.
+pub const KUBERNETES_SERVICE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 1), 443);
+
 /// The address blocks of a private network: pods (10.244.0.0/16, a /24 per
-/// node as kind's podCIDRs), nodes plus the LB (172.18.0.0/16), and the
-/// clients outside the cluster (100.64.0.0/16).
-const NETWORK_BLOCKS: [zdt_core::netns::Block; 3] = [
+/// node as kind's podCIDRs), nodes plus the LB (172.18.0.0/16), the
+/// clients outside the cluster (100.64.0.0/16), and the `kubernetes`
+/// Service's ClusterIP, where the API server listens in the namespace (in
+/// a real cluster kube-proxy forwards it to the control plane's 6443).
+const NETWORK_BLOCKS: [zdt_core::netns::Block; 4] = [
     zdt_core::netns::Block {
         addr: Ipv4Addr::new(10, 244, 0, 1),
         len: 16,
@@ -170,6 +179,10 @@ const NETWORK_BLOCKS: [zdt_core::netns::Block; 3] = [
     zdt_core::netns::Block {
         addr: Ipv4Addr::new(100, 64, 0, 1),
         len: 16,
+    },
+    zdt_core::netns::Block {
+        addr: *KUBERNETES_SERVICE.ip(),
+        len: 32,
     },
 ];
 
@@ -361,7 +374,7 @@ impl Emulator {
             addrs: pod_addrs.clone(),
             net: net.clone(),
         });
-        let api = ApiServer::start(
+        let mut api = ApiServer::start(
             store.clone(),
             ApiContext {
                 version,
@@ -374,6 +387,17 @@ impl Emulator {
         .await
         .map_err(EmulatorError::Listen)?;
         let addr = api.addr();
+        // Pods reach the API where a real cluster's pods do; on the host's
+        // stack they share its loopback listener.
+        let in_cluster = if net.is_private() {
+            let listener = net
+                .listen(SocketAddr::V4(KUBERNETES_SERVICE), 1024)
+                .map_err(EmulatorError::InClusterListen)?;
+            api.serve_also(listener);
+            SocketAddr::V4(KUBERNETES_SERVICE)
+        } else {
+            addr
+        };
         let mut tasks = vec![tokio::spawn(api.stopped())];
 
         let heartbeats: NodeHeartbeats = Arc::new(Mutex::new(
@@ -433,6 +457,7 @@ impl Emulator {
                             node_ip: Some(n.internal_ip.to_string()),
                             timings,
                             version,
+                            api_server: in_cluster,
                         },
                         rt.clone(),
                         pod_addrs.clone(),
@@ -483,6 +508,7 @@ impl Emulator {
             config,
             store,
             addr,
+            in_cluster,
             cancel,
             nodes,
             heartbeats,
@@ -502,6 +528,13 @@ impl Emulator {
     /// The API server's address (127.0.0.1:PORT).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where pods reach the API server: the `kubernetes` Service's
+    /// ClusterIP in a private network ([`KUBERNETES_SERVICE`]), the host
+    /// listener on the host's stack. Plain HTTP, like [`Emulator::url`].
+    pub fn in_cluster_addr(&self) -> SocketAddr {
+        self.in_cluster
     }
 
     pub fn url(&self) -> String {
@@ -718,8 +751,9 @@ fn bootstrap(store: &Store, nodes: &[NodeInfo], version: KubeVersion) {
             Resource::Services,
             json!({"metadata": {"name": "kubernetes", "namespace": "default",
                                 "labels": {"component": "apiserver", "provider": "kubernetes"}},
-                   "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
-                            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+                   "spec": {"type": "ClusterIP", "clusterIP": KUBERNETES_SERVICE.ip().to_string(),
+                            "clusterIPs": [KUBERNETES_SERVICE.ip().to_string()],
+                            "ports": [{"name": "https", "port": KUBERNETES_SERVICE.port(), "protocol": "TCP", "targetPort": 6443}],
                             "sessionAffinity": "None", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
                             "internalTrafficPolicy": "Cluster"},
                    "status": {"loadBalancer": {}}}),

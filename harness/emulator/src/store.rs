@@ -27,6 +27,8 @@ pub enum Resource {
     EndpointSlices,
     Deployments,
     ReplicaSets,
+    /// batch/v1 Job
+    Jobs,
     PodDisruptionBudgets,
     /// core/v1 Event
     CoreEvents,
@@ -172,6 +174,18 @@ pub static RESOURCES: &[ResourceInfo] = &[
         status: true,
     },
     ResourceInfo {
+        resource: Resource::Jobs,
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        singular: "job",
+        kind: "Job",
+        namespaced: true,
+        short_names: &[],
+        categories: &["all"],
+        status: true,
+    },
+    ResourceInfo {
         resource: Resource::PodDisruptionBudgets,
         group: "policy",
         version: "v1",
@@ -278,7 +292,35 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `propagationPolicy`; `None` is the kind's default.
+    pub propagation: Option<Propagation>,
 }
+
+/// What a delete does to the object's dependents (ownerReferences).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents lose their reference to the object and stay.
+    Orphan,
+    /// The object goes now; the garbage collector takes the dependents.
+    Background,
+    /// The object stays (finalizer `foregroundDeletion`) until the garbage
+    /// collector has deleted its dependents.
+    Foreground,
+}
+
+impl Propagation {
+    pub fn parse(s: &str) -> Option<Propagation> {
+        match s {
+            "Orphan" => Some(Propagation::Orphan),
+            "Background" => Some(Propagation::Background),
+            "Foreground" => Some(Propagation::Foreground),
+            _ => None,
+        }
+    }
+}
+
+/// The finalizer of a foreground deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// The locked state; [`Store::write`] and [`Store::read`] lend it out.
 #[derive(Debug)]
@@ -516,17 +558,28 @@ impl State {
 
     fn new_uid(&mut self) -> String {
         self.uid_counter += 1;
-        let n = self.uid_counter;
-        format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            (n.wrapping_mul(2654435761)) & 0xffff_ffff,
-            (n >> 3) & 0xffff,
-            n & 0xfff,
-            (n >> 12) & 0xfff,
-            n
-        )
+        uid_of(self.uid_counter)
     }
 
+    /// The uid the next [`State::create`] assigns: admission that derives
+    /// fields from it (a Job's selector) runs in the same write, before it.
+    pub fn next_uid(&self) -> String {
+        uid_of(self.uid_counter + 1)
+    }
+}
+
+fn uid_of(n: u64) -> String {
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (n.wrapping_mul(2654435761)) & 0xffff_ffff,
+        (n >> 3) & 0xffff,
+        n & 0xfff,
+        (n >> 12) & 0xfff,
+        n
+    )
+}
+
+impl State {
     /// Create: fills uid, creationTimestamp, resourceVersion, generation,
     /// a name from generateName; sets apiVersion/kind.
     pub fn create(&mut self, resource: Resource, mut obj: Value) -> Result<Value, StoreError> {
@@ -687,17 +740,15 @@ impl State {
         Some(obj)
     }
 
-    /// Delete as the API does. Pods bound to a node get a deletionTimestamp
-    /// and stay until their kubelet reports them gone (grace 0, unbound or
-    /// finished pods go at once); objects with finalizers wait for them;
-    /// everything else goes now. Returns the object and whether it is gone.
-    pub fn delete(
-        &mut self,
+    /// The object a delete with `opts` would act on, or why not (missing,
+    /// or a uid/resourceVersion precondition that does not hold).
+    pub fn check_preconditions(
+        &self,
         resource: Resource,
         namespace: &str,
         name: &str,
         opts: &DeleteOptions,
-    ) -> Result<(Value, bool), StoreError> {
+    ) -> Result<&Value, StoreError> {
         let info = resource.info();
         let Some(obj) = self.get(resource, namespace, name) else {
             return Err(StoreError::NotFound {
@@ -721,6 +772,21 @@ impl State {
                 });
             }
         }
+        Ok(obj)
+    }
+
+    /// Delete as the API does. Pods bound to a node get a deletionTimestamp
+    /// and stay until their kubelet reports them gone (grace 0, unbound or
+    /// finished pods go at once); objects with finalizers wait for them;
+    /// everything else goes now. Returns the object and whether it is gone.
+    pub fn delete(
+        &mut self,
+        resource: Resource,
+        namespace: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<(Value, bool), StoreError> {
+        let obj = self.check_preconditions(resource, namespace, name, opts)?;
         let mut obj = obj.clone();
         let has_finalizers = obj["metadata"]["finalizers"]
             .as_array()

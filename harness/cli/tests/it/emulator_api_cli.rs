@@ -338,3 +338,85 @@ async fn pod_addresses_from_the_api_answer_inside_the_clusters_network() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Issue #22: a Job whose image is zdt's own (`zdt-local:…`) runs the zdt
+/// binary that runs the emulator, with the pod's args, as an indexed Job
+/// on kind would; its output is the pods' logs, during and after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_zdts_image_runs_the_zdt_binary() {
+    const KUBECTL: &str = "/usr/bin/kubectl";
+    if !std::path::Path::new(KUBECTL).exists() {
+        eprintln!("SKIPPED: {KUBECTL} is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+        .args(["emulator", "up", "--workers", "1", "--runtime", "builtin"])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .env("TMPDIR", dir.path())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    announced(&mut lines).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "zdt-version"},
+        "spec": {
+            "completionMode": "Indexed", "completions": 2, "parallelism": 2,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "zdt", "image": "zdt-local:0123456789abcdef",
+                                "command": ["/zdt"], "args": ["--version"]}],
+            }},
+        },
+    });
+    let manifest = dir.path().join("job.json");
+    std::fs::write(&manifest, job.to_string()).unwrap();
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new(KUBECTL);
+        c.arg("--kubeconfig").arg(&kc).args(args);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+                .await
+                .expect("kubectl finishes within 60 s")
+                .unwrap();
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            (out.status.success(), text)
+        }
+    };
+    let (ok, out) = kubectl(&["create", "-f", manifest.to_str().unwrap()]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/zdt-version",
+        "--timeout=40s",
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl(&[
+        "get",
+        "job",
+        "zdt-version",
+        "-o",
+        "jsonpath={.status.completedIndexes}",
+    ])
+    .await;
+    assert!(ok && out == "0-1", "{out}");
+    let (ok, out) = kubectl(&["logs", "job/zdt-version"]).await;
+    let version = format!("zdt {}", env!("CARGO_PKG_VERSION"));
+    assert!(ok && out.contains(&version), "{version:?} in {out:?}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within 20 s of Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

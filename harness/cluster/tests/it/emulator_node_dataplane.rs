@@ -124,6 +124,7 @@ async fn prestop_window_through_kube_proxy() {
                     ..Timings::default()
                 },
                 version,
+                api_server: "127.0.0.1:6443".parse().unwrap(),
             },
             runtime,
             addrs.clone(),

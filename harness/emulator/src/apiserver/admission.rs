@@ -1,7 +1,8 @@
 //! Defaulting and allocation on create/update, as the API server's
 //! defaulters and admission plugins do: pod defaults (grace period, probe
 //! timings, the DefaultTolerationSeconds tolerations), Service clusterIP,
-//! nodePorts and healthCheckNodePort, Deployment strategy defaults.
+//! nodePorts and healthCheckNodePort, Deployment strategy defaults, a Job's
+//! defaults and generated selector.
 
 use std::collections::BTreeSet;
 
@@ -214,6 +215,7 @@ pub fn on_create(
             set_default(&mut obj["spec"], "replicas", json!(1));
             default_pod_spec(&mut obj["spec"]["template"]["spec"], timings);
         }
+        Resource::Jobs => default_job(st, obj, timings)?,
         Resource::Services => default_service(st, obj, None)?,
         Resource::Namespaces => {
             set_default(obj, "status", json!({}));
@@ -243,8 +245,145 @@ pub fn on_update(
             default_pod_spec(&mut obj["spec"]["template"]["spec"], timings);
             Ok(())
         }
+        Resource::Jobs => {
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], timings);
+            // Upstream allows only the scheduling directives to change,
+            // and only while suspended; the emulator has no suspend.
+            for key in ["template", "completions", "completionMode", "selector"] {
+                if obj["spec"][key] != old["spec"][key] {
+                    return Err(format!(
+                        "Job.batch \"{}\" is invalid: spec.{key}: Invalid value: field is immutable",
+                        obj["metadata"]["name"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// Labels the API server puts on a Job's pod template (and its selector):
+/// the 1.27+ names and the legacy ones, as `pkg/registry/batch/job` does.
+pub const JOB_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+const LEGACY_JOB_UID_LABEL: &str = "controller-uid";
+const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// A new Job's defaults, generated selector and validation (upstream's
+/// defaulter and `pkg/registry/batch/job` strategy, for what the emulator
+/// runs). Fields the Job controller here does not implement are refused
+/// rather than ignored.
+fn default_job(st: &State, obj: &mut Value, timings: &Timings) -> Result<(), String> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let invalid =
+        |field: &str, why: String| format!("Job.batch \"{name}\" is invalid: {field}: {why}");
+    let spec = &mut obj["spec"];
+    if !spec["template"]["spec"]["containers"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty())
+    {
+        return Err(invalid(
+            "spec.template.spec.containers",
+            "Required value".into(),
+        ));
+    }
+    for (key, why) in [
+        ("backoffLimitPerIndex", "a per-index backoff limit"),
+        ("maxFailedIndexes", "a per-index backoff limit"),
+        ("podFailurePolicy", "pod failure policies"),
+        ("successPolicy", "success policies"),
+        ("managedBy", "Jobs managed by another controller"),
+    ] {
+        if spec.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(invalid(
+                &format!("spec.{key}"),
+                format!("Forbidden: the zdt emulator's Job controller does not implement {why}; remove spec.{key} (see docs/emulator.md)"),
+            ));
+        }
+    }
+    if spec["suspend"] == true {
+        return Err(invalid(
+            "spec.suspend",
+            "Forbidden: the zdt emulator's Job controller does not implement suspended Jobs; remove spec.suspend".into(),
+        ));
+    }
+    let mode = spec["completionMode"]
+        .as_str()
+        .unwrap_or("NonIndexed")
+        .to_owned();
+    if mode != "NonIndexed" && mode != "Indexed" {
+        return Err(invalid(
+            "spec.completionMode",
+            format!("Unsupported value: \"{mode}\": supported values: \"NonIndexed\", \"Indexed\""),
+        ));
+    }
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
+        spec["completions"] = json!(1);
+        spec["parallelism"] = json!(1);
+    }
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completionMode", json!(mode));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    for key in ["parallelism", "completions", "backoffLimit"] {
+        if spec[key].as_i64().is_some_and(|n| n < 0) {
+            return Err(invalid(
+                &format!("spec.{key}"),
+                format!(
+                    "Invalid value: {}: must be greater than or equal to 0",
+                    spec[key]
+                ),
+            ));
+        }
+    }
+    if mode == "Indexed" && spec["completions"].as_i64().is_none() {
+        return Err(invalid(
+            "spec.completions",
+            "Required value: when completion mode is Indexed".into(),
+        ));
+    }
+    default_pod_spec(&mut spec["template"]["spec"], timings);
+    match spec["template"]["spec"]["restartPolicy"].as_str() {
+        Some("Never") | Some("OnFailure") => {}
+        other => {
+            return Err(invalid(
+                "spec.template.spec.restartPolicy",
+                format!(
+                    "Unsupported value: \"{}\": supported values: \"OnFailure\", \"Never\"",
+                    other.unwrap_or("")
+                ),
+            ))
+        }
+    }
+    let uid = st.next_uid();
+    if spec["manualSelector"] != true {
+        if !spec.get("selector").is_none_or(Value::is_null) {
+            return Err(invalid(
+                "spec.selector",
+                "Invalid value: `selector` will be auto-generated; set spec.manualSelector: true to give your own".into(),
+            ));
+        }
+        spec["selector"] = json!({"matchLabels": {JOB_UID_LABEL: uid}});
+        let labels = &mut spec["template"]["metadata"]["labels"];
+        if !labels.is_object() {
+            *labels = json!({});
+        }
+        for (key, value) in [
+            (JOB_UID_LABEL, &uid),
+            (JOB_NAME_LABEL, &name),
+            (LEGACY_JOB_UID_LABEL, &uid),
+            (LEGACY_JOB_NAME_LABEL, &name),
+        ] {
+            labels[key] = json!(value);
+        }
+    } else if spec.get("selector").is_none_or(Value::is_null) {
+        return Err(invalid("spec.selector", "Required value".into()));
+    }
+    Ok(())
 }
 
 fn used_ports_and_ips(st: &State, skip_uid: Option<&str>) -> (BTreeSet<i64>, BTreeSet<String>) {

@@ -93,11 +93,17 @@ fn unknown_fields(resource: Resource, obj: &Value) -> Vec<String> {
     out
 }
 
-/// The unknown fields of a write that `fieldValidation` let through.
+/// The unknown fields of a write that `fieldValidation` let through, or
+/// another warning the API answers with.
 #[derive(Debug, Default)]
 pub(super) struct Warnings(Vec<String>);
 
 impl Warnings {
+    /// One warning of the API's own.
+    pub(super) fn of(text: &str) -> Warnings {
+        Warnings(vec![text.to_owned()])
+    }
+
     /// `resp` with one `Warning: 299 - "unknown field \"…\""` header per
     /// unknown field, as upstream answers (kubectl prints them).
     pub(super) fn attach(self, mut resp: Response<Body>) -> Response<Body> {

@@ -4,6 +4,7 @@
 //! ([`super::openapi`]).
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
@@ -30,6 +31,7 @@ pub fn with_type<V: KindVisitor>(resource: Resource, v: V) -> V::Out {
         Resource::EndpointSlices => v.visit::<EndpointSlice>(),
         Resource::Deployments => v.visit::<Deployment>(),
         Resource::ReplicaSets => v.visit::<ReplicaSet>(),
+        Resource::Jobs => v.visit::<Job>(),
         Resource::PodDisruptionBudgets => v.visit::<PodDisruptionBudget>(),
         Resource::CoreEvents => v.visit::<CoreEvent>(),
         Resource::ConfigMaps => v.visit::<ConfigMap>(),

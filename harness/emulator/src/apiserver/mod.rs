@@ -39,7 +39,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{
-    meta_str, now_rfc3339, ChangeType, DeleteOptions, Resource, State, Store, StoreError,
+    meta_str, now_rfc3339, ChangeType, DeleteOptions, Propagation, Resource, State, Store,
+    StoreError, FOREGROUND_FINALIZER,
 };
 use crate::{KubeVersion, Timings};
 use selectors::{FieldSelector, LabelSelector};
@@ -133,10 +134,18 @@ struct ApiState {
 }
 
 /// A running API server.
-#[derive(Debug)]
 pub struct ApiServer {
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    shared: Arc<ApiState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiServer {
@@ -155,17 +164,30 @@ impl ApiServer {
             addr,
             cancel: cancel.clone(),
         });
-        let task = tokio::spawn(accept_loop(listener, shared));
-        Ok(ApiServer { addr, task })
+        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(ApiServer {
+            addr,
+            shared,
+            tasks: vec![task],
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Wait for the accept loop to end (after the cancel token fired).
+    /// Serve the same API on `listener` too (the in-cluster address, in
+    /// the cluster's network), until the same cancel token.
+    pub fn serve_also(&mut self, listener: TcpListener) {
+        self.tasks
+            .push(tokio::spawn(accept_loop(listener, self.shared.clone())));
+    }
+
+    /// Wait for the accept loops to end (after the cancel token fired).
     pub async fn stopped(self) {
-        let _ = self.task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }
 
@@ -585,7 +607,11 @@ async fn handle_inner(
             let (obj, _) = write(shared, dry_run || body_dry_run, |st| {
                 delete_cascading(st, target.resource, &ns, name, &opts)
             })?;
-            Ok(json_response(200, &obj))
+            let mut warnings = field_validation::Warnings::default();
+            if target.resource == Resource::Jobs && opts.propagation.is_none() {
+                warnings = field_validation::Warnings::of(JOB_ORPHAN_WARNING);
+            }
+            Ok(warnings.attach(json_response(200, &obj)))
         }
         (_, Some(name), Some(sub))
             if target.resource == Resource::Pods && streaming::handles(sub) =>
@@ -1046,7 +1072,7 @@ pub fn apply_object(store: &Store, timings: &Timings, obj: Value) -> Result<Valu
     let kind = obj["kind"].as_str().unwrap_or("");
     let resource = Resource::from_kind(api_version, kind).ok_or_else(|| {
         ApiError::not_found(format!(
-            "the emulator does not serve {kind} ({api_version}); it serves Namespace, Node, Pod, Service, ConfigMap, EndpointSlice, Deployment, ReplicaSet, PodDisruptionBudget and Event"
+            "the emulator does not serve {kind} ({api_version}); it serves Namespace, Node, Pod, Service, ConfigMap, EndpointSlice, Deployment, ReplicaSet, Job, PodDisruptionBudget and Event"
         ))
     })?;
     let name = meta_str(&obj, "name")
@@ -1189,6 +1215,13 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<(DeleteOptions, bool), A
         opts.precondition_rv = v["preconditions"]["resourceVersion"]
             .as_str()
             .map(str::to_owned);
+        opts.propagation = propagation(v["propagationPolicy"].as_str())?;
+        if v["orphanDependents"] == true && opts.propagation.is_none() {
+            opts.propagation = Some(Propagation::Orphan);
+        }
+    }
+    if let Some(p) = query.get("propagationPolicy") {
+        opts.propagation = propagation(Some(p))?;
     }
     if let Some(g) = query.get("gracePeriodSeconds") {
         opts.grace_period_seconds = Some(g.parse().map_err(|_| {
@@ -1200,9 +1233,29 @@ fn delete_options(query: &Query, body: &[u8]) -> Result<(DeleteOptions, bool), A
     Ok((opts, dry_run))
 }
 
+fn propagation(p: Option<&str>) -> Result<Option<Propagation>, ApiError> {
+    match p {
+        None | Some("") => Ok(None),
+        Some(p) => Propagation::parse(p).map(Some).ok_or_else(|| {
+            ApiError::new(
+                422,
+                "Invalid",
+                format!("DeleteOptions.propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            )
+        }),
+    }
+}
+
+/// What a batch/v1 Job delete without a propagationPolicy warns (upstream's
+/// words): that kind defaults to orphaning its pods.
+const JOB_ORPHAN_WARNING: &str = "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them or set propagationPolicy=Orphan to suppress this warning";
+
 /// Delete; a Namespace takes everything in it along (the namespace
 /// controller's job, done at once here). Dependents through
-/// ownerReferences go via the garbage collector controller.
+/// ownerReferences follow the propagation policy: orphaned here, or
+/// deleted by the garbage collector controller (background; foreground
+/// while the object waits on its `foregroundDeletion` finalizer). A
+/// batch/v1 Job's default is Orphan, everything else's Background.
 pub fn delete_cascading(
     st: &mut State,
     resource: Resource,
@@ -1210,7 +1263,41 @@ pub fn delete_cascading(
     name: &str,
     opts: &DeleteOptions,
 ) -> Result<(Value, bool), ApiError> {
-    let out = st.delete(resource, namespace, name, opts)?;
+    let default = if resource == Resource::Jobs {
+        Propagation::Orphan
+    } else {
+        Propagation::Background
+    };
+    let policy = opts.propagation.unwrap_or(default);
+    let owner = st
+        .check_preconditions(resource, namespace, name, opts)?
+        .clone();
+    let mut opts = opts.clone();
+    {
+        let owner_uid = meta_str(&owner, "uid").unwrap_or("").to_owned();
+        match policy {
+            Propagation::Orphan => crate::controllers::gc::orphan(st, namespace, &owner_uid),
+            Propagation::Foreground
+                if owner["metadata"].get("deletionTimestamp").is_none()
+                    && crate::controllers::gc::has_dependents(st, namespace, &owner_uid) =>
+            {
+                let mut next = owner.clone();
+                let finalizers = &mut next["metadata"]["finalizers"];
+                if !finalizers.is_array() {
+                    *finalizers = json!([]);
+                }
+                let f = finalizers.as_array_mut().expect("an array");
+                if !f.iter().any(|x| x == FOREGROUND_FINALIZER) {
+                    f.push(json!(FOREGROUND_FINALIZER));
+                }
+                st.update(resource, next)?;
+                // Checked above; the finalizer moved the resourceVersion.
+                opts.precondition_rv = None;
+            }
+            _ => {}
+        }
+    }
+    let out = st.delete(resource, namespace, name, &opts)?;
     if resource == Resource::Namespaces {
         for r in crate::store::RESOURCES.iter().filter(|r| r.namespaced) {
             let names: Vec<String> = st
@@ -1250,6 +1337,7 @@ fn evict(
             .as_str()
             .map(str::to_owned),
         precondition_rv: None,
+        propagation: None,
     };
     write(shared, dry_run, |st| -> Result<(), ApiError> {
         let pod = st

@@ -10,7 +10,12 @@ pub fn human_age(created: Option<&str>) -> String {
     let Some(t) = created.and_then(parse_time) else {
         return "<unknown>".into();
     };
-    let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
+    human_duration(jiff::Timestamp::now().as_second() - t.as_second())
+}
+
+/// kubectl's `HumanDuration` of `secs` seconds.
+fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
     let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -180,6 +185,50 @@ fn with_template_columns(
     (columns, cells)
 }
 
+/// The Status column of `kubectl get jobs` (upstream's printJob).
+fn job_status(job: &Value) -> &'static str {
+    let has = |ty| conditions_true(job, ty) == Some(true);
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if job["metadata"].get("deletionTimestamp").is_some() {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    }
+}
+
+/// `succeeded/completions`, or for a work queue `succeeded/1 [of N]`.
+fn job_completions(job: &Value) -> String {
+    let succeeded = job["status"]["succeeded"].as_i64().unwrap_or(0);
+    match job["spec"]["completions"].as_i64() {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match job["spec"]["parallelism"].as_i64().unwrap_or(0) {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    }
+}
+
+/// From the start to completion, or to now while running.
+fn job_duration(job: &Value) -> String {
+    let time = |k: &str| job["status"][k].as_str().and_then(parse_time);
+    match (time("startTime"), time("completionTime")) {
+        (None, _) => String::new(),
+        (Some(start), None) => {
+            human_duration(jiff::Timestamp::now().as_second() - start.as_second())
+        }
+        (Some(start), Some(end)) => human_duration(end.as_second() - start.as_second()),
+    }
+}
+
 fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
     let name = json!(o["metadata"]["name"]);
     let age = json!(human_age(o["metadata"]["creationTimestamp"].as_str()));
@@ -293,6 +342,23 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                 json!(o["spec"]["replicas"].as_i64().unwrap_or(0)),
                 json!(o["status"]["replicas"].as_i64().unwrap_or(0)),
                 json!(o["status"]["readyReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ],
+        ),
+        Resource::Jobs => with_template_columns(
+            o,
+            vec![
+                col("Name", "string", 0),
+                col("Status", "string", 0),
+                col("Completions", "string", 0),
+                col("Duration", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(job_status(o)),
+                json!(job_completions(o)),
+                json!(job_duration(o)),
                 age,
             ],
         ),

@@ -1,6 +1,8 @@
 //! The garbage collector: objects whose owners (by ownerReference uid) are
 //! all gone are deleted — background cascading deletion, so deleting a
-//! Deployment takes its ReplicaSets and then their pods along.
+//! Deployment takes its ReplicaSets and then their pods along. An owner
+//! deleted in the foreground (finalizer `foregroundDeletion`) has its
+//! dependents deleted first and goes once none is left.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,10 +10,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Ctx;
-use crate::store::{meta_str, DeleteOptions, Resource};
+use crate::store::{meta_str, DeleteOptions, Resource, State, FOREGROUND_FINALIZER};
 
 const OWNED: &[Resource] = &[
     Resource::ReplicaSets,
+    Resource::Jobs,
     Resource::Pods,
     Resource::EndpointSlices,
 ];
@@ -21,7 +24,7 @@ const OWNED: &[Resource] = &[
 fn known_owner_kind(kind: &str) -> bool {
     matches!(
         kind,
-        "Deployment" | "ReplicaSet" | "Service" | "Pod" | "Node"
+        "Deployment" | "ReplicaSet" | "Job" | "Service" | "Pod" | "Node"
     )
 }
 
@@ -31,6 +34,7 @@ pub fn reconcile(ctx: &Ctx) -> Option<Duration> {
         for r in [
             Resource::Deployments,
             Resource::ReplicaSets,
+            Resource::Jobs,
             Resource::Services,
             Resource::Pods,
             Resource::Nodes,
@@ -69,6 +73,86 @@ pub fn reconcile(ctx: &Ctx) -> Option<Duration> {
         for (r, ns, name) in doomed {
             let _ = st.delete(r, &ns, &name, &DeleteOptions::default());
         }
+        foreground(st);
     });
     None
+}
+
+fn refers_to(o: &Value, owner_uid: &str) -> bool {
+    o["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+}
+
+/// The objects in `namespace` that name `owner_uid` as an owner.
+fn dependents(st: &State, namespace: &str, owner_uid: &str) -> Vec<(Resource, String)> {
+    let mut out = Vec::new();
+    for &r in OWNED {
+        for o in st.list(r, Some(namespace)) {
+            if refers_to(o, owner_uid) {
+                out.push((r, meta_str(o, "name").unwrap_or("").to_owned()));
+            }
+        }
+    }
+    out
+}
+
+pub fn has_dependents(st: &State, namespace: &str, owner_uid: &str) -> bool {
+    !dependents(st, namespace, owner_uid).is_empty()
+}
+
+/// An orphaning delete: the dependents lose their reference to the owner
+/// (upstream's `orphan` finalizer does this before the owner goes).
+pub fn orphan(st: &mut State, namespace: &str, owner_uid: &str) {
+    for (r, name) in dependents(st, namespace, owner_uid) {
+        let Some(mut o) = st.get(r, namespace, &name).cloned() else {
+            continue;
+        };
+        if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+            refs.retain(|x| x["uid"] != owner_uid);
+        }
+        let _ = st.update(r, o);
+    }
+}
+
+/// Owners deleted in the foreground: delete their dependents, and drop
+/// the finalizer (so the owner goes) once none is left.
+fn foreground(st: &mut State) {
+    let mut waiting = Vec::new();
+    for &r in OWNED.iter().chain(&[Resource::Deployments]) {
+        for o in st.list(r, None) {
+            let deleting = o["metadata"].get("deletionTimestamp").is_some();
+            let foreground = o["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == FOREGROUND_FINALIZER));
+            if deleting && foreground {
+                waiting.push((r, o.clone()));
+            }
+        }
+    }
+    for (r, owner) in waiting {
+        let ns = meta_str(&owner, "namespace").unwrap_or("").to_owned();
+        let owner_uid = meta_str(&owner, "uid").unwrap_or("").to_owned();
+        let deps = dependents(st, &ns, &owner_uid);
+        if deps.is_empty() {
+            let mut next = owner.clone();
+            if let Some(f) = next["metadata"]["finalizers"].as_array_mut() {
+                f.retain(|x| x != FOREGROUND_FINALIZER);
+            }
+            let _ = st.update(r, next);
+            continue;
+        }
+        for (dr, name) in deps {
+            let started = st
+                .get(dr, &ns, &name)
+                .is_some_and(|d| d["metadata"].get("deletionTimestamp").is_some());
+            if !started {
+                let opts = DeleteOptions {
+                    propagation: Some(crate::store::Propagation::Foreground),
+                    ..DeleteOptions::default()
+                };
+                let _ = crate::apiserver::delete_cascading(st, dr, &ns, &name, &opts);
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The control plane's controllers, run in-process on the store (not
-//! through HTTP): scheduler, Deployment and ReplicaSet, EndpointSlice,
+//! through HTTP): scheduler, Deployment and ReplicaSet, Job, EndpointSlice,
 //! node lifecycle (with taint-based eviction), disruption (PDB status) and
 //! the garbage collector.
 //!
@@ -11,6 +11,7 @@
 pub(crate) mod disruption;
 pub(crate) mod endpoints;
 pub(crate) mod gc;
+pub(crate) mod jobs;
 pub(crate) mod nodes;
 pub(crate) mod scheduler;
 pub(crate) mod workloads;
@@ -68,6 +69,7 @@ pub fn reconcile_all(ctx: &Ctx) -> Option<Duration> {
     want(gc::reconcile(ctx));
     want(workloads::reconcile_deployments(ctx));
     want(workloads::reconcile_replicasets(ctx));
+    want(jobs::reconcile(ctx));
     want(scheduler::reconcile(ctx));
     want(nodes::reconcile(ctx));
     want(endpoints::reconcile(ctx));

@@ -1,8 +1,10 @@
 //! A container's environment as the kubelet builds it: `env:` values in
 //! order, `$(VAR)` references expanded against the variables before them,
 //! and the downward API (`valueFrom.fieldRef`) filled from the pod and the
-//! node. What the model cannot supply (ConfigMap/Secret keys, resource
-//! fields) is left out and reported, never invented.
+//! node, after the `kubernetes` Service's variables the kubelet puts first
+//! (`KUBERNETES_SERVICE_HOST`, …). What the model cannot supply (other
+//! Services' variables, ConfigMap/Secret keys, resource fields) is left out
+//! and reported, never invented.
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
@@ -13,6 +15,27 @@ pub struct PodPlace<'a> {
     pub pod_ip: &'a str,
     pub node_name: &'a str,
     pub node_ip: Option<&'a str>,
+    /// Variables the kubelet sets before the container's own.
+    pub preset: &'a [(String, String)],
+}
+
+/// The `kubernetes` Service's variables, as the kubelet sets them in every
+/// container (docker-links style included) for the API at `api`.
+pub fn api_service_env(api: std::net::SocketAddr) -> Vec<(String, String)> {
+    let (host, port) = (api.ip().to_string(), api.port());
+    let url = format!("tcp://{host}:{port}");
+    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
+    [
+        ("KUBERNETES_SERVICE_HOST".to_owned(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".to_owned(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".to_owned(), port.to_string()),
+        ("KUBERNETES_PORT".to_owned(), url.clone()),
+        (prefix.clone(), url),
+        (format!("{prefix}_PROTO"), "tcp".to_owned()),
+        (format!("{prefix}_PORT"), port.to_string()),
+        (format!("{prefix}_ADDR"), host),
+    ]
+    .into()
 }
 
 /// The resolved `env:` of `container`, in order, and one line per variable
@@ -22,7 +45,7 @@ pub fn container_env(
     container: &Container,
     place: PodPlace<'_>,
 ) -> (Vec<(String, String)>, Vec<String>) {
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<(String, String)> = place.preset.to_vec();
     let mut skipped = Vec::new();
     for var in container.env.iter().flatten() {
         let value = match (&var.value, &var.value_from) {
@@ -147,6 +170,7 @@ mod tests {
             pod_ip: "10.244.1.7",
             node_name: "zdt-worker",
             node_ip: Some("172.18.0.3"),
+            preset: &api_service_env("10.96.0.1:443".parse().unwrap()),
         };
         let (env, skipped) = container_env(&pod, &c, place);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -156,6 +180,13 @@ mod tests {
         assert_eq!(get("LISTEN"), Some("10.244.1.7:8080"));
         assert_eq!(get("PRICE"), Some("$5 $(UNSET)"));
         assert_eq!(get("NODE"), Some("zdt-worker"));
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_ADDR"), Some("10.96.0.1"));
+        assert_eq!(
+            env[0].0, "KUBERNETES_SERVICE_HOST",
+            "the kubelet's variables come first"
+        );
         assert_eq!(get("SECRET"), None);
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         assert!(skipped[0].contains("SECRET"), "{skipped:?}");

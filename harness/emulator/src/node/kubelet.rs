@@ -123,6 +123,8 @@ pub struct KubeletConfig {
     pub node_ip: Option<String>,
     pub timings: Timings,
     pub version: KubeVersion,
+    /// Where pods reach the API server (their `KUBERNETES_SERVICE_*`).
+    pub api_server: SocketAddr,
 }
 
 /// One node's kubelet. Cheap to clone; all clones are the same kubelet.
@@ -525,6 +527,29 @@ impl PodWorker {
             shared: self.shared.clone(),
             ip,
         };
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let account = match super::serviceaccount::ServiceAccountDir::create(
+            self.shared.runtime.root(),
+            namespace,
+            pod.metadata.uid.as_deref().unwrap_or("no-uid"),
+            &spec_container.name,
+        ) {
+            Ok(dir) => dir,
+            Err(e) => {
+                state.phase = "Failed";
+                state.message = Some(format!("cannot write the service-account files: {e}"));
+                self.emit("FailedMount", state.message.clone().unwrap_or_default());
+                self.report(&state, false).await;
+                self.pod.wait_for(Self::deleting).await.ok();
+                self.report(&state, true).await;
+                return;
+            }
+        };
+        let mut preset = super::env::api_service_env(self.shared.config.api_server);
+        preset.push((
+            zdt_core::in_cluster::SERVICEACCOUNT_DIR_ENV.to_owned(),
+            account.path().display().to_string(),
+        ));
         let (env, unresolved) = super::env::container_env(
             &pod,
             &spec_container,
@@ -532,6 +557,7 @@ impl PodWorker {
                 pod_ip: &ip.to_string(),
                 node_name: self.node(),
                 node_ip: self.shared.config.node_ip.as_deref(),
+                preset: &preset,
             },
         );
         for why in unresolved {

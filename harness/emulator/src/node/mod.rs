@@ -2,7 +2,9 @@
 //! the process-less [`simkubelet`]), the container runtime ([`runtime`],
 //! nginx or the built-in [`serve`] server, with the app behaviour of
 //! [`app`]; or the user's own process: [`host_command`], [`docker_image`],
-//! with the env of [`env`]) and kube-proxy ([`kube_proxy`]). This module is the glue
+//! zdt itself for zdt's image ([`zdt_image`]),
+//! with the env of [`env`] and the files of [`serviceaccount`]) and
+//! kube-proxy ([`kube_proxy`]). This module is the glue
 //! between the store and them; node faults map onto all of them.
 
 pub mod app;
@@ -14,7 +16,9 @@ pub mod kubelet;
 pub mod logs;
 pub mod runtime;
 pub mod serve;
+pub mod serviceaccount;
 pub(crate) mod simkubelet;
+pub mod zdt_image;
 
 use std::sync::{Arc, Mutex};
 

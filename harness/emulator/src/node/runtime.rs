@@ -10,7 +10,8 @@
 //! command ([`super::host_command`]) or the image's entrypoint from the
 //! local Docker ([`super::docker_image`]), started in the cluster's network
 //! namespace exactly as nginx is, with the same signal delivery, exit
-//! watching and cleanup.
+//! watching and cleanup. zdt's own image runs the zdt binary the same way
+//! ([`super::zdt_image`]).
 //!
 //! The app's [`Behaviour`] (pod annotations, see [`super::app`]) makes it
 //! less than instant: with a start delay the container is started at once
@@ -72,6 +73,8 @@ pub enum Engine {
     Host,
     /// A `workload.run` image's entrypoint, from the local Docker.
     Docker,
+    /// The zdt binary, for zdt's own image.
+    Zdt,
 }
 
 impl Engine {
@@ -82,6 +85,7 @@ impl Engine {
             Engine::Builtin => "builtin",
             Engine::Host => "host",
             Engine::Docker => "docker",
+            Engine::Zdt => "zdt",
         }
     }
 }
@@ -93,6 +97,7 @@ impl std::fmt::Display for Engine {
             Engine::Builtin => "built-in server",
             Engine::Host => "host command",
             Engine::Docker => "docker image",
+            Engine::Zdt => "zdt binary",
         })
     }
 }
@@ -129,6 +134,8 @@ pub enum RuntimeError {
     ShutDown,
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    ZdtImage(#[from] super::zdt_image::ZdtImageError),
     #[error("workload.run needs the emulator's private network (every pod binds its own pod IP there), and this machine has none: {why}")]
     NeedsPrivateNetwork { why: String },
     #[error("container {pod}: workload.run.{key} asks for runtime `docker`, but {reason}")]
@@ -279,6 +286,7 @@ enum Launch {
     Builtin,
     Host { key: String, entry: RunEntry },
     Docker(Arc<Image>),
+    Zdt(PathBuf),
 }
 
 /// Starts containers. One per emulated cluster, shared by every kubelet.
@@ -462,6 +470,15 @@ impl Runtime {
     /// or the built-in server by image.
     async fn launch_for(&self, spec: &ContainerSpec) -> Result<Launch, RuntimeError> {
         let Some((key, entry)) = self.run_entry(spec) else {
+            if zdt_core::in_cluster::is_zdt_image(&spec.image) {
+                let exe = zdt_core::process::zdt_exe().ok_or_else(|| {
+                    super::zdt_image::ZdtImageError::NoBinary {
+                        pod: spec.pod.clone(),
+                        image: spec.image.clone(),
+                    }
+                })?;
+                return Ok(Launch::Zdt(exe));
+            }
             return Ok(match self.engine_for(&spec.image) {
                 Engine::Nginx => Launch::Nginx(self.nginx.clone().expect("engine_for checked")),
                 _ => Launch::Builtin,
@@ -522,6 +539,7 @@ impl Runtime {
             Launch::Nginx(nginx) => self.start_nginx(&nginx, spec, id).await?,
             Launch::Host { key, entry } => self.start_host(&key, &entry, spec, id).await?,
             Launch::Docker(image) => self.start_docker(&image, spec, id).await?,
+            Launch::Zdt(exe) => self.start_zdt(&exe, spec, id)?,
         };
         let engine = container.engine;
         self.logs.insert(
@@ -789,6 +807,26 @@ impl Runtime {
         }
         cmd.env("HOSTNAME", &spec.pod).envs(env);
         self.spawn_user(cmd, spec, Engine::Host, id)
+    }
+
+    /// zdt's image: the zdt binary with the container's args and env, in
+    /// the cluster's network as any user process.
+    fn start_zdt(
+        &self,
+        exe: &Path,
+        spec: &ContainerSpec,
+        id: u64,
+    ) -> Result<Container, RuntimeError> {
+        let args =
+            super::zdt_image::args(&spec.pod, &spec.image, &spec.command, &spec.args, &spec.env)?;
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.args(args).env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("HOSTNAME", &spec.pod)
+            .envs(spec.env.iter().cloned());
+        self.spawn_user(cmd, spec, Engine::Zdt, id)
     }
 
     /// An image's entrypoint from its exported root filesystem (chroot),

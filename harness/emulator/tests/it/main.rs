@@ -5,6 +5,7 @@ mod api;
 mod api_controllers;
 mod conformance;
 mod dry_run;
+mod jobs;
 mod kubectl;
 mod library;
 mod node_kubelet;

@@ -51,6 +51,7 @@ fn node(choice: RuntimeChoice, version: KubeVersion, start_delay: Duration) -> N
             node_ip: Some("172.18.0.3".into()),
             timings,
             version,
+            api_server: "127.0.0.1:6443".parse().unwrap(),
         },
         runtime.clone(),
         addrs.clone(),
