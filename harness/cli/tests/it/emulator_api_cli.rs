@@ -408,7 +408,10 @@ async fn a_job_of_zdts_image_runs_the_zdt_binary() {
         "jsonpath={.status.completedIndexes}",
     ])
     .await;
-    assert!(ok && out == "0-1", "{out}");
+    assert!(
+        ok && out == "0,1",
+        "upstream writes two indexes as 0,1: {out}"
+    );
     let (ok, out) = kubectl(&["logs", "job/zdt-version"]).await;
     let version = format!("zdt {}", env!("CARGO_PKG_VERSION"));
     assert!(ok && out.contains(&version), "{version:?} in {out:?}");

@@ -279,9 +279,9 @@ fn default_job(st: &State, obj: &mut Value, timings: &Timings) -> Result<(), Str
     let invalid =
         |field: &str, why: String| format!("Job.batch \"{name}\" is invalid: {field}: {why}");
     let spec = &mut obj["spec"];
-    if !spec["template"]["spec"]["containers"]
+    if spec["template"]["spec"]["containers"]
         .as_array()
-        .is_some_and(|c| !c.is_empty())
+        .is_none_or(Vec::is_empty)
     {
         return Err(invalid(
             "spec.template.spec.containers",
