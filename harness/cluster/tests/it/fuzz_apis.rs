@@ -288,6 +288,7 @@ fn k8s_path() -> impl Strategy<Value = String> {
         Just("endpointslices"),
         Just("deployments"),
         Just("replicasets"),
+        Just("jobs"),
         Just("poddisruptionbudgets"),
         Just("namespaces"),
         Just("widgets"),

@@ -1453,7 +1453,7 @@ mod tests {
         };
         assert_eq!(t.resource, Resource::Deployments);
         assert!(t.namespace.is_none());
-        assert!(route("/apis/batch/v1/jobs").is_err());
+        assert!(route("/apis/batch/v1/cronjobs").is_err());
         assert!(route("/api/v1/widgets").is_err());
         assert!(matches!(
             route("/apis/policy/v1"),

@@ -478,7 +478,7 @@ async fn bad_requests_get_status_objects() {
         ),
         (
             "GET",
-            "/apis/batch/v1/namespaces/default/jobs".into(),
+            "/apis/batch/v1/namespaces/default/cronjobs".into(),
             "application/json",
             vec![],
             "404",
