@@ -53,6 +53,27 @@ pub fn die_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
+/// Start `cmd`'s process with every signal at its default action. An
+/// ignored signal survives exec: zdt started as `zdt run … &` from a script
+/// has SIGINT and SIGQUIT ignored, and a container inheriting that would
+/// not stop on its stop signal as a container runtime would make it.
+pub fn default_signals(cmd: &mut std::process::Command) {
+    // SAFETY: sigaction is async-signal-safe; the struct is on the stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            // The standard signals; real-time ones are never ignored by shells.
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::sigaction(sig, &dfl, std::ptr::null_mut());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A 5000/s run with a 10 s timeout keeps ~10k client sockets and as many
 /// LB-side sockets open at once; the default soft limit (often 1024) would
 /// turn that into spurious errors, so raise it as far as allowed.

@@ -72,8 +72,13 @@ impl Helper {
             setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
             uid_map: CString::new("/proc/self/uid_map").expect("no NUL"),
             gid_map: CString::new("/proc/self/gid_map").expect("no NUL"),
-            uid_line: format!("0 {uid} 1").into_bytes(),
-            gid_line: format!("0 {gid} 1").into_bytes(),
+            // zdt's own ids, not root: a process that joins and executes
+            // is then not uid 0 in there, so nginx does not try to switch
+            // its workers to a user the namespace does not map; the
+            // capabilities it needs come with it as ambient ones
+            // (`Net::join_before_exec`).
+            uid_line: format!("{uid} {uid} 1").into_bytes(),
+            gid_line: format!("{gid} {gid} 1").into_bytes(),
         };
         let mut fds = [0 as RawFd; 2];
         // SAFETY: fds has room for the two descriptors.

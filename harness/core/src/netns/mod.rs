@@ -284,6 +284,7 @@ impl Net {
                     if libc::setns(user, libc::CLONE_NEWUSER) != 0 {
                         return Err(io::Error::last_os_error());
                     }
+                    keep_capabilities_across_exec()?;
                 }
                 if libc::setns(net, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
@@ -297,6 +298,63 @@ impl Net {
             });
         }
     }
+}
+
+/// Joining a user namespace gives every capability in it, but executing a
+/// program as a uid other than 0 drops them. Making them inheritable and
+/// ambient keeps them, so a joined process (nginx on port 80, nft) can do
+/// in the namespace what root could, without being uid 0 there.
+/// Async-signal-safe: raw system calls on stack memory only.
+fn keep_capabilities_across_exec() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget/capset with a v3 header and two data words, as the
+    // kernel expects; prctl takes plain integers.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for d in &mut data {
+            d.inheritable = d.permitted;
+        }
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for cap in 0..64 {
+            let word = data[cap / 32].permitted;
+            if word & (1 << (cap % 32)) != 0 {
+                // EINVAL past the kernel's last capability: nothing to keep.
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Set to `host` to keep emulated clusters on the host's network stack

@@ -747,7 +747,7 @@ impl Runtime {
             .arg(dir)
             .arg("-c")
             .arg(conf)
-            .args(["-e", "stderr", "-g", self.nginx_globals()])
+            .args(["-e", "stderr", "-g", "daemon off; master_process on;"])
             .stdout(Stdio::null());
         // nginx's workers start in the cluster's PID namespace, which the
         // kernel empties when the network's helper ends.
@@ -908,6 +908,7 @@ impl Runtime {
             .process_group(0);
         // The container is SIGKILLed if zdt dies without cleaning up.
         zdt_core::process::die_with_parent(cmd.as_std_mut());
+        zdt_core::process::default_signals(cmd.as_std_mut());
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             pod: spec.pod.clone(),
             engine,
@@ -987,18 +988,6 @@ impl Runtime {
             upstream: None,
             reservation: None,
         })
-    }
-
-    /// nginx's `-g` directives. In a user namespace only zdt's own user is
-    /// mapped, so a master running as (namespaced) root could not switch
-    /// its workers to `nobody`: nginx then serves from a single process,
-    /// which handles the stop signals the same way.
-    fn nginx_globals(&self) -> &'static str {
-        if self.net.user_namespace() {
-            "daemon off; master_process off;"
-        } else {
-            "daemon off; master_process on;"
-        }
     }
 
     /// SIGKILL every container still running; later starts fail. Idempotent.
