@@ -11,6 +11,7 @@
 pub mod apiserver;
 pub mod controllers;
 pub mod node;
+pub mod ownership;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};

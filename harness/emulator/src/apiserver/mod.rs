@@ -1276,10 +1276,10 @@ pub fn delete_cascading(
     {
         let owner_uid = meta_str(&owner, "uid").unwrap_or("").to_owned();
         match policy {
-            Propagation::Orphan => crate::controllers::gc::orphan(st, namespace, &owner_uid),
+            Propagation::Orphan => crate::ownership::orphan(st, namespace, &owner_uid),
             Propagation::Foreground
                 if owner["metadata"].get("deletionTimestamp").is_none()
-                    && crate::controllers::gc::has_dependents(st, namespace, &owner_uid) =>
+                    && crate::ownership::has_dependents(st, namespace, &owner_uid) =>
             {
                 let mut next = owner.clone();
                 let finalizers = &mut next["metadata"]["finalizers"];

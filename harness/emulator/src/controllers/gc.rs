@@ -10,14 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Ctx;
+use crate::ownership::{dependents, OWNED};
 use crate::store::{meta_str, DeleteOptions, Resource, State, FOREGROUND_FINALIZER};
-
-const OWNED: &[Resource] = &[
-    Resource::ReplicaSets,
-    Resource::Jobs,
-    Resource::Pods,
-    Resource::EndpointSlices,
-];
 
 /// Kinds the emulator stores; owners of other kinds are never collected
 /// against (their absence says nothing).
@@ -76,43 +70,6 @@ pub fn reconcile(ctx: &Ctx) -> Option<Duration> {
         foreground(st);
     });
     None
-}
-
-fn refers_to(o: &Value, owner_uid: &str) -> bool {
-    o["metadata"]["ownerReferences"]
-        .as_array()
-        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
-}
-
-/// The objects in `namespace` that name `owner_uid` as an owner.
-fn dependents(st: &State, namespace: &str, owner_uid: &str) -> Vec<(Resource, String)> {
-    let mut out = Vec::new();
-    for &r in OWNED {
-        for o in st.list(r, Some(namespace)) {
-            if refers_to(o, owner_uid) {
-                out.push((r, meta_str(o, "name").unwrap_or("").to_owned()));
-            }
-        }
-    }
-    out
-}
-
-pub fn has_dependents(st: &State, namespace: &str, owner_uid: &str) -> bool {
-    !dependents(st, namespace, owner_uid).is_empty()
-}
-
-/// An orphaning delete: the dependents lose their reference to the owner
-/// (upstream's `orphan` finalizer does this before the owner goes).
-pub fn orphan(st: &mut State, namespace: &str, owner_uid: &str) {
-    for (r, name) in dependents(st, namespace, owner_uid) {
-        let Some(mut o) = st.get(r, namespace, &name).cloned() else {
-            continue;
-        };
-        if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
-            refs.retain(|x| x["uid"] != owner_uid);
-        }
-        let _ = st.update(r, o);
-    }
 }
 
 /// Owners deleted in the foreground: delete their dependents, and drop
