@@ -1,18 +1,17 @@
-//! Connections read when the attack loop wakes anyway, with the kernel's
-//! receive timestamp as the response's end.
+//! Keep-alive connections read when the attack loop wakes anyway, with the
+//! kernel's receive timestamp as the response's end.
 //!
 //! On a VM every sleep and wake-up of the generator's thread costs more
 //! than the request itself (a context switch, a timer interrupt, exits to
 //! the hypervisor): ~15 µs of CPU each, measured on the 2-core benchmark
-//! VM. A request cost two of them — the timer at its due time and the
-//! response's readiness a few tens of µs later. A connection (pooled
-//! keep-alive or fresh) is therefore not in the runtime's epoll at all:
-//! the attack loop wakes at the next due time (or to poll, see
-//! [`Ticker::tick`]) and the connections read what arrived meanwhile. The
-//! latency still ends when the response arrived, not when it was read: the
-//! socket carries the kernel's receive timestamp of each segment
-//! (`SO_TIMESTAMPNS`), and [`PolledConn::arrived`] is the one of the last
-//! byte read.
+//! VM. A keep-alive request cost two of them — the timer at its due time
+//! and the response's readiness a few tens of µs later. A pooled
+//! connection is therefore not in the runtime's epoll at all: the attack
+//! loop wakes at the next due time (or to poll, see [`Ticker::tick`]) and
+//! the connections read what arrived meanwhile. The latency still ends
+//! when the response arrived, not when it was read: the socket carries the
+//! kernel's receive timestamp of each segment (`SO_TIMESTAMPNS`), and
+//! [`PolledConn::arrived`] is the one of the last byte read.
 
 use std::io::{self, Write};
 use std::mem::{size_of, MaybeUninit};
@@ -37,9 +36,9 @@ pub(crate) struct Ticker {
     /// A socket that asks for receive stamps for as long as the attack
     /// runs. The kernel switches stamping on for everyone while any socket
     /// asks (a static key, flipped by a deferred work item: code patching
-    /// on every CPU); fresh connections, one per request without
-    /// keep-alive, would otherwise flip it off and on between two of them,
-    /// and the responses in between would carry no stamp.
+    /// on every CPU); when the pool's last connection closes (the server
+    /// closed them all) it would flip off, and the responses on the next
+    /// connections would carry no stamp until it is back on.
     _stamps: OwnedFd,
 }
 

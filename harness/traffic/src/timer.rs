@@ -14,7 +14,7 @@
 //! request it sends. So [`Wakeups`] spaces wake-ups at least
 //! [`MIN_WAKE_GAP`] apart (at 20000/s three requests go out per wake-up,
 //! the earliest ≤ 150 µs late, and the send lag reports it), and the
-//! connections read their responses at these wake-ups
+//! pooled keep-alive connections read their responses at these wake-ups
 //! instead of waking the loop themselves (see [`crate::polled`]).
 
 use std::io;
@@ -30,7 +30,7 @@ use super::polled::Ticker;
 /// rate (6,667/s) each request has a wake-up of its own, above it the
 /// requests due in between go out together.
 pub(crate) const MIN_WAKE_GAP: Duration = Duration::from_micros(150);
-/// While requests wait for responses and no request is due, the
+/// While requests wait for responses and no request is due, pooled
 /// connections are polled after this long, doubling up to [`POLL_MAX`]
 /// while the polls find nothing. It only delays when a result is
 /// recorded: its latency ends at the kernel's receive timestamp.
@@ -38,7 +38,7 @@ const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(16);
 
 /// The attack loop's wake-ups: the timer, and the ticks that let the
-/// connections read.
+/// pooled connections read.
 pub(crate) struct Wakeups {
     timer: DueTimer,
     ticker: Arc<Ticker>,
@@ -59,7 +59,7 @@ impl Wakeups {
 
     /// Sleeps until `due` (see [`next_wake`]; `None`: no request is due
     /// any more; `busy`: requests are in flight, so the connections need
-    /// polling), then lets the connections read what arrived
+    /// polling), then lets the pooled connections read what arrived
     /// meanwhile before the caller sends: the connections they free are
     /// reused at once instead of new ones being opened (after a stall, one
     /// per overdue request). Never returns without a due time or a poll to
