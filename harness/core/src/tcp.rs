@@ -38,6 +38,38 @@ pub async fn connect_traced(
     addr: SocketAddr,
     local: &mut Option<SocketAddr>,
 ) -> io::Result<TcpStream> {
+    dial(addr, local)?.finish().await
+}
+
+/// A `connect(2)` started outside any reactor, for a caller that waits
+/// for the handshake its own way (the generator's polled connections).
+#[derive(Debug)]
+pub struct Dialed {
+    /// The non-blocking socket.
+    pub stream: std::net::TcpStream,
+    /// The handshake was still under way when `connect(2)` returned: the
+    /// socket turns writable, or reports its error, when it ends.
+    pub in_progress: bool,
+}
+
+impl Dialed {
+    /// Into the reactor, waiting for the handshake only if it is not done.
+    pub async fn finish(self) -> io::Result<TcpStream> {
+        let stream = TcpStream::from_std(self.stream)?;
+        if self.in_progress {
+            stream.writable().await?;
+            if let Some(e) = stream.take_error()? {
+                return Err(e);
+            }
+            stream.peer_addr()?;
+        }
+        Ok(stream)
+    }
+}
+
+/// [`connect_traced`] without the reactor: the connect started, from the
+/// host's stack (loopback sources spread).
+pub fn dial(addr: SocketAddr, local: &mut Option<SocketAddr>) -> io::Result<Dialed> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::from(libc::SOCK_STREAM | libc::SOCK_NONBLOCK),
@@ -54,15 +86,15 @@ pub async fn connect_traced(
             socket.bind(&SocketAddr::from((Ipv4Addr::new(127, 0, 0, 1 + n as u8), 0)).into())?;
         }
     }
-    connect_socket(socket, addr, local).await
+    dial_socket(socket, addr, local)
 }
 
-/// Connect a fresh non-blocking `socket` to `addr`.
-pub(crate) async fn connect_socket(
+/// Start connecting a fresh non-blocking `socket` to `addr`.
+pub(crate) fn dial_socket(
     socket: Socket,
     addr: SocketAddr,
     local: &mut Option<SocketAddr>,
-) -> io::Result<TcpStream> {
+) -> io::Result<Dialed> {
     let in_progress = match socket.connect(&addr.into()) {
         Ok(()) => false,
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
@@ -70,17 +102,14 @@ pub(crate) async fn connect_socket(
     };
     // The port is bound once connect() started.
     *local = socket.local_addr().ok().and_then(|a| a.as_socket());
-    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    let stream = std::net::TcpStream::from(socket);
     // getpeername() succeeds once the handshake is done; until then (or
     // after it failed) it says ENOTCONN, and the reactor tells the rest.
-    if in_progress && stream.peer_addr().is_err() {
-        stream.writable().await?;
-        if let Some(e) = stream.take_error()? {
-            return Err(e);
-        }
-        stream.peer_addr()?;
-    }
-    Ok(stream)
+    let in_progress = in_progress && stream.peer_addr().is_err();
+    Ok(Dialed {
+        stream,
+        in_progress,
+    })
 }
 
 pub(crate) fn set_bind_address_no_port(socket: &Socket) {

@@ -21,13 +21,11 @@ use super::timer::Wakeups;
 use super::TrafficError;
 
 /// Keep-alive connections: idle ones on a stack (the most recently used
-/// is reused first, so few connections stay hot), a cap on how many
-/// requests hold a connection at once, and the ticker that lets them read
-/// (see [`crate::polled`]).
+/// is reused first, so few connections stay hot) and a cap on how many
+/// requests hold a connection at once.
 pub(crate) struct Pool {
     idle: Mutex<Vec<PolledConn>>,
     slots: Semaphore,
-    ticker: Arc<Ticker>,
 }
 
 impl Pool {
@@ -35,7 +33,6 @@ impl Pool {
         Self {
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(cap),
-            ticker: Arc::default(),
         }
     }
 
@@ -45,17 +42,6 @@ impl Pool {
 
     fn put(&self, conn: PolledConn) {
         lock(&self.idle).push(conn);
-    }
-
-    /// A fresh connection to `addr`, read at the ticks.
-    async fn connect(
-        &self,
-        net: &zdt_core::netns::Net,
-        addr: SocketAddr,
-        local: &mut Option<SocketAddr>,
-    ) -> Result<PolledConn, Failure> {
-        let stream = http::connect(net, addr, local).await?;
-        PolledConn::new(stream, self.ticker.clone()).map_err(|e| Failure::io(Stage::Connect, &e))
     }
 }
 
@@ -74,6 +60,9 @@ pub(crate) struct RequestContext {
     pub follow: Option<Follow>,
     pub timeout: Duration,
     pub pool: Option<Pool>,
+    /// Lets the pooled connections (see [`crate::polled`]) read at the
+    /// attack loop's wake-ups.
+    pub ticker: Arc<Ticker>,
     pub t0: Instant,
     /// Aborts in-flight requests (a child of the attack's cancel token).
     pub stop: CancellationToken,
@@ -134,7 +123,7 @@ struct Trip {
 }
 
 impl Trip {
-    /// A reused connection's (a new one's is set by `http::connect`, as
+    /// A reused connection's (a new one's is set by `PolledConn::dial`, as
     /// soon as it has one: a timeout drops the exchange before it could
     /// report anything, and a peer that resets at once fails the connect).
     fn on(&mut self, conn: &PolledConn) {
@@ -145,6 +134,17 @@ impl Trip {
 impl RequestContext {
     pub fn snapshot(&self) -> Snapshot {
         lock(&self.agg).snapshot()
+    }
+
+    /// A fresh connection to `addr`, read at the ticks.
+    async fn dial(
+        &self,
+        addr: SocketAddr,
+        local: &mut Option<SocketAddr>,
+    ) -> Result<PolledConn, Failure> {
+        PolledConn::dial(&self.net, addr, local, self.ticker.clone())
+            .await
+            .map_err(|e| Failure::io(Stage::Connect, &e))
     }
 
     /// The request, and the redirects it is told to follow.
@@ -234,9 +234,16 @@ impl RequestContext {
         let pool = match &self.pool {
             Some(pool) if pooled => pool,
             _ => {
-                // One fresh connection, closed when it is dropped.
+                // One fresh connection, closed when it is dropped, read as
+                // the response arrives: polled at the wake-ups instead, it
+                // halved the context switches but cost ~6 % more CPU per
+                // request (docs/bench-attack.md, 05:27 UTC run).
                 *stage = Stage::Connect;
-                let mut stream = http::connect(&self.net, addr, &mut trip.local).await?;
+                let mut stream = self
+                    .net
+                    .connect_traced(addr, &mut trip.local)
+                    .await
+                    .map_err(|e| Failure::io(Stage::Connect, &e))?;
                 trip.arrived = None;
                 return http::exchange(&mut stream, request, head_only, buf, stage).await;
             }
@@ -266,7 +273,7 @@ impl RequestContext {
                 Err(f) => return Err(f),
             }
         }
-        let mut conn = pool.connect(&self.net, addr, &mut trip.local).await?;
+        let mut conn = self.dial(addr, &mut trip.local).await?;
         let r = http::exchange(&mut conn, request, head_only, buf, stage).await?;
         trip.arrived = conn.arrived();
         if r.reusable {
@@ -373,8 +380,7 @@ pub(crate) async fn run(
     let t0 = context.t0;
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let timer_error = |e| TrafficError::Internal(format!("high-resolution timer: {e}"));
-    let ticker = context.pool.as_ref().map(|p| p.ticker.clone());
-    let mut wakeups = Wakeups::new(t0, ticker).map_err(timer_error)?;
+    let mut wakeups = Wakeups::new(t0, context.ticker.clone()).map_err(timer_error)?;
     let busy = |in_flight: &Semaphore| in_flight.available_permits() < max_in_flight;
     let mut sent = 0u64;
     let mut cancelled = false;

@@ -366,20 +366,6 @@ pub async fn resolve(authority: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::other("no address"))
 }
 
-/// Dial `addr` from `net` ([`zdt_core::net::connect`]: loopback sources
-/// spread, no reactor turn for a handshake that already finished). `local`
-/// gets the connection's local address as soon as it has one, also when
-/// the connect then fails: what the LB saw as the client.
-pub async fn connect(
-    net: &zdt_core::netns::Net,
-    addr: SocketAddr,
-    local: &mut Option<SocketAddr>,
-) -> Result<tokio::net::TcpStream, Failure> {
-    net.connect_traced(addr, local)
-        .await
-        .map_err(|e| Failure::io(Stage::Connect, &e))
-}
-
 /// Write `request` and read one complete response into `buf` (the head
 /// stays at the start of `buf`; body bytes are counted and dropped).
 /// `stage` is kept current so a timeout wrapped around this future can say

@@ -250,6 +250,10 @@ impl Attack {
                 }),
             timeout: load.timeout.get(),
             pool: load.keep_alive.then(|| attack::Pool::new(pool_cap)),
+            ticker: Arc::new(
+                polled::Ticker::new()
+                    .map_err(|e| TrafficError::Internal(format!("receive stamps: {e}")))?,
+            ),
             t0,
             stop: cancel.child_token(),
             agg: Mutex::new(aggregate::Aggregator::new(meta, raw_sink)),

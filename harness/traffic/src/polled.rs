@@ -15,7 +15,8 @@
 
 use std::io::{self, Write};
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,15 +27,38 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::lock::lock;
 
-/// The connections of one pool waiting for the attack loop's next wake-up.
-#[derive(Default)]
+/// The connections of one attack waiting for the attack loop's next
+/// wake-up.
 pub(crate) struct Ticker {
     waiting: Mutex<Vec<Waker>>,
     /// Reads that returned bytes since the previous tick.
     reads: AtomicU64,
+    /// A socket that asks for receive stamps for as long as the attack
+    /// runs. The kernel switches stamping on for everyone while any socket
+    /// asks (a static key, flipped by a deferred work item: code patching
+    /// on every CPU); when the pool's last connection closes (the server
+    /// closed them all) it would flip off, and the responses on the next
+    /// connections would carry no stamp until it is back on.
+    _stamps: OwnedFd,
 }
 
 impl Ticker {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor this function owns.
+        let stamps = unsafe { OwnedFd::from_raw_fd(raw) };
+        ask_for_stamps(stamps.as_raw_fd())?;
+        Ok(Self {
+            waiting: Mutex::default(),
+            reads: AtomicU64::default(),
+            _stamps: stamps,
+        })
+    }
+
     /// Lets every waiting connection try again (they run once the caller
     /// yields).
     pub fn tick(&self) -> Tick {
@@ -76,24 +100,25 @@ pub(crate) struct PolledConn {
 }
 
 impl PolledConn {
-    /// Takes `stream` out of the runtime's epoll and asks the kernel to
-    /// stamp what it receives.
-    pub fn new(stream: tokio::net::TcpStream, ticker: Arc<Ticker>) -> io::Result<Self> {
-        let stream = stream.into_std()?;
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket and a c_int option of the size passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&one as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
+    /// A fresh connection to `addr` from `net`. `local` gets the local
+    /// address as soon as there is one.
+    pub async fn dial(
+        net: &zdt_core::netns::Net,
+        addr: SocketAddr,
+        local: &mut Option<SocketAddr>,
+        ticker: Arc<Ticker>,
+    ) -> io::Result<Self> {
+        let dialed = net.dial(addr, local)?;
+        // A handshake that finished inside connect(2) (loopback, a bridge)
+        // needs no reactor at all; one still under way waits in the
+        // runtime's epoll, so its end is seen when it happens, not at the
+        // next tick.
+        let stream = if dialed.in_progress {
+            dialed.finish().await?.into_std()?
+        } else {
+            dialed.stream
         };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        ask_for_stamps(stream.as_raw_fd())?;
         Ok(Self {
             stream,
             ticker,
@@ -163,6 +188,25 @@ impl PolledConn {
         });
         Ok((n, Some(age.unwrap_or_default())))
     }
+}
+
+/// Asks the kernel to stamp what `fd` receives (`SO_TIMESTAMPNS`).
+fn ask_for_stamps(fd: RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a socket descriptor and a c_int option of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsyncRead for PolledConn {
@@ -241,15 +285,47 @@ mod tests {
     /// A pair of connected sockets: the polled client end and the server's.
     async fn pair(ticker: &Arc<Ticker>) -> (PolledConn, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let net = zdt_core::netns::Net::host();
+        let addr = listener.local_addr().unwrap();
+        let mut local = None;
+        let client = PolledConn::dial(&net, addr, &mut local, ticker.clone());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let conn = PolledConn::new(client.unwrap(), ticker.clone()).unwrap();
+        let conn = client.unwrap();
+        assert_eq!(local, conn.local_addr(), "the local address is reported");
         (conn, accepted.unwrap().0)
+    }
+
+    /// Ticks every millisecond until `f` is done (at most 5 s).
+    async fn ticking<T>(ticker: &Ticker, f: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(f);
+        for _ in 0..5000 {
+            tokio::select! {
+                out = &mut f => return out,
+                _ = tokio::time::sleep(Duration::from_millis(1)) => { ticker.tick(); }
+            }
+        }
+        panic!("not done within 5000 ticks");
+    }
+
+    #[tokio::test]
+    async fn a_refused_dial_fails_with_the_error() {
+        let ticker = Arc::new(Ticker::new().unwrap());
+        // Bind then drop: the port is closed now.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let net = zdt_core::netns::Net::host();
+        let mut local = None;
+        let dial = PolledConn::dial(&net, addr, &mut local, ticker.clone());
+        let err = dial.await.err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        assert!(local.is_some(), "a failed dial still has its local address");
     }
 
     #[tokio::test]
     async fn reads_wait_for_a_tick_and_keep_the_arrival_time() {
-        let ticker = Arc::new(Ticker::default());
+        let ticker = Arc::new(Ticker::new().unwrap());
         let (mut conn, mut server) = pair(&ticker).await;
         // The kernel turns receive stamps on lazily (a work item after the
         // first socket asks): the first responses may come without one,
@@ -294,22 +370,13 @@ mod tests {
 
     #[tokio::test]
     async fn eof_and_errors_come_through() {
-        let ticker = Arc::new(Ticker::default());
+        let ticker = Arc::new(Ticker::new().unwrap());
         let (mut conn, server) = pair(&ticker).await;
         drop(server);
         let mut buf = Vec::with_capacity(16);
         // The FIN may take a moment on loopback: tick until the read ends.
         let read = conn.read_buf(&mut buf);
-        tokio::pin!(read);
-        let n = 'read: {
-            for _ in 0..5000 {
-                tokio::select! {
-                    n = &mut read => break 'read n.unwrap(),
-                    _ = tokio::time::sleep(Duration::from_millis(1)) => { ticker.tick(); }
-                }
-            }
-            panic!("no EOF within 5000 ticks");
-        };
+        let n = ticking(&ticker, read).await.unwrap();
         assert_eq!(n, 0, "EOF");
     }
 }

@@ -38,17 +38,17 @@ const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(16);
 
 /// The attack loop's wake-ups: the timer, and the ticks that let the
-/// pooled connections (if any) read.
+/// pooled connections read.
 pub(crate) struct Wakeups {
     timer: DueTimer,
-    ticker: Option<Arc<Ticker>>,
+    ticker: Arc<Ticker>,
     poll: Duration,
     /// When the loop last woke, after t0.
     woke: Duration,
 }
 
 impl Wakeups {
-    pub fn new(t0: Instant, ticker: Option<Arc<Ticker>>) -> io::Result<Self> {
+    pub fn new(t0: Instant, ticker: Arc<Ticker>) -> io::Result<Self> {
         Ok(Self {
             timer: DueTimer::new(t0)?,
             ticker,
@@ -65,7 +65,7 @@ impl Wakeups {
     /// per overdue request). Never returns without a due time or a poll to
     /// wake for.
     pub async fn sleep(&mut self, due: Option<Duration>, busy: bool) -> io::Result<()> {
-        let poll = (busy && self.ticker.is_some()).then_some(self.poll);
+        let poll = busy.then_some(self.poll);
         let now = self.timer.t0.elapsed();
         let Some(at) = next_wake(due, self.woke, now, poll) else {
             return std::future::pending().await;
@@ -82,10 +82,7 @@ impl Wakeups {
     /// Wakes the waiting connections and backs the poll off when the last
     /// tick's found nothing; true when any connection was woken.
     fn tick(&mut self) -> bool {
-        let Some(ticker) = self.ticker.as_ref() else {
-            return false;
-        };
-        let tick = ticker.tick();
+        let tick = self.ticker.tick();
         self.poll = if tick.read {
             POLL_MIN
         } else {
@@ -175,30 +172,16 @@ impl DueTimer {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        // No read(2) of the expiration count: arming the timer again resets
+        // it, and the runtime's epoll (edge-triggered) reports each expiry
+        // anyway. Readiness left over from an earlier deadline (a sleep
+        // given up before it fired) is told apart by the clock.
         loop {
             let mut guard = self.fd.readable().await?;
-            let mut expirations = 0u64;
-            // SAFETY: reads 8 bytes into a u64, as timerfd(2) specifies.
-            let n = unsafe {
-                libc::read(
-                    guard.get_inner().as_raw_fd(),
-                    (&mut expirations as *mut u64).cast(),
-                    8,
-                )
-            };
-            if n == 8 {
-                // Read, the timerfd stays quiet until it is armed again:
-                // without this the next sleep would start with a read
-                // that can only fail.
-                guard.clear_ready();
+            guard.clear_ready();
+            if self.t0.elapsed() >= at {
                 return Ok(());
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(e);
-            }
-            // Readiness left over from an earlier deadline: wait again.
-            guard.clear_ready();
         }
     }
 }

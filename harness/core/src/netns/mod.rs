@@ -222,9 +222,19 @@ impl Net {
         addr: SocketAddr,
         local: &mut Option<SocketAddr>,
     ) -> io::Result<TcpStream> {
+        self.dial(addr, local)?.finish().await
+    }
+
+    /// [`Net::connect_traced`] without the reactor: the connect started,
+    /// for a caller that waits for the handshake its own way.
+    pub fn dial(
+        &self,
+        addr: SocketAddr,
+        local: &mut Option<SocketAddr>,
+    ) -> io::Result<crate::tcp::Dialed> {
         let addrs = &self.sources.addrs;
         if self.private.is_none() && addrs.is_empty() {
-            return crate::tcp::connect_traced(addr, local).await;
+            return crate::tcp::dial(addr, local);
         }
         let socket = self.tcp_socket(&addr)?;
         if !addrs.is_empty() {
@@ -232,7 +242,7 @@ impl Net {
             crate::tcp::set_bind_address_no_port(&socket);
             socket.bind(&SocketAddr::from((addrs[n], 0)).into())?;
         }
-        crate::tcp::connect_socket(socket, addr, local).await
+        crate::tcp::dial_socket(socket, addr, local)
     }
 
     /// A listening socket on `addr` in this network. `reuse_port` lets
