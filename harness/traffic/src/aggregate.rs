@@ -470,6 +470,16 @@ impl Aggregator {
         }
     }
 
+    /// The histograms the summary's percentiles are read from.
+    pub fn histograms(&self) -> super::merge::Histograms {
+        super::merge::Histograms {
+            latency: self.corrected.hist.clone(),
+            latency_uncorrected: self.uncorrected.hist.clone(),
+            schedule_lag: self.lag.hist.clone(),
+            buckets: self.buckets.iter().map(|b| b.hist.clone()).collect(),
+        }
+    }
+
     /// The summary; `cancelled` says whether the schedule was cut short.
     pub fn summary(&self, cancelled: bool) -> Summary {
         let (failed, failed_unlisted) = self.failed.snapshot();
@@ -556,6 +566,7 @@ impl Aggregator {
             buckets,
             failed,
             failed_unlisted,
+            generators: Vec::new(),
         }
     }
 }

@@ -29,6 +29,7 @@ mod failed;
 pub(crate) mod http;
 mod load;
 mod lock;
+pub mod merge;
 pub(crate) mod pacer;
 mod polled;
 pub mod raw;
@@ -52,6 +53,7 @@ pub use aggregate::Snapshot;
 pub use failed::{FailedRequest, MAX_LISTED};
 pub use http::{Target, UrlError};
 pub use load::{Load, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REDIRECTS, MIN_BUCKET};
+pub use merge::{GeneratorPart, Histograms, Part};
 pub use pacer::{Pace, Pacer};
 pub use raw::{RawFormat, RawOutput, RawRecord};
 pub use summary::{Bucket, ErrorKind, Latencies, Summary};
@@ -186,6 +188,16 @@ impl Progress {
         match &self.source {
             ProgressSource::InProcess(context) => context.snapshot(),
             ProgressSource::Child(latest) => *lock::lock(latest),
+        }
+    }
+
+    /// A view of an attack run elsewhere: `latest` is kept up to date by
+    /// whoever relays its reports; `t0` is when request 0 was due.
+    pub fn relayed(latest: Arc<Mutex<Snapshot>>, count: u64, t0: Instant) -> Self {
+        Self {
+            source: ProgressSource::Child(latest),
+            count,
+            t0,
         }
     }
 
@@ -329,6 +341,36 @@ impl Attack {
         self.done
             .await
             .map_err(|_| TrafficError::Internal("the traffic thread died".into()))?
+    }
+
+    /// Like [`Attack::finish`], with the histograms the summary was read
+    /// from, so it can be merged exactly with other generators' (see
+    /// [`merge`]). Only an attack in this process has them.
+    pub async fn finish_with_histograms(self) -> Result<Part, TrafficError> {
+        let context = match &self.progress.source {
+            ProgressSource::InProcess(c) => c.clone(),
+            ProgressSource::Child(_) => {
+                return Err(TrafficError::Internal(
+                    "a child process's attack has no histograms here".into(),
+                ))
+            }
+        };
+        let summary = self.finish().await?;
+        let histograms = lock::lock(&context.agg).histograms();
+        Ok(Part {
+            summary,
+            histograms,
+        })
+    }
+
+    /// An attack run elsewhere (generator pods), seen through `progress`;
+    /// `done` delivers its summary, dropping it cancels `abort`.
+    pub fn relayed(
+        progress: Progress,
+        done: tokio::sync::oneshot::Receiver<Result<Summary, TrafficError>>,
+        abort: CancellationToken,
+    ) -> Self {
+        Self::from_parts(progress, done, abort)
     }
 
     /// Built by the child-process path.

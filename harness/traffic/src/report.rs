@@ -495,6 +495,7 @@ mod tests {
             buckets: vec![],
             failed: vec![],
             failed_unlisted: 0,
+            generators: Vec::new(),
         }
     }
 

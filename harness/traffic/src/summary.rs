@@ -234,6 +234,10 @@ pub struct Summary {
     /// Failures beyond that cap (counted, not listed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_unlisted: u64,
+    /// A run scaled out to generator pods: each generator's own figures
+    /// (the rest of this summary is their merge); empty for one generator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<crate::GeneratorPart>,
 }
 
 fn is_zero(v: &u64) -> bool {
