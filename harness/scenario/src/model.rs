@@ -262,6 +262,42 @@ pub struct Traffic {
     pub load: Load,
     /// Traffic sent before t0, not counted; chaos times start after it.
     pub warmup: Dur,
+    /// Where the traffic is sent from.
+    pub generators: Generators,
+}
+
+/// Generator pods: how many, from which image, on which nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generators {
+    /// 1: zdt's own process sends (no pods); N ≥ 2: N pods, each rate/N.
+    pub count: u32,
+    /// The image on an existing cluster; `None` on kind (zdt builds and
+    /// loads its own) and on the emulator (none needed).
+    pub image: Option<String>,
+    /// Labels a generator's node must have; empty: any node the chaos
+    /// timeline does not name.
+    pub node_selector: BTreeMap<String, String>,
+}
+
+impl Generators {
+    /// The most generator pods a run starts.
+    pub const MAX: u32 = 256;
+
+    /// Generator pods in the cluster (as opposed to zdt's own process).
+    pub fn in_pods(&self) -> bool {
+        self.count > 1
+    }
+}
+
+impl Default for Generators {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            image: None,
+            node_selector: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -538,6 +574,8 @@ impl Default for Tolerance {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub rate: Option<Rate>,
+    /// `--generators N`.
+    pub generators: Option<u32>,
     pub duration: Option<Dur>,
     pub provider: Option<Provider>,
     pub context: Option<String>,
@@ -595,6 +633,8 @@ pub enum OverrideError {
         failures: u32,
         interval: Dur,
     },
+    #[error("--generators {0}: the number of generator pods must be between 1 and {max} (1 sends from zdt's own process)", max = Generators::MAX)]
+    Generators(u32),
     #[error("--provider {provider}: {source}")]
     Provider {
         provider: Provider,
@@ -614,6 +654,12 @@ impl Scenario {
     /// Applies command-line overrides. A shorter duration must still cover
     /// every `at:` step, so that is re-checked.
     pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, OverrideError> {
+        if let Some(n) = o.generators {
+            if n == 0 || n > Generators::MAX {
+                return Err(OverrideError::Generators(n));
+            }
+            self.traffic.generators.count = n;
+        }
         if let Some(rate) = o.rate {
             self.set_rate(rate);
         }

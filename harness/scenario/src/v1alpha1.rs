@@ -473,6 +473,17 @@ pub struct TrafficSpec {
     /// client does); `false` reports those failures instead.
     #[serde(default)]
     pub replay_idempotent: Option<bool>,
+    /// Generator pods in the cluster (an indexed Job), each sending
+    /// rate/N; 1 sends from zdt's own process.
+    #[serde(default)]
+    pub generators: Option<u32>,
+    /// The generator image on an existing cluster (zdt builds and loads
+    /// its own on kind; the emulator needs none).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Labels a node must have to run a generator pod.
+    #[serde(default)]
+    pub generator_node_selector: Option<BTreeMap<String, String>>,
 }
 
 /// One chaos step: when (`at` or `after`), and exactly one action.

@@ -111,7 +111,7 @@ pub fn validate(
         expect(spec.expect.clone().unwrap_or_default()),
     );
     if let Some(c) = &cluster {
-        keep(&mut problems, provider_fields(&cluster_spec, c));
+        keep(&mut problems, provider_fields(&cluster_spec, c, &spec.traffic));
     }
     let steps = spec.chaos.as_deref().unwrap_or_default();
     let chaos = match (&cluster, &load_balancer, &workload, &traffic) {
@@ -170,8 +170,24 @@ fn keep<T>(problems: &mut Vec<Problem>, r: R<T>) -> Option<T> {
 /// Settings one provider reads, written for another: zdt would ignore
 /// them silently. `provider: auto` keeps `kindConfig` meaningful (for
 /// `--provider kind`), an explicit other provider does not.
-fn provider_fields(c: &v1::ClusterSpec, cluster: &Cluster) -> R<()> {
+fn provider_fields(c: &v1::ClusterSpec, cluster: &Cluster, t: &v1::TrafficSpec) -> R<()> {
     let explicit = c.provider.filter(|p| *p != v1::Provider::Auto);
+    if t.image.is_some() && explicit.is_some() && cluster.provider != Provider::Existing {
+        return Err(Problem::new(
+            &path!["traffic", "image"],
+            format!(
+                "`traffic.image` is read only on an existing cluster; this scenario runs on `{}`, where {}",
+                cluster.provider,
+                if cluster.provider == Provider::Kind {
+                    "zdt builds the generator image and loads it with `kind load`"
+                } else {
+                    "generator pods need no image"
+                }
+            ),
+        )
+        .key()
+        .help("remove it, or write `provider: auto` so `zdt run --context NAME` uses it"));
+    }
     if c.kind_config.is_some() && explicit.is_some() && cluster.provider != Provider::Kind {
         return Err(Problem::new(
             &path!["cluster", "kindConfig"],
@@ -977,6 +993,43 @@ fn traffic(t: &v1::TrafficSpec) -> R<Traffic> {
     Ok(Traffic {
         load,
         warmup: t.warmup.unwrap_or(Dur::ZERO),
+        generators: generators(t)?,
+    })
+}
+
+fn generators(t: &v1::TrafficSpec) -> R<Generators> {
+    let tp = |f: &str| path!["traffic", f];
+    let count = t.generators.unwrap_or(1);
+    if count == 0 || count > Generators::MAX {
+        return Err(Problem::new(
+            &tp("generators"),
+            format!(
+                "`generators` must be between 1 and {}, got {count}",
+                Generators::MAX
+            ),
+        )
+        .help("1 sends from zdt's own process; N ≥ 2 starts N generator pods, each sending rate/N"));
+    }
+    if let Some(image) = &t.image {
+        if image.trim().is_empty() || image.contains(char::is_whitespace) {
+            return Err(Problem::new(
+                &tp("image"),
+                format!("`image` must be an image reference, got `{image}`"),
+            )
+            .help("e.g. `registry.example.com/zdt:0.1.0`, an image holding the zdt binary as its entrypoint"));
+        }
+    }
+    let node_selector = t.generator_node_selector.clone().unwrap_or_default();
+    if let Some((k, _)) = node_selector.iter().find(|(k, _)| k.is_empty()) {
+        return Err(Problem::new(
+            &path!["traffic", "generatorNodeSelector", k.as_str()],
+            "a node label key must not be empty",
+        ));
+    }
+    Ok(Generators {
+        count,
+        image: t.image.clone(),
+        node_selector,
     })
 }
 

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Override the traffic rate (`5000/s`).
     #[arg(long)]
     pub rate: Option<Rate>,
+    /// Send from N generator pods in the cluster, each rate/N (1: from
+    /// zdt's own process); overrides `traffic.generators`.
+    #[arg(long, value_name = "N")]
+    pub generators: Option<u32>,
     /// Override the traffic duration (`60s`).
     #[arg(long)]
     pub duration: Option<Dur>,
@@ -123,6 +127,7 @@ pub async fn run(args: RunArgs) -> miette::Result<Exit> {
         variants: args.variants.clone(),
         overrides: Overrides {
             rate: args.rate,
+            generators: args.generators,
             duration: args.duration,
             provider,
             context: args.context.clone(),

@@ -206,11 +206,14 @@ fn overrides_and_scaling() {
         .unwrap();
     let o = Overrides {
         rate: Some("50/s".parse::<Rate>().unwrap()),
+        generators: Some(3),
         duration: Some(d("5s")),
         provider: Some(Provider::Kind),
         context: None,
     };
+    assert_eq!(s.traffic.generators.count, 1);
     let s2 = s.clone().with_overrides(&o).unwrap();
+    assert_eq!(s2.traffic.generators.count, 3);
     assert_eq!(s2.traffic.load.rate.get(), 50.0);
     assert_eq!(s2.traffic.load.duration, d("5s"));
     assert_eq!(s2.cluster.provider, Provider::Kind);
@@ -239,6 +242,15 @@ fn overrides_and_scaling() {
         "{err:?}"
     );
     let err = seed
+        .with_overrides(&Overrides {
+            generators: Some(0),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+    assert_eq!(err, OverrideError::Generators(0));
+    assert!(err.to_string().starts_with("--generators 0: "), "{err}");
+    let err = s
+        .clone()
         .with_overrides(&Overrides {
             duration: Some(Dur::ZERO),
             ..Default::default()
