@@ -74,6 +74,10 @@ pub enum Command {
     /// (internal) Holds connections the emulated nodes blackhole, for the LB.
     #[command(name = "lb-hold", hide = true)]
     LbHold,
+    /// (internal) One traffic generator pod of a scaled-out run
+    /// (`traffic.generators`); see docs/generators.md.
+    #[command(name = "generator", hide = true)]
+    Generator,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +142,7 @@ async fn dispatch(command: Command) -> miette::Result<Exit> {
         Command::Clean(a) => cmd::clean::run(a).await,
         Command::TrafficChild => cmd::internal::traffic_child().await,
         Command::LbHold => cmd::internal::lb_hold().await,
+        Command::Generator => cmd::internal::generator().await,
     }
 }
 

@@ -46,6 +46,9 @@ pub enum ClusterError {
     /// Boxed: its sources (kube and Docker errors) are large.
     #[error("load balancer: {0}")]
     Lb(#[source] Box<LbSetupError>),
+    /// zdt's own image (for generator pods) could not be built or loaded.
+    #[error("the zdt image for generator pods: {0}")]
+    ZdtImage(#[source] Box<LbSetupError>),
     #[error("listing the nodes of context {context:?}: {source}")]
     ListNodes {
         context: String,
@@ -627,6 +630,35 @@ impl Cluster {
                 .await
                 .map_err(|e| ClusterError::Images(Box::new(e)))?),
             Cluster::Emulator(_) | Cluster::Existing(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The image of zdt's own pods (traffic generators): on kind
+    /// `zdt-local:<hash>`, built `FROM scratch` from the running binary (as
+    /// the LB container's) and loaded into the nodes with `kind load`; on
+    /// the emulator a `zdt-local` name, which its kubelet runs as the
+    /// running binary; `None` on an existing cluster, whose registry zdt
+    /// does not know (the scenario names the image there).
+    pub async fn zdt_image(&self) -> Result<Option<String>, ClusterError> {
+        match self {
+            Cluster::Emulator(_) => Ok(Some("zdt-local:emulator".into())),
+            Cluster::Existing(_) => Ok(None),
+            Cluster::Kind(k) => {
+                let image_error = |e: LbSetupError| ClusterError::ZdtImage(Box::new(e));
+                let d = docker::connect().await?;
+                let tag = lb_container::ensure_image(&d, &k.run_id)
+                    .await
+                    .map_err(|e| image_error(e.into()))?;
+                crate::kind_images::DockerCli::default()
+                    .load_missing(
+                        k.cluster.cli(),
+                        k.cluster.name(),
+                        std::slice::from_ref(&tag),
+                    )
+                    .await
+                    .map_err(|e| ClusterError::Images(Box::new(e)))?;
+                Ok(Some(tag))
+            }
         }
     }
 

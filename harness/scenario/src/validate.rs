@@ -111,7 +111,10 @@ pub fn validate(
         expect(spec.expect.clone().unwrap_or_default()),
     );
     if let Some(c) = &cluster {
-        keep(&mut problems, provider_fields(&cluster_spec, c, &spec.traffic));
+        keep(
+            &mut problems,
+            provider_fields(&cluster_spec, c, &spec.traffic),
+        );
     }
     let steps = spec.chaos.as_deref().unwrap_or_default();
     let chaos = match (&cluster, &load_balancer, &workload, &traffic) {
@@ -1008,7 +1011,9 @@ fn generators(t: &v1::TrafficSpec) -> R<Generators> {
                 Generators::MAX
             ),
         )
-        .help("1 sends from zdt's own process; N ≥ 2 starts N generator pods, each sending rate/N"));
+        .help(
+            "1 sends from zdt's own process; N ≥ 2 starts N generator pods, each sending rate/N",
+        ));
     }
     if let Some(image) = &t.image {
         if image.trim().is_empty() || image.contains(char::is_whitespace) {

@@ -421,7 +421,11 @@ mod tests {
     /// 100 µs to ~2 s, every 37th refused and every 101st sent late.
     fn record(seq: u64) -> Record<'static> {
         let due = Duration::from_micros(seq * 1_000);
-        let lag = Duration::from_micros(if seq.is_multiple_of(101) { 40_000 } else { seq % 7 });
+        let lag = Duration::from_micros(if seq.is_multiple_of(101) {
+            40_000
+        } else {
+            seq % 7
+        });
         let latency = Duration::from_micros(100 + (seq * seq * 7919) % 2_000_000);
         let refused = seq.is_multiple_of(37);
         Record {

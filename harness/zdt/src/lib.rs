@@ -8,6 +8,7 @@
 //! `zdt-traffic`, `zdt-lb`, `zdt-scenario`, `zdt-emulator`, `zdt-cluster`.
 
 mod file;
+pub mod generators;
 pub mod report;
 pub mod run;
 

@@ -16,3 +16,13 @@ pub async fn lb_hold() -> miette::Result<Exit> {
     zdt_lb::hold::run().await;
     Ok(Exit::Pass)
 }
+
+/// `zdt generator`: exit 0 after its result, 2 after an error line (its
+/// pod then fails, which zdt reports with the line's message).
+pub async fn generator() -> miette::Result<Exit> {
+    match zdt::generators::pod::run().await {
+        Ok(zdt::generators::pod::GeneratorEnd::Result) => Ok(Exit::Pass),
+        Ok(zdt::generators::pod::GeneratorEnd::Error) => Ok(Exit::Usage),
+        Err(e) => Err(miette::miette!("zdt generator: {e}")),
+    }
+}

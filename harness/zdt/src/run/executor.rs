@@ -186,6 +186,17 @@ pub enum OptionsError {
          remove it or set `initialHealth: probed` to run on {provider}"
     )]
     InitialHealthNeedsEmulator { variant: String, provider: Provider },
+    /// `traffic.image` where zdt provides the generator image itself.
+    #[error(
+        "variant `{variant}`: `traffic.image` is read only on an existing cluster; on {provider} {}; remove it",
+        if *provider == Provider::Kind { "zdt builds the generator image and loads it with `kind load`" } else { "generator pods need no image" }
+    )]
+    ImageNotExisting { variant: String, provider: Provider },
+    /// Generator pods on an existing cluster, with no image to run.
+    #[error(
+        "variant `{variant}`: {count} generator pods on an existing cluster need `traffic.image`, an image with the zdt binary as its entrypoint that the cluster can pull (zdt assumes no registry); set it, or run with `--generators 1`"
+    )]
+    NoGeneratorImage { variant: String, count: u32 },
     /// A chaos step names a node the cluster it runs on will not have
     /// (the provider chosen on the command line names nodes otherwise).
     #[error(transparent)]
@@ -269,6 +280,22 @@ fn provider_options(mut v: Scenario, opts: &RunOptions) -> Result<Scenario, Opti
         v.load_balancer.mode = mode;
     }
     check_node_names(&v)?;
+    let g = &v.traffic.generators;
+    match (v.cluster.provider, &g.image) {
+        (Provider::Existing, None) if g.in_pods() => {
+            return Err(OptionsError::NoGeneratorImage {
+                variant: v.variant.clone(),
+                count: g.count,
+            })
+        }
+        (Provider::Emulator | Provider::Kind, Some(_)) => {
+            return Err(OptionsError::ImageNotExisting {
+                variant: v.variant.clone(),
+                provider: v.cluster.provider,
+            })
+        }
+        _ => {}
+    }
     if v.load_balancer.initial_health == Some(zdt_lb::InitialHealth::Ready)
         && v.cluster.provider != Provider::Emulator
     {
@@ -890,9 +917,24 @@ async fn measure(
     // sockets then do not count against this process's fd limit, which the
     // LB's held connections already press on, and the emulator cannot
     // delay its timers.
-    let attack = Attack::start_isolated(settings, clock, step_failed.clone())
+    let attack = if s.traffic.generators.in_pods() {
+        phases.enter(Phase::Traffic, "generator pods");
+        crate::generators::launch::for_scenario(
+            s,
+            cluster,
+            client,
+            settings,
+            clock,
+            sink.clone(),
+            step_failed.clone(),
+        )
         .await
-        .map_err(|e| invalid(format!("traffic: {e}")))?;
+        .map_err(|e| invalid(format!("traffic generators: {e}")))?
+    } else {
+        Attack::start_isolated(settings, clock, step_failed.clone())
+            .await
+            .map_err(|e| invalid(format!("traffic: {e}")))?
+    };
     let progress = attack.progress();
     phases.enter(Phase::Traffic, "traffic");
     let t0 = Instant::now() - progress.elapsed();

@@ -93,6 +93,33 @@ pub(crate) fn invalid_reasons(
             behind_because(mean_in_flight(t), max_in_flight)
         ));
     }
+    for g in &t.generators {
+        if let Some(why) = &g.lost {
+            let kept = if g.merged {
+                format!(
+                    "its partial result ({} requests) is merged and marked partial",
+                    g.requests
+                )
+            } else {
+                format!(
+                    "its last report ({} requests, {} successes) is kept in its row, not in the totals",
+                    g.requests, g.successes
+                )
+            };
+            reasons.push(format!(
+                "generator {} (index {}) was lost: {why}; {kept}",
+                g.name, g.index
+            ));
+        } else if g.send_lag_p99 > expect.max_send_lag.get() {
+            reasons.push(format!(
+                "generator {} (index {}) fell behind: send lag p99 {} (expect.maxSendLag {})",
+                g.name,
+                g.index,
+                dur(Dur(g.send_lag_p99)),
+                dur(expect.max_send_lag)
+            ));
+        }
+    }
     for (fault, n) in &t.host_faults {
         reasons.push(format!(
             "the machine, not the cluster, failed {n} time(s): {} [{fault}]; the result \
