@@ -170,3 +170,51 @@ mod tests {
         assert_eq!(escape("a\u{1}b"), "a\u{FFFD}b");
     }
 }
+
+/// The header of the per-generator table.
+pub(crate) const GENERATOR_COLUMNS: [&str; 7] = [
+    "generator",
+    "requests",
+    "success",
+    "achieved rate",
+    "send lag p99 / max",
+    "clock offset",
+    "state",
+];
+
+/// One row per generator pod of a scaled-out run, in
+/// [`GENERATOR_COLUMNS`] order.
+pub(crate) fn generator_rows(v: &VariantSummary) -> Vec<[String; 7]> {
+    let ms_of = |d: std::time::Duration| ms(d.as_secs_f64() * 1e3);
+    v.generators
+        .iter()
+        .map(|g| {
+            let clock = match (g.clock_offset_ns, g.clock_uncertainty) {
+                (Some(o), Some(u)) => format!(
+                    "{:+.1} ms ± {:.1} ms",
+                    o as f64 / 1e6,
+                    u.as_secs_f64() * 1e3
+                ),
+                _ => "—".into(),
+            };
+            let state = match (&g.lost, g.partial, g.merged) {
+                (None, _, _) => "complete".to_string(),
+                (Some(why), _, true) => format!("LOST, partial result merged: {why}"),
+                (Some(why), _, false) => format!("LOST, last report only (not merged): {why}"),
+            };
+            [
+                format!("{} (#{})", g.name, g.index),
+                g.requests.to_string(),
+                pct(g.success_ratio()),
+                if g.merged {
+                    format!("{:.1}/s", g.achieved_rate)
+                } else {
+                    "—".into()
+                },
+                format!("{} / {}", ms_of(g.send_lag_p99), ms_of(g.send_lag_max)),
+                clock,
+                state,
+            ]
+        })
+        .collect()
+}

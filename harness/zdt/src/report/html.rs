@@ -215,6 +215,34 @@ fn variant_section(h: &mut String, v: &VariantSummary, pts: &[Point], events: &[
         }
         h.push_str("</table>\n");
     }
+    let generators = format::generator_rows(v);
+    if !generators.is_empty() {
+        h.push_str("<h3>Generators</h3><p>The figures above are the exact merge of these pods' results (histograms added, not percentiles averaged).</p><table class=\"generators\"><tr>");
+        for c in format::GENERATOR_COLUMNS {
+            let _ = write!(h, "<th>{}</th>", escape(c));
+        }
+        h.push_str("</tr>\n");
+        for r in &generators {
+            h.push_str("<tr>");
+            for (i, cell) in r.iter().enumerate() {
+                let class = if (1..=5).contains(&i) {
+                    " class=\"num\""
+                } else {
+                    ""
+                };
+                let bad = i == 6 && cell.starts_with("LOST");
+                let _ = write!(
+                    h,
+                    "<td{class}>{}{}{}</td>",
+                    if bad { "<span class=\"bad\">" } else { "" },
+                    escape(cell),
+                    if bad { "</span>" } else { "" }
+                );
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+    }
     if !v.chaos.is_empty() {
         h.push_str("<h3>Chaos steps</h3><table class=\"chaos\"><tr><th>#</th><th>step</th><th>action</th><th>node</th><th>started</th><th>finished</th><th>result</th><th>message</th></tr>\n");
         for c in &v.chaos {

@@ -107,6 +107,7 @@ pub fn variant(name: &str, verdict: Verdict, failed: u64) -> VariantSummary {
         }],
         host_faults: Default::default(),
         pod_runtimes: Vec::new(),
+        generators: Vec::new(),
         traffic_started_s: 3.0,
         timing: Default::default(),
         scenario_as_run: serde_json::json!({

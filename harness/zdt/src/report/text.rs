@@ -39,10 +39,45 @@ pub fn write(w: &mut dyn Write, data: &RunData) -> io::Result<()> {
             Some(t) => traffic_text(w, t)?,
             None => from_summary(w, v)?,
         }
+        generators_text(w, v)?;
         let timing = format::timing(v);
         if !timing.is_empty() {
             writeln!(w, "Time          {timing}")?;
         }
+    }
+    Ok(())
+}
+
+/// The per-generator table of a scaled-out run, columns aligned.
+fn generators_text(w: &mut dyn Write, v: &VariantSummary) -> io::Result<()> {
+    let rows = format::generator_rows(v);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut widths = format::GENERATOR_COLUMNS.map(|c| c.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    writeln!(
+        w,
+        "Generators    ({} pods; the figures above are their merge)",
+        rows.len()
+    )?;
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, n)| format!("{c:<n$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(w, "  {}", line(format::GENERATOR_COLUMNS.to_vec()))?;
+    for r in &rows {
+        writeln!(w, "  {}", line(r.iter().map(String::as_str).collect()))?;
     }
     Ok(())
 }
@@ -114,4 +149,63 @@ pub(crate) fn from_summary(w: &mut dyn Write, v: &VariantSummary) -> io::Result<
         writeln!(w, "{kind}: {n}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::variant;
+    use crate::run::Verdict;
+    use std::time::Duration;
+    use zdt_traffic::GeneratorPart;
+
+    fn generator(index: u32, lost: Option<&str>, merged: bool) -> GeneratorPart {
+        GeneratorPart {
+            name: format!("zdt-generators-{index}-abcde"),
+            index,
+            requests: 30_000,
+            successes: 29_970,
+            achieved_rate: 1000.02,
+            send_lag_p99: Duration::from_micros(180),
+            send_lag_max: Duration::from_millis(3),
+            clock_offset_ns: Some(-1_500_000),
+            clock_uncertainty: Some(Duration::from_micros(400)),
+            lost: lost.map(str::to_string),
+            partial: lost.is_some(),
+            merged,
+        }
+    }
+
+    #[test]
+    fn a_scaled_out_variant_has_a_row_per_generator() {
+        let mut v = variant("published", Verdict::Invalid, 0);
+        v.generators = vec![
+            generator(0, None, true),
+            generator(1, Some("its pod was deleted"), false),
+        ];
+        let mut out = Vec::new();
+        generators_text(&mut out, &v).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("Generators    (2 pods"), "{text}");
+        assert!(lines[1].contains("generator") && lines[1].contains("clock offset"));
+        assert!(lines[2].contains("zdt-generators-0-abcde (#0)"), "{text}");
+        assert!(
+            lines[2].contains("99.900%") && lines[2].contains("1000.0/s"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("-1.5 ms ± 0.4 ms") && lines[2].ends_with("complete"),
+            "{text}"
+        );
+        assert!(
+            lines[3].ends_with("LOST, last report only (not merged): its pod was deleted"),
+            "{text}"
+        );
+        // One generator: no table at all.
+        let mut out = Vec::new();
+        generators_text(&mut out, &variant("one", Verdict::Pass, 0)).unwrap();
+        assert!(out.is_empty());
+    }
 }

@@ -448,6 +448,7 @@ fn early_failure(
             chaos,
             host_faults: Default::default(),
             pod_runtimes: super::summary::pod_runtimes(&events),
+            generators: Vec::new(),
             traffic_started_s: 0.0,
             timing: Default::default(),
             scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),
@@ -1100,6 +1101,7 @@ pub(crate) fn summarise(
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         pod_runtimes: super::summary::pod_runtimes(events),
+        generators: t.generators.clone(),
         traffic_started_s: t.started_at.as_secs_f64(),
         timing: Default::default(),
         scenario_as_run: serde_json::to_value(s).unwrap_or(Value::Null),

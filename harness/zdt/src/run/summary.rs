@@ -88,6 +88,10 @@ pub struct VariantSummary {
     /// `builtin`, `host`, `docker`), in start order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pod_runtimes: Vec<PodRuntime>,
+    /// A scaled-out run's generators (`traffic.generators` ≥ 2), each with
+    /// its own figures; the variant's are their exact merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<zdt_traffic::GeneratorPart>,
     /// Offset of the first request on the variant's clock, in seconds; event
     /// times minus this are times since traffic start.
     pub traffic_started_s: f64,
