@@ -6,6 +6,7 @@ mod cluster_existing;
 mod docs;
 mod drain_scenario;
 mod emulator_api_cli;
+mod generators;
 mod helm_fake;
 mod input_checks;
 mod kind_cli;

@@ -92,6 +92,8 @@ pub struct Launch<'a> {
     pub record: Option<&'a CreatedObjects>,
     pub clock: Clock,
     pub events: EventSink,
+    /// Keep each generator's result line here (`generator-INDEX.json`).
+    pub keep: Option<std::path::PathBuf>,
 }
 
 /// One generator as zdt follows it.
@@ -107,7 +109,8 @@ struct Follow {
 
 /// What a pod's log follower reports.
 enum Report {
-    Line(u32, Line),
+    /// A line, decoded and as written.
+    Line(u32, Line, String),
     Bad(u32, String),
     Ended(u32),
 }
@@ -204,7 +207,7 @@ fn follow(pods: Api<Pod>, index: u32, pod: String, tx: mpsc::UnboundedSender<Rep
                     let report = match line {
                         Ok(l) if l.trim().is_empty() => continue,
                         Ok(l) => match Line::decode(&l) {
-                            Ok(line) => Report::Line(index, line),
+                            Ok(line) => Report::Line(index, line, l),
                             Err(e) => Report::Bad(
                                 index,
                                 format!(
@@ -236,6 +239,7 @@ pub async fn start(launch: Launch<'_>, cancel: CancellationToken) -> Result<Atta
         record,
         clock,
         events,
+        keep,
     } = launch;
     let ns = spec.config.namespace.clone();
     let count = spec.count;
@@ -293,6 +297,7 @@ pub async fn start(launch: Launch<'_>, cancel: CancellationToken) -> Result<Atta
         deadline,
         rate: settings.load.rate.get() * f64::from(count),
         events,
+        keep,
     };
     tokio::spawn({
         let abort = abort.clone();
@@ -362,6 +367,7 @@ async fn barrier(
                     clock_uncertainty,
                     ..
                 },
+                _,
             )) => {
                 let offset = ClockOffset {
                     offset: jiff::SignedDuration::from_nanos(clock_offset_ns),
@@ -381,8 +387,8 @@ async fn barrier(
                     f.offset = Some(rel);
                 }
             }
-            Some(Report::Line(i, Line::Error { message })) => return Err(failed(i, message)),
-            Some(Report::Line(i, other)) => {
+            Some(Report::Line(i, Line::Error { message }, _)) => return Err(failed(i, message)),
+            Some(Report::Line(i, other, _)) => {
                 return Err(failed(i, format!("{other:?} before the start")))
             }
             Some(Report::Bad(i, message)) => return Err(failed(i, message)),
@@ -458,6 +464,7 @@ struct Collect {
     deadline: Instant,
     rate: f64,
     events: EventSink,
+    keep: Option<std::path::PathBuf>,
 }
 
 impl Collect {
@@ -494,10 +501,20 @@ impl Collect {
                 },
             };
             match report {
-                Report::Line(i, line) => {
+                Report::Line(i, line, raw) => {
                     let Some(f) = self.follows.get_mut(&i) else {
                         continue;
                     };
+                    if let (Line::Result(_), Some(dir)) = (&line, &self.keep) {
+                        // Each generator's own result as it sent it: what
+                        // the merge can be checked against.
+                        let path = dir.join(format!("generator-{i}.json"));
+                        if let Err(e) =
+                            std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, raw))
+                        {
+                            tracing::warn!("keeping {}: {e}", path.display());
+                        }
+                    }
                     match line {
                         Line::Progress(s) => f.latest = s,
                         Line::Started { .. } | Line::Ready { .. } => {}
@@ -648,6 +665,7 @@ pub async fn for_scenario(
     mut settings: zdt_traffic::Settings,
     clock: Clock,
     events: EventSink,
+    keep: Option<std::path::PathBuf>,
     cancel: CancellationToken,
 ) -> Result<Attack, PodsError> {
     let g = &s.traffic.generators;
@@ -691,6 +709,7 @@ pub async fn for_scenario(
         record: cluster.created_objects(),
         clock,
         events,
+        keep,
     };
     Ok(start(launch, cancel).await?)
 }

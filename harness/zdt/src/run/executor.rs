@@ -927,6 +927,10 @@ async fn measure(
             settings,
             clock,
             sink.clone(),
+            opts.out.as_ref().map(|o| {
+                o.join("generators")
+                    .join(super::output::sanitize(&s.variant))
+            }),
             step_failed.clone(),
         )
         .await
