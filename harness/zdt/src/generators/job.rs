@@ -17,6 +17,8 @@ pub const BARRIER: &str = "zdt-generators-start";
 pub const ACCOUNT: &str = "zdt-generator";
 /// The label every generator pod carries (`zdt.dev/role=generator`).
 pub const ROLE_LABEL: (&str, &str) = ("zdt.dev/role", "generator");
+/// The Job's backoffLimit: more failures than a run can see.
+pub const BACKOFF_LIMIT: i32 = 1000;
 /// The generator container's name.
 pub const CONTAINER: &str = "generator";
 
@@ -140,9 +142,12 @@ pub fn objects(spec: &JobSpec) -> Vec<Value> {
             "completionMode": "Indexed",
             "completions": spec.count,
             "parallelism": spec.count,
-            // A lost generator is reported, never replaced: a replacement
-            // would start late and send a schedule of its own.
-            "backoffLimit": 0,
+            // Not 0: a Job past its backoffLimit deletes its running pods,
+            // so one lost generator would take the others with it. A
+            // replacement pod the controller starts instead is harmless:
+            // it finds the start time passed and exits (zdt follows only
+            // the pods it started with, and reports the lost one).
+            "backoffLimit": BACKOFF_LIMIT,
             "template": {
                 "metadata": {"labels": labels()},
                 "spec": pod,
@@ -191,7 +196,7 @@ mod tests {
         assert_eq!(job["spec"]["completionMode"], "Indexed");
         assert_eq!(job["spec"]["completions"], 2);
         assert_eq!(job["spec"]["parallelism"], 2);
-        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(job["spec"]["backoffLimit"], BACKOFF_LIMIT);
         let pod = &job["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], ACCOUNT);
         assert_eq!(pod["containers"][0]["args"], json!(["generator"]));

@@ -1054,7 +1054,9 @@ pub(crate) fn summarise(
     let windows = error_windows(t, events, &Physics::of(s));
     let results = verdict::evaluate(t, &s.expect, &windows);
     let mut invalid = verdict::invalid_reasons(t, &s.expect, s.traffic.load.max_in_flight, &chaos);
-    if t.cancelled && !interrupted && !invalid.is_empty() {
+    // A generator pod stopped alone cancels only its own share.
+    let generator_lost = t.generators.iter().any(|g| g.lost.is_some());
+    if t.cancelled && !interrupted && !invalid.is_empty() && !generator_lost {
         invalid.push(format!(
             "traffic was stopped {:.1} s in, when the chaos step failed; the numbers cover what was measured until then",
             t.requests as f64 / t.rate.get().max(f64::MIN_POSITIVE)
