@@ -641,7 +641,10 @@ impl Cluster {
     /// does not know (the scenario names the image there).
     pub async fn zdt_image(&self) -> Result<Option<String>, ClusterError> {
         match self {
-            Cluster::Emulator(_) => Ok(Some("zdt-local:emulator".into())),
+            Cluster::Emulator(_) => Ok(Some(format!(
+                "{}:emulator",
+                zdt_core::in_cluster::IMAGE_REPOSITORY
+            ))),
             Cluster::Existing(_) => Ok(None),
             Cluster::Kind(k) => {
                 let image_error = |e: LbSetupError| ClusterError::ZdtImage(Box::new(e));

@@ -658,6 +658,7 @@ pub enum PodsError {
 
 /// Start scenario `s`'s generator pods on `cluster`, sending to `target`
 /// (the LB as the cluster's pods reach it) for `duration`.
+#[allow(clippy::too_many_arguments)]
 pub async fn for_scenario(
     s: &zdt_scenario::Scenario,
     cluster: &zdt_cluster::Cluster,

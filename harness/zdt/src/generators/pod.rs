@@ -11,7 +11,6 @@
 //! /var/run/secrets/kubernetes.io/serviceaccount, or in the directory
 //! `ZDT_SERVICEACCOUNT_DIR` names (the emulator's pods: plain HTTP).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -26,11 +25,6 @@ use super::lines::{RUN_OFFSET_KEY, START_KEY};
 use super::CONFIG_ENV;
 use zdt_core::clock::Clock;
 use zdt_traffic::Attack;
-
-/// The service account directory of a standard pod.
-const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// The emulator's pods name theirs here.
-const SERVICE_ACCOUNT_ENV: &str = "ZDT_SERVICEACCOUNT_DIR";
 
 /// Why a generator could not run (written as its `error` line, then it
 /// exits non-zero: its pod fails).
@@ -106,9 +100,7 @@ fn in_cluster_client() -> Result<kube::Client, GeneratorError> {
     let host = std::env::var("KUBERNETES_SERVICE_HOST")
         .map_err(|_| api("KUBERNETES_SERVICE_HOST is not set (not in a pod?)".into()))?;
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-    let dir = std::env::var_os(SERVICE_ACCOUNT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR));
+    let dir = zdt_core::in_cluster::serviceaccount_dir();
     let ca = dir.join("ca.crt");
     let https = ca.exists();
     let host = if host.contains(':') {

@@ -143,34 +143,6 @@ pub(crate) fn window_physics(w: &crate::run::summary::ErrorWindow) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentages_keep_the_nines() {
-        assert_eq!(pct(0.99996), "99.996%");
-        assert_eq!(pct(0.9727), "97.27%");
-        assert_eq!(pct(1.0), "100.00%");
-    }
-
-    #[test]
-    fn latencies_pick_a_unit() {
-        assert_eq!(ms(10_000.0), "10.00 s");
-        assert_eq!(ms(80.4), "80 ms");
-        assert_eq!(ms(1.234), "1.23 ms");
-    }
-
-    #[test]
-    fn escaping_covers_markup_and_control_characters() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-        assert_eq!(escape("a\u{1}b"), "a\u{FFFD}b");
-    }
-}
-
 /// The header of the per-generator table.
 pub(crate) const GENERATOR_COLUMNS: [&str; 7] = [
     "generator",
@@ -217,4 +189,32 @@ pub(crate) fn generator_rows(v: &VariantSummary) -> Vec<[String; 7]> {
             ]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_keep_the_nines() {
+        assert_eq!(pct(0.99996), "99.996%");
+        assert_eq!(pct(0.9727), "97.27%");
+        assert_eq!(pct(1.0), "100.00%");
+    }
+
+    #[test]
+    fn latencies_pick_a_unit() {
+        assert_eq!(ms(10_000.0), "10.00 s");
+        assert_eq!(ms(80.4), "80 ms");
+        assert_eq!(ms(1.234), "1.23 ms");
+    }
+
+    #[test]
+    fn escaping_covers_markup_and_control_characters() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(escape("a\u{1}b"), "a\u{FFFD}b");
+    }
 }
