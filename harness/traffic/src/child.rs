@@ -452,6 +452,24 @@ pub enum ChildError {
     Write(std::io::Error),
 }
 
+/// Cancel `cancel` on SIGTERM or SIGINT: how a generator process run by
+/// zdt (a child, a pod) is told to stop and still report what it has.
+pub fn cancel_on_stop_signals(cancel: &CancellationToken) -> std::io::Result<()> {
+    for kind in [
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::interrupt(),
+    ] {
+        let mut signal = tokio::signal::unix::signal(kind)?;
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if signal.recv().await.is_some() {
+                cancel.cancel();
+            }
+        });
+    }
+    Ok(())
+}
+
 /// `zdt traffic-child`: the child's side. Reads the request from stdin,
 /// runs the attack, reports on stdout.
 pub async fn run_child() -> Result<ChildEnd, ChildError> {
@@ -475,18 +493,7 @@ pub async fn run_child() -> Result<ChildEnd, ChildError> {
             })
             .map_err(ChildError::Thread)?;
     }
-    for kind in [
-        tokio::signal::unix::SignalKind::terminate(),
-        tokio::signal::unix::SignalKind::interrupt(),
-    ] {
-        let mut signal = tokio::signal::unix::signal(kind).map_err(ChildError::Signal)?;
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if signal.recv().await.is_some() {
-                cancel.cancel();
-            }
-        });
-    }
+    cancel_on_stop_signals(&cancel).map_err(ChildError::Signal)?;
 
     let request = match first_rx.await {
         Ok(Ok(line)) if !line.trim().is_empty() => {

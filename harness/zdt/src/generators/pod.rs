@@ -72,6 +72,8 @@ pub enum GeneratorError {
     Traffic(#[from] zdt_traffic::TrafficError),
     #[error("encoding the histograms: {0}")]
     Encode(#[from] zdt_traffic::merge::MergeError),
+    #[error("cannot install a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("writing to stdout: {0}")]
     Write(#[source] std::io::Error),
 }
@@ -254,19 +256,7 @@ async fn generate(
 /// result (its summary says `cancelled`).
 pub async fn run() -> Result<GeneratorEnd, GeneratorError> {
     let cancel = CancellationToken::new();
-    for kind in [
-        tokio::signal::unix::SignalKind::terminate(),
-        tokio::signal::unix::SignalKind::interrupt(),
-    ] {
-        let mut signal = tokio::signal::unix::signal(kind)
-            .map_err(|e| GeneratorError::Api(format!("cannot install a signal handler: {e}")))?;
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if signal.recv().await.is_some() {
-                cancel.cancel();
-            }
-        });
-    }
+    zdt_traffic::child::cancel_on_stop_signals(&cancel).map_err(GeneratorError::Signal)?;
     let mut out = tokio::io::stdout();
     match generate(&mut out, &cancel).await {
         Ok(()) => Ok(GeneratorEnd::Result),
