@@ -109,6 +109,43 @@ fn every_scenario_runs_on_kind_per_lb_mode_against_baselines() {
     );
 }
 
+/// Traffic scaled out on kind (issue #22): one step runs an existing
+/// scenario with `--generators 2` on kind, fails on a broken run, and
+/// checks the report names both generator pods.
+#[test]
+fn one_scenario_runs_with_two_generator_pods_on_kind() {
+    let (_, doc) = workflow();
+    let steps = doc["jobs"]["kind"]["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .filter(|r| r.contains("--generators"))
+        .collect();
+    assert_eq!(runs.len(), 1, "one scaled-out run: {runs:?}");
+    let run = runs[0];
+    let line = run
+        .lines()
+        .find(|l| l.contains("zdt run "))
+        .unwrap_or_else(|| panic!("no `zdt run` in {run}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |flag: &str| {
+        let at = words.iter().position(|w| *w == flag);
+        at.and_then(|i| words.get(i + 1)).copied()
+    };
+    assert_eq!(after("--generators"), Some("2"), "{line}");
+    assert_eq!(after("--provider"), Some("kind"), "{line}");
+    let file = after("run").unwrap_or_else(|| panic!("no scenario in {line}"));
+    assert!(
+        repo().join(file).is_file(),
+        "{file} is a committed scenario (run by the emulator suite too)"
+    );
+    assert!(run.contains("-ge 2"), "a broken run fails the job: {run}");
+    assert!(
+        run.contains("Generators    (2 pods"),
+        "the report names both pods: {run}"
+    );
+}
+
 /// `zdt SUBCOMMAND --help`.
 fn help_of(subcommand: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
@@ -168,9 +205,15 @@ fn the_zdt_flags_the_workflow_uses_exist() {
         "--keep-cluster",
         "--context",
         "--variant",
+        "--generators",
     ] {
         assert!(help.contains(flag), "`zdt run` has no {flag}:\n{help}");
     }
+    assert!(
+        used.iter()
+            .any(|(file, f)| file.ends_with("nightly.yml") && f == "--generators"),
+        "the workflow scales traffic out once: {used:?}"
+    );
     assert!(used.iter().any(|(_, f)| f == "--lb-mode"), "{used:?}");
     assert!(
         used.iter()
