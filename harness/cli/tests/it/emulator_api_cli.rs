@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// The emulator's stderr up to its "… stops it." line (at most 20 s).
-async fn announced(
+pub(crate) async fn announced(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
 ) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);

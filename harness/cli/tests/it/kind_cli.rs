@@ -13,12 +13,12 @@ use zdt_cluster::kind::{
 use zdt_core::owner::Liveness;
 
 /// A private copy of the fake kind: `<root>/bin/kind`, state in `<root>/state`.
-struct FakeKind {
+pub(crate) struct FakeKind {
     root: tempfile::TempDir,
 }
 
 impl FakeKind {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("bin")).unwrap();
         std::fs::create_dir_all(root.path().join("state")).unwrap();
@@ -32,7 +32,7 @@ impl FakeKind {
         Self { root }
     }
 
-    fn path_env(&self) -> String {
+    pub(crate) fn path_env(&self) -> String {
         format!(
             "{}:{}",
             self.root.path().join("bin").display(),
@@ -40,15 +40,15 @@ impl FakeKind {
         )
     }
 
-    fn cli(&self) -> KindCli {
+    pub(crate) fn cli(&self) -> KindCli {
         KindCli::on_path(self.path_env())
     }
 
-    fn state(&self, file: &str) -> PathBuf {
+    pub(crate) fn state(&self, file: &str) -> PathBuf {
         self.root.path().join("state").join(file)
     }
 
-    fn calls(&self) -> Vec<String> {
+    pub(crate) fn calls(&self) -> Vec<String> {
         std::fs::read_to_string(self.state("argv.log"))
             .unwrap_or_default()
             .lines()

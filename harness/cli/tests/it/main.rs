@@ -7,6 +7,7 @@ mod docs;
 mod drain_scenario;
 mod emulator_api_cli;
 mod generators;
+mod generators_kind;
 mod helm_fake;
 mod input_checks;
 mod kind_cli;
