@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 /// The emulator's stderr up to its "… stops it." line (at most 20 s).
-pub(crate) async fn announced(
+async fn announced(
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
 ) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -27,22 +27,16 @@ pub(crate) async fn announced(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emulator_up_serves_until_interrupted() {
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("kc");
+/// `zdt emulator up` with 2 workers, built-in pods and the repo's nginx
+/// workload, its kubeconfig written to `kc`: the child (killed on drop)
+/// and the lines it announced itself with; the rest of its stderr is read
+/// and dropped.
+pub(crate) async fn up_with_nginx(kc: &std::path::Path) -> (tokio::process::Child, Vec<String>) {
     let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
     let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args([
-            "emulator",
-            "up",
-            "--workers",
-            "2",
-            "--runtime",
-            "builtin",
-            "--kubeconfig",
-        ])
-        .arg(&kc)
+        .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
+        .arg("--kubeconfig")
+        .arg(kc)
         .arg("--manifests")
         .arg(&manifests)
         .stderr(Stdio::piped())
@@ -51,6 +45,15 @@ async fn emulator_up_serves_until_interrupted() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let seen = announced(&mut lines).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulator_up_serves_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc");
+    let (mut child, seen) = up_with_nginx(&kc).await;
     assert!(
         seen.iter().any(|l| l == "applied Deployment/nginx"),
         "{seen:?}"
@@ -272,19 +275,7 @@ async fn pod_addresses_from_the_api_answer_inside_the_clusters_network() {
     }
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc");
-    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .arg("--manifests")
-        .arg(&manifests)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let seen = announced(&mut lines).await;
+    let (mut child, seen) = up_with_nginx(&kc).await;
     let enter = seen
         .iter()
         .find_map(|l| l.find("nsenter -t ").map(|at| l[at..].to_owned()))

@@ -10,14 +10,12 @@
 //! real kind cluster gets are covered by `generators::job`'s unit tests.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use zdt::generators::{job, launch, lines};
 use zdt_cluster::docker as zd;
@@ -25,7 +23,7 @@ use zdt_cluster::kind::{cluster_name, KindSpec};
 use zdt_cluster::Cluster;
 use zdt_traffic::Summary;
 
-use crate::emulator_api_cli::announced;
+use crate::emulator_api_cli::up_with_nginx;
 use crate::kind_cli::FakeKind;
 use crate::lb_docker::ZdtMade;
 
@@ -45,30 +43,6 @@ fn zdt_images() -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// Removes the owner markers of a kind cluster on drop (the fake kind
-/// deletes no node containers, which would take them along).
-struct Markers(String);
-
-impl Drop for Markers {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("cleanup runtime");
-            rt.block_on(async {
-                if let Ok(d) = zd::connect().await {
-                    if let Err(e) = zdt_cluster::kind_owner::release_cluster(&d, &name).await {
-                        eprintln!("cleanup: {e}");
-                    }
-                }
-            })
-        })
-        .join();
-    }
 }
 
 /// The emulator's API server URL, from the kubeconfig it wrote.
@@ -128,25 +102,13 @@ async fn generator_pods_on_kind_use_zdts_loaded_image_and_merge() {
 
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc");
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let mut emulator = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdt"))
-        .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
-        .arg("--kubeconfig")
-        .arg(&kc)
-        .arg("--manifests")
-        .arg(&manifests)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(emulator.stderr.take().unwrap()).lines();
-    announced(&mut lines).await;
+    let (mut emulator, _) = up_with_nginx(&kc).await;
 
     let fake = FakeKind::new();
     std::fs::write(fake.state("server"), server(&kc)).unwrap();
     let spec = KindSpec::new(2, "1.31");
     let name = cluster_name(&spec).unwrap();
-    let _markers = Markers(name.clone());
+    made.kind_markers.push(name.clone());
     let cancel = CancellationToken::new();
     let cluster = Cluster::kind(
         fake.cli(),

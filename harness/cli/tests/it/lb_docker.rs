@@ -70,6 +70,9 @@ pub(crate) struct ZdtMade {
     pub(crate) containers: Vec<String>,
     pub(crate) networks: Vec<String>,
     pub(crate) images: Vec<String>,
+    /// Kind clusters whose owner markers zdt made (a fake kind deletes no
+    /// node containers, which would take the markers along).
+    pub(crate) kind_markers: Vec<String>,
 }
 
 impl Drop for ZdtMade {
@@ -77,6 +80,7 @@ impl Drop for ZdtMade {
         let containers = std::mem::take(&mut self.containers);
         let networks = std::mem::take(&mut self.networks);
         let images = std::mem::take(&mut self.images);
+        let markers = std::mem::take(&mut self.kind_markers);
         // Drop cannot await, and this thread may be inside the test's
         // runtime: remove from a thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
@@ -101,6 +105,11 @@ impl Drop for ZdtMade {
                 }
                 for i in &images {
                     if let Err(e) = zd::remove_image(&d, i).await {
+                        eprintln!("cleanup: {e}");
+                    }
+                }
+                for m in &markers {
+                    if let Err(e) = zdt_cluster::kind_owner::release_cluster(&d, m).await {
                         eprintln!("cleanup: {e}");
                     }
                 }
