@@ -36,6 +36,14 @@ pub enum Resource {
     ConfigMaps,
     /// events.k8s.io/v1 Event
     Events,
+    /// Stored and served, not enforced: the API checks no caller (zdt's
+    /// generator Job on a real cluster brings its own, which the emulator
+    /// must accept when a kind cluster is emulated in tests).
+    ServiceAccounts,
+    /// rbac.authorization.k8s.io/v1 Role, stored, not enforced.
+    Roles,
+    /// rbac.authorization.k8s.io/v1 RoleBinding, stored, not enforced.
+    RoleBindings,
 }
 
 /// What the API serves about a resource (discovery, paths, kinds).
@@ -206,6 +214,42 @@ pub static RESOURCES: &[ResourceInfo] = &[
         kind: "Event",
         namespaced: true,
         short_names: &["ev"],
+        categories: &[],
+        status: false,
+    },
+    ResourceInfo {
+        resource: Resource::ServiceAccounts,
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: &[],
+        status: false,
+    },
+    ResourceInfo {
+        resource: Resource::Roles,
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        singular: "role",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        status: false,
+    },
+    ResourceInfo {
+        resource: Resource::RoleBindings,
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
         categories: &[],
         status: false,
     },

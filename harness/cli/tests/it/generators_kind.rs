@@ -4,16 +4,15 @@
 //! path runs for real up to the `kind` command lines and the API calls:
 //! zdt builds its image in the local Docker, loads it with `kind load`, and
 //! the emulator runs the Job's `zdt-local:*` pods as the zdt binary.
-//!
-//! The emulator serves no ServiceAccounts, Roles or RoleBindings, so the
-//! Job is launched as on the emulator (`rbac: false`); the RBAC objects a
-//! real kind cluster gets are covered by `generators::job`'s unit tests.
+//! The emulator stores the ServiceAccount, Role and RoleBinding a kind
+//! cluster gets (it enforces no RBAC).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +164,7 @@ async fn generator_pods_on_kind_use_zdts_loaded_image_and_merge() {
                 config,
                 node_selector: Default::default(),
                 avoid: Default::default(),
-                rbac: false,
+                rbac: true,
             },
             record: None,
             clock,
@@ -199,6 +198,42 @@ async fn generator_pods_on_kind_use_zdts_loaded_image_and_merge() {
     assert_eq!(
         spread["labelSelector"]["matchLabels"][job::ROLE_LABEL.0],
         job::ROLE_LABEL.1
+    );
+    assert_eq!(pod["serviceAccountName"], job::ACCOUNT);
+    let account: ServiceAccount = Api::namespaced(client.clone(), "default")
+        .get(job::ACCOUNT)
+        .await
+        .unwrap();
+    assert_eq!(account.metadata.name.as_deref(), Some(job::ACCOUNT));
+    let role: Role = Api::namespaced(client.clone(), "default")
+        .get(job::ACCOUNT)
+        .await
+        .unwrap();
+    let rule = &role.rules.unwrap()[0];
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["configmaps".to_string()][..])
+    );
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(&[job::BARRIER.to_string()][..])
+    );
+    assert_eq!(rule.verbs, ["get"]);
+    let binding: RoleBinding = Api::namespaced(client.clone(), "default")
+        .get(job::ACCOUNT)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("Role", job::ACCOUNT)
+    );
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.kind.as_str(), subject.name.as_str()),
+        ("ServiceAccount", job::ACCOUNT)
     );
     let barrier: ConfigMap = Api::namespaced(client.clone(), "default")
         .get(job::BARRIER)

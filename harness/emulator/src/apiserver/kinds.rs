@@ -5,10 +5,13 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Namespace, Node, Pod, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -36,5 +39,8 @@ pub fn with_type<V: KindVisitor>(resource: Resource, v: V) -> V::Out {
         Resource::CoreEvents => v.visit::<CoreEvent>(),
         Resource::ConfigMaps => v.visit::<ConfigMap>(),
         Resource::Events => v.visit::<Event>(),
+        Resource::ServiceAccounts => v.visit::<ServiceAccount>(),
+        Resource::Roles => v.visit::<Role>(),
+        Resource::RoleBindings => v.visit::<RoleBinding>(),
     }
 }

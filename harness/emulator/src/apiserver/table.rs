@@ -469,6 +469,26 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
                 ],
             )
         }
+        Resource::ServiceAccounts | Resource::Roles => (
+            vec![col("Name", "string", 0), col("Age", "string", 0)],
+            vec![name, age],
+        ),
+        Resource::RoleBindings => (
+            vec![
+                col("Name", "string", 0),
+                col("Role", "string", 0),
+                col("Age", "string", 0),
+            ],
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    s(&o["roleRef"]["kind"]),
+                    s(&o["roleRef"]["name"])
+                )),
+                age,
+            ],
+        ),
         Resource::ConfigMaps => (
             vec![
                 col("Name", "string", 0),
