@@ -229,6 +229,14 @@ fn job_duration(job: &Value) -> String {
     }
 }
 
+/// Columns Name, `column`, Age and their cells.
+fn name_one_age(name: Value, column: Value, cell: Value, age: Value) -> (Vec<Value>, Vec<Value>) {
+    (
+        vec![col("Name", "string", 0), column, col("Age", "string", 0)],
+        vec![name, cell, age],
+    )
+}
+
 fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) {
     let name = json!(o["metadata"]["name"]);
     let age = json!(human_age(o["metadata"]["creationTimestamp"].as_str()));
@@ -473,33 +481,21 @@ fn columns_and_cells(resource: Resource, o: &Value) -> (Vec<Value>, Vec<Value>) 
             vec![col("Name", "string", 0), col("Age", "string", 0)],
             vec![name, age],
         ),
-        Resource::RoleBindings => (
-            vec![
-                col("Name", "string", 0),
-                col("Role", "string", 0),
-                col("Age", "string", 0),
-            ],
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    s(&o["roleRef"]["kind"]),
-                    s(&o["roleRef"]["name"])
-                )),
-                age,
-            ],
+        Resource::RoleBindings => name_one_age(
+            name,
+            col("Role", "string", 0),
+            json!(format!(
+                "{}/{}",
+                s(&o["roleRef"]["kind"]),
+                s(&o["roleRef"]["name"])
+            )),
+            age,
         ),
-        Resource::ConfigMaps => (
-            vec![
-                col("Name", "string", 0),
-                col("Data", "integer", 0),
-                col("Age", "string", 0),
-            ],
-            vec![
-                name,
-                json!(o["data"].as_object().map_or(0, |d| d.len())),
-                age,
-            ],
+        Resource::ConfigMaps => name_one_age(
+            name,
+            col("Data", "integer", 0),
+            json!(o["data"].as_object().map_or(0, |d| d.len())),
+            age,
         ),
         Resource::Namespaces => (
             vec![
