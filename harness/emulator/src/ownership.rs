@@ -15,7 +15,7 @@ pub const OWNED: &[Resource] = &[
     Resource::EndpointSlices,
 ];
 
-pub fn refers_to(o: &Value, owner_uid: &str) -> bool {
+fn refers_to(o: &Value, owner_uid: &str) -> bool {
     o["metadata"]["ownerReferences"]
         .as_array()
         .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))

@@ -158,18 +158,10 @@ impl Net {
         self.private.is_some()
     }
 
-    /// The helper's pid: `nsenter -t PID -n` (with `-U` when
-    /// [`Net::user_namespace`]) enters the network.
+    /// The helper's pid, whose namespaces are the network's
+    /// ([`Net::enter_command`] says how to enter them).
     pub fn helper_pid(&self) -> Option<u32> {
         self.private.as_ref().map(|p| p.helper.pid() as u32)
-    }
-
-    /// True when the network lives in a user namespace of its own (zdt not
-    /// root): joining it takes `nsenter -U` too.
-    pub fn user_namespace(&self) -> bool {
-        self.private
-            .as_ref()
-            .is_some_and(|p| p.helper.user_ns.is_some())
     }
 
     /// The command that opens a shell in this network, for people who want
