@@ -25,6 +25,7 @@
 mod aggregate;
 mod attack;
 pub mod child;
+mod exchange;
 mod failed;
 pub(crate) mod http;
 mod load;
@@ -261,11 +262,7 @@ impl Attack {
                     load: load.clone(),
                 }),
             timeout: load.timeout.get(),
-            pool: load.keep_alive.then(|| attack::Pool::new(pool_cap)),
-            ticker: Arc::new(
-                polled::Ticker::new()
-                    .map_err(|e| TrafficError::Internal(format!("receive stamps: {e}")))?,
-            ),
+            pool_cap: load.keep_alive.then_some(pool_cap),
             t0,
             stop: cancel.child_token(),
             agg: Mutex::new(aggregate::Aggregator::new(meta, raw_sink)),

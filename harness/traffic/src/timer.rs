@@ -14,56 +14,49 @@
 //! request it sends. So [`Wakeups`] spaces wake-ups at least
 //! [`MIN_WAKE_GAP`] apart (at 20000/s three requests go out per wake-up,
 //! the earliest ≤ 150 µs late, and the send lag reports it), and the
-//! pooled keep-alive connections read their responses at these wake-ups
-//! instead of waking the loop themselves (see [`crate::polled`]).
+//! connections' responses are read at these wake-ups instead of waking
+//! the loop themselves (see [`crate::polled`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
-
-use super::polled::Ticker;
 
 /// The least time between two wake-ups of the attack loop: up to this
 /// rate (6,667/s) each request has a wake-up of its own, above it the
 /// requests due in between go out together.
 pub(crate) const MIN_WAKE_GAP: Duration = Duration::from_micros(150);
-/// While requests wait for responses and no request is due, pooled
+/// While requests wait for responses and no request is due, the
 /// connections are polled after this long, doubling up to [`POLL_MAX`]
 /// while the polls find nothing. It only delays when a result is
 /// recorded: its latency ends at the kernel's receive timestamp.
 const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(16);
 
-/// The attack loop's wake-ups: the timer, and the ticks that let the
-/// pooled connections read.
+/// The attack loop's wake-ups: at due times, and to poll the connections
+/// while requests wait for responses.
 pub(crate) struct Wakeups {
     timer: DueTimer,
-    ticker: Arc<Ticker>,
     poll: Duration,
     /// When the loop last woke, after t0.
     woke: Duration,
 }
 
 impl Wakeups {
-    pub fn new(t0: Instant, ticker: Arc<Ticker>) -> io::Result<Self> {
+    pub fn new(t0: Instant) -> io::Result<Self> {
         Ok(Self {
             timer: DueTimer::new(t0)?,
-            ticker,
             poll: POLL_MIN,
             woke: Duration::ZERO,
         })
     }
 
-    /// Sleeps until `due` (see [`next_wake`]; `None`: no request is due
-    /// any more; `busy`: requests are in flight, so the connections need
-    /// polling), then lets the pooled connections read what arrived
-    /// meanwhile before the caller sends: the connections they free are
-    /// reused at once instead of new ones being opened (after a stall, one
-    /// per overdue request). Never returns without a due time or a poll to
-    /// wake for.
+    /// Sleeps until `due` (see [`next_wake`]; `None`: nothing is due any
+    /// more; `busy`: requests are in flight, so the connections need
+    /// polling). Never returns without a due time or a poll to wake for.
+    /// The caller then polls the connections and says whether that read
+    /// anything ([`Wakeups::polled`]).
     pub async fn sleep(&mut self, due: Option<Duration>, busy: bool) -> io::Result<()> {
         let poll = busy.then_some(self.poll);
         let now = self.timer.t0.elapsed();
@@ -72,23 +65,16 @@ impl Wakeups {
         };
         self.timer.sleep_until(at).await?;
         self.woke = self.timer.t0.elapsed();
-        if self.tick() {
-            // The woken connections run before this task resumes.
-            tokio::task::yield_now().await;
-        }
         Ok(())
     }
 
-    /// Wakes the waiting connections and backs the poll off when the last
-    /// tick's found nothing; true when any connection was woken.
-    fn tick(&mut self) -> bool {
-        let tick = self.ticker.tick();
-        self.poll = if tick.read {
+    /// Backs the poll off while polls find nothing.
+    pub fn polled(&mut self, read: bool) {
+        self.poll = if read {
             POLL_MIN
         } else {
             (self.poll * 2).min(POLL_MAX)
         };
-        tick.woke
     }
 }
 
