@@ -129,7 +129,9 @@ pub(crate) async fn run(
 ) -> Result<Summary, TrafficError> {
     let t0 = context.t0;
     let timer_error = |e| TrafficError::Internal(format!("high-resolution timer: {e}"));
-    let mut wakeups = Wakeups::new(t0).map_err(timer_error)?;
+    // The loop has this thread to itself: it sleeps in a syscall of its
+    // own (see [`crate::timer`]), which a cancel cuts short.
+    let mut wakeups = Wakeups::new(t0, &[&cancel, &context.stop]).map_err(timer_error)?;
     let mut engine = Engine::new(context.clone())
         .map_err(|e| TrafficError::Internal(format!("connection poller: {e}")))?;
     let mut sent = 0u64;
@@ -145,10 +147,12 @@ pub(crate) async fn run(
                 // read first, so the requests reuse the connections they
                 // free.
                 let due = earliest(pacer.due(sent), engine.next_deadline());
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => { cancelled = true; break; }
-                    r = wakeups.sleep(Some(due), engine.in_flight() > 0) => r.map_err(timer_error)?,
+                wakeups
+                    .sleep(Some(due), engine.in_flight() > 0)
+                    .map_err(timer_error)?;
+                if cancel.is_cancelled() {
+                    cancelled = true;
+                    break;
                 }
                 wakeups.polled(engine.turn());
             }
@@ -161,11 +165,18 @@ pub(crate) async fn run(
                         break 'schedule;
                     }
                     let due = earliest(duration, engine.next_deadline());
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => { cancelled = true; break 'schedule; }
-                        r = wakeups.sleep(Some(due), true) => r.map_err(timer_error)?,
+                    wakeups.sleep(Some(due), true).map_err(timer_error)?;
+                    if cancel.is_cancelled() {
+                        cancelled = true;
+                        break 'schedule;
                     }
+                    wakeups.polled(engine.turn());
+                }
+                // Behind schedule the loop sends without sleeping; it
+                // still reads as often as it would wake, or the responses
+                // that free pooled connections would wait and every
+                // overdue request would open a connection of its own.
+                if engine.in_flight() > 0 && wakeups.turn_due() {
                     wakeups.polled(engine.turn());
                 }
                 engine.start(sent, pacer.due(sent));
@@ -204,11 +215,13 @@ pub(crate) async fn run(
     // What is in flight ends with its response, its timeout, or the
     // attack's cancel.
     while engine.in_flight() > 0 {
-        tokio::select! {
-            biased;
-            _ = context.stop.cancelled() => engine.cancel(),
-            r = wakeups.sleep(engine.next_deadline(), true) => r.map_err(timer_error)?,
+        if context.stop.is_cancelled() {
+            engine.cancel();
+            break;
         }
+        wakeups
+            .sleep(engine.next_deadline(), true)
+            .map_err(timer_error)?;
         wakeups.polled(engine.turn());
     }
 
