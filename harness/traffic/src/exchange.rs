@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::aggregate::{ErrorKey, Record};
-use super::attack::{redirect_target, RequestContext};
+use super::context::RequestContext;
 use super::http::{Detail, Failure, Response, ResponseReader, Stage};
 use super::lock::lock;
 use super::polled::{Conn, Poller, Ready, EVENTS};
@@ -622,4 +622,33 @@ fn resolve(cache: &mut HashMap<String, SocketAddr>, authority: &str) -> Option<S
     };
     cache.insert(authority.to_string(), addr);
     Some(addr)
+}
+
+/// Where a redirect's `Location` points, from the request that got it: an
+/// absolute `http://` URL, or a path on the same target (absolute, or
+/// relative to the current path's directory). `None` for what the
+/// generator cannot follow (https, another scheme, garbage).
+fn redirect_target(
+    current: &crate::Target,
+    current_path: &str,
+    location: &str,
+) -> Option<(crate::Target, String)> {
+    if location.contains("://") {
+        return crate::Target::parse(location).ok();
+    }
+    if location.starts_with("//") {
+        return crate::Target::parse(&format!("http:{location}")).ok();
+    }
+    if location.starts_with('/') {
+        return Some((current.clone(), location.to_string()));
+    }
+    if location.is_empty() || location.contains(char::is_whitespace) {
+        return None;
+    }
+    let dir = current_path
+        .split(['?', '#'])
+        .next()
+        .and_then(|p| p.rsplit_once('/'))
+        .map_or("", |(dir, _)| dir);
+    Some((current.clone(), format!("{dir}/{location}")))
 }

@@ -356,7 +356,8 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
 /// The address `host:port` resolves to: its first IPv4 one, else the
 /// first.
 pub async fn resolve(authority: &str) -> io::Result<SocketAddr> {
-    first_ipv4(tokio::net::lookup_host(authority).await?).ok_or_else(|| io::Error::other("no address"))
+    first_ipv4(tokio::net::lookup_host(authority).await?)
+        .ok_or_else(|| io::Error::other("no address"))
 }
 
 /// The first IPv4 address of `addrs`, else the first.
@@ -459,17 +460,15 @@ impl ResponseReader {
                     return Ok(Some(done(buf, body.head, want)));
                 }
             }
-            BodyLeft::Chunked(decoder) => {
-                match decoder.feed(&buf[head_end..head_end + n]) {
-                    Err(()) => return Err(Failure::bad(Stage::Body, Detail::BadChunk)),
-                    Ok(Fed { done: true, extra }) => {
-                        body.head.reusable &= !extra;
-                        let data = decoder.data;
-                        return Ok(Some(done(buf, body.head, data)));
-                    }
-                    Ok(_) => {}
+            BodyLeft::Chunked(decoder) => match decoder.feed(&buf[head_end..head_end + n]) {
+                Err(()) => return Err(Failure::bad(Stage::Body, Detail::BadChunk)),
+                Ok(Fed { done: true, extra }) => {
+                    body.head.reusable &= !extra;
+                    let data = decoder.data;
+                    return Ok(Some(done(buf, body.head, data)));
                 }
-            }
+                Ok(_) => {}
+            },
             BodyLeft::UntilClose(have) => *have += n as u64,
         }
         self.body = Some(body);

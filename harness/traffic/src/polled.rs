@@ -282,7 +282,7 @@ fn ask_for_stamps(fd: RawFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write as _};
+    use std::io::Read;
 
     /// A connected pair: the polled client end and the server's.
     fn pair() -> (Conn, std::net::TcpStream) {
@@ -323,10 +323,15 @@ mod tests {
             Err(e) => e,
             // The refusal may come after connect(2) returned.
             Ok((conn, _)) => conn.handshake().err().unwrap_or_else(|| {
-                conn.write(b"x").expect_err("a refused connection cannot write")
+                conn.write(b"x")
+                    .expect_err("a refused connection cannot write")
             }),
         };
-        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
         assert!(local.is_some(), "a failed dial still has its local address");
     }
 
@@ -356,7 +361,10 @@ mod tests {
             poller.ready(&mut again).unwrap();
             assert!(again.is_empty(), "reported twice");
             let arrived = arrived.expect("a read with bytes has an arrival time");
-            assert!(arrived >= sent - Duration::from_millis(1), "{arrived:?} {sent:?}");
+            assert!(
+                arrived >= sent - Duration::from_millis(1),
+                "{arrived:?} {sent:?}"
+            );
             // The kernel's stamp: well before the read 30 ms later.
             if arrived + Duration::from_millis(20) < read_at {
                 return;

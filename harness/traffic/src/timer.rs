@@ -8,8 +8,8 @@
 //! slack is set to 1 ns so none is added), on an epoll set that holds only
 //! an eventfd the attack's cancel rings. One syscall per wake-up, no
 //! spinning, no turn of the runtime. Kernels before 5.11 lack
-//! `epoll_pwait2`: there a `timerfd` armed with the absolute deadline sits
-//! in the same set. The schedule stays in [`crate::Pacer`]; this only
+//! `epoll_pwait2` (and some seccomp filters refuse it): there a `timerfd`
+//! armed with the absolute deadline sits in the same set. The schedule stays in [`crate::Pacer`]; this only
 //! sleeps.
 //!
 //! Each wake-up has a price, though: ~15 µs of CPU on the benchmark VM
@@ -211,7 +211,9 @@ impl Sleeper {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::ENOSYS) if self.timerfd.is_none() => {
+                    // ENOSYS before Linux 5.11; EPERM where a seccomp
+                    // filter predates the syscall (containers).
+                    Some(libc::ENOSYS | libc::EPERM) if self.timerfd.is_none() => {
                         self.timerfd = Some(self.add_timerfd()?);
                         continue;
                     }
@@ -235,7 +237,10 @@ impl Sleeper {
     fn add_timerfd(&self) -> io::Result<OwnedFd> {
         // SAFETY: plain syscall; the result is checked before use.
         let timer = owned(unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
         })?;
         watch(&self.epoll, timer.as_raw_fd(), 1)?;
         Ok(timer)
