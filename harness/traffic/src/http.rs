@@ -2,7 +2,8 @@
 //!
 //! The request is the same bytes every time, so it is serialised once
 //! ([`Target::request_bytes`]). The response is parsed with `httparse` into a
-//! buffer owned by the request task and its body only counted, never kept.
+//! buffer owned by the request's exchange and its body only counted, never
+//! kept.
 //! Doing the framing here (instead of through a general client) keeps the
 //! per-request cost to the syscalls and lets every failure be classified by
 //! the exact stage it happened in: connect, write, response head, body.
@@ -11,8 +12,6 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use serde::{Deserialize, Serialize};
 
@@ -357,138 +356,187 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
 /// The address `host:port` resolves to: its first IPv4 one, else the
 /// first.
 pub async fn resolve(authority: &str) -> io::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(authority).await?.collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
+    first_ipv4(tokio::net::lookup_host(authority).await?)
         .ok_or_else(|| io::Error::other("no address"))
 }
 
-/// Write `request` and read one complete response into `buf` (the head
-/// stays at the start of `buf`; body bytes are counted and dropped).
-/// `stage` is kept current so a timeout wrapped around this future can say
-/// where it struck.
-pub async fn exchange<S>(
-    io: &mut S,
-    request: &[u8],
-    head_only: bool,
-    buf: &mut Vec<u8>,
-    stage: &mut Stage,
-) -> Result<Response, Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    *stage = Stage::Write;
-    io.write_all(request)
-        .await
-        .map_err(|e| Failure::io(Stage::Write, &e))?;
+/// The first IPv4 address of `addrs`, else the first.
+pub(crate) fn first_ipv4(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let mut first = None;
+    for a in addrs {
+        if a.is_ipv4() {
+            return Some(a);
+        }
+        first = first.or(Some(a));
+    }
+    first
+}
 
-    *stage = Stage::Head;
-    buf.clear();
-    // Interim (1xx) heads are skipped; `start` is where the next head begins.
-    let mut start = 0;
-    let head = 'read: loop {
-        while buf.len() > start {
-            match parse_head(&buf[start..], head_only) {
+/// One response, read as its bytes arrive: the caller makes room
+/// ([`ResponseReader::room`]), appends what one read returned to `buf` and
+/// hands over the count ([`ResponseReader::read`]) until the response is
+/// complete. The head stays at the start of `buf`; body bytes are counted
+/// and dropped. Synchronous, so the attack loop drives it for every
+/// connection it polls without a task per request.
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
+    head_only: bool,
+    /// Where the next head begins (interim 1xx heads are skipped).
+    start: usize,
+    /// Set once the final head is parsed.
+    body: Option<Body>,
+}
+
+#[derive(Debug)]
+struct Body {
+    head: Head,
+    left: BodyLeft,
+}
+
+#[derive(Debug)]
+enum BodyLeft {
+    Length { have: u64, want: u64 },
+    Chunked(Chunked),
+    UntilClose(u64),
+}
+
+impl ResponseReader {
+    pub fn new(head_only: bool) -> Self {
+        Self {
+            head_only,
+            start: 0,
+            body: None,
+        }
+    }
+
+    /// Where the response stands, for a failure's message.
+    pub fn stage(&self) -> Stage {
+        if self.body.is_some() {
+            Stage::Body
+        } else {
+            Stage::Head
+        }
+    }
+
+    /// Room in `buf` for the next read; body bytes read before are dropped.
+    pub fn room(&self, buf: &mut Vec<u8>) {
+        match &self.body {
+            None => {
+                if buf.capacity() - buf.len() < HEAD_CHUNK / 2 {
+                    buf.reserve(HEAD_CHUNK);
+                }
+            }
+            Some(b) => {
+                buf.truncate(b.head.len);
+                if buf.capacity() - b.head.len < BODY_CHUNK {
+                    buf.reserve(BODY_CHUNK);
+                }
+            }
+        }
+    }
+
+    /// `n` bytes were appended to `buf` after [`ResponseReader::room`] (0:
+    /// the peer closed): the response once it is complete.
+    pub fn read(&mut self, buf: &mut Vec<u8>, n: usize) -> Result<Option<Response>, Failure> {
+        let Some(mut body) = self.body.take() else {
+            if n == 0 {
+                return Err(Failure::eof(Stage::Head, !buf.is_empty()));
+            }
+            return self.head(buf);
+        };
+        let head_end = body.head.len;
+        if n == 0 {
+            return match body.left {
+                BodyLeft::UntilClose(have) => Ok(Some(done(buf, body.head, have))),
+                _ => Err(Failure::eof(Stage::Body, true)),
+            };
+        }
+        match &mut body.left {
+            BodyLeft::Length { have, want } => {
+                *have += n as u64;
+                if *have >= *want {
+                    let want = *want;
+                    body.head.reusable &= *have == want;
+                    return Ok(Some(done(buf, body.head, want)));
+                }
+            }
+            BodyLeft::Chunked(decoder) => match decoder.feed(&buf[head_end..head_end + n]) {
+                Err(()) => return Err(Failure::bad(Stage::Body, Detail::BadChunk)),
+                Ok(Fed { done: true, extra }) => {
+                    body.head.reusable &= !extra;
+                    let data = decoder.data;
+                    return Ok(Some(done(buf, body.head, data)));
+                }
+                Ok(_) => {}
+            },
+            BodyLeft::UntilClose(have) => *have += n as u64,
+        }
+        self.body = Some(body);
+        Ok(None)
+    }
+
+    /// Parses what `buf` holds of the head; moves on to the body once the
+    /// final head is complete.
+    fn head(&mut self, buf: &mut Vec<u8>) -> Result<Option<Response>, Failure> {
+        let mut head = loop {
+            if buf.len() <= self.start {
+                return Ok(None);
+            }
+            match parse_head(&buf[self.start..], self.head_only) {
                 Err(d) => return Err(Failure::bad(Stage::Head, d)),
-                Ok(Some(h)) if h.interim => start += h.len,
-                Ok(Some(h)) => break 'read h.offset(start),
-                Ok(None) if buf.len() - start > MAX_HEAD => {
+                Ok(Some(h)) if h.interim => self.start += h.len,
+                Ok(Some(h)) => break h.offset(self.start),
+                Ok(None) if buf.len() - self.start > MAX_HEAD => {
                     return Err(Failure::bad(Stage::Head, Detail::HeadTooLarge))
                 }
-                Ok(None) => break,
+                Ok(None) => return Ok(None),
             }
-        }
-        if buf.capacity() - buf.len() < HEAD_CHUNK / 2 {
-            buf.reserve(HEAD_CHUNK);
-        }
-        let n = io
-            .read_buf(buf)
-            .await
-            .map_err(|e| Failure::io(Stage::Head, &e))?;
-        if n == 0 {
-            return Err(Failure::eof(Stage::Head, !buf.is_empty()));
-        }
-    };
-
-    *stage = Stage::Body;
-    let head_end = head.len;
-    let mut reusable = head.reusable;
-    let body = match head.framing {
-        Framing::Empty => {
-            reusable &= buf.len() == head_end;
-            0
-        }
-        Framing::Length(want) => {
-            let mut have = (buf.len() - head_end) as u64;
-            while have < want {
-                let n = read_body(io, buf, head_end).await?;
-                if n == 0 {
-                    return Err(Failure::eof(Stage::Body, true));
-                }
-                have += n as u64;
+        };
+        let head_end = head.len;
+        let have = (buf.len() - head_end) as u64;
+        let left = match head.framing {
+            Framing::Empty => {
+                head.reusable &= have == 0;
+                return Ok(Some(done(buf, head, 0)));
             }
-            reusable &= have == want;
-            want
-        }
-        Framing::Chunked => {
-            let mut decoder = Chunked::default();
-            let mut fed = decoder.feed(&buf[head_end..]);
-            loop {
-                match fed {
+            Framing::Length(want) if have >= want => {
+                head.reusable &= have == want;
+                return Ok(Some(done(buf, head, want)));
+            }
+            Framing::Length(want) => BodyLeft::Length { have, want },
+            Framing::Chunked => {
+                let mut decoder = Chunked::default();
+                match decoder.feed(&buf[head_end..]) {
                     Err(()) => return Err(Failure::bad(Stage::Body, Detail::BadChunk)),
                     Ok(Fed { done: true, extra }) => {
-                        reusable &= !extra;
-                        break;
+                        head.reusable &= !extra;
+                        let data = decoder.data;
+                        return Ok(Some(done(buf, head, data)));
                     }
-                    Ok(_) => {}
+                    Ok(_) => BodyLeft::Chunked(decoder),
                 }
-                let n = read_body(io, buf, head_end).await?;
-                if n == 0 {
-                    return Err(Failure::eof(Stage::Body, true));
-                }
-                fed = decoder.feed(&buf[head_end..head_end + n]);
             }
-            decoder.data
-        }
-        Framing::UntilClose => {
-            reusable = false;
-            let mut have = (buf.len() - head_end) as u64;
-            loop {
-                let n = read_body(io, buf, head_end).await?;
-                if n == 0 {
-                    break have;
-                }
-                have += n as u64;
+            Framing::UntilClose => {
+                head.reusable = false;
+                BodyLeft::UntilClose(have)
             }
-        }
-    };
-    buf.truncate(head_end);
-    Ok(Response {
+        };
+        self.body = Some(Body { head, left });
+        Ok(None)
+    }
+}
+
+/// The complete response; `buf` keeps only the head.
+fn done(buf: &mut Vec<u8>, head: Head, body: u64) -> Response {
+    buf.truncate(head.len);
+    Response {
         status: head.status,
         body,
-        reusable,
+        reusable: head.reusable,
         node: head.node,
         pod: head.pod,
         location: head.location,
-    })
-}
-
-/// Read more body bytes into `buf[head_end..]`, dropping the previous ones.
-async fn read_body<S: AsyncRead + Unpin>(
-    io: &mut S,
-    buf: &mut Vec<u8>,
-    head_end: usize,
-) -> Result<usize, Failure> {
-    buf.truncate(head_end);
-    if buf.capacity() - head_end < BODY_CHUNK {
-        buf.reserve(BODY_CHUNK);
     }
-    io.read_buf(buf)
-        .await
-        .map_err(|e| Failure::io(Stage::Body, &e))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,52 +756,39 @@ impl Chunked {
 mod tests {
     use super::*;
 
-    /// Run one exchange against a canned server reply delivered in `parts`.
-    async fn run(parts: &[&[u8]], head_only: bool) -> (Result<Response, Failure>, Vec<u8>) {
-        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
-        let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
-        let serve = tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let _ = server.read(&mut req).await;
-            for p in parts {
-                server.write_all(&p).await.unwrap();
-                server.flush().await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            // dropping `server` closes the stream
-        });
+    /// Read one response from a canned server reply delivered in `parts`,
+    /// one read each, then the server's close.
+    fn run(parts: &[&[u8]], head_only: bool) -> (Result<Response, Failure>, Vec<u8>) {
+        let mut reader = ResponseReader::new(head_only);
         let mut buf = Vec::new();
-        let mut stage = Stage::Connect;
-        let r = exchange(
-            &mut client,
-            b"GET / HTTP/1.1\r\n\r\n",
-            head_only,
-            &mut buf,
-            &mut stage,
-        )
-        .await;
-        serve.await.unwrap();
-        (r, buf)
+        for part in parts.iter().copied().chain([&b""[..]]) {
+            reader.room(&mut buf);
+            buf.extend_from_slice(part);
+            match reader.read(&mut buf, part.len()) {
+                Ok(None) => assert!(!part.is_empty(), "incomplete after the close"),
+                r => return (r.map(|r| r.expect("complete")), buf),
+            }
+        }
+        unreachable!("the close ends every response")
     }
 
-    #[tokio::test]
-    async fn content_length_body_is_counted_and_backend_headers_found() {
+    #[test]
+    fn content_length_body_is_counted_and_backend_headers_found() {
         let (r, buf) = run(
             &[b"HTTP/1.1 200 OK\r\nX-Node: worker2\r\nx-pod: nginx-1\r\nContent-Length: 10\r\n\r\n01234", b"56789"],
             false,
-        )
-        .await;
+        );
         let r = r.unwrap();
         assert_eq!((r.status, r.body, r.reusable), (200, 10, true));
         assert_eq!(&buf[r.node.clone().unwrap()], b"worker2");
         assert_eq!(&buf[r.pod.clone().unwrap()], b"nginx-1");
     }
 
-    #[tokio::test]
-    async fn chunked_body_split_anywhere() {
+    #[test]
+    fn chunked_body_split_anywhere() {
         let whole: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
         for cut in [1, 40, 60, 70, 75, 80, whole.len() - 1] {
-            let (r, _) = run(&[&whole[..cut], &whole[cut..]], false).await;
+            let (r, _) = run(&[&whole[..cut], &whole[cut..]], false);
             let r = r.unwrap();
             assert_eq!(
                 (r.status, r.body, r.reusable),
@@ -763,51 +798,48 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn interim_heads_are_skipped() {
+    #[test]
+    fn interim_heads_are_skipped() {
         let (r, _) = run(
             &[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
             false,
-        )
-        .await;
+        );
         assert_eq!(r.unwrap().status, 204);
     }
 
-    #[tokio::test]
-    async fn close_delimited_body_and_connection_close() {
+    #[test]
+    fn close_delimited_body_and_connection_close() {
         let (r, _) = run(
             &[b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", b"def"],
             false,
-        )
-        .await;
+        );
         let r = r.unwrap();
         assert_eq!((r.status, r.body, r.reusable), (200, 6, false));
-        let (r, _) = run(&[b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"], false).await;
+        let (r, _) = run(&[b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"], false);
         assert!(!r.unwrap().reusable, "HTTP/1.0 without keep-alive closes");
     }
 
-    #[tokio::test]
-    async fn head_request_has_no_body() {
-        let (r, _) = run(&[b"HTTP/1.1 200 OK\r\nContent-Length: 612\r\n\r\n"], true).await;
+    #[test]
+    fn head_request_has_no_body() {
+        let (r, _) = run(&[b"HTTP/1.1 200 OK\r\nContent-Length: 612\r\n\r\n"], true);
         assert_eq!(r.unwrap().body, 0);
     }
 
-    #[tokio::test]
-    async fn failures_are_classified_by_stage() {
-        let (r, _) = run(&[b"garbage\r\n\r\n"], false).await;
+    #[test]
+    fn failures_are_classified_by_stage() {
+        let (r, _) = run(&[b"garbage\r\n\r\n"], false);
         let f = r.unwrap_err();
         assert_eq!((f.kind, f.stage), (ErrorKind::BadResponse, Stage::Head));
 
         let (r, _) = run(
             &[b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"],
             false,
-        )
-        .await;
+        );
         let f = r.unwrap_err();
         assert_eq!((f.kind, f.stage), (ErrorKind::Closed, Stage::Body));
         assert_eq!(f.detail, Detail::Eof { got_bytes: true });
 
-        let (r, _) = run(&[], false).await;
+        let (r, _) = run(&[], false);
         let f = r.unwrap_err();
         assert_eq!(f.detail, Detail::Eof { got_bytes: false });
         assert!(f.is_stale_connection());
@@ -815,22 +847,19 @@ mod tests {
         let (r, _) = run(
             &[b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"],
             false,
-        )
-        .await;
+        );
         assert_eq!(r.unwrap_err().detail, Detail::BadContentLength);
 
         let (r, _) = run(
             &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
             false,
-        )
-        .await;
+        );
         assert_eq!(r.unwrap_err().detail, Detail::BadChunk);
 
         let (r, _) = run(
             &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabEXTRA"],
             false,
-        )
-        .await;
+        );
         assert!(
             !r.unwrap().reusable,
             "bytes after the body poison the connection"

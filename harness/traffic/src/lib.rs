@@ -25,6 +25,8 @@
 mod aggregate;
 mod attack;
 pub mod child;
+mod context;
+mod exchange;
 mod failed;
 pub(crate) mod http;
 mod load;
@@ -166,7 +168,7 @@ pub struct Progress {
 
 #[derive(Clone)]
 enum ProgressSource {
-    InProcess(Arc<attack::RequestContext>),
+    InProcess(Arc<context::RequestContext>),
     /// The latest snapshot a child process reported.
     Child(Arc<Mutex<Snapshot>>),
 }
@@ -247,32 +249,30 @@ impl Attack {
             bucket: load.bucket.get(),
             bytes_out: load.body.len() as u64,
         };
-        let context = Arc::new(attack::RequestContext {
+        let context = Arc::new(context::RequestContext {
             addr,
             net,
             request: target.request_bytes(&load),
             head_only: load.method == ::http::Method::HEAD,
-            replay: attack::Replay::of(&load),
+            replay: context::Replay::of(&load),
             follow: u32::try_from(load.redirects)
                 .ok()
-                .map(|max| attack::Follow {
+                .map(|max| context::Follow {
                     max,
                     target: target.clone(),
                     load: load.clone(),
                 }),
             timeout: load.timeout.get(),
-            pool: load.keep_alive.then(|| attack::Pool::new(pool_cap)),
-            ticker: Arc::new(
-                polled::Ticker::new()
-                    .map_err(|e| TrafficError::Internal(format!("receive stamps: {e}")))?,
-            ),
+            pool_cap: load.keep_alive.then_some(pool_cap),
             t0,
             stop: cancel.child_token(),
             agg: Mutex::new(aggregate::Aggregator::new(meta, raw_sink)),
         });
-        // The attack runs on its own thread and single-threaded runtime: no
-        // cross-thread wake-ups per request (futex, eventfd), and the rest of
-        // a run (emulator, LB, chaos) cannot delay its timers.
+        // The attack runs on its own thread: no cross-thread wake-ups per
+        // request (futex, eventfd), and the rest of a run (emulator, LB,
+        // chaos) cannot delay its wake-ups. Its loop sleeps in syscalls of
+        // its own (see `timer`), so it blocks this thread's runtime, which
+        // has nothing else to run.
         let abort = cancel.child_token();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = attack::run(

@@ -1,50 +1,64 @@
-//! Keep-alive connections read when the attack loop wakes anyway, with the
-//! kernel's receive timestamp as the response's end.
+//! The generator's connections: sockets outside the runtime's epoll, in an
+//! epoll set of their own that the attack loop asks at its wake-ups, with
+//! the kernel's receive timestamp as a response's end.
 //!
 //! On a VM every sleep and wake-up of the generator's thread costs more
 //! than the request itself (a context switch, a timer interrupt, exits to
 //! the hypervisor): ~15 µs of CPU each, measured on the 2-core benchmark
-//! VM. A keep-alive request cost two of them — the timer at its due time
-//! and the response's readiness a few tens of µs later. A pooled
-//! connection is therefore not in the runtime's epoll at all: the attack
-//! loop wakes at the next due time (or to poll, see [`Ticker::tick`]) and
-//! the connections read what arrived meanwhile. The latency still ends
-//! when the response arrived, not when it was read: the socket carries the
-//! kernel's receive timestamp of each segment (`SO_TIMESTAMPNS`), and
-//! [`PolledConn::arrived`] is the one of the last byte read.
+//! VM. A request whose response woke the thread cost two of them — the
+//! timer at its due time and the response's readiness a few tens of µs
+//! later. So no connection wakes the loop: the loop wakes at the next due
+//! time (or to poll, see [`crate::timer::Wakeups`]) and asks this set
+//! which connections have something to read (one `epoll_wait` with no
+//! timeout, however many connections wait: a blackholed backend can hold
+//! thousands). The latency still ends when the response arrived, not when
+//! it was read: each socket carries the kernel's receive timestamp of what
+//! it reads (`SO_TIMESTAMPNS`), and [`Conn::recv`] returns the one of the
+//! last byte read.
 
 use std::io::{self, Write};
 use std::mem::{size_of, MaybeUninit};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+/// Events taken from the kernel per `epoll_wait`.
+pub(crate) const EVENTS: usize = 256;
 
-use super::lock::lock;
+/// What a ready connection may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// Something to read: bytes, the peer's close or an error.
+    pub read: bool,
+    /// Room to write, or the handshake ended (either way).
+    pub write: bool,
+}
 
-/// The connections of one attack waiting for the attack loop's next
-/// wake-up.
-pub(crate) struct Ticker {
-    waiting: Mutex<Vec<Waker>>,
-    /// Reads that returned bytes since the previous tick.
-    reads: AtomicU64,
+/// The epoll set of one attack's connections, each named by a token the
+/// caller chooses. Edge-triggered: a connection is reported once per
+/// change, so an idle pooled connection costs nothing until it is used.
+pub(crate) struct Poller {
+    epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
     /// A socket that asks for receive stamps for as long as the attack
     /// runs. The kernel switches stamping on for everyone while any socket
     /// asks (a static key, flipped by a deferred work item: code patching
-    /// on every CPU); when the pool's last connection closes (the server
-    /// closed them all) it would flip off, and the responses on the next
+    /// on every CPU); when the last connection closes (the server closed
+    /// them all) it would flip off, and the responses on the next
     /// connections would carry no stamp until it is back on.
     _stamps: OwnedFd,
 }
 
-impl Ticker {
+impl Poller {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked before use.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor this function owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: as above.
         let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
@@ -53,94 +67,149 @@ impl Ticker {
         let stamps = unsafe { OwnedFd::from_raw_fd(raw) };
         ask_for_stamps(stamps.as_raw_fd())?;
         Ok(Self {
-            waiting: Mutex::default(),
-            reads: AtomicU64::default(),
+            epoll,
+            events: Vec::with_capacity(EVENTS),
             _stamps: stamps,
         })
     }
 
-    /// Lets every waiting connection try again (they run once the caller
-    /// yields).
-    pub fn tick(&self) -> Tick {
-        let mut woke = false;
-        for waker in lock(&self.waiting).drain(..) {
-            waker.wake();
-            woke = true;
-        }
-        Tick {
-            woke,
-            read: self.reads.swap(0, Ordering::Relaxed) > 0,
-        }
+    /// Watches `conn` under `token`, for writing too when `write`. Closing
+    /// the connection takes it out of the set.
+    pub fn add(&self, conn: &Conn, token: u64, write: bool) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_ADD, conn, token, write)
     }
 
-    fn wait(&self, waker: &Waker) {
-        lock(&self.waiting).push(waker.clone());
+    /// Starts or stops watching `conn` for writing.
+    pub fn watch_writes(&self, conn: &Conn, token: u64, write: bool) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, conn, token, write)
+    }
+
+    fn control(&self, op: libc::c_int, conn: &Conn, token: u64, write: bool) -> io::Result<()> {
+        let mut flags = libc::EPOLLIN | libc::EPOLLET;
+        if write {
+            flags |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: flags as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are open; the event is fully initialised.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                op,
+                conn.stream.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The connections that became ready since the last call, into `out`,
+    /// without waiting. At most [`EVENTS`]: the rest stay reported for the
+    /// next call.
+    pub fn ready(&mut self, out: &mut Vec<(u64, Ready)>) -> io::Result<()> {
+        out.clear();
+        // SAFETY: the kernel writes at most `EVENTS` events into the
+        // buffer (that is its capacity), which is alive for the call.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                EVENTS as libc::c_int,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::Interrupted => Ok(()),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: the kernel initialised the first `n` events.
+        unsafe { self.events.set_len(n as usize) };
+        out.extend(self.events.iter().map(|e| {
+            let flags = e.events as libc::c_int;
+            let token = e.u64;
+            let broken = flags & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
+            (
+                token,
+                Ready {
+                    read: broken || flags & libc::EPOLLIN != 0,
+                    write: broken || flags & libc::EPOLLOUT != 0,
+                },
+            )
+        }));
+        Ok(())
     }
 }
 
-/// What a [`Ticker::tick`] did.
-pub(crate) struct Tick {
-    /// It woke a waiting connection.
-    pub woke: bool,
-    /// A read returned bytes since the previous tick (a poll that found
-    /// nothing can back off).
-    pub read: bool,
-}
-
-/// A connected socket outside the runtime's epoll, tried again at each
-/// [`Ticker::tick`].
-pub(crate) struct PolledConn {
+/// A connected (or connecting) non-blocking socket, read and written
+/// without the runtime.
+pub(crate) struct Conn {
     stream: std::net::TcpStream,
-    ticker: Arc<Ticker>,
-    arrived: Option<Instant>,
-    /// A request was just written: its response cannot be there before
-    /// the server has run, so the first read waits for a tick without
-    /// trying.
-    wrote: bool,
+    /// Its local address: what the LB saw as the client.
+    local: Option<SocketAddr>,
 }
 
-impl PolledConn {
+impl Conn {
     /// A fresh connection to `addr` from `net`. `local` gets the local
-    /// address as soon as there is one.
-    pub async fn dial(
+    /// address as soon as there is one (a connect that fails still has
+    /// one). The flag: the handshake is still under way (it ends when the
+    /// connection turns writable, see [`Conn::handshake`]).
+    pub fn dial(
         net: &zdt_core::netns::Net,
         addr: SocketAddr,
         local: &mut Option<SocketAddr>,
-        ticker: Arc<Ticker>,
-    ) -> io::Result<Self> {
+    ) -> io::Result<(Self, bool)> {
         let dialed = net.dial(addr, local)?;
-        // A handshake that finished inside connect(2) (loopback, a bridge)
-        // needs no reactor at all; one still under way waits in the
-        // runtime's epoll, so its end is seen when it happens, not at the
-        // next tick.
-        let stream = if dialed.in_progress {
-            dialed.finish().await?.into_std()?
-        } else {
-            dialed.stream
-        };
-        ask_for_stamps(stream.as_raw_fd())?;
-        Ok(Self {
-            stream,
-            ticker,
-            arrived: None,
-            wrote: false,
-        })
+        ask_for_stamps(dialed.stream.as_raw_fd())?;
+        Ok((
+            Self {
+                stream: dialed.stream,
+                local: *local,
+            },
+            dialed.in_progress,
+        ))
     }
 
-    /// The connection's local address (what the LB saw as the client).
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.local_addr().ok()
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
-    /// When the last bytes read reached this host (the kernel's receive
-    /// timestamp; the read itself when the kernel gave none).
-    pub fn arrived(&self) -> Option<Instant> {
-        self.arrived
+    /// How a handshake that was under way ended (once writable).
+    pub fn handshake(&self) -> io::Result<()> {
+        match self.stream.take_error()? {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
-    /// One `recvmsg` into `into`: the byte count and, for a read that
-    /// returned bytes, how long ago the last of them arrived.
-    fn recv(&self, into: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<Duration>)> {
+    /// One `send` (std's write on a socket is send(MSG_NOSIGNAL): no
+    /// SIGPIPE).
+    pub fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+        (&self.stream).write(bytes)
+    }
+
+    /// One `recvmsg` appending to `buf`'s spare capacity: the byte count
+    /// and, for a read that returned bytes, when the last of them arrived.
+    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Option<Instant>)> {
+        let spare = buf.spare_capacity_mut();
+        let (n, age) = self.recvmsg(spare)?;
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        let arrived = age.map(|age| {
+            let now = Instant::now();
+            now.checked_sub(age).unwrap_or(now)
+        });
+        Ok((n, arrived))
+    }
+
+    fn recvmsg(&self, into: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<Duration>)> {
         let mut iov = libc::iovec {
             iov_base: into.as_mut_ptr().cast(),
             iov_len: into.len(),
@@ -179,7 +248,8 @@ impl PolledConn {
             }
         }
         // The stamp is on the realtime clock: compare it with that clock
-        // now, so only the age crosses over to the monotonic one.
+        // now, so only the age crosses over to the monotonic one. A read
+        // without a stamp ends now.
         let age = stamp.and_then(|s| {
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -209,107 +279,39 @@ fn ask_for_stamps(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-impl AsyncRead for PolledConn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if std::mem::take(&mut this.wrote) {
-            this.ticker.wait(cx.waker());
-            return Poll::Pending;
-        }
-        loop {
-            // SAFETY: recvmsg only writes the bytes it reports.
-            match this.recv(unsafe { buf.unfilled_mut() }) {
-                Ok((n, age)) => {
-                    // SAFETY: the kernel initialised `n` bytes.
-                    unsafe { buf.assume_init(n) };
-                    buf.advance(n);
-                    if let Some(age) = age {
-                        let now = Instant::now();
-                        this.arrived = Some(now.checked_sub(age).unwrap_or(now));
-                        this.ticker.reads.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    this.ticker.wait(cx.waker());
-                    return Poll::Pending;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for PolledConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            // std's write on a socket is send(MSG_NOSIGNAL): no SIGPIPE.
-            match (&this.stream).write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    this.ticker.wait(cx.waker());
-                    return Poll::Pending;
-                }
-                r => {
-                    this.wrote = r.is_ok();
-                    return Poll::Ready(r);
-                }
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.stream.shutdown(std::net::Shutdown::Write))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use std::io::Read;
 
-    /// A pair of connected sockets: the polled client end and the server's.
-    async fn pair(ticker: &Arc<Ticker>) -> (PolledConn, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// A connected pair: the polled client end and the server's.
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let net = zdt_core::netns::Net::host();
         let addr = listener.local_addr().unwrap();
         let mut local = None;
-        let client = PolledConn::dial(&net, addr, &mut local, ticker.clone());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        let conn = client.unwrap();
+        let (conn, _) = Conn::dial(&net, addr, &mut local).unwrap();
+        let (server, _) = listener.accept().unwrap();
         assert_eq!(local, conn.local_addr(), "the local address is reported");
-        (conn, accepted.unwrap().0)
+        (conn, server)
     }
 
-    /// Ticks every millisecond until `f` is done (at most 5 s).
-    async fn ticking<T>(ticker: &Ticker, f: impl std::future::Future<Output = T>) -> T {
-        tokio::pin!(f);
-        for _ in 0..5000 {
-            tokio::select! {
-                out = &mut f => return out,
-                _ = tokio::time::sleep(Duration::from_millis(1)) => { ticker.tick(); }
+    /// Asks `poller` until `token` is reported readable (at most 5 s).
+    fn until_readable(poller: &mut Poller, token: u64) {
+        let start = Instant::now();
+        let mut ready = Vec::new();
+        while start.elapsed() < Duration::from_secs(5) {
+            poller.ready(&mut ready).unwrap();
+            if ready.iter().any(|&(t, r)| t == token && r.read) {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("not done within 5000 ticks");
+        panic!("token {token} never readable");
     }
 
-    #[tokio::test]
-    async fn a_refused_dial_fails_with_the_error() {
-        let ticker = Arc::new(Ticker::new().unwrap());
+    #[test]
+    fn a_refused_dial_fails_with_the_error() {
         // Bind then drop: the port is closed now.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -317,50 +319,54 @@ mod tests {
             .unwrap();
         let net = zdt_core::netns::Net::host();
         let mut local = None;
-        let dial = PolledConn::dial(&net, addr, &mut local, ticker.clone());
-        let err = dial.await.err().expect("refused");
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        let refused = match Conn::dial(&net, addr, &mut local) {
+            Err(e) => e,
+            // The refusal may come after connect(2) returned.
+            Ok((conn, _)) => conn.handshake().err().unwrap_or_else(|| {
+                conn.write(b"x")
+                    .expect_err("a refused connection cannot write")
+            }),
+        };
+        assert_eq!(
+            refused.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "{refused}"
+        );
         assert!(local.is_some(), "a failed dial still has its local address");
     }
 
-    #[tokio::test]
-    async fn reads_wait_for_a_tick_and_keep_the_arrival_time() {
-        let ticker = Arc::new(Ticker::new().unwrap());
-        let (mut conn, mut server) = pair(&ticker).await;
+    #[test]
+    fn reads_are_reported_once_and_keep_the_arrival_time() {
+        let mut poller = Poller::new().unwrap();
+        let (conn, mut server) = pair();
+        poller.add(&conn, 7, false).unwrap();
         // The kernel turns receive stamps on lazily (a work item after the
         // first socket asks): the first responses may come without one,
         // and then end when read. Within a few round trips they have one.
         for round in 0..20 {
-            conn.write_all(b"ping").await.unwrap();
+            conn.write(b"ping").unwrap();
             let mut got = [0u8; 4];
-            server.read_exact(&mut got).await.unwrap();
+            server.read_exact(&mut got).unwrap();
             assert_eq!(&got, b"ping");
-            let reader = tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(16);
-                conn.read_buf(&mut buf).await.unwrap();
-                let arrived = conn.arrived();
-                (conn, buf, arrived)
-            });
-            // The reader waits for a tick.
-            tokio::task::yield_now().await;
             let sent = Instant::now();
-            server.write_all(b"pong").await.unwrap();
-            // Readiness alone does not wake the reader: wait well past it.
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            assert!(!reader.is_finished(), "the reader ran without a tick");
-            let ticked = Instant::now();
-            ticker.tick();
-            let (back, buf, arrived) = reader.await.unwrap();
-            conn = back;
-            assert_eq!(buf, b"pong");
-            assert!(ticker.tick().read, "the read is counted");
+            server.write_all(b"pong").unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            until_readable(&mut poller, 7);
+            let read_at = Instant::now();
+            let mut buf = Vec::with_capacity(16);
+            let (n, arrived) = conn.recv(&mut buf).unwrap();
+            assert_eq!((n, buf.as_slice()), (4, &b"pong"[..]));
+            // Edge-triggered: reported once until something new arrives.
+            let mut again = Vec::new();
+            poller.ready(&mut again).unwrap();
+            assert!(again.is_empty(), "reported twice");
             let arrived = arrived.expect("a read with bytes has an arrival time");
             assert!(
                 arrived >= sent - Duration::from_millis(1),
                 "{arrived:?} {sent:?}"
             );
-            // The kernel's stamp: well before the tick 30 ms later.
-            if arrived + Duration::from_millis(20) < ticked {
+            // The kernel's stamp: well before the read 30 ms later.
+            if arrived + Duration::from_millis(20) < read_at {
                 return;
             }
             eprintln!("round {round}: no receive stamp yet");
@@ -368,15 +374,14 @@ mod tests {
         panic!("no response carried the kernel's receive stamp in 20 rounds");
     }
 
-    #[tokio::test]
-    async fn eof_and_errors_come_through() {
-        let ticker = Arc::new(Ticker::new().unwrap());
-        let (mut conn, server) = pair(&ticker).await;
+    #[test]
+    fn eof_comes_through() {
+        let mut poller = Poller::new().unwrap();
+        let (conn, server) = pair();
+        poller.add(&conn, 1, false).unwrap();
         drop(server);
+        until_readable(&mut poller, 1);
         let mut buf = Vec::with_capacity(16);
-        // The FIN may take a moment on loopback: tick until the read ends.
-        let read = conn.read_buf(&mut buf);
-        let n = ticking(&ticker, read).await.unwrap();
-        assert_eq!(n, 0, "EOF");
+        assert_eq!(conn.recv(&mut buf).unwrap().0, 0, "EOF");
     }
 }
