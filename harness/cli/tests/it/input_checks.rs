@@ -45,6 +45,8 @@ fn zdt(args: &[&str], file: Option<&Path>) -> (i32, String, Duration) {
     if let Some(f) = file {
         cmd.arg(f);
     }
+    // Reaped by `reap` (wait4, which also returns its CPU time), not `wait`.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
