@@ -164,6 +164,12 @@ impl Net {
         self.private.as_ref().map(|p| p.helper.pid() as u32)
     }
 
+    /// A new `NETLINK_NETFILTER` socket in this private network (to read
+    /// NFLOG messages of its rules); `None` on the host's stack.
+    pub fn netfilter_socket(&self) -> Option<io::Result<OwnedFd>> {
+        self.private.as_ref().map(|p| p.helper.netfilter_socket())
+    }
+
     /// The command that opens a shell in this network, for people who want
     /// to reach pod and node addresses by hand.
     pub fn enter_command(&self) -> Option<String> {
