@@ -113,6 +113,10 @@ async fn setup(workers: usize, replicas: u32, local: bool, forwarding: Forwardin
         }
         if obj["kind"] == "Deployment" {
             obj["spec"]["replicas"] = replicas.into();
+            // The kubelet's probes reach pods through the same rules.
+            obj["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = serde_json::json!({
+                "httpGet": {"path": "/healthz", "port": 80}, "periodSeconds": 1
+            });
         }
         api::apply_object(emu.store(), &timings, obj).unwrap();
     }

@@ -8,7 +8,7 @@
 //! Every decision a connection can meet sets the packet's mark to the id of
 //! that decision and is logged to NFLOG ([`super::nflog`]) exactly once per
 //! SYN: drops and rejects where they happen, DNATs after NAT in the filter
-//! chain, where a pod IP without a pod is also dropped.
+//! chain, where a DNAT to a pod IP without a pod is dropped instead.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 pub(crate) const TABLE: &str = "ip zdt";
 /// Decision ids start here: marks below are the LB's node indices.
 pub(crate) const FIRST_ID: u32 = 1 << 16;
-/// The pod network: packets to or from an address here that no pod holds
-/// are dropped (a sandbox that is gone).
+/// The pod network: a connection the rules DNAT to an address here that no
+/// pod holds (a sandbox that is gone) is dropped.
 const POD_NET: &str = "10.244.0.0/16";
 /// How long a cloud LB keeps a flow whose handshake has not completed on
 /// the node it chose: longer than any client's SYN retries here.
@@ -68,8 +68,6 @@ pub(crate) fn table(group: u16) -> String {
     ip saddr @down drop
     ct state new meta mark >= {FIRST_ID} ip daddr {POD_NET} ip daddr != @live log group {group} queue-threshold 1 snaplen 64 prefix \"{PREFIX_GONE}\" drop
     ct state new meta mark >= {FIRST_ID} log group {group} queue-threshold 1 snaplen 64 prefix \"to\"
-    ip daddr {POD_NET} ip daddr != @live drop
-    ip saddr {POD_NET} ip saddr != @live drop
   }}
   chain nat_out {{
     type nat hook output priority -100; policy accept;
