@@ -140,9 +140,9 @@ pub enum NetworkChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataPathChoice {
-    /// kube-proxy's rules and the pass-through LBs as nftables rules when
-    /// `nft` is installed and `ZDT_DATA_PATH` does not say `userspace`,
-    /// else user space, said once.
+    /// What `ZDT_DATA_PATH` says: `nftables` asks for kube-proxy's rules
+    /// and the pass-through LBs as nftables rules (user space, said once,
+    /// where `nft` is missing); anything else, or nothing, user space.
     #[default]
     Auto,
     /// kube-proxy's routing and every LB in zdt's own processes.
@@ -151,8 +151,9 @@ pub enum DataPathChoice {
     Nftables,
 }
 
-/// Set to `userspace` (or `nftables`) to choose an emulated cluster's data
-/// path where the configuration says `Auto`.
+/// Set to `nftables` to put an emulated cluster's kube-proxy rules and
+/// pass-through LBs into nftables rules where the configuration says
+/// `Auto` (`userspace`: zdt's own processes, the default).
 pub const DATA_PATH_ENV: &str = "ZDT_DATA_PATH";
 
 /// What `Emulator::start` builds.

@@ -228,8 +228,9 @@ fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
     }
 }
 
-/// The nftables data path `choice` asks for in `net`; `Auto` falls back to
-/// user space (said once per process) where it cannot run.
+/// The nftables data path `choice` asks for in `net`: `Auto` is user space
+/// unless `ZDT_DATA_PATH=nftables`, and falls back to user space (said once
+/// per process) where the rules cannot run.
 fn data_plane(
     choice: DataPathChoice,
     net: &Net,
@@ -243,8 +244,8 @@ fn data_plane(
         };
     }
     let choice = match (choice, std::env::var(DATA_PATH_ENV).ok().as_deref()) {
-        (DataPathChoice::Auto, Some("userspace")) => DataPathChoice::UserSpace,
-        (DataPathChoice::Auto, Some("nftables")) => DataPathChoice::Nftables,
+        (DataPathChoice::Auto, Some("nftables")) => DataPathChoice::Auto,
+        (DataPathChoice::Auto, _) => DataPathChoice::UserSpace,
         (c, _) => c,
     };
     match choice {
@@ -256,9 +257,10 @@ fn data_plane(
                 static SAID: std::sync::Once = std::sync::Once::new();
                 SAID.call_once(|| {
                     tracing::warn!(
-                        "emulator: {e}; kube-proxy's rules and the cloud LB run in user space \
-                         (a dropped SYN is then an accepted connection held silent: the client \
-                         sees a response timeout, not a connect timeout)"
+                        "emulator: {DATA_PATH_ENV}=nftables, but {e}; kube-proxy's rules and \
+                         the cloud LB run in user space (a dropped SYN is then an accepted \
+                         connection held silent: the client sees a response timeout, not a \
+                         connect timeout)"
                     )
                 });
                 Ok(None)
