@@ -409,11 +409,14 @@ impl Emulator {
             Net::host()
         };
         let runtime = if real {
+            // The kubelet's own connections to pods (probes, start
+            // checks) leave from the pod network's address, never from a
+            // client's: see `Net::without_sources`.
             Some(node::runtime::Runtime::with_run(
                 config.runtime,
                 config.run.clone(),
                 events.clone(),
-                net.clone(),
+                net.without_sources(),
             )?)
         } else {
             None
@@ -437,7 +440,7 @@ impl Emulator {
         let pods = runtime.as_ref().map(|rt| apiserver::streaming::PodAccess {
             logs: rt.logs().clone(),
             addrs: pod_addrs.clone(),
-            net: net.clone(),
+            net: net.without_sources(),
         });
         let mut api = ApiServer::start(
             store.clone(),
