@@ -155,6 +155,49 @@ async fn setup(workers: usize, replicas: u32, local: bool, forwarding: Forwardin
     }
 }
 
+/// [`setup`], then wait until the LB has `healthy` backends; `None` (the
+/// test is skipped, saying why) where the data path cannot run.
+async fn ready(
+    workers: usize,
+    replicas: u32,
+    local: bool,
+    forwarding: Forwarding,
+    healthy: usize,
+) -> Option<Setup> {
+    if let Some(why) = unavailable() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let s = setup(workers, replicas, local, forwarding).await;
+    s.exposure
+        .lb
+        .wait_ready(healthy, Duration::from_secs(15))
+        .await
+        .unwrap();
+    Some(s)
+}
+
+/// Connect to the LB from `100.64.0.<host>`: the client address, and
+/// what became of the connect within [`CONNECT`].
+async fn connect_from(
+    s: &Setup,
+    host: u8,
+) -> (
+    SocketAddr,
+    Result<std::io::Result<TcpStream>, tokio::time::error::Elapsed>,
+) {
+    let socket = s.emu().net().tcp_socket(&s.vip()).unwrap();
+    socket
+        .bind(&SocketAddr::from(([100, 64, 0, host], 0)).into())
+        .unwrap();
+    let client = socket.local_addr().unwrap().as_socket().unwrap();
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    (
+        client,
+        tokio::time::timeout(CONNECT, socket.connect(s.vip())).await,
+    )
+}
+
 fn ready_pods(emu: &Emulator) -> usize {
     emu.store()
         .list(Resource::Pods, Some(NS))
@@ -226,16 +269,9 @@ async fn served_within(s: &Setup, limit: Duration) -> String {
 /// connect timeout, recorded as dropped by that node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_client() {
-    if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(s) = ready(2, 1, true, Forwarding::PassThrough, 1).await else {
         return;
-    }
-    let s = setup(2, 1, true, Forwarding::PassThrough).await;
-    s.exposure
-        .lb
-        .wait_ready(1, Duration::from_secs(15))
-        .await
-        .unwrap();
+    };
     let nothing_listens = s.emu().net().listen_std(s.vip(), 1, false);
     assert!(
         nothing_listens.is_ok(),
@@ -271,14 +307,8 @@ async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_clien
     } else {
         "zdt-worker"
     };
-    let socket = s.emu().net().tcp_socket(&s.vip()).unwrap();
-    socket
-        .bind(&SocketAddr::from(([100, 64, 0, 9], 0)).into())
-        .unwrap();
-    let client = socket.local_addr().unwrap().as_socket().unwrap();
-    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
     let started = Instant::now();
-    let outcome = tokio::time::timeout(CONNECT, socket.connect(s.vip())).await;
+    let (client, outcome) = connect_from(&s, 9).await;
     assert!(
         outcome.is_err(),
         "the SYN must go unanswered (a connect timeout), got {outcome:?} after {:?}",
@@ -295,26 +325,13 @@ async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_clien
 /// refused (a reset to the SYN), recorded as refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoints_anywhere_refuse_the_connection() {
-    if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(s) = ready(2, 0, false, Forwarding::PassThrough, 2).await else {
         return;
-    }
-    let s = setup(2, 0, false, Forwarding::PassThrough).await;
-    s.exposure
-        .lb
-        .wait_ready(2, Duration::from_secs(15))
-        .await
-        .unwrap();
+    };
     // kube-proxy has applied the Service (its rules exist) within a sync.
     let deadline = Instant::now() + Duration::from_secs(5);
     let (client, outcome) = loop {
-        let socket = s.emu().net().tcp_socket(&s.vip()).unwrap();
-        socket
-            .bind(&SocketAddr::from(([100, 64, 0, 10], 0)).into())
-            .unwrap();
-        let client = socket.local_addr().unwrap().as_socket().unwrap();
-        let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-        let outcome = tokio::time::timeout(CONNECT, socket.connect(s.vip())).await;
+        let (client, outcome) = connect_from(&s, 10).await;
         if s.record(client).is_some() || Instant::now() > deadline {
             break (client, outcome);
         }
@@ -340,16 +357,9 @@ async fn no_endpoints_anywhere_refuse_the_connection() {
 /// pod is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_goes_silent_and_serves_again_after_resume() {
-    if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(s) = ready(1, 1, true, Forwarding::PassThrough, 1).await else {
         return;
-    }
-    let s = setup(1, 1, true, Forwarding::PassThrough).await;
-    s.exposure
-        .lb
-        .wait_ready(1, Duration::from_secs(15))
-        .await
-        .unwrap();
+    };
     served_within(&s, Duration::from_secs(10)).await;
     let mut open = s.connect().await.unwrap().unwrap();
     let head = request(&mut open, Duration::from_secs(2)).await.unwrap();
@@ -362,13 +372,7 @@ async fn a_stopped_node_goes_silent_and_serves_again_after_resume() {
         Some(std::io::ErrorKind::TimedOut),
         "the open connection must go silent, got {silent:?}"
     );
-    let socket = s.emu().net().tcp_socket(&s.vip()).unwrap();
-    socket
-        .bind(&SocketAddr::from(([100, 64, 0, 11], 0)).into())
-        .unwrap();
-    let client = socket.local_addr().unwrap().as_socket().unwrap();
-    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-    let outcome = tokio::time::timeout(CONNECT, socket.connect(s.vip())).await;
+    let (client, outcome) = connect_from(&s, 11).await;
     assert!(
         outcome.is_err(),
         "a new connection must time out: {outcome:?}"
@@ -386,16 +390,9 @@ async fn a_stopped_node_goes_silent_and_serves_again_after_resume() {
 /// and the pod sees the proxy's connection, not the client's address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxying_profile_terminates_tcp() {
-    if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(s) = ready(1, 1, true, Forwarding::Proxy, 1).await else {
         return;
-    }
-    let s = setup(1, 1, true, Forwarding::Proxy).await;
-    s.exposure
-        .lb
-        .wait_ready(1, Duration::from_secs(15))
-        .await
-        .unwrap();
+    };
     let taken = s.emu().net().listen_std(s.vip(), 1, false);
     assert!(
         taken.is_err(),
@@ -415,16 +412,9 @@ async fn the_proxying_profile_terminates_tcp() {
 /// TIME_WAIT's two minutes: the policy is applied, not only loaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_flows_leave_the_conntrack_table() {
-    if let Some(why) = unavailable() {
-        eprintln!("skipped: {why}");
+    let Some(s) = ready(1, 1, true, Forwarding::PassThrough, 1).await else {
         return;
-    }
-    let s = setup(1, 1, true, Forwarding::PassThrough).await;
-    s.exposure
-        .lb
-        .wait_ready(1, Duration::from_secs(15))
-        .await
-        .unwrap();
+    };
     served_within(&s, Duration::from_secs(10)).await;
     // The table as the namespace's kernel lists it: (state, seconds left).
     let entries = || -> Vec<(String, u64)> {
