@@ -16,7 +16,7 @@ use super::lb_container;
 use super::metallb;
 use zdt_core::events::EventSink;
 use zdt_emulator::{Emulator, EmulatorConfig, NodeFault};
-use zdt_lb::{Admin, AdminClient, AdminError, Lb, LbConfig, LbHandle};
+use zdt_lb::{Admin, AdminClient, AdminError, Forwarding, Lb, LbConfig, LbHandle};
 use zdt_scenario::ChaosStep;
 use zdt_scenario::LbMode;
 
@@ -728,11 +728,23 @@ impl Cluster {
         match self {
             Cluster::Emulator(e) => {
                 let backends = emulator_lb_backends(e, namespace, service)?;
+                // A pass-through cloud LB is a set of packet rules where
+                // the emulator has them; elsewhere zdt's LB proxies.
+                let pass_through = match config.forwarding {
+                    Forwarding::PassThrough => {
+                        let hash = (config.selection == zdt_lb::Selection::Hash)
+                            .then_some(config.seed as u32);
+                        e.pass_through(namespace, service, hash)?
+                            .map(zdt_lb::PassThroughPath)
+                    }
+                    Forwarding::Proxy => None,
+                };
                 let config = LbConfig {
                     own_thread: true,
                     record_connections: true,
                     frontend: e.lb_frontend(namespace, service)?,
                     net: e.net().clone(),
+                    pass_through,
                     ..config
                 };
                 let handle = Lb::start(config, backends, events, cancel)

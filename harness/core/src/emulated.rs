@@ -136,6 +136,26 @@ pub enum NetworkChoice {
     Host,
 }
 
+/// Which data path an emulated cluster with a network of its own uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPathChoice {
+    /// What `ZDT_DATA_PATH` says: `nftables` asks for kube-proxy's rules
+    /// and the pass-through LBs as nftables rules (user space, said once,
+    /// where `nft` is missing); anything else, or nothing, user space.
+    #[default]
+    Auto,
+    /// kube-proxy's routing and every LB in zdt's own processes.
+    UserSpace,
+    /// nftables rules, or an error saying why not.
+    Nftables,
+}
+
+/// Set to `nftables` to put an emulated cluster's kube-proxy rules and
+/// pass-through LBs into nftables rules where the configuration says
+/// `Auto` (`userspace`: zdt's own processes, the default).
+pub const DATA_PATH_ENV: &str = "ZDT_DATA_PATH";
+
 /// What `Emulator::start` builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -147,6 +167,9 @@ pub struct EmulatorConfig {
     pub timings: Timings,
     pub runtime: RuntimeChoice,
     pub network: NetworkChoice,
+    /// Where kube-proxy's rules and pass-through LBs run (a private
+    /// network only; the host's stack is always user space).
+    pub data_path: DataPathChoice,
     /// How to run containers the emulator cannot run itself, by container
     /// name or image (`workload.run`).
     pub run: BTreeMap<String, ContainerRun>,
@@ -160,6 +183,7 @@ impl Default for EmulatorConfig {
             timings: Timings::default(),
             runtime: RuntimeChoice::default(),
             network: NetworkChoice::default(),
+            data_path: DataPathChoice::default(),
             run: BTreeMap::new(),
         }
     }

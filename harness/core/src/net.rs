@@ -49,6 +49,21 @@ pub trait Dialer: Send + Sync + 'static {
     }
 }
 
+/// An L4 pass-through data path a load balancer programs instead of
+/// proxying (Azure's, AWS NLB's and GCP's LBs forward packets to the node
+/// without terminating TCP): the LB keeps probing and deciding which
+/// backends take new connections, the packets never reach its process.
+pub trait PassThrough: Send + Sync + 'static {
+    /// From now on send new connections to these backends (by name), in
+    /// the LB's selection; none: reset them. Returns once the data path
+    /// forwards that way, so an event emitted after it is not early.
+    fn route_to(&self, backends: &[String]) -> io::Result<()>;
+
+    /// Where each connection went so far (taken): the data path's own
+    /// record of its decisions.
+    fn connections(&self) -> Vec<crate::provenance::ConnRecord>;
+}
+
 /// A plain TCP dialer: a real node's `InternalIP:NodePort`.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {

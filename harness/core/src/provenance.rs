@@ -1,7 +1,8 @@
 //! Per-connection provenance: where the data path sent one client
 //! connection (the LB's backend node, the pod that node's rules chose) and
 //! what became of the dial. The LB records one [`ConnRecord`] per accepted
-//! connection; the run joins a failed request to it by the generator's
+//! connection, or — where packets pass it by — the emulator's netfilter
+//! rules log one per decision a SYN met; the run joins a failed request to it by the generator's
 //! local address, so each error is attributed to the events of *its* node
 //! and pod instead of whatever happened nearby in time.
 
@@ -14,7 +15,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fate {
-    /// Connected to the pod; whatever failed, failed on that connection.
+    /// Sent to the pod (connected by the LB, or DNATed by the node's
+    /// rules); whatever failed, failed between the client and the pod.
     Connected,
     /// The node dropped it (no local endpoint, or a pod IP with no
     /// container behind it): the client times out.
@@ -41,7 +43,7 @@ impl Fate {
 }
 
 /// Where one connection went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Provenance {
     /// The LB backend (node) that took it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

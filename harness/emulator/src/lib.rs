@@ -10,6 +10,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod dataplane;
 pub mod node;
 pub mod ownership;
 pub mod store;
@@ -25,7 +26,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use zdt_core::emulated::{EmulatorConfig, NetworkChoice, RuntimeChoice, Timings};
+pub use dataplane::DataPlane;
+pub use zdt_core::emulated::{
+    DataPathChoice, EmulatorConfig, NetworkChoice, RuntimeChoice, Timings,
+};
 pub use zdt_core::netns::Net;
 pub use zdt_core::version::{KubeVersion, KubeVersionError};
 
@@ -63,6 +67,8 @@ pub enum EmulatorError {
     Runtime(#[from] node::runtime::RuntimeError),
     #[error("the emulated cluster cannot have a network of its own: {0}")]
     Network(#[from] zdt_core::netns::NetError),
+    #[error("the emulated cluster's nftables data path cannot start: {0}")]
+    DataPlane(#[from] dataplane::DataPlaneError),
     #[error("a kube-proxy for {node} cannot listen: {source}")]
     Proxy {
         node: String,
@@ -139,6 +145,8 @@ pub struct Emulator {
     agents: BTreeMap<String, Arc<NodeAgent>>,
     runtime: Option<Arc<node::runtime::Runtime>>,
     net: Net,
+    /// kube-proxy's rules and pass-through LBs as nftables rules.
+    data_plane: Option<DataPlane>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     events: EventSink,
     started: Instant,
@@ -215,6 +223,47 @@ fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
                     )
                 });
                 Ok(Net::host())
+            }
+        },
+    }
+}
+
+/// The nftables data path `choice` asks for in `net`: `Auto` is user space
+/// unless `ZDT_DATA_PATH=nftables`, and falls back to user space (said once
+/// per process) where the rules cannot run.
+fn data_plane(
+    choice: DataPathChoice,
+    net: &Net,
+    events: &EventSink,
+) -> Result<Option<DataPlane>, EmulatorError> {
+    use zdt_core::emulated::DATA_PATH_ENV;
+    if !net.is_private() {
+        return match choice {
+            DataPathChoice::Nftables => Err(dataplane::DataPlaneError::NotPrivate.into()),
+            _ => Ok(None),
+        };
+    }
+    let choice = match (choice, std::env::var(DATA_PATH_ENV).ok().as_deref()) {
+        (DataPathChoice::Auto, Some("nftables")) => DataPathChoice::Auto,
+        (DataPathChoice::Auto, _) => DataPathChoice::UserSpace,
+        (c, _) => c,
+    };
+    match choice {
+        DataPathChoice::UserSpace => Ok(None),
+        DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events)?)),
+        DataPathChoice::Auto => match DataPlane::start(net, events) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "emulator: {DATA_PATH_ENV}=nftables, but {e}; kube-proxy's rules and \
+                         the cloud LB run in user space (a dropped SYN is then an accepted \
+                         connection held silent: the client sees a response timeout, not a \
+                         connect timeout)"
+                    )
+                });
+                Ok(None)
             }
         },
     }
@@ -360,20 +409,38 @@ impl Emulator {
             Net::host()
         };
         let runtime = if real {
+            // The kubelet's own connections to pods (probes, start
+            // checks) leave from the pod network's address, never from a
+            // client's: see `Net::without_sources`.
             Some(node::runtime::Runtime::with_run(
                 config.runtime,
                 config.run.clone(),
                 events.clone(),
-                net.clone(),
+                net.without_sources(),
             )?)
         } else {
             None
         };
         let pod_addrs = node::kubelet::PodAddrs::new();
+        let data_plane = if real {
+            data_plane(config.data_path, &net, &events)?
+        } else {
+            None
+        };
+        if let Some(plane) = &data_plane {
+            let plane = plane.clone();
+            pod_addrs.watch(Box::new(move |ip, live| {
+                if let IpAddr::V4(ip) = ip {
+                    if let Err(e) = plane.set_live(ip, live) {
+                        tracing::warn!("cannot program pod IP {ip} (live {live}): {e}");
+                    }
+                }
+            }));
+        }
         let pods = runtime.as_ref().map(|rt| apiserver::streaming::PodAccess {
             logs: rt.logs().clone(),
             addrs: pod_addrs.clone(),
-            net: net.clone(),
+            net: net.without_sources(),
         });
         let mut api = ApiServer::start(
             store.clone(),
@@ -450,6 +517,9 @@ impl Emulator {
                         node: n.name.clone(),
                         source,
                     })?;
+                    if let Some(plane) = &data_plane {
+                        proxy.use_data_plane(plane.clone(), format!("10.244.{i}.0/24"));
+                    }
                     NodeAgent::real(
                         n.control_plane,
                         node::kubelet::KubeletConfig {
@@ -516,6 +586,7 @@ impl Emulator {
             agents,
             runtime,
             net,
+            data_plane,
             tasks: Mutex::new(tasks),
             events,
             started,
@@ -546,6 +617,49 @@ impl Emulator {
     /// caller puts there: the LB, the traffic generator).
     pub fn net(&self) -> &Net {
         &self.net
+    }
+
+    /// The nftables data path, when kube-proxy's rules are real rules.
+    pub fn data_plane(&self) -> Option<&DataPlane> {
+        self.data_plane.as_ref()
+    }
+
+    /// An L4 pass-through LB for `namespace/service` on [`LB_IP`] and the
+    /// Service's port, forwarding each new flow to a worker's kube-proxy
+    /// rules (`hash`: by a seeded hash of the 5-tuple, else at random);
+    /// `None` without the nftables data path. The LB model drives it
+    /// ([`zdt_core::net::PassThrough::route_to`]) from its probes.
+    pub fn pass_through(
+        &self,
+        namespace: &str,
+        service: &str,
+        hash: Option<u32>,
+    ) -> Result<Option<Arc<dyn zdt_core::net::PassThrough>>, EmulatorError> {
+        let Some(plane) = &self.data_plane else {
+            return Ok(None);
+        };
+        let frontend = self.lb_frontend(namespace, service)?;
+        let IpAddr::V4(vip) = frontend.ip() else {
+            return Ok(None);
+        };
+        let nodes = self
+            .agents
+            .values()
+            .filter(|a| !a.control_plane)
+            .map(|a| a.name.clone())
+            .collect();
+        let pick = match hash {
+            Some(seed) => dataplane::Pick::Hash(seed),
+            None => dataplane::Pick::Random,
+        };
+        Ok(Some(plane.pass_through(
+            vip,
+            frontend.port(),
+            namespace,
+            service,
+            nodes,
+            pick,
+        )?))
     }
 
     /// The object store (tests and in-process tools read it directly).

@@ -328,6 +328,8 @@ impl LbFile {
             own_thread: false,
             record_connections: false,
             net: zdt_core::netns::Net::host(),
+            forwarding: defaults.forwarding,
+            pass_through: None,
         };
         let mut backends = Vec::with_capacity(self.backends.len());
         for b in &self.backends {

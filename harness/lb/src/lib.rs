@@ -38,10 +38,11 @@ pub use admin::{Admin, AdminClient};
 pub use backend::{BackendSpec, ProbeTarget};
 pub use config::{deprecated_keys, BackendConfig, ConfigError, DeprecatedKey, LbFile};
 pub use profile::{
-    ClusterProbe, InitialHealth, ProbeSettings, ProbeSettingsError, Profile, UnknownProfile,
+    ClusterProbe, Forwarding, InitialHealth, ProbeSettings, ProbeSettingsError, Profile,
+    UnknownProfile,
 };
 pub use status::{AdminError, BackendStatus, Health};
-pub use zdt_core::net::{Dial, Dialer, TcpDialer};
+pub use zdt_core::net::{Dial, Dialer, PassThrough, TcpDialer};
 pub use zdt_core::provenance::ConnRecord;
 
 /// How a new client connection picks among the eligible backends.
@@ -103,6 +104,24 @@ pub struct LbConfig {
     /// The network the frontend listens in and probes go out from (an
     /// emulated cluster's own; backends dial through their own dialers).
     pub net: Net,
+    /// How the modelled cloud's LB carries connections (its profile's
+    /// [`Profile::forwarding`]); only a `pass_through` data path makes
+    /// `PassThrough` real, else the LB proxies in this process.
+    pub forwarding: Forwarding,
+    /// The packet data path to program instead of proxying: nothing then
+    /// listens on the frontend, the LB only probes and tells it which
+    /// backends take new connections.
+    pub pass_through: Option<PassThroughPath>,
+}
+
+/// A [`PassThrough`] data path in an [`LbConfig`].
+#[derive(Clone)]
+pub struct PassThroughPath(pub std::sync::Arc<dyn PassThrough>);
+
+impl std::fmt::Debug for PassThroughPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassThroughPath")
+    }
 }
 
 impl Default for LbConfig {
@@ -121,6 +140,8 @@ impl Default for LbConfig {
             own_thread: false,
             record_connections: false,
             net: Net::host(),
+            forwarding: Forwarding::default(),
+            pass_through: None,
         }
     }
 }
@@ -185,14 +206,23 @@ impl Lb {
             }
             config.max_connections = fd_budget;
         }
-        let listener = listen(&config.net, config.frontend).map_err(|source| LbError::Bind {
-            addr: config.frontend,
-            source,
-        })?;
-        let frontend = listener.local_addr().map_err(|source| LbError::Bind {
-            addr: config.frontend,
-            source,
-        })?;
+        // A pass-through LB has no socket: the packets go past it.
+        let listener = match config.pass_through {
+            Some(_) => None,
+            None => Some(
+                listen(&config.net, config.frontend).map_err(|source| LbError::Bind {
+                    addr: config.frontend,
+                    source,
+                })?,
+            ),
+        };
+        let frontend = match &listener {
+            Some(l) => l.local_addr().map_err(|source| LbError::Bind {
+                addr: config.frontend,
+                source,
+            })?,
+            None => config.frontend,
+        };
         // Our own token, so dropping the handle stops everything without
         // cancelling the caller's token.
         let cancel = cancel.child_token();
@@ -201,14 +231,16 @@ impl Lb {
         for spec in backends {
             pool.add(spec, true)?;
         }
-        let thread = if pool.config.own_thread {
-            Some(
+        let thread = match listener {
+            None => None,
+            Some(listener) if pool.config.own_thread => Some(
                 proxy::spawn_on_own_thread(pool.clone(), listener, done_tx)
                     .map_err(LbError::Thread)?,
-            )
-        } else {
-            tokio::spawn(proxy::accept_loop(pool.clone(), listener, done_tx));
-            None
+            ),
+            Some(listener) => {
+                tokio::spawn(proxy::accept_loop(pool.clone(), listener, done_tx));
+                None
+            }
         };
         Ok(LbHandle {
             pool,
@@ -271,7 +303,16 @@ impl LbHandle {
     /// The connections recorded so far, taken (empty unless
     /// [`LbConfig::record_connections`]).
     pub fn connections(&self) -> Vec<ConnRecord> {
-        self.pool.take_connections()
+        match &self.pool.config.pass_through {
+            Some(p) => p.0.connections(),
+            None => self.pool.take_connections(),
+        }
+    }
+
+    /// Whether packets pass through to the nodes (no socket of this LB
+    /// is on the path), as [`LbConfig::pass_through`] asked.
+    pub fn passes_through(&self) -> bool {
+        self.pool.config.pass_through.is_some()
     }
 
     pub async fn serve_admin(&self, addr: SocketAddr) -> Result<SocketAddr, LbError> {

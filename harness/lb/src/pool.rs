@@ -235,6 +235,38 @@ impl PoolState {
         }
     }
 
+    /// The backends new connections go to now, as [`PoolState::pick`]
+    /// chooses among them: the healthy ones not draining; with none, when
+    /// failing open, every one not draining.
+    fn routed(&self) -> Vec<String> {
+        let list = self.backends.read().unwrap();
+        let eligible = |b: &&Arc<Backend>| !b.draining.load(Ordering::Acquire);
+        let healthy: Vec<String> = list
+            .iter()
+            .filter(eligible)
+            .filter(|b| b.healthy.load(Ordering::Acquire))
+            .map(|b| b.spec.name.clone())
+            .collect();
+        if !healthy.is_empty() || !self.config.fail_open {
+            return healthy;
+        }
+        list.iter()
+            .filter(eligible)
+            .map(|b| b.spec.name.clone())
+            .collect()
+    }
+
+    /// Tell a pass-through data path where new connections go, before the
+    /// change is reported: an event is never earlier than the packets'
+    /// new way.
+    fn reroute(&self) {
+        if let Some(p) = &self.config.pass_through {
+            if let Err(e) = p.0.route_to(&self.routed()) {
+                tracing::warn!("lb: cannot program the pass-through data path: {e}");
+            }
+        }
+    }
+
     fn choose(&self, client: SocketAddr, n: usize) -> usize {
         let r = match self.config.selection {
             super::Selection::Random => self.random(),
@@ -259,6 +291,7 @@ impl PoolState {
 
     /// Re-evaluate "no healthy backend" after any change, emitting its edges.
     fn pool_changed(&self) {
+        self.reroute();
         let list = self.backends.read().unwrap();
         let healthy = list
             .iter()
@@ -372,6 +405,7 @@ impl PoolState {
         }
         drop(st);
         if let Some((reason, message)) = transition {
+            self.reroute();
             self.emit(reason, name, message);
             self.pool_changed();
         } else {
@@ -498,6 +532,7 @@ impl PoolState {
         backend.removed.store(true, Ordering::Release);
         backend.healthy.store(false, Ordering::Release);
         backend.probe_cancel.cancel();
+        self.reroute();
         let active = backend.active.load(Ordering::Acquire);
         let timeout = self.config.drain_timeout;
         self.emit(
@@ -520,6 +555,7 @@ impl PoolState {
         if backend.draining.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.reroute();
         let active = backend.active.load(Ordering::Acquire);
         self.emit(
             "Draining",
@@ -545,6 +581,7 @@ impl PoolState {
             }
         }
         let was = backend.draining.swap(false, Ordering::AcqRel);
+        self.reroute();
         let health = backend.probe.lock().unwrap().health;
         self.emit(
             "Restored",

@@ -113,6 +113,17 @@ pub enum ClusterProbe {
     TcpNodePort,
 }
 
+/// How an LB carries a client's connection to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarding {
+    /// Terminates TCP and opens its own connection to the node (a proxy).
+    #[default]
+    Proxy,
+    /// Forwards packets: the handshake is the client's with the node.
+    PassThrough,
+}
+
 /// A cloud whose LB behaviour to model. `Local` Services are always probed
 /// with HTTP GET on `healthCheckNodePort` path `/healthz`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -145,6 +156,19 @@ impl Profile {
         Profile::CloudProviderKind,
         Profile::Custom,
     ];
+
+    /// How this cloud's LB carries a connection to the node: Azure's, AWS
+    /// NLB's and GCP's forward packets (the client's own address reaches
+    /// the node); cloud-provider-kind's envoy terminates TCP and opens its
+    /// own connection.
+    pub fn forwarding(self) -> Forwarding {
+        match self {
+            Profile::CloudProviderKind => Forwarding::Proxy,
+            Profile::Azure | Profile::AwsNlb | Profile::Gcp | Profile::Custom => {
+                Forwarding::PassThrough
+            }
+        }
+    }
 
     /// The probe settings this cloud uses for a Service with
     /// `externalTrafficPolicy: Local` (`policy_local`) or `Cluster`.

@@ -5,6 +5,7 @@ mod emulator_api_glue;
 mod emulator_kubectl;
 mod emulator_node_dataplane;
 mod emulator_node_proxy;
+mod emulator_packet_rules;
 mod fuzz_apis;
 mod kind_config;
 mod kind_ready;

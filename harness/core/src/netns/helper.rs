@@ -17,6 +17,9 @@ use super::{netlink, owned, Block, NetError};
 
 /// Sockets per request at most (SCM_RIGHTS carries up to 253).
 const MAX_BATCH: usize = 128;
+/// The request byte that asks for one netfilter netlink socket (NFLOG,
+/// conntrack) instead of TCP sockets.
+const NETFILTER_REQUEST: u8 = 0xff;
 /// How long the helper may take to set up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -153,6 +156,14 @@ impl Helper {
     pub fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
         self.process.sockets(n)
     }
+
+    /// A new `NETLINK_NETFILTER` socket in the namespace.
+    pub fn netfilter_socket(&self) -> io::Result<OwnedFd> {
+        self.process
+            .request(NETFILTER_REQUEST)?
+            .pop()
+            .ok_or_else(|| io::Error::other("the network helper sent no socket"))
+    }
 }
 
 impl Forked {
@@ -190,9 +201,14 @@ impl Forked {
     }
 
     fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
-        let n = n.clamp(1, MAX_BATCH);
+        self.request(n.clamp(1, MAX_BATCH) as u8)
+    }
+
+    /// Send one request byte (a count of TCP sockets, or
+    /// [`NETFILTER_REQUEST`]) and receive the descriptors it brings.
+    fn request(&self, byte: u8) -> io::Result<Vec<OwnedFd>> {
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
-        let req = [n as u8];
+        let req = [byte];
         // SAFETY: req is valid for its length.
         if unsafe { libc::send(chan.as_raw_fd(), req.as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } != 1
         {
@@ -222,7 +238,7 @@ impl Forked {
                 "the network helper exited",
             ));
         }
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::new();
         // SAFETY: walking the control messages the kernel filled in.
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -401,15 +417,28 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         if n <= 0 {
             libc::_exit(0);
         }
-        let want = (req[0] as usize).clamp(1, MAX_BATCH);
+        let netfilter = req[0] == NETFILTER_REQUEST;
+        let want = if netfilter {
+            1
+        } else {
+            (req[0] as usize).clamp(1, MAX_BATCH)
+        };
         let mut made = 0;
         let mut errno = 0u8;
         while made < want {
-            let fd = libc::socket(
-                libc::AF_INET,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_TCP,
-            );
+            let fd = if netfilter {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_NETFILTER,
+                )
+            } else {
+                libc::socket(
+                    libc::AF_INET,
+                    libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    libc::IPPROTO_TCP,
+                )
+            };
             if fd < 0 {
                 errno = *libc::__errno_location() as u8;
                 break;
@@ -422,7 +451,9 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             // the port search in connect() starves the generator. (Setting
             // it needs CAP_NET_RAW in the namespace, which only this
             // process is sure to have.)
-            super::bind_fd_to_loopback(fd);
+            if !netfilter {
+                super::bind_fd_to_loopback(fd);
+            }
             fds[made] = fd;
             made += 1;
         }

@@ -147,6 +147,23 @@ impl Net {
         }
     }
 
+    /// The same network, but connections leave from the address the
+    /// kernel picks (on a private network: the block's own address on
+    /// loopback), not from the client addresses. For the cluster's own
+    /// connections to pods (the kubelet's probes): a client's connection
+    /// DNATed to a pod and a probe of that pod from the same client
+    /// address and port would be one 4-tuple at the pod.
+    pub fn without_sources(&self) -> Net {
+        Net {
+            private: self.private.clone(),
+            sources: Arc::new(Sources {
+                addrs: Vec::new(),
+                next: AtomicUsize::new(0),
+                bind_lo: self.sources.bind_lo,
+            }),
+        }
+    }
+
     /// The source addresses connections go out from (for a process that
     /// joins this network: see [`Net::joined`]).
     pub fn sources(&self) -> &[Ipv4Addr] {
@@ -162,6 +179,12 @@ impl Net {
     /// ([`Net::enter_command`] says how to enter them).
     pub fn helper_pid(&self) -> Option<u32> {
         self.private.as_ref().map(|p| p.helper.pid() as u32)
+    }
+
+    /// A new `NETLINK_NETFILTER` socket in this private network (to read
+    /// NFLOG messages of its rules); `None` on the host's stack.
+    pub fn netfilter_socket(&self) -> Option<io::Result<OwnedFd>> {
+        self.private.as_ref().map(|p| p.helper.netfilter_socket())
     }
 
     /// The command that opens a shell in this network, for people who want

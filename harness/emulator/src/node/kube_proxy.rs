@@ -45,10 +45,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::kubelet::PodAddrs;
+use crate::dataplane::{DataPlane, Verdict};
 use crate::KubeVersion;
 use zdt_core::events::{EventSink, Source};
 use zdt_core::net::{Dial, Dialer};
 use zdt_core::netns::Net;
+use zdt_core::provenance::{Fate, Provenance};
 
 /// The taint the cluster autoscaler puts on nodes it is about to delete.
 pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
@@ -60,6 +62,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointView {
     pub ip: IpAddr,
+    /// The port the slice names for it (the Service's target port).
+    pub port: Option<u16>,
     pub node: Option<String>,
     pub pod: Option<String>,
     pub ready: bool,
@@ -234,6 +238,12 @@ impl AppliedView {
                 let ready = cond.ready.unwrap_or(true);
                 let serving = cond.serving.unwrap_or(ready);
                 let terminating = cond.terminating.unwrap_or(false);
+                let port = slice
+                    .ports
+                    .as_ref()
+                    .and_then(|p| p.first())
+                    .and_then(|p| p.port)
+                    .and_then(|p| u16::try_from(p).ok());
                 for addr in &ep.addresses {
                     let Ok(ip) = addr.parse::<IpAddr>() else {
                         continue;
@@ -243,6 +253,7 @@ impl AppliedView {
                     }
                     view.endpoints.push(EndpointView {
                         ip,
+                        port,
                         node: ep.node_name.clone(),
                         pod: ep.target_ref.as_ref().and_then(|r| r.name.clone()),
                         ready,
@@ -283,6 +294,15 @@ struct ProxyState {
     healthz_addr: SocketAddr,
     rng: Mutex<StdRng>,
     cancel: CancellationToken,
+    /// The node's rules as real nftables rules, when the cluster has them.
+    rules: std::sync::OnceLock<NodeRules>,
+}
+
+/// Where this node's kube-proxy writes real rules: the cluster's data
+/// plane, and the node's pod CIDR (dropped whole while the node is down).
+struct NodeRules {
+    plane: DataPlane,
+    pod_cidr: String,
 }
 
 /// One node's kube-proxy. Cheap to clone; dropping the last clone stops its
@@ -333,6 +353,7 @@ impl KubeProxy {
             healthz_addr,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             cancel: cancel.clone(),
+            rules: std::sync::OnceLock::new(),
         });
         let weak = Arc::downgrade(&shared);
         tokio::spawn(serve_health(
@@ -352,6 +373,12 @@ impl KubeProxy {
 
     pub fn node_name(&self) -> &str {
         &self.shared.node
+    }
+
+    /// Program this node's Service rules into `plane` from now on (each
+    /// apply rewrites them before it reports), `pod_cidr` being the node's.
+    pub fn use_data_plane(&self, plane: DataPlane, pod_cidr: String) {
+        let _ = self.shared.rules.set(NodeRules { plane, pod_cidr });
     }
 
     /// Reseed the random endpoint choice (runs are reproducible per seed).
@@ -388,8 +415,26 @@ impl KubeProxy {
     /// A stopped node: new connections are dropped, health servers stop
     /// answering (probes time out), updates are not applied.
     pub fn set_down(&self, down: bool) {
+        if let Some(r) = self.shared.rules.get() {
+            // First the rules: a node's packets are gone before its
+            // processes are (their resets must not reach anyone).
+            if down {
+                self.shared.program_down();
+            }
+            if let Err(e) = r.plane.set_down(self.shared.node_ip, &r.pod_cidr, down) {
+                tracing::warn!(node = %self.shared.node, "cannot program the node's fault: {e}");
+            }
+        }
         self.shared.down.send_replace(down);
         if !down {
+            // A node back from a stop writes its rules again even when
+            // nothing changed meanwhile.
+            let applied = self.applied();
+            self.shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .get_or_insert_with(|| (*applied).clone());
             ProxyState::schedule_apply(&self.shared);
         }
     }
@@ -483,6 +528,8 @@ impl ProxyState {
         let Some(next) = self.pending.lock().expect("pending lock").take() else {
             return;
         };
+        // The kernel has the rules before the view and the events say so.
+        self.program(&next);
         let prev = std::mem::replace(
             &mut *self.applied.write().expect("applied lock"),
             Arc::new(next.clone()),
@@ -500,6 +547,91 @@ impl ProxyState {
             }
         }
         self.applies.send_modify(|n| *n += 1);
+    }
+
+    /// Write every Service's chain for this node from `view` (services
+    /// gone from it: reset, as nothing listens for them).
+    fn program(&self, view: &AppliedView) {
+        let Some(r) = self.rules.get() else { return };
+        let prev = self.applied.read().expect("applied lock").clone();
+        let mut chains = Vec::new();
+        for (key, v) in &view.services {
+            let verdict = match v.route(&self.node, self.version) {
+                Route::To { endpoints, .. } => {
+                    let pods: Vec<(Ipv4Addr, u16, Option<String>)> = endpoints
+                        .iter()
+                        .filter_map(|ip| {
+                            let IpAddr::V4(v4) = ip else { return None };
+                            let e = v.endpoints.iter().find(|e| e.ip == *ip);
+                            let port = self
+                                .pod_addrs
+                                .get(ip)
+                                .map(|a| a.port())
+                                .or(e.and_then(|e| e.port))
+                                .unwrap_or(80);
+                            Some((*v4, port, e.and_then(|e| e.pod.clone())))
+                        })
+                        .collect();
+                    Verdict::To(r.plane.targets(&self.node, &pods))
+                }
+                Route::Drop => Verdict::Drop(self.decision(Fate::Dropped)),
+                Route::Reject => Verdict::Reject(self.decision(Fate::Refused)),
+            };
+            chains.push((
+                DataPlane::service_chain(&self.node, &key.0, &key.1),
+                verdict,
+            ));
+        }
+        for key in prev
+            .services
+            .keys()
+            .filter(|k| !view.services.contains_key(*k))
+        {
+            let verdict = Verdict::Reject(self.decision(Fate::Refused));
+            chains.push((
+                DataPlane::service_chain(&self.node, &key.0, &key.1),
+                verdict,
+            ));
+        }
+        if let Err(e) = r.plane.program(&chains) {
+            tracing::warn!(node = %self.node, "cannot program kube-proxy's rules: {e}");
+        }
+    }
+
+    /// A stopped node drops every new connection the LB still sends it.
+    fn program_down(&self) {
+        let Some(r) = self.rules.get() else { return };
+        let applied = self.applied.read().expect("applied lock").clone();
+        let pending = self.pending.lock().expect("pending lock").clone();
+        let keys: std::collections::BTreeSet<&ServiceKey> = applied
+            .services
+            .keys()
+            .chain(pending.iter().flat_map(|p| p.services.keys()))
+            .collect();
+        let drop = Verdict::Drop(self.decision(Fate::Dropped));
+        let chains: Vec<(String, Verdict)> = keys
+            .into_iter()
+            .map(|k| {
+                (
+                    DataPlane::service_chain(&self.node, &k.0, &k.1),
+                    drop.clone(),
+                )
+            })
+            .collect();
+        if let Err(e) = r.plane.program(&chains) {
+            tracing::warn!(node = %self.node, "cannot program the stopped node's rules: {e}");
+        }
+    }
+
+    /// The id of a decision of this node that names no pod.
+    fn decision(&self, fate: Fate) -> u32 {
+        self.rules.get().map_or(0, |r| {
+            r.plane.decision(Provenance {
+                node: Some(self.node.clone()),
+                pod: None,
+                fate,
+            })
+        })
     }
 
     fn emit_changes(&self, key: &ServiceKey, old: Option<&ServiceView>, new: Option<&ServiceView>) {
@@ -803,6 +935,7 @@ mod tests {
     fn ep(ip: &str, node: &str, ready: bool, serving: bool, terminating: bool) -> EndpointView {
         EndpointView {
             ip: ip.parse().unwrap(),
+            port: None,
             node: Some(node.into()),
             pod: None,
             ready,

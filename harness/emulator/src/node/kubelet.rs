@@ -59,10 +59,25 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 pub const SANDBOX_TEARDOWN: Duration = Duration::from_secs(1);
 
 /// Logical pod IP → the real socket its container listens on, shared by
-/// every kubelet (writers) and kube-proxy (readers) of one cluster.
-#[derive(Debug, Clone, Default)]
+/// every kubelet (writers) and kube-proxy (readers) of one cluster. A
+/// watcher ([`PodAddrs::watch`]) learns each change while the map is still
+/// locked, so changes reach it in order (the nftables data path's set of
+/// live pod IPs).
+#[derive(Clone, Default)]
 pub struct PodAddrs {
     inner: Arc<RwLock<HashMap<IpAddr, SocketAddr>>>,
+    watcher: Arc<std::sync::OnceLock<AddrWatcher>>,
+}
+
+/// Told `(ip, true)` when a pod takes an address, `(ip, false)` when it is gone.
+pub type AddrWatcher = Box<dyn Fn(IpAddr, bool) + Send + Sync>;
+
+impl std::fmt::Debug for PodAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodAddrs")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PodAddrs {
@@ -70,16 +85,32 @@ impl PodAddrs {
         Self::default()
     }
 
+    /// Tell `watcher` about every later change (one watcher per map).
+    pub fn watch(&self, watcher: AddrWatcher) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    fn told(&self, ip: IpAddr, live: bool) {
+        if let Some(w) = self.watcher.get() {
+            w(ip, live);
+        }
+    }
+
     pub fn get(&self, ip: &IpAddr) -> Option<SocketAddr> {
         self.inner.read().expect("pod addrs lock").get(ip).copied()
     }
 
     pub fn insert(&self, ip: IpAddr, addr: SocketAddr) {
-        self.inner.write().expect("pod addrs lock").insert(ip, addr);
+        let mut map = self.inner.write().expect("pod addrs lock");
+        map.insert(ip, addr);
+        self.told(ip, true);
     }
 
     pub fn remove(&self, ip: &IpAddr) {
-        self.inner.write().expect("pod addrs lock").remove(ip);
+        let mut map = self.inner.write().expect("pod addrs lock");
+        if map.remove(ip).is_some() {
+            self.told(*ip, false);
+        }
     }
 
     /// Remove `ip` only while it still maps to `addr`: a rebooted node's
@@ -88,6 +119,7 @@ impl PodAddrs {
         let mut map = self.inner.write().expect("pod addrs lock");
         if map.get(ip) == Some(&addr) {
             map.remove(ip);
+            self.told(*ip, false);
         }
     }
 

@@ -139,11 +139,13 @@ impl NodeAgent {
                 let proxy = self.proxy.as_ref();
                 match fault {
                     NodeFault::Stop | NodeFault::Kill => {
-                        if let Ok(k) = real.current.lock() {
-                            k.stop();
-                        }
+                        // The node's packets go first, so what its dying
+                        // processes send (resets, FINs) reaches nobody.
                         if let Some(p) = proxy {
                             p.set_down(true);
+                        }
+                        if let Ok(k) = real.current.lock() {
+                            k.stop();
                         }
                         false
                     }

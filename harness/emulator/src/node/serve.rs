@@ -382,9 +382,10 @@ async fn connection(
     _alive: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let mut phase = shared.phase.subscribe();
     let svc_shared = shared.clone();
-    let service = hyper::service::service_fn(move |req| respond(svc_shared.clone(), req));
+    let service = hyper::service::service_fn(move |req| respond(svc_shared.clone(), req, peer));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
@@ -418,6 +419,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 async fn respond(
     shared: Arc<ServerState>,
     req: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Response<Body>, Infallible> {
     let mut paused = shared.paused.subscribe();
     let _ = paused.wait_for(|p| !*p).await;
@@ -456,6 +458,11 @@ async fn respond(
     }
     if let Ok(v) = HeaderValue::from_str(&config.node) {
         headers.insert("x-node", v);
+    }
+    // Who connected, as echo servers say: the client itself behind a
+    // pass-through LB, the proxy behind one that terminates TCP.
+    if let Some(v) = peer.and_then(|p| HeaderValue::from_str(&p.to_string()).ok()) {
+        headers.insert("x-client", v);
     }
     if *shared.phase.borrow() != Phase::Serving {
         // nginx answers the requests it finishes while shutting down

@@ -396,6 +396,7 @@ pub(crate) fn lb_config(s: &Scenario, policy_local: bool, seed: u64) -> LbConfig
         // Blackholed connections can outnumber the open-files limit; hold
         // them in a helper process when this process is zdt.
         hold_in: zdt_core::process::zdt_exe(),
+        forwarding: lb.profile.forwarding(),
         ..LbConfig::default()
     }
 }

@@ -59,6 +59,9 @@ impl Cause {
             (Fate::Refused, true) => Cause::PodRefused,
             (Fate::DialFailed, _) => Cause::DialFailed,
             (Fate::Connected, _) => match kind {
+                // Sent to the pod by a pass-through data path, which
+                // answered the SYN with a reset: nothing listened.
+                ErrorKind::Refused => Cause::PodRefused,
                 ErrorKind::HttpStatus => Cause::PodStatus,
                 ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout => Cause::PodSilent,
                 _ => Cause::PodCut,
