@@ -117,6 +117,8 @@ struct Slot {
     request: Option<Key>,
     /// Watched for writing too (a handshake or a write not done yet).
     writes: bool,
+    /// The server closed its side: not to be pooled again.
+    closed: bool,
 }
 
 /// Where a request goes on its current hop.
@@ -347,6 +349,7 @@ impl Engine {
             pooled,
             request: None,
             writes: connecting,
+            closed: false,
         });
         let slot = self.conns.get_mut(conn).expect("just inserted");
         if let Err(err) = self.poller.add(&slot.conn, conn.token(), connecting) {
@@ -393,9 +396,24 @@ impl Engine {
     }
 
     fn on_ready(&mut self, conn: Key, ready: Ready) {
-        // An idle connection (closed by the server, say) is found out when
-        // it is next used.
-        let Some(key) = self.conns.get_mut(conn).and_then(|s| s.request) else {
+        let Some(slot) = self.conns.get_mut(conn) else {
+            return;
+        };
+        // The edge of a FIN is reported once, often with the response it
+        // follows: remembered, so the connection is not pooled again (a
+        // request put on it would wait for an event that already came —
+        // behind a proxy that half-closes, until its timeout).
+        slot.closed |= ready.closed;
+        let request = slot.request;
+        let Some(key) = request else {
+            // An idle pooled connection with something to read was closed
+            // by the server (or sent what no request asked for): it cannot
+            // carry a request, so it leaves the pool now, as Go's transport
+            // and browsers drop theirs.
+            if ready.read || ready.closed {
+                self.idle.retain(|&k| k != conn);
+                self.conns.remove(conn);
+            }
             return;
         };
         let stage = self.requests.get_mut(key).expect("a live request").stage;
@@ -458,7 +476,7 @@ impl Engine {
         if pooled {
             self.pooled_busy -= 1;
         }
-        if pooled && keep {
+        if pooled && keep && !slot.closed {
             self.idle.push(conn);
         } else {
             self.conns.remove(conn);

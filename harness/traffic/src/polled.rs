@@ -32,6 +32,10 @@ pub(crate) struct Ready {
     pub read: bool,
     /// Room to write, or the handshake ended (either way).
     pub write: bool,
+    /// The peer closed its side (FIN) or the connection broke. Reported
+    /// with whatever else is ready: a FIN that comes with the last bytes of
+    /// a response raises no edge of its own.
+    pub closed: bool,
 }
 
 /// The epoll set of one attack's connections, each named by a token the
@@ -85,7 +89,7 @@ impl Poller {
     }
 
     fn control(&self, op: libc::c_int, conn: &Conn, token: u64, write: bool) -> io::Result<()> {
-        let mut flags = libc::EPOLLIN | libc::EPOLLET;
+        let mut flags = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
         if write {
             flags |= libc::EPOLLOUT;
         }
@@ -141,6 +145,7 @@ impl Poller {
                 Ready {
                     read: broken || flags & libc::EPOLLIN != 0,
                     write: broken || flags & libc::EPOLLOUT != 0,
+                    closed: broken || flags & libc::EPOLLRDHUP != 0,
                 },
             )
         }));

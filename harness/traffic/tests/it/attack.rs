@@ -34,10 +34,17 @@ enum Behaviour {
     /// Promise 100 body bytes, send 5, close.
     CloseMidBody,
     /// Answer one request as keep-alive (no `Connection: close`), then
-    /// close: the next request on that connection finds it closed.
+    /// read the next one on that connection and close it unanswered: the
+    /// client finds its reused connection closed after sending, before any
+    /// response (the race in which Go's client replays a GET). Only
+    /// answered requests are counted.
     OneThenClose,
     /// `/` → 301 to `/final` (200); `/loop…` → 302 to itself.
     Redirect,
+    /// Answer one request as keep-alive, then half-close (FIN) and hold
+    /// the connection without reading, as a proxy does whose backend
+    /// closed: a request sent on it gets neither an answer nor a reset.
+    HalfCloseIdle,
 }
 
 struct Server {
@@ -81,6 +88,7 @@ impl Server {
 
 async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<AtomicU64>) {
     let mut buf = Vec::with_capacity(1024);
+    let mut answered = 0;
     loop {
         // Read one request head (the generator sends GETs without bodies).
         let head_end = loop {
@@ -97,6 +105,10 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<Atomi
         let close = head.contains("connection: close");
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         buf.drain(..head_end);
+        if matches!(behaviour, Behaviour::OneThenClose) && answered == 1 {
+            return;
+        }
+        answered += 1;
         requests.fetch_add(1, Ordering::Relaxed);
         let ok: &[u8] = if close {
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Node: worker1\r\nX-Pod: web-0\r\nConnection: close\r\n\r\nok"
@@ -135,8 +147,12 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<Atomi
                     .await;
                 return;
             }
-            Behaviour::OneThenClose => {
-                let _ = stream.write_all(ok).await;
+            Behaviour::OneThenClose => {}
+            Behaviour::HalfCloseIdle => {
+                if stream.write_all(ok).await.is_ok() && stream.shutdown().await.is_ok() {
+                    // Held, unread, past the client's timeout; then gone.
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
                 return;
             }
             Behaviour::Redirect if path == "/" => {
@@ -445,10 +461,27 @@ async fn raw_results_stream_to_json_lines_and_csv() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_closed_leaves_the_pool() {
+    let _serial = SERIAL.lock().await;
+    // Each connection is half-closed by the server after one answer and
+    // held unread: a request put on it would wait out its timeout. The
+    // pool must drop it when the server's FIN arrives, not reuse it.
+    let server = Server::start(Behaviour::HalfCloseIdle).await;
+    let mut st = settings(&server.url(), "50/s", 1000);
+    st.load.keep_alive = true;
+    st.load.timeout = "500ms".parse().unwrap();
+    let s = run(st).await;
+    assert_eq!((s.requests, s.successes), (50, 50), "{:?}", s.errors);
+    assert_eq!(server.requests.load(Ordering::Relaxed), 50);
+    assert_eq!(server.connections.load(Ordering::Relaxed), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_requests_are_counted_and_replay_can_be_turned_off() {
     let _serial = SERIAL.lock().await;
-    // Every pooled connection is closed by the server after one answer, so
-    // the next request that takes it finds it closed before any response.
+    // Every pooled connection is closed by the server when its second
+    // request arrives, so the request that took it finds it closed before
+    // any response.
     let server = Server::start(Behaviour::OneThenClose).await;
     let mut st = settings(&server.url(), "100/s", 1000);
     st.load.keep_alive = true;
