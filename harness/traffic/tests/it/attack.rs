@@ -191,6 +191,10 @@ fn settings(url: &str, rate: &str, duration_ms: u64) -> Settings {
 }
 
 async fn run(settings: Settings) -> Summary {
+    // As the zdt binary does at start: a stall holds hundreds of connections
+    // at both ends in this one process, past a normal user's soft limit
+    // (often 1024).
+    zdt_core::process::raise_fd_limit();
     let started = Instant::now();
     let limit =
         settings.load.duration.get() + settings.load.timeout.get() + Duration::from_secs(10);
