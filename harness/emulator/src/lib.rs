@@ -243,14 +243,11 @@ fn data_plane(
             _ => Ok(None),
         };
     }
-    let choice = match (choice, std::env::var(DATA_PATH_ENV).ok().as_deref()) {
-        (DataPathChoice::Auto, Some("nftables")) => DataPathChoice::Auto,
-        (DataPathChoice::Auto, _) => DataPathChoice::UserSpace,
-        (c, _) => c,
-    };
+    let asked = || std::env::var(DATA_PATH_ENV).is_ok_and(|v| v == "nftables");
     match choice {
         DataPathChoice::UserSpace => Ok(None),
         DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events)?)),
+        DataPathChoice::Auto if !asked() => Ok(None),
         DataPathChoice::Auto => match DataPlane::start(net, events) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
@@ -276,6 +273,12 @@ pub fn worker_name(i: usize) -> String {
     } else {
         format!("zdt-worker{}", i + 1)
     }
+}
+
+/// The pod CIDR of the node at `index`, as its Node object shows it and
+/// the data path drops for it when it stops.
+fn pod_cidr(index: usize) -> String {
+    format!("10.244.{index}.0/24")
 }
 
 fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
@@ -306,8 +309,8 @@ fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
             },
         },
         "spec": {
-            "podCIDR": format!("10.244.{index}.0/24"),
-            "podCIDRs": [format!("10.244.{index}.0/24")],
+            "podCIDR": pod_cidr(index),
+            "podCIDRs": [pod_cidr(index)],
             "providerID": format!("kind://docker/zdt/{}", info.name),
         },
         "status": {
@@ -518,7 +521,7 @@ impl Emulator {
                         source,
                     })?;
                     if let Some(plane) = &data_plane {
-                        proxy.use_data_plane(plane.clone(), format!("10.244.{i}.0/24"));
+                        proxy.use_data_plane(plane.clone(), pod_cidr(i));
                     }
                     NodeAgent::real(
                         n.control_plane,
