@@ -7,17 +7,13 @@
 //! inspect` and by what the LB's health probes see.
 //!
 //! Skipped, with the reason printed, only when no Docker Engine answers.
-//! The stand-in runs through testcontainers, which removes it on drop; the
-//! image, the network and the LB container are zdt's own doing (their
-//! making is under test here), so a [`ZdtMade`] guard removes those, also
-//! when an assertion fails. Everything carries `zdt.managed=true`.
+//! A [`ZdtMade`] guard removes the image, the network and every container,
+//! also when an assertion fails. Everything carries `zdt.managed=true`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::ImageExt;
 use zdt_cluster::docker::{
     self, kind_nodes, network_ipv4_subnet, node_fault, run_lb_container, NodeFault,
     KIND_CLUSTER_LABEL, KIND_ROLE_LABEL, MANAGED_LABEL, RUN_LABEL,
@@ -26,7 +22,8 @@ use zdt_cluster::lb_container::follow_backend;
 use zdt_lb::{AdminClient, Health};
 
 use crate::lb_docker::{
-    build_image, docker_or_skip, unique, zdt_container, ZdtMade, LB_READY, SERVE_READY,
+    build_image, docker_or_skip, unique, zdt_container, TestContainer, ZdtMade, LB_READY,
+    SERVE_READY,
 };
 use zdt_cluster::cloud_provider_kind as cpk;
 
@@ -83,13 +80,14 @@ fn stand_in_node(
     network: &str,
     cluster: &str,
     id: &str,
-) -> testcontainers::ContainerRequest<testcontainers::GenericImage> {
+) -> TestContainer {
     let node_args = ["lb", "--config", "/etc/zdt/node.yaml"];
     zdt_container(built, node_name, network, &node_args, &[], LB_READY)
-        .with_copy_to("/etc/zdt/node.yaml", STAND_IN_CONFIG.as_bytes().to_vec())
-        .with_labels(docker::managed_labels(Some(id)))
-        .with_label(KIND_CLUSTER_LABEL, cluster.to_owned())
-        .with_label(KIND_ROLE_LABEL, "worker")
+        .with_file("/etc/zdt/node.yaml", STAND_IN_CONFIG.as_bytes().to_vec())
+        .with_labels(
+            id,
+            &[(KIND_CLUSTER_LABEL, cluster), (KIND_ROLE_LABEL, "worker")],
+        )
 }
 
 /// The LB container on `network` with the stand-in `node_name` at `ip` as
@@ -146,14 +144,12 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
     );
 
     // The node: labelled like a kind worker of cluster zdt-test-<id>, and
-    // like a container zdt made (so `zdt clean` sees it). The network
-    // exists already, so testcontainers leaves it alone.
+    // like a container zdt made (so `zdt clean` sees it).
     let cluster = format!("zdt-test-{id}");
     let node_name = format!("{cluster}-worker");
     let node = stand_in_node(&built, &node_name, &network, &cluster, &id)
-        .start()
-        .await
-        .unwrap();
+        .start(&d, &mut made)
+        .await;
 
     // Discovery as the kind provider does it: by kind's labels, on the network.
     let nodes = kind_nodes(&d, &cluster, &network).await.unwrap();
@@ -164,7 +160,7 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         (node_name.as_str(), "worker")
     );
     let ip = n.ipv4.expect("running node has an address");
-    assert_eq!(IpAddr::V4(ip), node.get_bridge_ip_address().await.unwrap());
+    assert_eq!(Some(ip), node.ipv4);
     let mask = u32::MAX << (32 - u32::from(prefix));
     assert_eq!(
         u32::from(ip) & mask,
@@ -218,10 +214,10 @@ async fn node_faults_on_a_stand_in_node_seen_by_inspect_and_by_the_lb_container(
         "{forced}"
     );
     // Still there and serving after the real `zdt clean`.
-    assert!(state(&d, node.id()).await.running == Some(true));
+    assert!(state(&d, &node.id).await.running == Some(true));
     assert!(state(&d, &lb.id).await.running == Some(true));
     assert_eq!(admin.list().await.unwrap()[0].name, node_name);
-    let labels = docker::inspect(&d, node.id())
+    let labels = docker::inspect(&d, &node.id)
         .await
         .unwrap()
         .config
@@ -346,10 +342,9 @@ async fn a_node_back_at_another_address_is_followed_by_the_lb_container() {
     let (network, _, _) = kind_like_network(&d, &mut made, &id).await;
     let cluster = format!("zdt-test-{id}");
     let node_name = format!("{cluster}-worker");
-    let _node = stand_in_node(&built, &node_name, &network, &cluster, &id)
-        .start()
-        .await
-        .unwrap();
+    stand_in_node(&built, &node_name, &network, &cluster, &id)
+        .start(&d, &mut made)
+        .await;
     let n = kind_nodes(&d, &cluster, &network).await.unwrap()[0].clone();
     let old = n.ipv4.unwrap();
     let (_lb, admin) = lb_in_front(&d, &mut made, &tag, &network, &id, &node_name, old).await;
@@ -466,7 +461,7 @@ async fn cloud_provider_kinds_envoy_is_found_by_its_label_and_asked_for_ready() 
         "--node",
         "none",
     ];
-    let _envoy = zdt_container(
+    zdt_container(
         &built,
         &format!("kindccm-{id}"),
         &network,
@@ -474,11 +469,9 @@ async fn cloud_provider_kinds_envoy_is_found_by_its_label_and_asked_for_ready() 
         &[],
         SERVE_READY,
     )
-    .with_labels(docker::managed_labels(Some(&id)))
-    .with_label(cpk::LB_NAME_LABEL, lb.clone())
-    .start()
-    .await
-    .unwrap();
+    .with_labels(&id, &[(cpk::LB_NAME_LABEL, &lb)])
+    .start(&d, &mut made)
+    .await;
     let err = cpk::wait_envoy_ready(&d, &network, &lb, short)
         .await
         .unwrap_err()

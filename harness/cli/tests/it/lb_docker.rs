@@ -5,21 +5,20 @@
 //! the LB within the probe budget. Skipped, with the reason printed, only
 //! when no Docker Engine answers.
 //!
-//! The containers a test starts for itself run through testcontainers,
-//! which removes them (and a network it created for them) on drop, also
-//! when an assertion fails. What zdt's own code under test made is in a
-//! [`ZdtMade`] guard instead. The helpers here serve `cluster_docker` too.
+//! Everything a test makes — the image, networks, its own containers and
+//! the ones zdt's code under test starts — is in a [`ZdtMade`] guard,
+//! which removes it on drop, also when an assertion fails. A test's own
+//! containers start through zdt's `docker::run_container` (what the kind
+//! provider uses), not a container library of their own. The helpers here
+//! serve `cluster_docker` too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bollard::models::PortBinding;
 use bollard::Docker;
-use testcontainers::core::{IntoContainerPort, WaitFor};
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -60,11 +59,10 @@ pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// What zdt's own code made for a test, which testcontainers therefore does
-/// not own: the image `lb_image::build` made, a network
-/// `docker::create_network` made, a container zdt started. Removed on drop,
-/// also when an assertion fails, containers first. Declared before the
-/// test's testcontainers containers, it is dropped after them.
+/// What a test made, through zdt's own code: the image `lb_image::build`
+/// made, networks `docker::create_network` made, containers. Removed on
+/// drop, also when an assertion fails: containers first, then networks,
+/// then images.
 #[derive(Default)]
 pub(crate) struct ZdtMade {
     pub(crate) containers: Vec<String>,
@@ -133,59 +131,113 @@ pub(crate) async fn build_image(
         .unwrap()
 }
 
-/// A container of the test image for testcontainers to start and remove:
-/// named `name`, on `network` (testcontainers creates it, and removes it
-/// after its last container, unless it already exists), running `zdt
-/// <args>` under docker-init as zdt runs its own containers (so SIGTERM
-/// reaches zdt), started once `ready` is on its stderr. The `ports` are
-/// published on 127.0.0.1 only: testcontainers' own mapping binds every
-/// interface. The image exists (it was just built), so testcontainers, which
-/// pulls only when creating the container finds no image, never pulls it.
+/// A container of the test image: named `name`, on `network`, running
+/// `zdt <args>` under docker-init as zdt runs its own containers (so
+/// SIGTERM reaches zdt), with `ports` published on 127.0.0.1 (any free
+/// port). [`TestContainer::start`] starts it and waits for `ready` on its
+/// stderr.
 pub(crate) fn zdt_container(
     built: &BuiltImage,
     name: &str,
     network: &str,
     args: &[&str],
     ports: &[u16],
-    ready: &str,
-) -> ContainerRequest<GenericImage> {
-    let (repository, tag) = built
-        .tag
-        .split_once(':')
-        .expect("the test image's tag names a repository and a tag");
-    let mut image =
-        GenericImage::new(repository, tag).with_wait_for(WaitFor::message_on_stderr(ready));
-    for port in ports {
-        image = image.with_exposed_port(port.tcp());
+    ready: &'static str,
+) -> TestContainer {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    TestContainer {
+        spec: zd::ContainerSpec {
+            name: name.to_owned(),
+            image: built.tag.clone(),
+            cmd: args.iter().map(|a| a.to_string()).collect(),
+            network: Some(network.to_owned()),
+            publish: ports.iter().map(|p| (*p, loopback)).collect(),
+            init: true,
+            ..zd::ContainerSpec::default()
+        },
+        ready,
     }
-    let loopback: HashMap<String, Option<Vec<PortBinding>>> = ports
-        .iter()
-        .map(|port| {
-            let any_free = PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(String::new()),
-            };
-            (format!("{port}/tcp"), Some(vec![any_free]))
+}
+
+/// A test container not yet started (see [`zdt_container`]).
+pub(crate) struct TestContainer {
+    spec: zd::ContainerSpec,
+    ready: &'static str,
+}
+
+impl TestContainer {
+    /// Copy `data` to `path` in the container before it starts.
+    pub(crate) fn with_file(mut self, path: &str, data: Vec<u8>) -> Self {
+        self.spec.files.push((path.to_owned(), data, 0o644));
+        self
+    }
+
+    /// Label it like a container zdt made for run `run_id` (`zdt clean`
+    /// sees it), plus `labels`.
+    pub(crate) fn with_labels(mut self, run_id: &str, labels: &[(&str, &str)]) -> Self {
+        self.spec.run_id = Some(run_id.to_owned());
+        self.spec
+            .labels
+            .extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
+    /// Start it (`made` removes it) and wait until its stderr says it is
+    /// ready; a container that exits or stays silent for 30 s fails the
+    /// test with what it printed.
+    pub(crate) async fn start(self, d: &Docker, made: &mut ZdtMade) -> zd::RunningContainer {
+        let c = zd::run_container(d, &self.spec).await.unwrap();
+        made.containers.push(c.id.clone());
+        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .follow(true)
+            .stderr(true)
+            .stdout(true)
+            .build();
+        let mut logs = d.logs(&c.id, Some(options));
+        let mut seen = String::new();
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(Ok(out)) = logs.next().await {
+                if let bollard::container::LogOutput::StdErr { message } = &out {
+                    seen.push_str(&String::from_utf8_lossy(message));
+                    if seen.contains(self.ready) {
+                        return true;
+                    }
+                } else {
+                    seen.push_str(&out.to_string());
+                }
+            }
+            false
         })
-        .collect();
-    image
-        .with_container_name(name)
-        .with_network(network)
-        .with_cmd(args.iter().copied())
-        .with_host_config_modifier(move |host| {
-            host.init = Some(true);
-            host.publish_all_ports = Some(false);
-            host.port_bindings = Some(loopback.clone());
-        })
+        .await;
+        assert!(
+            waited == Ok(true),
+            "container {} never printed {:?} on stderr ({}): {seen}",
+            self.spec.name,
+            self.ready,
+            if waited.is_err() { "30 s" } else { "it exited" }
+        );
+        c
+    }
+}
+
+/// Freeze a container's processes (its kernel side still accepts TCP).
+pub(crate) async fn pause(d: &Docker, c: &zd::RunningContainer) {
+    d.pause_container(&c.id).await.unwrap();
 }
 
 /// Backends `b1` and `b2`, `zdt serve` on port 8080 of `network` (it
 /// answers with its pod's name in `X-Pod`), each with its address there.
 async fn serve_backends(
+    d: &Docker,
+    made: &mut ZdtMade,
     built: &BuiltImage,
     run_id: &str,
     network: &str,
-) -> HashMap<&'static str, (ContainerAsync<GenericImage>, IpAddr)> {
+) -> HashMap<&'static str, (zd::RunningContainer, IpAddr)> {
+    zd::create_network(d, network, None, Some(run_id))
+        .await
+        .unwrap();
+    made.networks.push(network.to_owned());
     let mut pods = HashMap::new();
     for pod in ["b1", "b2"] {
         let serve = [
@@ -199,14 +251,10 @@ async fn serve_backends(
         ];
         let name = format!("{run_id}-{pod}");
         let c = zdt_container(built, &name, network, &serve, &[], SERVE_READY)
-            .start()
-            .await
-            .unwrap();
-        let ip = c
-            .get_bridge_ip_address()
-            .await
-            .expect("backend has an address on the test network");
-        pods.insert(pod, (c, ip));
+            .start(d, made)
+            .await;
+        let ip = c.ipv4.expect("backend has an address on the test network");
+        pods.insert(pod, (c, IpAddr::V4(ip)));
     }
     pods
 }
@@ -257,7 +305,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let network = format!("zdt-{run_id}");
-    let pods = serve_backends(&built, &run_id, &network).await;
+    let pods = serve_backends(&docker, &mut made, &built, &run_id, &network).await;
 
     let probe_interval = Duration::from_millis(500);
     let probe_timeout = Duration::from_millis(300);
@@ -293,17 +341,13 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
         &[8080, 9090],
         LB_READY,
     )
-    .with_copy_to("/etc/zdt/lb.json", config.to_string().into_bytes())
-    .start()
-    .await
-    .unwrap();
-    let front = SocketAddr::from(([127, 0, 0, 1], lb.get_host_port_ipv4(8080).await.unwrap()));
-    let admin = AdminClient::new(SocketAddr::from((
-        [127, 0, 0, 1],
-        lb.get_host_port_ipv4(9090).await.unwrap(),
-    )));
+    .with_file("/etc/zdt/lb.json", config.to_string().into_bytes())
+    .start(&docker, &mut made)
+    .await;
+    let front = lb.published(8080).expect("the frontend is published");
+    let admin = AdminClient::new(lb.published(9090).expect("the admin API is published"));
 
-    // The admin API listens (the wait strategy saw it say so); the probes
+    // The admin API listens (the container said so); the probes
     // may still be on their way to two healthy backends.
     if let Err(e) = admin.wait_healthy(2, Duration::from_secs(20)).await {
         panic!("LB never had 2 healthy backends: {e}");
@@ -320,7 +364,7 @@ async fn lb_container_stops_using_a_paused_backend_within_its_probe_budget() {
     );
 
     let paused_at = Instant::now();
-    pods["b1"].0.pause().await.unwrap();
+    pause(&docker, &pods["b1"].0).await;
     let budget = probe_interval * unhealthy_threshold + probe_timeout;
     let tolerance = Duration::from_millis(1500);
     let detected = loop {
@@ -378,7 +422,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let built = build_image(&d, &mut made, &tag, &run_id).await;
     let network = format!("zdt-{run_id}");
 
-    let pods = serve_backends(&built, &run_id, &network).await;
+    let pods = serve_backends(&d, &mut made, &built, &run_id, &network).await;
     let backends = ["b1", "b2"]
         .map(|pod| {
             let ip = pods[pod].1;
@@ -403,11 +447,8 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     let lb = lb_container::start(&d, &tag, &network, &file, &run_id)
         .await
         .unwrap();
-    // zdt started the LB on the backends' network: this guard, dropped
-    // before them, removes it first if the test fails before shutdown does,
-    // so that testcontainers can remove the network after the backends.
-    let mut lb_made = ZdtMade::default();
-    lb_made.containers.push(lb.container.id.clone());
+    // Removed with the backends if the test fails before shutdown does.
+    made.containers.push(lb.container.id.clone());
     assert!(lb.frontend.ip().is_loopback(), "{:?}", lb.frontend);
     // As the kind provider does: the container's event lines forwarded
     // into the run's events, on the run's clock.
@@ -555,7 +596,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
     // the pause and at the LB's probe cadence.
     log.clear();
     let paused = clock.now();
-    pods["b1"].0.pause().await.unwrap();
+    pause(&d, &pods["b1"].0).await;
     let unhealthy = expect_event(&mut rx, &mut log, "Unhealthy", "b1").await;
     let failed: Vec<Duration> = log
         .iter()
@@ -589,7 +630,7 @@ async fn the_kind_providers_lb_container_is_driven_through_its_admin_api() {
         "{}",
         unhealthy.message
     );
-    pods["b1"].0.unpause().await.unwrap();
+    d.unpause_container(&pods["b1"].0.id).await.unwrap();
 
     // Shutting the LB down removes its container.
     control.shutdown().await;
