@@ -67,10 +67,13 @@ impl HostFault {
             HostFault::NoLocalPort => "no local port was free for a new connection (EADDRNOTAVAIL)",
             HostFault::OutOfMemory => "the kernel refused memory for a socket (ENOMEM)",
             HostFault::ConntrackDrop => {
-                "the host's connection-tracking table was full and dropped packets"
+                "a connection-tracking table on the data path (the host's, or the emulated \
+                 cluster's network's) was full and dropped packets"
             }
             HostFault::ConntrackInsertFailed => {
-                "the host's connection-tracking table failed to insert entries"
+                "a connection-tracking table on the data path (the host's, or the emulated \
+                 cluster's network's) failed to insert entries: packets of new connections \
+                 were dropped"
             }
         }
     }
@@ -133,10 +136,15 @@ pub fn add(into: &mut HostFaults, more: &HostFaults) {
 }
 
 /// The connection-tracking table's drop and insert-failure counters in
-/// this process's network namespace (`/proc/net/stat/nf_conntrack`, summed
-/// over CPUs); `None` when connection tracking is not loaded.
-pub fn conntrack_counters() -> Option<HostFaults> {
-    let text = std::fs::read_to_string("/proc/net/stat/nf_conntrack").ok()?;
+/// the network namespace of process `pid` — this process's when `None` —
+/// (`/proc/PID/net/stat/nf_conntrack`, summed over CPUs); `None` when
+/// connection tracking is not loaded there.
+pub fn conntrack_counters(pid: Option<u32>) -> Option<HostFaults> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/net/stat/nf_conntrack"),
+        None => "/proc/net/stat/nf_conntrack".to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
     parse_conntrack_stat(&text)
 }
 

@@ -141,3 +141,22 @@ fn the_children_of_a_joined_process_end_with_the_network() {
     assert!(status.success(), "{status:?}");
     assert!(!std::path::Path::new(&format!("/proc/{sleep}")).exists());
 }
+
+/// A run reads the connection-tracking counters of the namespace its
+/// traffic crosses: for a private network, the helper's, through /proc.
+#[test]
+fn a_private_networks_conntrack_counters_are_read_through_its_helper() {
+    let Some(net) = private() else { return };
+    let pid = net.helper_pid().expect("a private network has a helper");
+    let loaded = std::path::Path::new("/proc/net/stat/nf_conntrack").exists();
+    let counters = zdt_core::hostfault::conntrack_counters(Some(pid));
+    assert_eq!(
+        counters.is_some(),
+        loaded,
+        "the namespace's counters are readable exactly where conntrack is loaded: {counters:?}"
+    );
+    if let Some(c) = counters {
+        // A namespace that carried nothing has failed nothing.
+        assert!(c.values().all(|n| *n == 0), "{c:?}");
+    }
+}

@@ -906,12 +906,13 @@ async fn measure(
     }
     let settings = traffic_settings(s, cluster, target, s.traffic.load.duration);
     // The machine's own failures during the traffic: this process's (LB,
-    // pods, kube-proxies) and, where traffic crosses the host's stack, its
-    // connection-tracking table's.
+    // pods, kube-proxies) and the connection-tracking table's of the stack
+    // the traffic crosses — the host's, or the emulated cluster's own
+    // network's, where one table serves every node and client (a failure
+    // there is the emulator's, not the cluster's).
     let faults_before = hostfault::tally();
-    let conntrack_before = (!cluster.net().is_private())
-        .then(hostfault::conntrack_counters)
-        .flatten();
+    let conntrack_pid = cluster.net().helper_pid();
+    let conntrack_before = hostfault::conntrack_counters(conntrack_pid);
     // Its own token: a failed chaos step stops the traffic within the
     // generator's cancel latency, and the partial counts are kept.
     let step_failed = cancel.child_token();
@@ -1037,7 +1038,10 @@ async fn measure(
         &mut traffic.host_faults,
         &hostfault::since(&faults_before, &hostfault::tally()),
     );
-    if let (Some(before), Some(after)) = (conntrack_before, hostfault::conntrack_counters()) {
+    if let (Some(before), Some(after)) = (
+        conntrack_before,
+        hostfault::conntrack_counters(conntrack_pid),
+    ) {
         hostfault::add(&mut traffic.host_faults, &hostfault::since(&before, &after));
     }
     Ok((traffic, chaos_results))

@@ -39,7 +39,11 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
         // Every traced window of a shipped scenario has a mechanism with a
         // formula (docs/physics.md), and the measurement agrees with it.
         if w.predicted.is_none() {
-            out.push(format!("{id}: no prediction for {}", w.explanation));
+            out.push(format!(
+                "{id}: no prediction for {}; its requests: {}",
+                w.explanation,
+                requests_in(run, w)
+            ));
         }
         if let Some(p) = &w.predicted {
             if !p.agrees {
@@ -116,4 +120,32 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
         _ => {}
     }
     out
+}
+
+/// The failed requests of window `w` (at most five), with what a reader
+/// needs to follow one through the data path: the client address, when it
+/// was due and sent, and when the data path recorded its connection (all
+/// seconds from the traffic's start).
+fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
+    let Some(t) = &run.traffic else {
+        return "(no traffic summary)".into();
+    };
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    t.failed
+        .iter()
+        .filter(|f| (w.start_s..=w.end_s).contains(&secs(f.due)))
+        .take(5)
+        .map(|f| {
+            format!(
+                "[{} {} due {:.4} sent {:?} routed {:?} {:?}]",
+                f.kind,
+                f.local.map_or("-".into(), |l| l.to_string()),
+                secs(f.due),
+                f.sent.map(secs),
+                f.routed_at.map(|r| secs(r.saturating_sub(t.started_at))),
+                f.provenance
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
