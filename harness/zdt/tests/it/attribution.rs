@@ -125,7 +125,8 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
 /// The failed requests of window `w` (at most five), with what a reader
 /// needs to follow one through the data path: the client address, when it
 /// was due and sent, and when the data path recorded its connection (all
-/// seconds from the traffic's start).
+/// seconds from the traffic's start). A window is placed by each request's
+/// send, end or route time, by cause: any of them within 50 ms selects it.
 fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
     let Some(t) = &run.traffic else {
         return "(no traffic summary)".into();
@@ -133,7 +134,13 @@ fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
     let secs = |d: std::time::Duration| d.as_secs_f64();
     t.failed
         .iter()
-        .filter(|f| (w.start_s..=w.end_s).contains(&secs(f.due)))
+        .filter(|f| {
+            let routed = f.routed_at.map(|r| r.saturating_sub(t.started_at));
+            [Some(f.due), f.sent, Some(f.end), routed]
+                .into_iter()
+                .flatten()
+                .any(|at| (w.start_s - 0.05..=w.end_s + 0.05).contains(&secs(at)))
+        })
         .take(5)
         .map(|f| {
             format!(
