@@ -38,6 +38,8 @@ pub enum DataPlaneError {
     NoNft,
     #[error("the emulated cluster has no network namespace of its own (the host's stack has no room for its rules)")]
     NotPrivate,
+    #[error("pods in network namespaces of their own (ZDT_NETWORK=pods) need the nftables data path, not user space")]
+    NeedsRules,
     #[error("nft failed: {0}")]
     Nft(String),
     #[error("cannot read the data path's log (NFLOG): {0}")]
@@ -139,7 +141,7 @@ impl DataPlane {
             stop: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         });
-        shared.run(&rules::table(GROUP))?;
+        shared.run(&rules::table(GROUP, net.is_routed()))?;
         let clock = events.clock();
         let reader = {
             let shared = shared.clone();
@@ -397,6 +399,7 @@ impl Lb {
             port: self.port,
             nodes: &self.chains,
             pick: self.pick,
+            routed: self.plane.shared.net.is_routed(),
         }
     }
 }
