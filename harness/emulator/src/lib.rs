@@ -593,9 +593,14 @@ impl Emulator {
             "cluster/zdt",
             None,
             format!(
-                "emulated Kubernetes {version} with {} workers at http://{addr} in {:?}",
+                "emulated Kubernetes {version} with {} workers at http://{addr} in {:?}{}",
                 config.workers,
-                started.elapsed()
+                started.elapsed(),
+                if net.is_routed() {
+                    "; every pod in a network namespace of its own"
+                } else {
+                    ""
+                }
             ),
         );
         Ok(Emulator {
