@@ -86,6 +86,23 @@ impl Setup {
         records.iter().rev().find(|r| r.client == client).cloned()
     }
 
+    /// [`Setup::record`], waiting up to a second for the log's reader
+    /// thread, which may not have read the SYN's message yet when the
+    /// response is already back.
+    pub(crate) async fn record_soon(
+        &self,
+        client: SocketAddr,
+    ) -> Option<zdt_core::provenance::ConnRecord> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let found = self.record(client);
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub(crate) async fn shutdown(self) {
         self.exposure.lb.shutdown().await;
         self.cluster.teardown(Duration::ZERO).await;

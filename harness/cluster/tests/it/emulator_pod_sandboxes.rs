@@ -117,7 +117,10 @@ async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance() {
         let head = request(&mut stream, Duration::from_secs(2)).await.unwrap();
         assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
         let pod = header(&head, "x-pod").expect("x-pod").to_owned();
-        let r = s.record(client).expect("the connection is recorded");
+        let r = s
+            .record_soon(client)
+            .await
+            .expect("the connection is recorded");
         assert_eq!(r.provenance.pod.as_deref(), Some(pod.as_str()), "{r:?}");
         assert_eq!(r.provenance.node.as_deref(), Some("zdt-worker"), "{r:?}");
         served.insert(pod);
@@ -186,7 +189,10 @@ async fn a_user_program_bound_to_every_address_is_served() {
             head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
             "request {i}: {head}"
         );
-        let r = s.record(client).expect("the connection is recorded");
+        let r = s
+            .record_soon(client)
+            .await
+            .expect("the connection is recorded");
         answered.insert(r.provenance.pod.expect("a pod"));
         if answered.len() == 2 {
             break;
