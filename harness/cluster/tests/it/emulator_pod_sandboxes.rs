@@ -84,6 +84,40 @@ fn pods(s: &Setup) -> Vec<(String, Ipv4Addr)> {
         .collect()
 }
 
+/// The pods that answer new connections through the LB, until two have
+/// (bounded: kube-proxy's rules have both a sync after both are ready).
+/// Each connection is served (200), and its record names the pod that
+/// answered (the `X-Pod` header, where the server sends one) on its node.
+async fn serving_pods(s: &Setup) -> std::collections::BTreeSet<String> {
+    served_within(s, Duration::from_secs(10)).await;
+    let mut served = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0.. {
+        if served.len() == 2 || Instant::now() > deadline {
+            break;
+        }
+        let mut stream = s.connect().await.unwrap().unwrap();
+        let client = stream.local_addr().unwrap();
+        let head = request(&mut stream, Duration::from_secs(2)).await.unwrap();
+        assert!(
+            head.starts_with("http/1.") && head.split(' ').nth(1) == Some("200"),
+            "request {i}: {head}"
+        );
+        let r = s
+            .record_soon(client)
+            .await
+            .expect("the connection is recorded");
+        let pod = r.provenance.pod.clone().expect("a pod");
+        if let Some(answered) = header(&head, "x-pod") {
+            assert_eq!(answered, pod, "{r:?}");
+        }
+        assert_eq!(r.provenance.node.as_deref(), Some("zdt-worker"), "{r:?}");
+        served.insert(pod);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    served
+}
+
 /// Two pods on one node, both listening on 0.0.0.0:8080 in their own
 /// sandboxes, are reached through their Service's LB; each connection's
 /// record names the pod that answered it.
@@ -104,31 +138,7 @@ async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance() {
         let local = net.connect(([127, 0, 0, 1], PORT).into()).await;
         assert!(local.is_ok(), "{name} listens on 0.0.0.0:{PORT}: {local:?}");
     }
-    served_within(&s, Duration::from_secs(10)).await;
-    let mut served = std::collections::BTreeSet::new();
-    // Until kube-proxy's rules have both (a sync after both are ready).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for i in 0.. {
-        if Instant::now() > deadline {
-            break;
-        }
-        let mut stream = s.connect().await.unwrap().unwrap();
-        let client = stream.local_addr().unwrap();
-        let head = request(&mut stream, Duration::from_secs(2)).await.unwrap();
-        assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
-        let pod = header(&head, "x-pod").expect("x-pod").to_owned();
-        let r = s
-            .record_soon(client)
-            .await
-            .expect("the connection is recorded");
-        assert_eq!(r.provenance.pod.as_deref(), Some(pod.as_str()), "{r:?}");
-        assert_eq!(r.provenance.node.as_deref(), Some("zdt-worker"), "{r:?}");
-        served.insert(pod);
-        if served.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = serving_pods(&s).await;
     assert_eq!(served.len(), 2, "both pods serve: {served:?}");
     s.shutdown().await;
 }
@@ -174,31 +184,7 @@ async fn a_user_program_bound_to_every_address_is_served() {
         assert!(Instant::now() < deadline, "two ready pods in 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    served_within(&s, Duration::from_secs(10)).await;
-    let mut answered = std::collections::BTreeSet::new();
-    // Until kube-proxy's rules have both (a sync after both are ready).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for i in 0.. {
-        if Instant::now() > deadline {
-            break;
-        }
-        let mut stream = s.connect().await.unwrap().unwrap();
-        let client = stream.local_addr().unwrap();
-        let head = request(&mut stream, Duration::from_secs(2)).await.unwrap();
-        assert!(
-            head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
-            "request {i}: {head}"
-        );
-        let r = s
-            .record_soon(client)
-            .await
-            .expect("the connection is recorded");
-        answered.insert(r.provenance.pod.expect("a pod"));
-        if answered.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answered = serving_pods(&s).await;
     assert_eq!(answered.len(), 2, "both programs serve: {answered:?}");
     s.shutdown().await;
 }

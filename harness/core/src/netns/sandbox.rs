@@ -124,17 +124,13 @@ impl Drop for Sandbox {
 }
 
 impl Net {
-    /// A new sandbox for the pod with address `ip` in this routed network,
-    /// the cluster namespace's own connections to it leaving from `source`
-    /// (the node's InternalIP, an address of this network; else the
-    /// kernel's choice). Blocks for a few milliseconds (two `ip` runs).
-    pub fn sandbox(&self, ip: Ipv4Addr, source: Option<Ipv4Addr>) -> Result<Sandbox, NetError> {
-        let private = match &self.private {
-            Some(p) if self.is_routed() && self.pod.is_none() => p,
-            _ => return Err(NetError::NotRouted(format!("{self:?}"))),
-        };
-        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
-        let failed = |message: String| NetError::Sandbox { ip, message };
+    /// A new pause process's network namespace, as a pod network of this
+    /// one; `failed` words the helper's failure.
+    fn paused(
+        &self,
+        private: &super::Private,
+        failed: impl Fn(String) -> NetError,
+    ) -> Result<Net, NetError> {
         let pid = private
             .helper
             .pause()
@@ -155,11 +151,26 @@ impl Net {
                 return Err(NetError::OpenNs { path, source });
             }
         };
-        let net = Net {
+        Ok(Net {
             private: self.private.clone(),
             pod: Some(Arc::new(PodNs { pid, net_ns, pidfd })),
             sources: Arc::new(Sources::default()),
+        })
+    }
+
+    /// A new sandbox for the pod with address `ip` in this routed network,
+    /// the cluster namespace's own connections to it leaving from `source`
+    /// (the node's InternalIP, an address of this network; else the
+    /// kernel's choice). Blocks for a few milliseconds (two `ip` runs).
+    pub fn sandbox(&self, ip: Ipv4Addr, source: Option<Ipv4Addr>) -> Result<Sandbox, NetError> {
+        let private = match &self.private {
+            Some(p) if self.is_routed() && self.pod.is_none() => p,
+            _ => return Err(NetError::NotRouted(format!("{self:?}"))),
         };
+        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
+        let failed = |message: String| NetError::Sandbox { ip, message };
+        let net = self.paused(private, failed)?;
+        let pid = net.pod.as_ref().map_or(0, |p| p.pid);
         let veth = veth_name(ip);
         let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
         let (cluster_mac, pod_mac) = (mac(0x7a, ip), mac(0x70, ip));
@@ -202,25 +213,8 @@ impl Net {
             ip: pods.addr,
             message: format!("the sink for pod addresses without a pod: {message}"),
         };
-        let pid = private
-            .helper
-            .pause()
-            .map_err(|e| failed(format!("the pause process did not start: {e}")))?;
-        // SAFETY: pidfd_open on a pid; the result is a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let pidfd = (fd >= 0).then(|| {
-            // SAFETY: a fresh descriptor that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
-        });
-        let path = format!("/proc/{pid}/ns/net");
-        let net_ns = std::fs::File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|source| NetError::OpenNs { path, source })?;
-        let sink = Net {
-            private: self.private.clone(),
-            pod: Some(Arc::new(PodNs { pid, net_ns, pidfd })),
-            sources: Arc::new(Sources::default()),
-        };
+        let sink = self.paused(private, failed)?;
+        let pid = sink.pod.as_ref().map_or(0, |p| p.pid);
         let (outside_mac, inside_mac) = (mac(0x7a, GATEWAY), mac(0x70, GATEWAY));
         let len = pods.len.min(32);
         let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
@@ -254,16 +248,7 @@ fn mac(tag: u8, ip: Ipv4Addr) -> String {
 
 /// Where `ip` is, if installed.
 fn ip_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join("ip"))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    crate::process::system_tool("ip")
 }
 
 /// `ip -batch -` with `script`, joined to `net`; the first failing line
