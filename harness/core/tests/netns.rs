@@ -277,3 +277,25 @@ async fn pods_in_sandboxes_share_a_port_and_reach_each_other() {
     );
     assert_eq!(read_from(&net, pb).await.unwrap(), b"b");
 }
+
+/// However zdt ends, its pods' sandboxes end with the network's helper:
+/// the pause processes are in the network's PID namespace, which the
+/// kernel empties when the helper's init goes (here the helper is killed,
+/// as it would be with zdt).
+#[test]
+fn sandboxes_end_with_the_helper() {
+    let Some(net) = routed() else { return };
+    let sandbox = net.sandbox(Ipv4Addr::new(10, 244, 2, 2), None).unwrap();
+    let pause = sandbox.pid();
+    assert!(std::path::Path::new(&format!("/proc/{pause}")).exists());
+    // SAFETY: signalling our own child, the helper.
+    unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pause}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pause process {pause} outlived the helper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
