@@ -134,6 +134,10 @@ pub enum NetworkChoice {
     /// The host's network stack on 127.0.0.1: its connection tracking,
     /// ports and limits are part of every measurement.
     Host,
+    /// A private network namespace for the cluster and one per pod (its
+    /// sandbox, behind a veth pair), with the nftables data path; or an
+    /// error saying why not. `ZDT_NETWORK=pods` asks for it in `Auto`.
+    Pods,
 }
 
 /// Which data path an emulated cluster with a network of its own uses.

@@ -21,6 +21,19 @@ pub fn allow_self_exec() {
     SELF_EXEC.store(true, Ordering::Relaxed);
 }
 
+/// Where the system tool `name` (`nft`, `ip`) is installed: on `PATH`,
+/// then in /usr/sbin and /sbin, which a normal user's `PATH` often lacks.
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// The zdt binary helpers run in: `$ZDT_TRAFFIC_EXE` when set, else this
 /// process's executable when it is zdt ([`allow_self_exec`]); `None` means
 /// in this process (a library user's binary has no hidden subcommands).

@@ -160,3 +160,142 @@ fn a_private_networks_conntrack_counters_are_read_through_its_helper() {
         assert!(c.values().all(|n| *n == 0), "{c:?}");
     }
 }
+
+/// A routed network whose pods' addresses are in 10.244.0.0/16, or `None`
+/// (the test is skipped, saying why).
+fn routed() -> Option<Net> {
+    if let Some(why) = private_unavailable() {
+        eprintln!("SKIPPED: no private network here: {why}");
+        return None;
+    }
+    match Net::routed(
+        &[Block {
+            addr: Ipv4Addr::new(172, 18, 0, 1),
+            len: 16,
+        }],
+        &[],
+        Block {
+            addr: Ipv4Addr::new(10, 244, 0, 1),
+            len: 16,
+        },
+    ) {
+        Ok(net) => Some(net),
+        Err(e @ zdt_core::netns::NetError::NoIp) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+        Err(e) => panic!("a routed network: {e}"),
+    }
+}
+
+/// Serve `reply` to every connection `listener` accepts.
+fn answer(listener: tokio::net::TcpListener, reply: &'static [u8]) {
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(reply).await;
+        }
+    });
+}
+
+async fn read_from(net: &Net, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut s = net.connect(addr).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Two pods' sandboxes both listen on 0.0.0.0:8080; the cluster's
+/// namespace reaches each by its IP (from the node's address), a pod
+/// reaches the cluster's addresses and the other pod, and a removed
+/// sandbox's address goes silent (no reset, no error: a connect timeout)
+/// with its pause process gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_in_sandboxes_share_a_port_and_reach_each_other() {
+    let Some(net) = routed() else { return };
+    let node = Ipv4Addr::new(172, 18, 0, 3);
+    let a = net
+        .sandbox(Ipv4Addr::new(10, 244, 1, 2), Some(node))
+        .unwrap();
+    let b = net.sandbox(Ipv4Addr::new(10, 244, 1, 3), None).unwrap();
+    let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let la = a.net().listen(any, 16).unwrap();
+    let lb = b.net().listen(any, 16).unwrap();
+    // Who connects to a, as a sees it.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = la.accept().await {
+            let _ = seen_tx.send(peer);
+            let _ = s.write_all(b"a").await;
+        }
+    });
+    answer(lb, b"b");
+    let (pa, pb): (SocketAddr, SocketAddr) = (
+        "10.244.1.2:8080".parse().unwrap(),
+        "10.244.1.3:8080".parse().unwrap(),
+    );
+    assert_eq!(read_from(&net, pa).await.unwrap(), b"a");
+    assert_eq!(read_from(&net, pb).await.unwrap(), b"b");
+    assert_eq!(
+        seen.recv().await.unwrap().ip(),
+        std::net::IpAddr::V4(node),
+        "the cluster's connections to a pod leave from the node's address"
+    );
+    // Pod to the cluster's addresses (through its default route) and to
+    // another pod (forwarded by the cluster's namespace).
+    let cluster_side = net.listen("172.18.0.1:9000".parse().unwrap(), 16).unwrap();
+    answer(cluster_side, b"cluster");
+    assert_eq!(
+        read_from(a.net(), "172.18.0.1:9000".parse().unwrap())
+            .await
+            .unwrap(),
+        b"cluster"
+    );
+    assert_eq!(read_from(a.net(), pb).await.unwrap(), b"b");
+    assert_eq!(read_from(b.net(), pa).await.unwrap(), b"a");
+
+    let pid = a.pid();
+    let veth = a.veth().to_owned();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pause process {pid} outlived its sandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["link", "show", &veth]);
+    net.join_before_exec(&mut cmd, false);
+    let out = cmd.output().expect("ip runs");
+    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(1500), net.connect(pa)).await;
+    assert!(
+        gone.is_err(),
+        "a connect to a removed pod's address must go unanswered: {gone:?}"
+    );
+    assert_eq!(read_from(&net, pb).await.unwrap(), b"b");
+}
+
+/// However zdt ends, its pods' sandboxes end with the network's helper:
+/// the pause processes are in the network's PID namespace, which the
+/// kernel empties when the helper's init goes (here the helper is killed,
+/// as it would be with zdt).
+#[test]
+fn sandboxes_end_with_the_helper() {
+    let Some(net) = routed() else { return };
+    let sandbox = net.sandbox(Ipv4Addr::new(10, 244, 2, 2), None).unwrap();
+    let pause = sandbox.pid();
+    assert!(std::path::Path::new(&format!("/proc/{pause}")).exists());
+    // SAFETY: signalling our own child, the helper.
+    unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pause}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pause process {pause} outlived the helper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

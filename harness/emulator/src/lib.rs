@@ -171,16 +171,19 @@ pub const LB_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 255, 1);
 /// 10.96.0.0/12): where pods reach the API server, as in a real cluster.
 pub const KUBERNETES_SERVICE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 1), 443);
 
-/// The address blocks of a private network: pods (10.244.0.0/16, a /24 per
-/// node as kind's podCIDRs), nodes plus the LB (172.18.0.0/16), the
-/// clients outside the cluster (100.64.0.0/16), and the `kubernetes`
-/// Service's ClusterIP, where the API server listens in the namespace (in
-/// a real cluster kube-proxy forwards it to the control plane's 6443).
+/// The pod network (a /24 per node, as kind's podCIDRs).
+const POD_BLOCK: zdt_core::netns::Block = zdt_core::netns::Block {
+    addr: Ipv4Addr::new(10, 244, 0, 1),
+    len: 16,
+};
+
+/// The address blocks of a private network: pods ([`POD_BLOCK`]), nodes
+/// plus the LB (172.18.0.0/16), the clients outside the cluster
+/// (100.64.0.0/16), and the `kubernetes` Service's ClusterIP, where the API
+/// server listens in the namespace (in a real cluster kube-proxy forwards
+/// it to the control plane's 6443).
 const NETWORK_BLOCKS: [zdt_core::netns::Block; 4] = [
-    zdt_core::netns::Block {
-        addr: Ipv4Addr::new(10, 244, 0, 1),
-        len: 16,
-    },
+    POD_BLOCK,
     zdt_core::netns::Block {
         addr: Ipv4Addr::new(172, 18, 0, 1),
         len: 16,
@@ -205,9 +208,17 @@ fn client_sources() -> Vec<Ipv4Addr> {
 /// The network `choice` asks for; `Auto` falls back to the host's stack
 /// when no private network can be made, and says so once per process.
 fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
+    let pods_asked = || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "pods");
     match choice {
         NetworkChoice::Host => Ok(Net::host()),
         NetworkChoice::Private => Ok(Net::private(&NETWORK_BLOCKS, &client_sources())?),
+        // Pod addresses are routed to the pods' sandboxes, not local.
+        NetworkChoice::Pods => Ok(Net::routed(
+            &NETWORK_BLOCKS[1..],
+            &client_sources(),
+            POD_BLOCK,
+        )?),
+        NetworkChoice::Auto if pods_asked() => network(NetworkChoice::Pods),
         NetworkChoice::Auto => match zdt_core::netns::private_unavailable().map_or_else(
             || Net::private(&NETWORK_BLOCKS, &client_sources()).map_err(|e| e.to_string()),
             |why| Err(why.to_owned()),
@@ -244,6 +255,15 @@ fn data_plane(
         };
     }
     let asked = || std::env::var(DATA_PATH_ENV).is_ok_and(|v| v == "nftables");
+    if net.is_routed() {
+        // Pods in sandboxes are reached through the rules (DNAT, then
+        // routed over their veth); kube-proxy's user-space path alone
+        // would not model what the pods' own network namespaces are for.
+        return match choice {
+            DataPathChoice::UserSpace => Err(dataplane::DataPlaneError::NeedsRules.into()),
+            _ => Ok(Some(DataPlane::start(net, events)?)),
+        };
+    }
     match choice {
         DataPathChoice::UserSpace => Ok(None),
         DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events)?)),
@@ -573,9 +593,14 @@ impl Emulator {
             "cluster/zdt",
             None,
             format!(
-                "emulated Kubernetes {version} with {} workers at http://{addr} in {:?}",
+                "emulated Kubernetes {version} with {} workers at http://{addr} in {:?}{}",
                 config.workers,
-                started.elapsed()
+                started.elapsed(),
+                if net.is_routed() {
+                    "; every pod in a network namespace of its own"
+                } else {
+                    ""
+                }
             ),
         );
         Ok(Emulator {
@@ -620,6 +645,13 @@ impl Emulator {
     /// caller puts there: the LB, the traffic generator).
     pub fn net(&self) -> &Net {
         &self.net
+    }
+
+    /// The network of the pod whose IP is `ip`, when pods have sandboxes
+    /// of their own (`NetworkChoice::Pods`) and that pod's is up: its
+    /// [`Net::enter_command`] opens a shell where the pod's processes are.
+    pub fn pod_network(&self, ip: Ipv4Addr) -> Option<Net> {
+        self.runtime.as_ref()?.sandbox_net(ip)
     }
 
     /// The nftables data path, when kube-proxy's rules are real rules.

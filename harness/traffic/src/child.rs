@@ -62,6 +62,10 @@ struct Request {
     /// started (an emulated cluster's); empty on the host's stack.
     #[serde(default)]
     sources: Vec<std::net::Ipv4Addr>,
+    /// Whether that network binds its sockets to loopback
+    /// ([`zdt_core::netns::Net::binds_loopback`]).
+    #[serde(default)]
+    loopback: bool,
 }
 
 /// Why the child has no request to run; the parent shows the message.
@@ -90,6 +94,7 @@ impl Request {
             } else {
                 Vec::new()
             },
+            loopback: settings.net.binds_loopback(),
         }
     }
 
@@ -98,7 +103,7 @@ impl Request {
             clock_from_monotonic_ns(self.origin_monotonic_ns).ok_or(RequestError::ClockOrigin)?;
         let mut settings = self.settings;
         if !self.sources.is_empty() {
-            settings.net = zdt_core::netns::Net::joined(&self.sources);
+            settings.net = zdt_core::netns::Net::joined(&self.sources, self.loopback);
         }
         Ok((settings, clock))
     }
@@ -654,6 +659,7 @@ mod tests {
             )
             .unwrap(),
             sources: Vec::new(),
+            loopback: false,
         };
         assert!(matches!(late.settings(), Err(RequestError::ClockOrigin)));
     }

@@ -116,6 +116,13 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
              pod and node IPs in the API are labels, not addresses)"
         ),
     }
+    if emulator.net().is_routed() {
+        eprintln!(
+            "every pod has a network namespace of its own (ZDT_NETWORK=pods), reached from \
+             the cluster's over a veth `zp<pod IP in hex>`; its server listens on \
+             0.0.0.0:containerPort there"
+        );
+    }
     eprintln!(
         "emulated cluster (Kubernetes {}, {} workers) at {}\nkubectl --kubeconfig {} get nodes\nCtrl-C or SIGTERM stops it.",
         args.kubernetes,

@@ -28,11 +28,11 @@ use zdt_lb::{Forwarding, InitialHealth, LbConfig, ProbeSettings};
 /// How long a dropped SYN is given before the test calls it a timeout: a
 /// connection the kernel completes here takes microseconds.
 const CONNECT: Duration = Duration::from_millis(2500);
-const NS: &str = "default";
+pub(crate) const NS: &str = "default";
 const SVC: &str = "nginx";
 
 /// Why these tests cannot run here, if they cannot.
-fn unavailable() -> Option<String> {
+pub(crate) fn unavailable() -> Option<String> {
     if let Some(why) = zdt_core::netns::private_unavailable() {
         return Some(format!("no network namespace: {why}"));
     }
@@ -42,27 +42,27 @@ fn unavailable() -> Option<String> {
     None
 }
 
-struct Setup {
-    cluster: Cluster,
-    exposure: Exposure,
+pub(crate) struct Setup {
+    pub(crate) cluster: Cluster,
+    pub(crate) exposure: Exposure,
     /// The data path's records taken so far.
     records: std::sync::Mutex<Vec<zdt_core::provenance::ConnRecord>>,
 }
 
 impl Setup {
-    fn emu(&self) -> &Emulator {
+    pub(crate) fn emu(&self) -> &Emulator {
         match &self.cluster {
             Cluster::Emulator(e) => e,
             _ => unreachable!("the tests start emulators"),
         }
     }
 
-    fn vip(&self) -> SocketAddr {
+    pub(crate) fn vip(&self) -> SocketAddr {
         self.exposure.target
     }
 
     /// The node the (first) nginx pod runs on.
-    fn pod_node(&self) -> String {
+    pub(crate) fn pod_node(&self) -> String {
         self.emu()
             .store()
             .list(Resource::Pods, Some(NS))
@@ -73,18 +73,37 @@ impl Setup {
     }
 
     /// A new connection to the LB from the clients' addresses.
-    async fn connect(&self) -> Result<std::io::Result<TcpStream>, tokio::time::error::Elapsed> {
+    pub(crate) async fn connect(
+        &self,
+    ) -> Result<std::io::Result<TcpStream>, tokio::time::error::Elapsed> {
         tokio::time::timeout(CONNECT, self.emu().net().connect(self.vip())).await
     }
 
     /// The data path's record of the connection from `client`.
-    fn record(&self, client: SocketAddr) -> Option<zdt_core::provenance::ConnRecord> {
+    pub(crate) fn record(&self, client: SocketAddr) -> Option<zdt_core::provenance::ConnRecord> {
         let mut records = self.records.lock().unwrap();
         records.extend(self.exposure.lb.connections().expect("zdt's LB records"));
         records.iter().rev().find(|r| r.client == client).cloned()
     }
 
-    async fn shutdown(self) {
+    /// [`Setup::record`], waiting up to a second for the log's reader
+    /// thread, which may not have read the SYN's message yet when the
+    /// response is already back.
+    pub(crate) async fn record_soon(
+        &self,
+        client: SocketAddr,
+    ) -> Option<zdt_core::provenance::ConnRecord> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let found = self.record(client);
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub(crate) async fn shutdown(self) {
         self.exposure.lb.shutdown().await;
         self.cluster.teardown(Duration::ZERO).await;
     }
@@ -94,17 +113,27 @@ impl Setup {
 /// workload (built-in server) behind a cloud LB forwarding as `forwarding`
 /// says, probing every second.
 async fn setup(workers: usize, replicas: u32, local: bool, forwarding: Forwarding) -> Setup {
-    let emu = Emulator::start(
-        EmulatorConfig {
-            workers,
-            runtime: RuntimeChoice::Builtin,
-            data_path: DataPathChoice::Nftables,
-            ..EmulatorConfig::default()
-        },
-        EventSink::discard(Clock::start()),
-    )
-    .await
-    .expect("an emulator on the nftables data path");
+    let config = EmulatorConfig {
+        workers,
+        runtime: RuntimeChoice::Builtin,
+        data_path: DataPathChoice::Nftables,
+        ..EmulatorConfig::default()
+    };
+    setup_in(config, replicas, local, forwarding, |_| {}).await
+}
+
+/// [`setup`] with the emulator `config`, and `edit` applied to every
+/// object of the workload.
+pub(crate) async fn setup_in(
+    config: EmulatorConfig,
+    replicas: u32,
+    local: bool,
+    forwarding: Forwarding,
+    edit: impl Fn(&mut serde_json::Value),
+) -> Setup {
+    let emu = Emulator::start(config, EventSink::discard(Clock::start()))
+        .await
+        .expect("an emulator on the nftables data path");
     let timings = emu.config().timings;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
     for mut obj in zdt_scenario::workload::read_dir(&dir).unwrap() {
@@ -114,10 +143,14 @@ async fn setup(workers: usize, replicas: u32, local: bool, forwarding: Forwardin
         if obj["kind"] == "Deployment" {
             obj["spec"]["replicas"] = replicas.into();
             // The kubelet's probes reach pods through the same rules.
+            let port = obj["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+                ["containerPort"]
+                .clone();
             obj["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = serde_json::json!({
-                "httpGet": {"path": "/healthz", "port": 80}, "periodSeconds": 1
+                "httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1
             });
         }
+        edit(&mut obj);
         api::apply_object(emu.store(), &timings, obj).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -169,6 +202,11 @@ async fn ready(
         return None;
     }
     let s = setup(workers, replicas, local, forwarding).await;
+    wait_healthy(s, healthy).await
+}
+
+/// Wait until the LB of `s` has `healthy` backends.
+pub(crate) async fn wait_healthy(s: Setup, healthy: usize) -> Option<Setup> {
     s.exposure
         .lb
         .wait_ready(healthy, Duration::from_secs(15))
@@ -179,7 +217,7 @@ async fn ready(
 
 /// Connect to the LB from `100.64.0.<host>`: the client address, and
 /// what became of the connect within [`CONNECT`].
-async fn connect_from(
+pub(crate) async fn connect_from(
     s: &Setup,
     host: u8,
 ) -> (
@@ -198,7 +236,7 @@ async fn connect_from(
     )
 }
 
-fn ready_pods(emu: &Emulator) -> usize {
+pub(crate) fn ready_pods(emu: &Emulator) -> usize {
     emu.store()
         .list(Resource::Pods, Some(NS))
         .iter()
@@ -209,7 +247,7 @@ fn ready_pods(emu: &Emulator) -> usize {
 
 /// One HTTP/1.1 request on `stream`, keep-alive; the head's lines,
 /// lower-cased, or an error when nothing came back within `limit`.
-async fn request(stream: &mut TcpStream, limit: Duration) -> std::io::Result<String> {
+pub(crate) async fn request(stream: &mut TcpStream, limit: Duration) -> std::io::Result<String> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await?;
@@ -241,19 +279,20 @@ async fn request(stream: &mut TcpStream, limit: Duration) -> std::io::Result<Str
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:")))
         .map(str::trim)
 }
 
-/// Wait (bounded) until a new connection through the LB is served.
-async fn served_within(s: &Setup, limit: Duration) -> String {
+/// Wait (bounded) until a new connection through the LB is served (200).
+pub(crate) async fn served_within(s: &Setup, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(Ok(mut stream)) = s.connect().await {
             if let Ok(head) = request(&mut stream, Duration::from_secs(2)).await {
-                if head.starts_with("http/1.1 200") {
+                // HTTP/1.0 too: a user's own server may answer with it.
+                if head.starts_with("http/1.") && head.split(' ').nth(1) == Some("200") {
                     return head;
                 }
             }
@@ -360,6 +399,10 @@ async fn a_stopped_node_goes_silent_and_serves_again_after_resume() {
     let Some(s) = ready(1, 1, true, Forwarding::PassThrough, 1).await else {
         return;
     };
+    stopped_node_goes_silent_and_serves_again(s).await;
+}
+
+pub(crate) async fn stopped_node_goes_silent_and_serves_again(s: Setup) {
     served_within(&s, Duration::from_secs(10)).await;
     let mut open = s.connect().await.unwrap().unwrap();
     let head = request(&mut open, Duration::from_secs(2)).await.unwrap();

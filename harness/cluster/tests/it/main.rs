@@ -6,6 +6,7 @@ mod emulator_kubectl;
 mod emulator_node_dataplane;
 mod emulator_node_proxy;
 mod emulator_packet_rules;
+mod emulator_pod_sandboxes;
 mod fuzz_apis;
 mod kind_config;
 mod kind_ready;

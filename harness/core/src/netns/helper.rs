@@ -6,10 +6,17 @@
 //! Between fork and exit the child runs only system calls on memory that
 //! was prepared before the fork: another thread of zdt may have held the
 //! allocator's lock at the fork.
+//!
+//! In a routed network ([`Mode::Routed`]) it also holds pods' sandboxes:
+//! on request it forks a pause process that unshares a network namespace
+//! of its own and sleeps until it is killed (or its PID namespace ends with
+//! this helper), and it makes sockets in a namespace zdt names by sending
+//! its descriptor along with the request (setns there and back: zdt, a
+//! multi-threaded process of a normal user, cannot do that itself).
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,22 +27,50 @@ const MAX_BATCH: usize = 128;
 /// The request byte that asks for one netfilter netlink socket (NFLOG,
 /// conntrack) instead of TCP sockets.
 const NETFILTER_REQUEST: u8 = 0xff;
+/// The request byte that asks for a pod sandbox: a pause process in a
+/// network namespace of its own. The answer is an errno byte and its pid.
+const SANDBOX_REQUEST: u8 = 0xfe;
 /// How long the helper may take to set up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the child tells the parent once set up: 0 or an errno, and the stage.
-const STAGES: [&str; 5] = [
+const STAGES: [&str; 7] = [
     "setup",
     "creating the namespaces (unshare)",
     "mapping zdt's user into the new user namespace",
     "configuring the loopback device (rtnetlink)",
     "starting the PID namespace's init",
+    "setting the namespace's sysctls",
+    "opening the namespace's own descriptor",
 ];
 /// The report: errno, stage, the init's pid.
 const REPORT_LEN: usize = 9;
 
+/// What kind of network the helper holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Every address on loopback; TCP sockets bound to it (see `child`).
+    Loopback,
+    /// Pods in sandboxes of their own behind veth pairs: sockets are not
+    /// bound to loopback (their packets leave over a veth), and the
+    /// namespace reuses TIME_WAIT ports for any connection and forwards
+    /// between pods (sysctls of this namespace only, never the host's).
+    Routed,
+}
+
+/// The sysctls a routed network sets in its own namespace.
+const ROUTED_SYSCTLS: [(&str, &[u8]); 2] = [
+    // What `tcp_tw_reuse=2` gives connections bound to loopback: a client
+    // port in TIME_WAIT may take a new connection (5000 new connections/s
+    // would otherwise exhaust the ports).
+    ("/proc/sys/net/ipv4/tcp_tw_reuse", b"1"),
+    // A pod's packets to another pod cross this namespace.
+    ("/proc/sys/net/ipv4/ip_forward", b"1"),
+];
+
 pub(super) struct Helper {
     process: Forked,
+    pub mode: Mode,
     pub net_ns: OwnedFd,
     pub user_ns: Option<OwnedFd>,
     /// The PID namespace processes of the cluster start their children in:
@@ -57,6 +92,9 @@ struct Forked {
 /// Everything the child needs, made before the fork.
 struct Plan {
     user_ns: bool,
+    bind_lo: bool,
+    sysctls: Vec<(CString, &'static [u8])>,
+    self_net: CString,
     netlink: Vec<Vec<u8>>,
     setgroups: CString,
     uid_map: CString,
@@ -66,11 +104,21 @@ struct Plan {
 }
 
 impl Helper {
-    pub fn start(blocks: &[Block]) -> Result<Helper, NetError> {
+    pub fn start(blocks: &[Block], mode: Mode) -> Result<Helper, NetError> {
         // SAFETY: plain getters.
         let (euid, uid, gid) = unsafe { (libc::geteuid(), libc::getuid(), libc::getgid()) };
+        let sysctls = match mode {
+            Mode::Loopback => &[][..],
+            Mode::Routed => &ROUTED_SYSCTLS[..],
+        };
         let plan = Plan {
             user_ns: euid != 0,
+            bind_lo: mode == Mode::Loopback,
+            sysctls: sysctls
+                .iter()
+                .map(|(path, value)| (CString::new(*path).expect("no NUL"), *value))
+                .collect(),
+            self_net: CString::new("/proc/self/ns/net").expect("no NUL"),
             netlink: netlink::setup(blocks),
             setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
             uid_map: CString::new("/proc/self/uid_map").expect("no NUL"),
@@ -144,6 +192,7 @@ impl Helper {
             },
             pid_ns: Some(open_ns(init, "pid")?),
             process,
+            mode,
         })
     }
 
@@ -154,15 +203,30 @@ impl Helper {
 
     /// `n` new sockets (at most [`MAX_BATCH`]) from the helper.
     pub fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
-        self.process.sockets(n)
+        self.process.sockets(n, None)
+    }
+
+    /// `n` new sockets in the network namespace `ns` (a sandbox's).
+    pub fn sockets_in(&self, ns: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> {
+        self.process.sockets(n, Some(ns))
     }
 
     /// A new `NETLINK_NETFILTER` socket in the namespace.
     pub fn netfilter_socket(&self) -> io::Result<OwnedFd> {
         self.process
-            .request(NETFILTER_REQUEST)?
+            .request(NETFILTER_REQUEST, None)?
             .pop()
             .ok_or_else(|| io::Error::other("the network helper sent no socket"))
+    }
+
+    /// A new pause process in a network namespace of its own; its pid.
+    pub fn pause(&self) -> io::Result<libc::pid_t> {
+        let (data, fds) = self.process.exchange(SANDBOX_REQUEST, None)?;
+        drop(fds);
+        if data[0] != 0 {
+            return Err(io::Error::from_raw_os_error(i32::from(data[0])));
+        }
+        Ok(i32::from_ne_bytes([data[1], data[2], data[3], data[4]]))
     }
 }
 
@@ -200,24 +264,63 @@ impl Forked {
         ))
     }
 
-    fn sockets(&self, n: usize) -> io::Result<Vec<OwnedFd>> {
-        self.request(n.clamp(1, MAX_BATCH) as u8)
+    fn sockets(&self, n: usize, ns: Option<BorrowedFd<'_>>) -> io::Result<Vec<OwnedFd>> {
+        self.request(n.clamp(1, MAX_BATCH) as u8, ns)
     }
 
     /// Send one request byte (a count of TCP sockets, or
     /// [`NETFILTER_REQUEST`]) and receive the descriptors it brings.
-    fn request(&self, byte: u8) -> io::Result<Vec<OwnedFd>> {
+    fn request(&self, byte: u8, ns: Option<BorrowedFd<'_>>) -> io::Result<Vec<OwnedFd>> {
+        let (data, out) = self.exchange(byte, ns)?;
+        if out.is_empty() {
+            // The helper reports socket()'s errno in the first data byte.
+            return Err(io::Error::from_raw_os_error(i32::from(data[0])));
+        }
+        Ok(out)
+    }
+
+    /// Send one request byte, with `ns` (a namespace to make sockets in)
+    /// attached, and receive the answer's data and descriptors.
+    fn exchange(
+        &self,
+        byte: u8,
+        ns: Option<BorrowedFd<'_>>,
+    ) -> io::Result<([u8; ANSWER_LEN], Vec<OwnedFd>)> {
         let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
-        let req = [byte];
-        // SAFETY: req is valid for its length.
-        if unsafe { libc::send(chan.as_raw_fd(), req.as_ptr().cast(), 1, libc::MSG_NOSIGNAL) } != 1
-        {
+        let mut req = [byte];
+        let mut req_iov = libc::iovec {
+            iov_base: req.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut req_control = [0u64; 4];
+        // SAFETY: msghdr is plain data; the fields set below point at live
+        // buffers of the lengths given, the control message at one
+        // descriptor that outlives the call.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut req_iov;
+            msg.msg_iovlen = 1;
+            if let Some(ns) = ns {
+                let bytes = std::mem::size_of::<RawFd>() as u32;
+                msg.msg_control = req_control.as_mut_ptr().cast();
+                msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+                libc::CMSG_DATA(cmsg)
+                    .cast::<RawFd>()
+                    .write_unaligned(ns.as_raw_fd());
+            }
+            libc::sendmsg(chan.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+        };
+        if sent != 1 {
             return Err(io::Error::last_os_error());
         }
-        let mut data = [0u8; 1];
+        let mut data = [0u8; ANSWER_LEN];
         let mut iov = libc::iovec {
             iov_base: data.as_mut_ptr().cast(),
-            iov_len: 1,
+            iov_len: ANSWER_LEN,
         };
         let mut control = [0u64; (MAX_BATCH * 4 + 64) / 8];
         // SAFETY: msghdr is plain data; the fields set below point at live
@@ -253,13 +356,12 @@ impl Forked {
                 cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
         }
-        if out.is_empty() {
-            // The helper reports socket()'s errno in the data byte.
-            return Err(io::Error::from_raw_os_error(i32::from(data[0])));
-        }
-        Ok(out)
+        Ok((data, out))
     }
 }
+
+/// The answer's data: an errno byte, then (to a sandbox request) a pid.
+const ANSWER_LEN: usize = 5;
 
 impl Drop for Forked {
     fn drop(&mut self) {
@@ -382,6 +484,18 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         }
     }
     libc::close(nl);
+    for (path, value) in &plan.sysctls {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 || libc::write(fd, value.as_ptr().cast(), value.len()) != value.len() as isize {
+            fail(5);
+        }
+        libc::close(fd);
+    }
+    // To come back to after making sockets in a sandbox's namespace.
+    let own_net = libc::open(plan.self_net.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if own_net < 0 {
+        fail(6);
+    }
     // The PID namespace's init (our next child is its pid 1): it lives
     // until this helper exits (EOF on the pipe), and reaps what is
     // reparented to it (SIGCHLD ignored). When it exits the kernel kills
@@ -397,6 +511,7 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
     if init == 0 {
         libc::close(pipe[1]);
         libc::close(CHAN);
+        libc::close(own_net);
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
         let mut b = [0u8; 1];
         loop {
@@ -407,15 +522,56 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         }
     }
     libc::close(pipe[0]);
+    // Pause processes are reaped by the kernel once killed.
+    libc::signal(libc::SIGCHLD, libc::SIG_IGN);
     report(0, 0, init);
 
     let mut fds = [0 as RawFd; MAX_BATCH];
     let mut control = [0u64; (MAX_BATCH * 4 + 64) / 8];
+    let mut req_control = [0u64; 8];
     loop {
         let mut req = [0u8; 1];
-        let n = libc::recv(CHAN, req.as_mut_ptr().cast(), 1, 0);
+        let mut req_iov = libc::iovec {
+            iov_base: req.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut rmsg: libc::msghdr = std::mem::zeroed();
+        rmsg.msg_iov = &mut req_iov;
+        rmsg.msg_iovlen = 1;
+        rmsg.msg_control = req_control.as_mut_ptr().cast();
+        rmsg.msg_controllen = std::mem::size_of_val(&req_control);
+        let n = libc::recvmsg(CHAN, &mut rmsg, libc::MSG_CMSG_CLOEXEC);
         if n <= 0 {
             libc::_exit(0);
+        }
+        // A namespace to make the sockets in (a sandbox's), if attached.
+        let mut ns: RawFd = -1;
+        let cmsg = libc::CMSG_FIRSTHDR(&rmsg);
+        if !cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        {
+            ns = libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned();
+        }
+        if req[0] == SANDBOX_REQUEST {
+            let (errno, pid) = pause_child(CHAN, pipe[1], own_net);
+            let mut answer = [0u8; ANSWER_LEN];
+            answer[0] = errno as u8;
+            answer[1..].copy_from_slice(&pid.to_ne_bytes());
+            if libc::send(CHAN, answer.as_ptr().cast(), ANSWER_LEN, libc::MSG_NOSIGNAL) < 0 {
+                libc::_exit(0);
+            }
+            if ns >= 0 {
+                libc::close(ns);
+            }
+            continue;
+        }
+        let mut entered = 0;
+        if ns >= 0 {
+            if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                entered = *libc::__errno_location();
+            }
+            libc::close(ns);
         }
         let netfilter = req[0] == NETFILTER_REQUEST;
         let want = if netfilter {
@@ -424,8 +580,8 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             (req[0] as usize).clamp(1, MAX_BATCH)
         };
         let mut made = 0;
-        let mut errno = 0u8;
-        while made < want {
+        let mut errno = entered as u8;
+        while made < want && entered == 0 {
             let fd = if netfilter {
                 libc::socket(
                     libc::AF_NETLINK,
@@ -451,7 +607,7 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             // the port search in connect() starves the generator. (Setting
             // it needs CAP_NET_RAW in the namespace, which only this
             // process is sure to have.)
-            if !netfilter {
+            if !netfilter && plan.bind_lo && ns < 0 {
                 super::bind_fd_to_loopback(fd);
             }
             fds[made] = fd;
@@ -475,6 +631,10 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as usize;
             std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), bytes);
         }
+        if ns >= 0 && entered == 0 && libc::setns(own_net, libc::CLONE_NEWNET) != 0 {
+            // Sockets made later would be in the wrong namespace.
+            libc::_exit(1);
+        }
         let sent = libc::sendmsg(CHAN, &msg, libc::MSG_NOSIGNAL);
         for fd in &fds[..made] {
             libc::close(*fd);
@@ -483,4 +643,50 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
             libc::_exit(0);
         }
     }
+}
+
+/// Fork a pause process: it unshares a network namespace of its own, says
+/// so, and sleeps until it is killed (by zdt, or by the kernel when the PID
+/// namespace's init ends). Returns an errno (0: started) and its pid.
+/// It keeps none of the helper's descriptors: the channel must close when
+/// the helper dies, and the init's pipe too.
+unsafe fn pause_child(chan: RawFd, init_pipe: RawFd, own_net: RawFd) -> (i32, libc::pid_t) {
+    let mut ready = [0 as RawFd; 2];
+    if libc::pipe(ready.as_mut_ptr()) != 0 {
+        return (*libc::__errno_location(), 0);
+    }
+    let pid = libc::fork();
+    if pid < 0 {
+        let errno = *libc::__errno_location();
+        libc::close(ready[0]);
+        libc::close(ready[1]);
+        return (errno, 0);
+    }
+    if pid == 0 {
+        libc::close(chan);
+        libc::close(init_pipe);
+        libc::close(own_net);
+        libc::close(ready[0]);
+        let errno: i32 = if libc::unshare(libc::CLONE_NEWNET) == 0 {
+            0
+        } else {
+            *libc::__errno_location()
+        };
+        libc::write(ready[1], (&errno as *const i32).cast(), 4);
+        if errno != 0 {
+            libc::_exit(1);
+        }
+        libc::close(ready[1]);
+        loop {
+            libc::pause();
+        }
+    }
+    libc::close(ready[1]);
+    let mut errno = 0i32;
+    let n = libc::read(ready[0], (&mut errno as *mut i32).cast(), 4);
+    libc::close(ready[0]);
+    if n != 4 {
+        return (libc::ECHILD, 0);
+    }
+    (errno, pid)
 }

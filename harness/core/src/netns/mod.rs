@@ -22,13 +22,21 @@
 //!
 //! Sockets are created ahead in batches by a filler thread so that a
 //! connection does not wait for a round trip to the helper.
+//!
+//! A routed network ([`Net::routed`]) gives each pod a namespace of its
+//! own instead ([`Net::sandbox`], see [`Sandbox`]): the pod's IP is on its
+//! `eth0`, one end of a veth pair whose other end is in the cluster's
+//! namespace, so every pod can listen on `0.0.0.0:containerPort`.
 
 mod helper;
 mod netlink;
+mod sandbox;
+
+pub use sandbox::Sandbox;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -62,6 +70,12 @@ pub enum NetError {
     NoReport(io::Error),
     #[error("cannot open the network helper's namespace {path}: {source}")]
     OpenNs { path: String, source: io::Error },
+    #[error("pod sandboxes need a routed network (Net::routed), not {0}")]
+    NotRouted(String),
+    #[error("`ip` (iproute2) is not installed: looked in PATH, /usr/sbin and /sbin; pod sandboxes are configured with it")]
+    NoIp,
+    #[error("cannot set up the sandbox of pod IP {ip}: {message}")]
+    Sandbox { ip: Ipv4Addr, message: String },
 }
 
 /// Where a cluster's data-path sockets live: the host's stack (loopback
@@ -70,6 +84,9 @@ pub enum NetError {
 #[derive(Clone, Default)]
 pub struct Net {
     private: Option<Arc<Private>>,
+    /// Set for a pod's sandbox: sockets and joined processes are in its
+    /// namespace (`private` is then the cluster's network it hangs off).
+    pod: Option<Arc<sandbox::PodNs>>,
     sources: Arc<Sources>,
 }
 
@@ -84,7 +101,13 @@ struct Sources {
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(pod) = &self.pod {
+            return write!(f, "Net::Pod(pid {})", pod.pid);
+        }
         match (&self.private, self.sources.bind_lo) {
+            (Some(p), _) if p.helper.mode == helper::Mode::Routed => {
+                write!(f, "Net::Routed(pid {})", p.helper.pid())
+            }
             (Some(p), _) => write!(f, "Net::Private(pid {})", p.helper.pid()),
             (None, true) => f.write_str("Net::Joined"),
             (None, false) => f.write_str("Net::Host"),
@@ -104,7 +127,27 @@ impl Net {
     /// ~28,000 ephemeral ports per destination, and a run that holds tens
     /// of thousands of connections to one LB address needs more than one.
     pub fn private(blocks: &[Block], sources: &[Ipv4Addr]) -> Result<Net, NetError> {
-        let helper = Arc::new(helper::Helper::start(blocks)?);
+        Self::start(blocks, sources, helper::Mode::Loopback)
+    }
+
+    /// A new private network like [`Net::private`] whose pods each get a
+    /// namespace of their own ([`Net::sandbox`]) with an address in `pods`
+    /// (not in `blocks`): each is routed to its sandbox, and the rest of
+    /// `pods` to a sink that drops what it gets, as a network drops packets
+    /// for an address nobody holds (no error, no reset). Its sockets are
+    /// not bound to loopback, and the namespace (not the host) reuses
+    /// TIME_WAIT ports and forwards between pods.
+    pub fn routed(blocks: &[Block], sources: &[Ipv4Addr], pods: Block) -> Result<Net, NetError> {
+        let net = Self::start(blocks, sources, helper::Mode::Routed)?;
+        let sink = net.sink(pods)?;
+        if let Some(p) = &net.private {
+            let _ = p.sink.set(sink);
+        }
+        Ok(net)
+    }
+
+    fn start(blocks: &[Block], sources: &[Ipv4Addr], mode: helper::Mode) -> Result<Net, NetError> {
+        let helper = Arc::new(helper::Helper::start(blocks, mode)?);
         let pool = Arc::new(PoolShared {
             pool: Mutex::new(Pool::default()),
             wake: Condvar::new(),
@@ -123,9 +166,11 @@ impl Net {
             helper,
             pool,
             filler: Some(filler),
+            sink: OnceLock::new(),
         });
         Ok(Net {
             private: Some(private),
+            pod: None,
             sources: Arc::new(Sources {
                 addrs: sources.to_vec(),
                 ..Sources::default()
@@ -135,16 +180,40 @@ impl Net {
 
     /// The network a process that joined a private one
     /// ([`Net::join_before_exec`]) is in: sockets made here, set up as the
-    /// helper sets up its own, sent from `sources` in turn.
-    pub fn joined(sources: &[Ipv4Addr]) -> Net {
+    /// helper sets up its own (bound to loopback when `loopback`: see
+    /// [`Net::binds_loopback`]), sent from `sources` in turn.
+    pub fn joined(sources: &[Ipv4Addr], loopback: bool) -> Net {
         Net {
             private: None,
+            pod: None,
             sources: Arc::new(Sources {
                 addrs: sources.to_vec(),
                 next: AtomicUsize::new(0),
-                bind_lo: true,
+                bind_lo: loopback,
             }),
         }
+    }
+
+    /// True when this network's sockets are bound to its loopback device
+    /// (a private network whose every address is there), so that a process
+    /// joining it sets its own up alike ([`Net::joined`]).
+    pub fn binds_loopback(&self) -> bool {
+        match &self.private {
+            Some(p) => self.pod.is_none() && p.helper.mode == helper::Mode::Loopback,
+            None => self.sources.bind_lo,
+        }
+    }
+
+    /// True for a routed network, whose pods have sandboxes of their own.
+    pub fn is_routed(&self) -> bool {
+        self.private
+            .as_ref()
+            .is_some_and(|p| p.helper.mode == helper::Mode::Routed)
+    }
+
+    /// True for a pod's sandbox ([`Sandbox::net`]).
+    pub fn is_sandbox(&self) -> bool {
+        self.pod.is_some()
     }
 
     /// The same network, but connections leave from the address the
@@ -156,6 +225,7 @@ impl Net {
     pub fn without_sources(&self) -> Net {
         Net {
             private: self.private.clone(),
+            pod: self.pod.clone(),
             sources: Arc::new(Sources {
                 addrs: Vec::new(),
                 next: AtomicUsize::new(0),
@@ -175,15 +245,23 @@ impl Net {
         self.private.is_some()
     }
 
-    /// The helper's pid, whose namespaces are the network's
-    /// ([`Net::enter_command`] says how to enter them).
+    /// The helper's pid, whose namespaces are the network's — for a pod's
+    /// sandbox, its pause process's ([`Net::enter_command`] says how to
+    /// enter them).
     pub fn helper_pid(&self) -> Option<u32> {
+        if let Some(pod) = &self.pod {
+            return Some(pod.pid as u32);
+        }
         self.private.as_ref().map(|p| p.helper.pid() as u32)
     }
 
     /// A new `NETLINK_NETFILTER` socket in this private network (to read
-    /// NFLOG messages of its rules); `None` on the host's stack.
+    /// NFLOG messages of its rules); `None` on the host's stack and in a
+    /// pod's sandbox.
     pub fn netfilter_socket(&self) -> Option<io::Result<OwnedFd>> {
+        if self.pod.is_some() {
+            return None;
+        }
         self.private.as_ref().map(|p| p.helper.netfilter_socket())
     }
 
@@ -196,7 +274,7 @@ impl Net {
         } else {
             ""
         };
-        Some(format!("nsenter -t {}{user} -n", p.helper.pid()))
+        Some(format!("nsenter -t {}{user} -n", self.helper_pid()?))
     }
 
     /// A new non-blocking TCP socket in this network, for `addr`'s family
@@ -218,7 +296,15 @@ impl Net {
                 io::ErrorKind::Unsupported,
                 "an emulated cluster's network is IPv4 only",
             )),
-            Some(p) => p.take().map(Socket::from),
+            Some(p) => match &self.pod {
+                Some(pod) => p
+                    .helper
+                    .sockets_in(pod.net_ns.as_fd(), 1)?
+                    .pop()
+                    .map(Socket::from)
+                    .ok_or_else(|| io::Error::other("the network helper sent no socket")),
+                None => p.take().map(Socket::from),
+            },
         }
     }
 
@@ -295,7 +381,10 @@ impl Net {
         use std::os::unix::process::CommandExt;
         let Some(p) = &self.private else { return };
         let user = p.helper.user_ns.as_ref().map(AsRawFd::as_raw_fd);
-        let net = p.helper.net_ns.as_raw_fd();
+        let net = match &self.pod {
+            Some(pod) => pod.net_ns.as_raw_fd(),
+            None => p.helper.net_ns.as_raw_fd(),
+        };
         let pid = p
             .helper
             .pid_ns
@@ -383,7 +472,9 @@ fn keep_capabilities_across_exec() -> io::Result<()> {
 }
 
 /// Set to `host` to keep emulated clusters on the host's network stack
-/// (loopback addresses), as on a machine that cannot make namespaces.
+/// (loopback addresses), as on a machine that cannot make namespaces; to
+/// `pods` to give every pod a network namespace of its own ([`Net::routed`],
+/// with the nftables data path).
 pub const NETWORK_ENV: &str = "ZDT_NETWORK";
 
 /// Why this process cannot give an emulated cluster a network of its own,
@@ -426,6 +517,9 @@ struct Private {
     /// helper, and the helper (and the namespace) must be gone when the
     /// network is.
     filler: Option<std::thread::JoinHandle<()>>,
+    /// A routed network's sink for pod addresses without a sandbox (its
+    /// pause process; it ends with the helper's PID namespace).
+    sink: OnceLock<sandbox::PodNs>,
 }
 
 impl Private {

@@ -15,7 +15,7 @@ pub(crate) mod rules;
 use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,8 @@ pub enum DataPlaneError {
     NoNft,
     #[error("the emulated cluster has no network namespace of its own (the host's stack has no room for its rules)")]
     NotPrivate,
+    #[error("pods in network namespaces of their own (ZDT_NETWORK=pods) need the nftables data path, not user space")]
+    NeedsRules,
     #[error("nft failed: {0}")]
     Nft(String),
     #[error("cannot read the data path's log (NFLOG): {0}")]
@@ -107,16 +109,7 @@ impl Drop for ReaderGuard {
 
 /// Where `nft` is, if installed.
 pub fn nft_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join("nft"))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    zdt_core::process::system_tool("nft")
 }
 
 impl DataPlane {
@@ -139,7 +132,7 @@ impl DataPlane {
             stop: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         });
-        shared.run(&rules::table(GROUP))?;
+        shared.run(&rules::table(GROUP, net.is_routed()))?;
         let clock = events.clock();
         let reader = {
             let shared = shared.clone();
@@ -397,6 +390,7 @@ impl Lb {
             port: self.port,
             nodes: &self.chains,
             pick: self.pick,
+            routed: self.plane.shared.net.is_routed(),
         }
     }
 }

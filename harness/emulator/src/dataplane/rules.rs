@@ -47,8 +47,44 @@ pub(crate) enum Verdict {
     Reject(u32),
 }
 
-/// The table: filter and NAT base chains, sets, the timeout policy.
-pub(crate) fn table(group: u16) -> String {
+/// The table: filter and NAT base chains, sets, the timeout policy. In a
+/// `routed` network (pods in sandboxes of their own) a pod's packets enter
+/// the cluster's namespace from its veth: replies to the clients arrive
+/// through input, a pod's own connections through prerouting (and, to
+/// another pod, forward), so the same drops, timeouts and NAT apply there.
+pub(crate) fn table(group: u16, routed: bool) -> String {
+    let gone = format!(
+        "ct state new meta mark >= {FIRST_ID} ip daddr {POD_NET} ip daddr != @live log group {group} queue-threshold 1 snaplen 64 prefix \"{PREFIX_GONE}\" drop"
+    );
+    let to = format!(
+        "ct state new meta mark >= {FIRST_ID} log group {group} queue-threshold 1 snaplen 64 prefix \"to\""
+    );
+    let routed_chains = if routed {
+        format!(
+            "  chain pods_pre {{
+    type filter hook prerouting priority filter; policy accept;
+    ct state new ct timeout set \"short\"
+  }}
+  chain pods_in {{
+    type filter hook input priority filter; policy accept;
+    ip daddr @down drop
+    ip saddr @down drop
+  }}
+  chain pods_through {{
+    type filter hook forward priority filter; policy accept;
+    ip daddr @down drop
+    ip saddr @down drop
+    {gone}
+    {to}
+  }}
+  chain nat_pre {{
+    type nat hook prerouting priority -100; policy accept;
+  }}
+"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "table {TABLE} {{
   # Finished connections leave the namespace's conntrack table in a
@@ -66,13 +102,13 @@ pub(crate) fn table(group: u16) -> String {
     ct state new ct timeout set \"short\"
     ip daddr @down drop
     ip saddr @down drop
-    ct state new meta mark >= {FIRST_ID} ip daddr {POD_NET} ip daddr != @live log group {group} queue-threshold 1 snaplen 64 prefix \"{PREFIX_GONE}\" drop
-    ct state new meta mark >= {FIRST_ID} log group {group} queue-threshold 1 snaplen 64 prefix \"to\"
+    {gone}
+    {to}
   }}
   chain nat_out {{
     type nat hook output priority -100; policy accept;
   }}
-}}
+{routed_chains}}}
 "
     )
 }
@@ -139,6 +175,9 @@ pub(crate) struct LbRules<'a> {
     /// Every backend node's Service chain, in backend order.
     pub nodes: &'a [String],
     pub pick: Pick,
+    /// Pods have sandboxes of their own: their connections to the LB
+    /// arrive through prerouting (see [`table`]).
+    pub routed: bool,
 }
 
 impl LbRules<'_> {
@@ -174,16 +213,23 @@ impl LbRules<'_> {
         // Only a SYN opens a flow; a segment of a flow the table lost (a
         // stopped node's connection, mid-stream) finds no LB state and no
         // listener: it is dropped, not answered.
-        let _ = writeln!(
-            out,
-            "add rule {TABLE} nat_out ip daddr {} tcp dport {} tcp flags & (syn | ack) != syn drop",
-            self.vip, self.port
-        );
-        let _ = writeln!(
-            out,
-            "add rule {TABLE} nat_out ip daddr {} tcp dport {} goto {name}",
-            self.vip, self.port
-        );
+        let hooks: &[&str] = if self.routed {
+            &["nat_out", "nat_pre"]
+        } else {
+            &["nat_out"]
+        };
+        for hook in hooks {
+            let _ = writeln!(
+                out,
+                "add rule {TABLE} {hook} ip daddr {} tcp dport {} tcp flags & (syn | ack) != syn drop",
+                self.vip, self.port
+            );
+            let _ = writeln!(
+                out,
+                "add rule {TABLE} {hook} ip daddr {} tcp dport {} goto {name}",
+                self.vip, self.port
+            );
+        }
     }
 
     /// Rewrite the LB's chain: a retransmitted SYN goes where its flow went;
@@ -245,6 +291,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_routed_table_drops_and_logs_where_pods_packets_enter() {
+        let shared = table(1, false);
+        assert!(!shared.contains("hook input") && !shared.contains("hook prerouting"));
+        let routed = table(1, true);
+        for hook in [
+            "hook input",
+            "hook forward",
+            "hook prerouting priority filter",
+        ] {
+            assert!(routed.contains(hook), "{hook}: {routed}");
+        }
+        let fwd = &routed[routed.find("chain pods_through").unwrap()..];
+        assert!(
+            fwd.contains("ip saddr @down drop") && fwd.contains("prefix \"gone\""),
+            "{fwd}"
+        );
+    }
+
+    #[test]
     fn a_service_chain_dnats_to_a_random_endpoint_by_contiguous_ids() {
         let mut out = String::new();
         let t = |ip: [u8; 4], id| Target {
@@ -277,6 +342,7 @@ mod tests {
             port: 80,
             nodes: &nodes,
             pick: Pick::Hash(7),
+            routed: false,
         };
         let mut out = String::new();
         lb.route(&mut out, &[1], 5, 1);

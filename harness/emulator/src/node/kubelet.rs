@@ -39,7 +39,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::app::Behaviour;
-use super::runtime::{is_nginx_image, Container, ContainerExit, ContainerSpec, Runtime};
+use super::runtime::{
+    is_nginx_image, Container, ContainerExit, ContainerSpec, PodSandbox, Runtime,
+};
 use crate::{KubeVersion, Timings};
 use zdt_core::events::{EventSink, Source};
 use zdt_core::netns::Net;
@@ -559,6 +561,24 @@ impl PodWorker {
             shared: self.shared.clone(),
             ip,
         };
+        let node_ip = self
+            .shared
+            .config
+            .node_ip
+            .as_deref()
+            .and_then(|a| a.parse().ok());
+        let sandbox = match self.shared.runtime.sandbox(ip, node_ip).await {
+            Ok(s) => s,
+            Err(e) => {
+                state.phase = "Failed";
+                state.message = Some(e.to_string());
+                self.emit("FailedCreatePodSandBox", e.to_string());
+                self.report(&state, false).await;
+                self.pod.wait_for(Self::deleting).await.ok();
+                self.report(&state, true).await;
+                return;
+            }
+        };
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let account = match super::serviceaccount::ServiceAccountDir::create(
             self.shared.runtime.root(),
@@ -762,7 +782,7 @@ impl PodWorker {
                     };
                     self.emit("Gone", "containers stopped; the pod object may be removed");
                     self.report(&state, true).await;
-                    _addr_guard.linger(SANDBOX_TEARDOWN);
+                    _addr_guard.linger(SANDBOX_TEARDOWN, sandbox);
                     return;
                 }
             }
@@ -826,13 +846,15 @@ struct AddrGuard {
 impl AddrGuard {
     /// Keep the address (a closed port now) for `teardown`, then remove it:
     /// a pod whose containers stopped, as opposed to one whose node died.
-    fn linger(mut self, teardown: Duration) {
+    /// The pod's sandbox (its own network, if it has one) goes with it.
+    fn linger(mut self, teardown: Duration, sandbox: Option<PodSandbox>) {
         // The guard's own drop then clears an empty map.
         let addrs = std::mem::take(&mut self.addrs);
         let (ip, addr) = (self.ip, self.addr);
         tokio::spawn(async move {
             tokio::time::sleep(teardown).await;
             addrs.remove_if(&ip, addr);
+            drop(sandbox);
         });
     }
 }

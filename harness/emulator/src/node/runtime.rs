@@ -301,7 +301,41 @@ pub struct Runtime {
     root: tempfile::TempDir,
     registry: Arc<Registry>,
     net: Net,
+    /// The live pods' sandboxes' networks by pod IP, in a routed network
+    /// ([`Runtime::sandbox`]): their containers listen and run there.
+    sandboxes: Arc<Mutex<HashMap<Ipv4Addr, Net>>>,
     logs: PodLogs,
+}
+
+/// A pod's sandbox (see [`zdt_core::netns::Sandbox`]) while the kubelet
+/// holds it: its containers start in it. Dropping it removes the sandbox.
+pub struct PodSandbox {
+    sandbox: Option<zdt_core::netns::Sandbox>,
+    sandboxes: Arc<Mutex<HashMap<Ipv4Addr, Net>>>,
+}
+
+impl PodSandbox {
+    /// The pod's network.
+    pub fn net(&self) -> Option<&Net> {
+        self.sandbox.as_ref().map(zdt_core::netns::Sandbox::net)
+    }
+}
+
+impl Drop for PodSandbox {
+    fn drop(&mut self) {
+        let Some(sandbox) = self.sandbox.take() else {
+            return;
+        };
+        self.sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .remove(&sandbox.ip());
+        // Removing it runs `ip`: off the async threads when there are any.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || drop(sandbox))),
+            Err(_) => drop(sandbox),
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -391,6 +425,7 @@ impl Runtime {
             root,
             registry: Arc::default(),
             net,
+            sandboxes: Arc::default(),
             logs: PodLogs::default(),
         }))
     }
@@ -407,6 +442,51 @@ impl Runtime {
     /// What every container started here wrote.
     pub fn logs(&self) -> &PodLogs {
         &self.logs
+    }
+
+    /// A sandbox for the pod with address `ip` on the node whose
+    /// InternalIP is `node_ip`, when the cluster's network is routed
+    /// (`None` otherwise: pods share the cluster's network). Its
+    /// containers start in it until it is dropped.
+    pub async fn sandbox(
+        &self,
+        ip: Ipv4Addr,
+        node_ip: Option<Ipv4Addr>,
+    ) -> Result<Option<PodSandbox>, zdt_core::netns::NetError> {
+        if !self.net.is_routed() {
+            return Ok(None);
+        }
+        let net = self.net.clone();
+        let sandbox = tokio::task::spawn_blocking(move || net.sandbox(ip, node_ip))
+            .await
+            .map_err(|e| zdt_core::netns::NetError::Sandbox {
+                ip,
+                message: e.to_string(),
+            })??;
+        self.sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .insert(ip, sandbox.net().clone());
+        Ok(Some(PodSandbox {
+            sandbox: Some(sandbox),
+            sandboxes: self.sandboxes.clone(),
+        }))
+    }
+
+    /// The network of the live pod sandbox whose pod IP is `ip`.
+    pub fn sandbox_net(&self, ip: Ipv4Addr) -> Option<Net> {
+        self.sandboxes
+            .lock()
+            .expect("sandboxes lock")
+            .get(&ip)
+            .cloned()
+    }
+
+    /// The network `spec`'s container runs in: its pod's sandbox, else
+    /// the cluster's.
+    fn net_for(&self, spec: &ContainerSpec) -> Net {
+        self.sandbox_net(spec.ip)
+            .unwrap_or_else(|| self.net.clone())
     }
 
     /// Where `spec`'s container listens: its pod IP and port in a private
@@ -578,16 +658,20 @@ impl Runtime {
     }
 
     async fn start_builtin(&self, spec: &ContainerSpec) -> Result<Container, RuntimeError> {
+        let net = self.net_for(spec);
+        // In a sandbox of its own the pod listens on every address it has,
+        // as a server in a Kubernetes pod usually does.
+        let listen = if net.is_sandbox() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, spec.port))
+        } else {
+            self.listen_addr(spec, spec.port)
+        };
         let config = ServeConfig {
             delay: spec.app.response_delay,
             body_delay: spec.app.body_delay,
             start_delay: spec.app.start_delay,
-            net: self.net.clone(),
-            ..ServeConfig::new(
-                self.listen_addr(spec, spec.port),
-                spec.pod.clone(),
-                spec.node.clone(),
-            )
+            net,
+            ..ServeConfig::new(listen, spec.pod.clone(), spec.node.clone())
         };
         let handle = Server::start(config)
             .await
@@ -615,10 +699,15 @@ impl Runtime {
             log_exit.exited();
             let _ = exit_tx.send(Some(status));
         });
+        // Where the cluster reaches it: the pod IP, whatever it bound.
+        let addr = match handle.addr() {
+            a if a.ip().is_unspecified() => SocketAddr::from((spec.ip, a.port())),
+            a => a,
+        };
         Ok(Container {
             engine: Engine::Builtin,
             stop_signal: None,
-            addr: handle.addr(),
+            addr,
             inner: Inner::Builtin(handle),
             exit,
             log,
@@ -653,7 +742,7 @@ impl Runtime {
         let upstream_addr = upstream.as_ref().map(ServerHandle::addr);
         if !spec.app.start_delay.is_zero() {
             std::fs::create_dir_all(dir.join("tmp")).map_err(|e| prepare(&dir, e))?;
-            let reservation = reserve_port(&self.net, self.listen_addr(spec, spec.port))
+            let reservation = reserve_port(&self.net_for(spec), self.listen_addr(spec, spec.port))
                 .map_err(|e| prepare(&dir, e))?;
             let addr = reservation.local_addr().map_err(|e| prepare(&dir, e))?;
             let conf = dir.join("nginx.conf");
@@ -704,7 +793,7 @@ impl Runtime {
         let config = ServeConfig {
             delay: spec.app.response_delay,
             body_delay: spec.app.body_delay,
-            net: self.net.clone(),
+            net: self.net_for(spec),
             ..ServeConfig::new(
                 self.listen_addr(spec, 0),
                 spec.pod.clone(),
@@ -751,7 +840,7 @@ impl Runtime {
             .stdout(Stdio::null());
         // nginx's workers start in the cluster's PID namespace, which the
         // kernel empties when the network's helper ends.
-        self.net.join_before_exec(cmd.as_std_mut(), true);
+        self.net_for(spec).join_before_exec(cmd.as_std_mut(), true);
         let mut container = self.spawn_process(cmd, spec, Engine::Nginx, id)?;
         container.dir = Some(dir.to_path_buf());
         container.addr = addr;
@@ -864,7 +953,7 @@ impl Runtime {
         let mut c = {
             // The network first (its descriptors are open here), then the
             // image's root: the program path resolves inside it.
-            self.net.join_before_exec(cmd.as_std_mut(), false);
+            self.net_for(spec).join_before_exec(cmd.as_std_mut(), false);
             image.enter_before_exec(cmd.as_std_mut());
             self.spawn_process(cmd, spec, Engine::Docker, id)?
         };
@@ -882,7 +971,7 @@ impl Runtime {
         engine: Engine,
         id: u64,
     ) -> Result<Container, RuntimeError> {
-        self.net.join_before_exec(cmd.as_std_mut(), false);
+        self.net_for(spec).join_before_exec(cmd.as_std_mut(), false);
         self.spawn_process(cmd, spec, engine, id)
     }
 

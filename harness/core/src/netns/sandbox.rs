@@ -1,0 +1,294 @@
+//! A pod's sandbox in a routed network: what Kubernetes' pause container
+//! and CNI plugin make. A pause process (forked by the network's helper)
+//! holds a network namespace of its own; a veth pair joins it to the
+//! cluster's namespace:
+//!
+//! - in the sandbox, `eth0` carries the pod's IP as a /32, and the default
+//!   route goes through a link-local gateway ([`GATEWAY`]) on `eth0`;
+//! - in the cluster's namespace, the other end (`zp` and the IP in hex)
+//!   carries a /32 route to the pod, from the node's InternalIP.
+//!
+//! Both ends' neighbour entries are static (the MACs are made from the pod
+//! IP), so no ARP and no sysctl is involved — the layout Calico uses. The
+//! links are configured with `ip` joined to each namespace, as `nft` is.
+//!
+//! Dropping the sandbox deletes the veth pair and kills the pause process:
+//! the namespace ends once no process of the pod is left in it. The pause
+//! process is in the cluster's PID namespace, so it also ends with the
+//! network however zdt ends.
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use super::{Net, NetError, Sources};
+
+/// The pods' gateway: link-local, answered by the cluster end's static
+/// neighbour entry (nothing holds the address).
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The pause process holding a sandbox's namespace.
+pub(super) struct PodNs {
+    pub pid: libc::pid_t,
+    pub net_ns: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+impl PodNs {
+    /// SIGKILL the pause process (again: harmless once it is gone).
+    fn kill(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            kill(pidfd);
+        }
+    }
+}
+
+/// SIGKILL through a pidfd, which names its process even if the pid was
+/// reused meanwhile.
+fn kill(pidfd: &OwnedFd) {
+    // SAFETY: signalling through our own pidfd.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pod's network namespace, joined to the cluster's by a veth pair. See
+/// the module documentation.
+pub struct Sandbox {
+    net: Net,
+    cluster: Net,
+    ip: Ipv4Addr,
+    veth: String,
+    ip_cmd: PathBuf,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("ip", &self.ip)
+            .field("veth", &self.veth)
+            .field("net", &self.net)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// The sandbox's network: sockets made with it, and processes that
+    /// join it ([`Net::join_before_exec`]), are the pod's.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The pod's IP (on the sandbox's `eth0`).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// The veth end in the cluster's namespace.
+    pub fn veth(&self) -> &str {
+        &self.veth
+    }
+
+    /// The pause process's pid.
+    pub fn pid(&self) -> u32 {
+        self.net.pod.as_ref().map_or(0, |p| p.pid as u32)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Deleting one end deletes the pair and the route now. Should it
+        // fail, the namespace's own teardown (once the pause process and
+        // the pod's processes are gone) deletes them a moment later.
+        let script = format!("link del {}\n", self.veth);
+        let _ = run_ip(&self.ip_cmd, &self.cluster, &script);
+        if let Some(pod) = &self.net.pod {
+            pod.kill();
+        }
+    }
+}
+
+impl Net {
+    /// A new pause process's network namespace, as a pod network of this
+    /// one; `failed` words the helper's failure.
+    fn paused(
+        &self,
+        private: &super::Private,
+        failed: impl Fn(String) -> NetError,
+    ) -> Result<Net, NetError> {
+        let pid = private
+            .helper
+            .pause()
+            .map_err(|e| failed(format!("the pause process did not start: {e}")))?;
+        // SAFETY: pidfd_open on a pid; the result is a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            // SAFETY: a fresh descriptor that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+        });
+        let path = format!("/proc/{pid}/ns/net");
+        let net_ns = match std::fs::File::open(&path) {
+            Ok(f) => OwnedFd::from(f),
+            Err(source) => {
+                if let Some(pidfd) = &pidfd {
+                    kill(pidfd);
+                }
+                return Err(NetError::OpenNs { path, source });
+            }
+        };
+        Ok(Net {
+            private: self.private.clone(),
+            pod: Some(Arc::new(PodNs { pid, net_ns, pidfd })),
+            sources: Arc::new(Sources::default()),
+        })
+    }
+
+    /// A new sandbox for the pod with address `ip` in this routed network,
+    /// the cluster namespace's own connections to it leaving from `source`
+    /// (the node's InternalIP, an address of this network; else the
+    /// kernel's choice). Blocks for a few milliseconds (two `ip` runs).
+    pub fn sandbox(&self, ip: Ipv4Addr, source: Option<Ipv4Addr>) -> Result<Sandbox, NetError> {
+        let private = match &self.private {
+            Some(p) if self.is_routed() && self.pod.is_none() => p,
+            _ => return Err(NetError::NotRouted(format!("{self:?}"))),
+        };
+        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
+        let failed = |message: String| NetError::Sandbox { ip, message };
+        let net = self.paused(private, failed)?;
+        let pid = net.pod.as_ref().map_or(0, |p| p.pid);
+        let veth = veth_name(ip);
+        let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
+        let (cluster_mac, pod_mac) = (mac(0x7a, ip), mac(0x70, ip));
+        let sandbox = Sandbox {
+            net,
+            cluster: self.clone(),
+            ip,
+            veth: veth.clone(),
+            ip_cmd,
+        };
+        // The pair, created here with its peer moved into the sandbox.
+        let outside = format!(
+            "link add {veth} address {cluster_mac} type veth peer name eth0 address {pod_mac} netns {pid}\n\
+             link set {veth} up\n\
+             neigh replace {ip} lladdr {pod_mac} dev {veth} nud permanent\n\
+             route replace {ip}/32 dev {veth}{src}\n"
+        );
+        run_ip(&sandbox.ip_cmd, self, &outside).map_err(failed)?;
+        let inside = format!(
+            "link set lo up\n\
+             addr add {ip}/32 dev eth0\n\
+             link set eth0 up\n\
+             neigh replace {GATEWAY} lladdr {cluster_mac} dev eth0 nud permanent\n\
+             route add {GATEWAY} dev eth0 scope link\n\
+             route add default via {GATEWAY} dev eth0 src {ip}\n"
+        );
+        run_ip(&sandbox.ip_cmd, &sandbox.net, &inside).map_err(failed)?;
+        Ok(sandbox)
+    }
+
+    /// The sink for `pods`: a namespace behind a veth pair that takes
+    /// every packet routed there and, forwarding nothing and holding no
+    /// address, drops it without an answer.
+    pub(super) fn sink(&self, pods: super::Block) -> Result<PodNs, NetError> {
+        let Some(private) = &self.private else {
+            return Err(NetError::NotRouted(format!("{self:?}")));
+        };
+        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
+        let failed = |message: String| NetError::Sandbox {
+            ip: pods.addr,
+            message: format!("the sink for pod addresses without a pod: {message}"),
+        };
+        let sink = self.paused(private, failed)?;
+        let pid = sink.pod.as_ref().map_or(0, |p| p.pid);
+        let (outside_mac, inside_mac) = (mac(0x7a, GATEWAY), mac(0x70, GATEWAY));
+        let len = pods.len.min(32);
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        let net = Ipv4Addr::from(u32::from(pods.addr) & mask);
+        let outside = format!(
+            "link add zpsink address {outside_mac} type veth peer name eth0 address {inside_mac} netns {pid}\n\
+             link set zpsink up\n\
+             neigh replace {GATEWAY} lladdr {inside_mac} dev zpsink nud permanent\n\
+             route replace {net}/{len} via {GATEWAY} dev zpsink onlink\n"
+        );
+        run_ip(&ip_cmd, self, &outside).map_err(failed)?;
+        run_ip(&ip_cmd, &sink, "link set eth0 up\n").map_err(failed)?;
+        let pod = sink.pod.expect("made above");
+        Arc::try_unwrap(pod).map_err(|_| failed("the sink's namespace is still shared".into()))
+    }
+}
+
+/// The cluster end's name: `zp` and the pod IP in hex (15 bytes at most).
+fn veth_name(ip: Ipv4Addr) -> String {
+    format!("zp{:08x}", u32::from(ip))
+}
+
+/// A locally administered MAC: 02, `tag`, then the pod IP.
+fn mac(tag: u8, ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!(
+        "02:{tag:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        o[0], o[1], o[2], o[3]
+    )
+}
+
+/// Where `ip` is, if installed.
+fn ip_path() -> Option<PathBuf> {
+    crate::process::system_tool("ip")
+}
+
+/// `ip -batch -` with `script`, joined to `net`; the first failing line
+/// ends it with its error.
+fn run_ip(ip: &Path, net: &Net, script: &str) -> Result<(), String> {
+    let mut cmd = Command::new(ip);
+    cmd.args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    net.join_before_exec(&mut cmd, false);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", ip.display()))?;
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            script.trim_end()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_macs_come_from_the_pod_ip() {
+        let ip = Ipv4Addr::new(10, 244, 255, 254);
+        let name = veth_name(ip);
+        assert_eq!(name, "zp0af4fffe");
+        assert!(name.len() < 16, "IFNAMSIZ");
+        assert_eq!(mac(0x7a, ip), "02:7a:0a:f4:ff:fe");
+        assert_ne!(mac(0x7a, ip), mac(0x70, ip));
+    }
+}
