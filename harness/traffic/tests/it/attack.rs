@@ -484,7 +484,12 @@ async fn an_idle_connection_the_server_closed_leaves_the_pool() {
         st.load.keep_alive = true;
         st.load.timeout = "500ms".parse().unwrap();
         let s = run(st).await;
-        assert_eq!((s.requests, s.successes), (50, 50), "{after:?}: {:?}", s.errors);
+        assert_eq!(
+            (s.requests, s.successes),
+            (50, 50),
+            "{after:?}: {:?}",
+            s.errors
+        );
         assert_eq!(s.replayed, 0, "{after:?}: a closed connection was reused");
         assert_eq!(server.requests.load(Ordering::Relaxed), 50, "{after:?}");
         assert_eq!(server.connections.load(Ordering::Relaxed), 50, "{after:?}");
