@@ -11,7 +11,8 @@
 //! time (or to poll, see [`crate::timer::Wakeups`]) and asks this set
 //! which connections have something to read (one `epoll_wait` with no
 //! timeout, however many connections wait: a blackholed backend can hold
-//! thousands). The latency still ends when the response arrived, not when
+//! thousands; with a few requests in flight it reads them directly, see
+//! [`crate::exchange`]). The latency still ends when the response arrived, not when
 //! it was read: each socket carries the kernel's receive timestamp of what
 //! it reads (`SO_TIMESTAMPNS`), and [`Conn::recv`] returns the one of the
 //! last byte read.
