@@ -294,32 +294,23 @@ pub(crate) struct Received {
 /// came with (or after) the bytes it returned, which raises no event of
 /// its own once the bytes were read without asking the epoll set.
 fn ask_for_queue_length(fd: RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: a TCP socket descriptor and a c_int option of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_TCP,
-            libc::TCP_INQ,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    switch_on(fd, libc::SOL_TCP, libc::TCP_INQ)
 }
 
 /// Asks the kernel to stamp what `fd` receives (`SO_TIMESTAMPNS`).
 fn ask_for_stamps(fd: RawFd) -> io::Result<()> {
+    switch_on(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets the int socket option `level`/`option` of `fd` to 1.
+fn switch_on(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: a socket descriptor and a c_int option of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            option,
             (&one as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
