@@ -47,10 +47,11 @@ pub(crate) async fn run(
                 // read first, so the requests reuse the connections they
                 // free.
                 let due = earliest(pacer.due(sent), engine.next_deadline());
-                wakeups
+                let rang = wakeups
                     .sleep(Some(due), engine.in_flight() > 0)
                     .map_err(timer_error)?;
-                if cancel.is_cancelled() {
+                // Only a cancel rings (the check takes a lock).
+                if rang && cancel.is_cancelled() {
                     cancelled = true;
                     break;
                 }
@@ -65,8 +66,8 @@ pub(crate) async fn run(
                         break 'schedule;
                     }
                     let due = earliest(duration, engine.next_deadline());
-                    wakeups.sleep(Some(due), true).map_err(timer_error)?;
-                    if cancel.is_cancelled() {
+                    let rang = wakeups.sleep(Some(due), true).map_err(timer_error)?;
+                    if rang && cancel.is_cancelled() {
                         cancelled = true;
                         break 'schedule;
                     }

@@ -11,7 +11,8 @@
 //! time (or to poll, see [`crate::timer::Wakeups`]) and asks this set
 //! which connections have something to read (one `epoll_wait` with no
 //! timeout, however many connections wait: a blackholed backend can hold
-//! thousands). The latency still ends when the response arrived, not when
+//! thousands; with a few requests in flight it reads them directly, see
+//! [`crate::exchange`]). The latency still ends when the response arrived, not when
 //! it was read: each socket carries the kernel's receive timestamp of what
 //! it reads (`SO_TIMESTAMPNS`), and [`Conn::recv`] returns the one of the
 //! last byte read.
@@ -164,15 +165,21 @@ pub(crate) struct Conn {
 impl Conn {
     /// A fresh connection to `addr` from `net`. `local` gets the local
     /// address as soon as there is one (a connect that fails still has
-    /// one). The flag: the handshake is still under way (it ends when the
-    /// connection turns writable, see [`Conn::handshake`]).
+    /// one). `reused`: it may carry more than one request, so each read
+    /// also says whether the peer closed behind the bytes read
+    /// ([`Received::more`]). The flag: the handshake is still under way (it
+    /// ends when the connection turns writable, see [`Conn::handshake`]).
     pub fn dial(
         net: &zdt_core::netns::Net,
         addr: SocketAddr,
         local: &mut Option<SocketAddr>,
+        reused: bool,
     ) -> io::Result<(Self, bool)> {
         let dialed = net.dial(addr, local)?;
         ask_for_stamps(dialed.stream.as_raw_fd())?;
+        if reused {
+            ask_for_queue_length(dialed.stream.as_raw_fd())?;
+        }
         Ok((
             Self {
                 stream: dialed.stream,
@@ -200,27 +207,26 @@ impl Conn {
         (&self.stream).write(bytes)
     }
 
-    /// One `recvmsg` appending to `buf`'s spare capacity: the byte count
-    /// and, for a read that returned bytes, when the last of them arrived.
-    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<(usize, Option<Instant>)> {
+    /// One `recvmsg` appending to `buf`'s spare capacity.
+    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<Received> {
         let spare = buf.spare_capacity_mut();
-        let (n, age) = self.recvmsg(spare)?;
+        let (n, age, more) = self.recvmsg(spare)?;
         // SAFETY: the kernel initialised `n` bytes of the spare capacity.
         unsafe { buf.set_len(buf.len() + n) };
         let arrived = age.map(|age| {
             let now = Instant::now();
             now.checked_sub(age).unwrap_or(now)
         });
-        Ok((n, arrived))
+        Ok(Received { n, arrived, more })
     }
 
-    fn recvmsg(&self, into: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<Duration>)> {
+    fn recvmsg(&self, into: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<Duration>, bool)> {
         let mut iov = libc::iovec {
             iov_base: into.as_mut_ptr().cast(),
             iov_len: into.len(),
         };
-        // Room for one control message holding a timespec, u64-aligned as
-        // cmsghdr needs.
+        // Room for two control messages (a timespec and an int),
+        // u64-aligned as cmsghdr needs.
         let mut control = [0u64; 8];
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -236,9 +242,10 @@ impl Conn {
         }
         let n = n as usize;
         if n == 0 {
-            return Ok((0, None));
+            return Ok((0, None, false));
         }
         let mut stamp = None;
+        let mut more = false;
         // SAFETY: walking the control messages the kernel wrote into
         // `control`, as cmsg(3) describes; a timestamp's data is a timespec.
         unsafe {
@@ -248,6 +255,10 @@ impl Conn {
                     let ts: libc::timespec =
                         std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
                     stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                } else if (*c).cmsg_level == libc::SOL_TCP && (*c).cmsg_type == libc::TCP_CM_INQ {
+                    let queued: libc::c_int =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                    more = queued > 0;
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
@@ -261,19 +272,45 @@ impl Conn {
                 .ok()
                 .map(|now| now.saturating_sub(s))
         });
-        Ok((n, Some(age.unwrap_or_default())))
+        Ok((n, Some(age.unwrap_or_default()), more))
     }
+}
+
+/// What one [`Conn::recv`] got.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes read (0: the peer closed).
+    pub n: usize,
+    /// When the last of them arrived (a read that returned bytes).
+    pub arrived: Option<Instant>,
+    /// Something is queued behind them: more bytes, or the peer's FIN (the
+    /// kernel counts a FIN as queued, see `TCP_INQ` in tcp(7)). Only on a
+    /// connection dialed as `reused`; false otherwise.
+    pub more: bool,
+}
+
+/// Asks the kernel to say, with each read from `fd`, how much is queued
+/// behind it (`TCP_INQ`): that is how a read learns that the peer's FIN
+/// came with (or after) the bytes it returned, which raises no event of
+/// its own once the bytes were read without asking the epoll set.
+fn ask_for_queue_length(fd: RawFd) -> io::Result<()> {
+    switch_on(fd, libc::SOL_TCP, libc::TCP_INQ)
 }
 
 /// Asks the kernel to stamp what `fd` receives (`SO_TIMESTAMPNS`).
 fn ask_for_stamps(fd: RawFd) -> io::Result<()> {
+    switch_on(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets the int socket option `level`/`option` of `fd` to 1.
+fn switch_on(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: a socket descriptor and a c_int option of the size passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            option,
             (&one as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -295,7 +332,7 @@ mod tests {
         let net = zdt_core::netns::Net::host();
         let addr = listener.local_addr().unwrap();
         let mut local = None;
-        let (conn, _) = Conn::dial(&net, addr, &mut local).unwrap();
+        let (conn, _) = Conn::dial(&net, addr, &mut local, true).unwrap();
         let (server, _) = listener.accept().unwrap();
         assert_eq!(local, conn.local_addr(), "the local address is reported");
         (conn, server)
@@ -324,7 +361,7 @@ mod tests {
             .unwrap();
         let net = zdt_core::netns::Net::host();
         let mut local = None;
-        let refused = match Conn::dial(&net, addr, &mut local) {
+        let refused = match Conn::dial(&net, addr, &mut local, false) {
             Err(e) => e,
             // The refusal may come after connect(2) returned.
             Ok((conn, _)) => conn.handshake().err().unwrap_or_else(|| {
@@ -359,8 +396,10 @@ mod tests {
             until_readable(&mut poller, 7);
             let read_at = Instant::now();
             let mut buf = Vec::with_capacity(16);
-            let (n, arrived) = conn.recv(&mut buf).unwrap();
-            assert_eq!((n, buf.as_slice()), (4, &b"pong"[..]));
+            let got = conn.recv(&mut buf).unwrap();
+            assert_eq!((got.n, buf.as_slice()), (4, &b"pong"[..]));
+            assert!(!got.more, "nothing is queued behind the answer");
+            let arrived = got.arrived;
             // Edge-triggered: reported once until something new arrives.
             let mut again = Vec::new();
             poller.ready(&mut again).unwrap();
@@ -387,6 +426,32 @@ mod tests {
         drop(server);
         until_readable(&mut poller, 1);
         let mut buf = Vec::with_capacity(16);
-        assert_eq!(conn.recv(&mut buf).unwrap().0, 0, "EOF");
+        assert_eq!(conn.recv(&mut buf).unwrap().n, 0, "EOF");
+    }
+
+    #[test]
+    fn a_fin_behind_the_bytes_read_is_reported() {
+        let mut poller = Poller::new().unwrap();
+        let (conn, mut server) = pair();
+        poller.add(&conn, 3, false).unwrap();
+        server.write_all(b"bye").unwrap();
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        // Both the bytes and the FIN have arrived once EOF is readable
+        // behind them; wait for the FIN (RDHUP) so the read sees both.
+        let start = Instant::now();
+        let mut ready = Vec::new();
+        while !ready
+            .iter()
+            .any(|&(t, r): &(u64, Ready)| t == 3 && r.closed)
+        {
+            assert!(start.elapsed() < Duration::from_secs(5), "no FIN");
+            std::thread::sleep(Duration::from_millis(1));
+            poller.ready(&mut ready).unwrap();
+        }
+        let mut buf = Vec::with_capacity(16);
+        let got = conn.recv(&mut buf).unwrap();
+        assert_eq!((got.n, buf.as_slice()), (3, &b"bye"[..]));
+        assert!(got.more, "the FIN queued behind the bytes is reported");
+        assert_eq!(conn.recv(&mut buf).unwrap().n, 0, "then EOF");
     }
 }

@@ -63,16 +63,16 @@ impl Wakeups {
 
     /// Sleeps until `due` (see [`next_wake`]; `None`: nothing is due any
     /// more; `busy`: requests are in flight, so the connections need
-    /// polling), or until a cancel fires. The caller then checks its
-    /// cancels, polls the connections and says whether that read anything
-    /// ([`Wakeups::polled`]).
-    pub fn sleep(&mut self, due: Option<Duration>, busy: bool) -> io::Result<()> {
+    /// polling), or until a cancel fires: true then, and the caller checks
+    /// its cancels. It then polls the connections and says whether that
+    /// read anything ([`Wakeups::polled`]).
+    pub fn sleep(&mut self, due: Option<Duration>, busy: bool) -> io::Result<bool> {
         let poll = busy.then_some(self.poll);
         let now = self.sleeper.t0.elapsed();
         let at = next_wake(due, self.woke, now, poll);
-        self.sleeper.sleep_until(at)?;
+        let rang = self.sleeper.sleep_until(at)?;
         self.woke = self.sleeper.t0.elapsed();
-        Ok(())
+        Ok(rang)
     }
 
     /// True when the loop, sending without sleeping, has gone
@@ -167,13 +167,13 @@ impl Sleeper {
     }
 
     /// Returns at `at` after t0 or later (`None`: only a cancel ends the
-    /// sleep), or at once when a cancel rang.
-    pub fn sleep_until(&mut self, at: Option<Duration>) -> io::Result<()> {
+    /// sleep), or at once when a cancel rang: true then.
+    pub fn sleep_until(&mut self, at: Option<Duration>) -> io::Result<bool> {
         loop {
             let left = match at {
                 Some(at) => match at.checked_sub(self.t0.elapsed()) {
                     Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(()),
+                    _ => return Ok(false),
                 },
                 None => None,
             };
@@ -222,14 +222,19 @@ impl Sleeper {
             }
             if n == 1 && event.u64 == BELL {
                 self.bell.quiet();
-                return Ok(());
+                return Ok(true);
             }
-            // The timeout or the timerfd (its readiness only says it
-            // fired; the clock decides, below).
-            if let Some(timer) = &self.timerfd {
-                let mut count = 0u64;
-                // SAFETY: reads 8 bytes into `count`; a non-blocking timerfd.
-                unsafe { libc::read(timer.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            match &self.timerfd {
+                // The timeout: an hrtimer never ends a sleep early, so the
+                // clock need not be read again to know `at` has come.
+                None => return Ok(false),
+                // The timerfd's readiness only says it fired (perhaps for
+                // an earlier deadline); the clock decides, above.
+                Some(timer) => {
+                    let mut count = 0u64;
+                    // SAFETY: reads 8 bytes into `count`; a non-blocking timerfd.
+                    unsafe { libc::read(timer.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+                }
             }
         }
     }

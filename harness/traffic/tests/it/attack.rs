@@ -41,10 +41,11 @@ enum Behaviour {
     OneThenClose,
     /// `/` → 301 to `/final` (200); `/loop…` → 302 to itself.
     Redirect,
-    /// Answer one request as keep-alive, then half-close (FIN) and hold
-    /// the connection without reading, as a proxy does whose backend
-    /// closed: a request sent on it gets neither an answer nor a reset.
-    HalfCloseIdle,
+    /// Answer one request as keep-alive, then half-close (FIN) `after`
+    /// that long and hold the connection without reading, as a proxy does
+    /// whose backend closed: a request sent on it gets neither an answer
+    /// nor a reset.
+    HalfCloseIdle { after: Duration },
 }
 
 struct Server {
@@ -148,8 +149,12 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, requests: Arc<Atomi
                 return;
             }
             Behaviour::OneThenClose => {}
-            Behaviour::HalfCloseIdle => {
-                if stream.write_all(ok).await.is_ok() && stream.shutdown().await.is_ok() {
+            Behaviour::HalfCloseIdle { after } => {
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(after).await;
+                if stream.shutdown().await.is_ok() {
                     // Held, unread, past the client's timeout; then gone.
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
@@ -468,16 +473,27 @@ async fn raw_results_stream_to_json_lines_and_csv() {
 async fn an_idle_connection_the_server_closed_leaves_the_pool() {
     let _serial = SERIAL.lock().await;
     // Each connection is half-closed by the server after one answer and
-    // held unread: a request put on it would wait out its timeout. The
-    // pool must drop it when the server's FIN arrives, not reuse it.
-    let server = Server::start(Behaviour::HalfCloseIdle).await;
-    let mut st = settings(&server.url(), "50/s", 1000);
-    st.load.keep_alive = true;
-    st.load.timeout = "500ms".parse().unwrap();
-    let s = run(st).await;
-    assert_eq!((s.requests, s.successes), (50, 50), "{:?}", s.errors);
-    assert_eq!(server.requests.load(Ordering::Relaxed), 50);
-    assert_eq!(server.connections.load(Ordering::Relaxed), 50);
+    // held unread: a request put on it would wait out its timeout (or,
+    // found closed, be replayed). The pool must drop it when the server's
+    // FIN arrives, not reuse it: a FIN that comes with the answer (seen by
+    // the read of the answer) and one that comes 5 ms later, while the
+    // connection sits idle for the next request 20 ms on.
+    for after in [Duration::ZERO, Duration::from_millis(5)] {
+        let server = Server::start(Behaviour::HalfCloseIdle { after }).await;
+        let mut st = settings(&server.url(), "50/s", 1000);
+        st.load.keep_alive = true;
+        st.load.timeout = "500ms".parse().unwrap();
+        let s = run(st).await;
+        assert_eq!(
+            (s.requests, s.successes),
+            (50, 50),
+            "{after:?}: {:?}",
+            s.errors
+        );
+        assert_eq!(s.replayed, 0, "{after:?}: a closed connection was reused");
+        assert_eq!(server.requests.load(Ordering::Relaxed), 50, "{after:?}");
+        assert_eq!(server.connections.load(Ordering::Relaxed), 50, "{after:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
