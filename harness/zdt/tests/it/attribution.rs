@@ -126,7 +126,8 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
 /// needs to follow one through the data path: the client address, when it
 /// was due and sent, and when the data path recorded its connection (all
 /// seconds from the traffic's start). A window is placed by each request's
-/// send, end or route time, by cause: any of them within 50 ms selects it.
+/// send, end or route time, by cause: any of them within 50 ms selects it,
+/// if it went to the window's pod.
 fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
     let Some(t) = &run.traffic else {
         return "(no traffic summary)".into();
@@ -135,6 +136,12 @@ fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
     t.failed
         .iter()
         .filter(|f| {
+            // The window's pod, where it names one (windows of other pods
+            // may overlap in time).
+            let pod = f.provenance.as_ref().and_then(|p| p.pod.as_deref());
+            if w.pod.is_some() && pod != w.pod.as_deref() {
+                return false;
+            }
             let routed = f.routed_at.map(|r| r.saturating_sub(t.started_at));
             [Some(f.due), f.sent, Some(f.end), routed]
                 .into_iter()
