@@ -33,13 +33,28 @@ pub(crate) fn trace(summary: &mut Summary, mut records: Vec<ConnRecord>) -> usiz
     let mut joined = 0;
     for f in summary.failed.iter_mut() {
         let Some(local) = f.local else { continue };
-        if let Some(r) = provenance::find(&records, local, t0 + f.end + JOIN_SLACK) {
+        if let Some(r) = provenance::find(&records, local, t0 + join_until(f.sent, f.end)) {
             f.provenance = Some(r.provenance.clone());
             f.routed_at = Some(r.at);
             joined += 1;
         }
     }
     joined
+}
+
+/// The latest moment a record can be of the connection of a request sent
+/// at `sent` that ended at `end`: its end, plus [`JOIN_SLACK`] only while
+/// that is within the slack of the send (a connection refused or reset at
+/// once, stamped after it ended). The generator closes a failed request's
+/// socket at its end, and the kernel may give the port to the next
+/// connection at once: a record after a longer-lived request's end is that
+/// next connection's (a connect timeout's port, reused 36 ms after it,
+/// joined a healthy pod's record).
+fn join_until(sent: Option<Duration>, end: Duration) -> Duration {
+    match sent {
+        Some(sent) => (end + JOIN_SLACK).min(end.max(sent + JOIN_SLACK)),
+        None => end + JOIN_SLACK,
+    }
 }
 
 /// The run's error windows, in time order.
@@ -95,4 +110,24 @@ fn buckets_from(failed: &[&FailedRequest], width: Duration) -> Vec<BucketErrors>
         out[i].requests += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_joins_no_record_made_after_it_ended_unless_it_was_short() {
+        let ms = Duration::from_millis;
+        // A connect timeout: sent at 8,928 ms, ended 10 s later; the port's
+        // next connection was recorded at 18,964 ms.
+        let until = join_until(Some(ms(8_928)), ms(18_928));
+        assert_eq!(until, ms(18_928));
+        assert!(ms(18_964) > until);
+        // A refusal 1 ms after the send: a record stamped 60 ms later is
+        // still its own.
+        assert_eq!(join_until(Some(ms(5_000)), ms(5_001)), ms(5_100));
+        // Never sent: the end and the slack.
+        assert_eq!(join_until(None, ms(5_000)), ms(5_100));
+    }
 }
