@@ -452,6 +452,24 @@ impl PodWorker {
         pod.metadata.deletion_timestamp.is_some()
     }
 
+    /// The pod failed before it ran: say why (and, with `reason`, as an
+    /// event), then keep the Failed status until the pod is deleted.
+    async fn fail_until_deleted(
+        &mut self,
+        state: &mut State,
+        reason: Option<&str>,
+        message: String,
+    ) {
+        state.phase = "Failed";
+        if let Some(reason) = reason {
+            self.emit(reason, message.clone());
+        }
+        state.message = Some(message);
+        self.report(state, false).await;
+        self.pod.wait_for(Self::deleting).await.ok();
+        self.report(state, true).await;
+    }
+
     async fn run(mut self) {
         let stopped = self.shared.stopped.clone();
         tokio::select! {
@@ -521,41 +539,27 @@ impl PodWorker {
             .and_then(|s| s.containers.first())
             .cloned()
         else {
-            state.phase = "Failed";
-            state.message = Some("pod has no containers".into());
-            self.report(&state, false).await;
-            self.pod.wait_for(Self::deleting).await.ok();
-            self.report(&state, true).await;
-            return;
+            let message = "pod has no containers".into();
+            return self.fail_until_deleted(&mut state, None, message).await;
         };
         let app = match Behaviour::from_annotations(pod.metadata.annotations.as_ref()) {
             Ok(app) => app,
             Err(e) => {
-                state.phase = "Failed";
-                state.message = Some(e.to_string());
-                self.emit("Failed", e.to_string());
-                self.report(&state, false).await;
-                self.pod.wait_for(Self::deleting).await.ok();
-                self.report(&state, true).await;
-                return;
+                let reason = Some("Failed");
+                return self
+                    .fail_until_deleted(&mut state, reason, e.to_string())
+                    .await;
             }
         };
         let ip = self.shared.ips.lock().expect("ips lock").allocate();
         let Some(ip) = ip else {
-            state.phase = "Failed";
-            state.message = Some(format!(
+            let message = format!(
                 "node {} has no free pod IP in 10.244.{}.0/24",
                 self.node(),
                 self.shared.config.node_index
-            ));
-            self.emit(
-                "FailedCreatePodSandBox",
-                state.message.clone().unwrap_or_default(),
             );
-            self.report(&state, false).await;
-            self.pod.wait_for(Self::deleting).await.ok();
-            self.report(&state, true).await;
-            return;
+            let reason = Some("FailedCreatePodSandBox");
+            return self.fail_until_deleted(&mut state, reason, message).await;
         };
         let _ip_guard = IpGuard {
             shared: self.shared.clone(),
@@ -570,13 +574,10 @@ impl PodWorker {
         let sandbox = match self.shared.runtime.sandbox(ip, node_ip).await {
             Ok(s) => s,
             Err(e) => {
-                state.phase = "Failed";
-                state.message = Some(e.to_string());
-                self.emit("FailedCreatePodSandBox", e.to_string());
-                self.report(&state, false).await;
-                self.pod.wait_for(Self::deleting).await.ok();
-                self.report(&state, true).await;
-                return;
+                let reason = Some("FailedCreatePodSandBox");
+                return self
+                    .fail_until_deleted(&mut state, reason, e.to_string())
+                    .await;
             }
         };
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -588,13 +589,9 @@ impl PodWorker {
         ) {
             Ok(dir) => dir,
             Err(e) => {
-                state.phase = "Failed";
-                state.message = Some(format!("cannot write the service-account files: {e}"));
-                self.emit("FailedMount", state.message.clone().unwrap_or_default());
-                self.report(&state, false).await;
-                self.pod.wait_for(Self::deleting).await.ok();
-                self.report(&state, true).await;
-                return;
+                let message = format!("cannot write the service-account files: {e}");
+                let reason = Some("FailedMount");
+                return self.fail_until_deleted(&mut state, reason, message).await;
             }
         };
         let mut preset = super::env::api_service_env(self.shared.config.api_server);
@@ -635,13 +632,10 @@ impl PodWorker {
         let container = match self.shared.runtime.start(&spec).await {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                state.phase = "Failed";
-                state.message = Some(e.to_string());
-                self.emit("Failed", e.to_string());
-                self.report(&state, false).await;
-                self.pod.wait_for(Self::deleting).await.ok();
-                self.report(&state, true).await;
-                return;
+                let reason = Some("Failed");
+                return self
+                    .fail_until_deleted(&mut state, reason, e.to_string())
+                    .await;
             }
         };
         self.shared
