@@ -24,14 +24,18 @@ pub fn allow_self_exec() {
 /// Where the system tool `name` (`nft`, `ip`) is installed: on `PATH`,
 /// then in /usr/sbin and /sbin, which a normal user's `PATH` often lacks.
 pub fn system_tool(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| is_executable(p))
+}
+
+/// A regular file someone may execute.
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The zdt binary helpers run in: `$ZDT_TRAFFIC_EXE` when set, else this

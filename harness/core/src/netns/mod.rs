@@ -78,6 +78,17 @@ pub enum NetError {
     Sandbox { ip: Ipv4Addr, message: String },
 }
 
+/// Why a tool run in a network ([`Net::run_tool`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// It could not be started or waited for (the message says which).
+    #[error("{0}")]
+    Run(String),
+    /// It ran and failed; its standard error, trimmed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Where a cluster's data-path sockets live: the host's stack (loopback
 /// addresses), a private network namespace, or — in a process that joined
 /// one ([`Net::joined`]) — the namespace this process is in. Cheap to clone.
@@ -367,6 +378,39 @@ impl Net {
     /// [`Net::listen_std`] as a tokio listener (inside a runtime).
     pub fn listen(&self, addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
         tokio::net::TcpListener::from_std(self.listen_std(addr, backlog, false)?)
+    }
+
+    /// Run `program ARGS` joined to this network with `stdin` as its input
+    /// (`nft -f -`, `ip -batch -`); its standard output once it succeeded.
+    pub fn run_tool(
+        &self,
+        program: &std::path::Path,
+        args: &[&str],
+        stdin: &str,
+    ) -> Result<String, ToolError> {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.join_before_exec(&mut cmd, false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ToolError::Run(format!("cannot start {}: {e}", program.display())))?;
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| ToolError::Run(e.to_string()))?;
+        if !out.status.success() {
+            return Err(ToolError::Failed(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Make `cmd`'s process join this network before it executes (nothing

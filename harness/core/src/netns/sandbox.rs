@@ -17,14 +17,13 @@
 //! process is in the cluster's PID namespace, so it also ends with the
 //! network however zdt ends.
 
-use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 
-use super::{Net, NetError, Sources};
+use super::{Net, NetError, Sources, ToolError};
 
 /// The pods' gateway: link-local, answered by the cluster end's static
 /// neighbour entry (nothing holds the address).
@@ -254,28 +253,12 @@ fn ip_path() -> Option<PathBuf> {
 /// `ip -batch -` with `script`, joined to `net`; the first failing line
 /// ends it with its error.
 fn run_ip(ip: &Path, net: &Net, script: &str) -> Result<(), String> {
-    let mut cmd = Command::new(ip);
-    cmd.args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    net.join_before_exec(&mut cmd, false);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", ip.display()))?;
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            script.trim_end()
-        ))
-    }
+    net.run_tool(ip, &["-batch", "-"], script)
+        .map(drop)
+        .map_err(|e| match e {
+            ToolError::Run(message) => message,
+            ToolError::Failed(stderr) => format!("ip failed: {stderr}\n{}", script.trim_end()),
+        })
 }
 
 #[cfg(test)]

@@ -13,16 +13,15 @@ mod nflog;
 pub(crate) mod rules;
 
 use std::collections::HashMap;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zdt_core::events::EventSink;
 use zdt_core::net::PassThrough;
-use zdt_core::netns::Net;
+use zdt_core::netns::{Net, ToolError};
 use zdt_core::provenance::{ConnRecord, Fate, Provenance};
 
 pub(crate) use rules::{Pick, Target, Verdict};
@@ -284,29 +283,15 @@ impl Shared {
 
     fn output(&self, args: &[&str], stdin: &str) -> Result<String, DataPlaneError> {
         let _one = self.apply.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cmd = Command::new(&self.nft);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        self.net.join_before_exec(&mut cmd, false);
-        let mut child = cmd.spawn().map_err(|e| {
-            DataPlaneError::Nft(format!("cannot start {}: {e}", self.nft.display()))
-        })?;
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| DataPlaneError::Nft(e.to_string()))?;
-        if !out.status.success() {
-            return Err(DataPlaneError::Nft(format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stderr).trim(),
-                stdin.lines().take(40).collect::<Vec<_>>().join("\n")
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.net
+            .run_tool(&self.nft, args, stdin)
+            .map_err(|e| match e {
+                ToolError::Run(message) => DataPlaneError::Nft(message),
+                ToolError::Failed(stderr) => DataPlaneError::Nft(format!(
+                    "{stderr}\n{}",
+                    stdin.lines().take(40).collect::<Vec<_>>().join("\n")
+                )),
+            })
     }
 }
 

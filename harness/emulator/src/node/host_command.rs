@@ -50,12 +50,6 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// The program `run.command[0]` names, as an absolute path.
 pub fn resolve(key: &str, run: &ContainerRun) -> Result<PathBuf, CommandError> {
     let program = run.command.first().ok_or_else(|| CommandError::Empty {
@@ -70,7 +64,7 @@ pub fn resolve(key: &str, run: &ContainerRun) -> Result<PathBuf, CommandError> {
                 looked: vec![path.display().to_string()],
             });
         }
-        return if is_executable(&path) {
+        return if zdt_core::process::is_executable(&path) {
             Ok(path)
         } else {
             Err(CommandError::NotExecutable {
@@ -82,7 +76,7 @@ pub fn resolve(key: &str, run: &ContainerRun) -> Result<PathBuf, CommandError> {
     let dirs = search_dirs();
     dirs.iter()
         .map(|d| d.join(program))
-        .find(|p| is_executable(p))
+        .find(|p| zdt_core::process::is_executable(p))
         .ok_or_else(|| {
             let mut looked: Vec<String> = dirs
                 .iter()
