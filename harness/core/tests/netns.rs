@@ -299,3 +299,154 @@ fn sandboxes_end_with_the_helper() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A routed network whose cluster namespace holds only 172.18.0.1 of
+/// kind's network (nodes get namespaces of their own: [`Net::node`]).
+fn routed_for_nodes() -> Option<Net> {
+    if let Some(why) = private_unavailable() {
+        eprintln!("SKIPPED: no private network here: {why}");
+        return None;
+    }
+    match Net::routed(
+        &[Block {
+            addr: Ipv4Addr::new(172, 18, 0, 1),
+            len: 32,
+        }],
+        &[],
+        Block {
+            addr: Ipv4Addr::new(10, 244, 0, 1),
+            len: 16,
+        },
+    ) {
+        Ok(net) => Some(net),
+        Err(e @ zdt_core::netns::NetError::NoIp) => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+        Err(e) => panic!("a routed network: {e}"),
+    }
+}
+
+fn pod_cidr(third: u8) -> Block {
+    Block {
+        addr: Ipv4Addr::new(10, 244, third, 0),
+        len: 24,
+    }
+}
+
+/// Accept on `listener`, answering each connection with `reply` and
+/// sending its peer's address to the returned channel.
+fn answer_seen(
+    listener: tokio::net::TcpListener,
+    reply: &'static [u8],
+) -> tokio::sync::mpsc::UnboundedReceiver<SocketAddr> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            let _ = s.write_all(reply).await;
+        }
+    });
+    rx
+}
+
+/// Two nodes in namespaces of their own, a pod on each: the cluster's
+/// namespace reaches a node's InternalIP and its pods over the node's veth,
+/// a node reaches its pod from its own address (the kubelet's probes), a
+/// pod reaches the pod on the other node through both nodes and the
+/// cluster (no NAT: the other pod sees its IP), an address of a node's pod
+/// CIDR without a pod goes silent, and a dropped node takes its veth and
+/// pause process with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_carry_their_pods_traffic_to_and_from_the_cluster() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let gateway = Ipv4Addr::new(172, 18, 0, 1);
+    let (ip1, ip2) = (Ipv4Addr::new(172, 18, 0, 3), Ipv4Addr::new(172, 18, 0, 4));
+    let n1 = net.node(ip1, pod_cidr(1), Some(gateway)).unwrap();
+    let n2 = net.node(ip2, pod_cidr(2), Some(gateway)).unwrap();
+    assert!(n1.net().is_node() && !n1.net().is_sandbox(), "{n1:?}");
+    let (pa, pb) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2));
+    let a = n1.net().sandbox(pa, Some(ip1)).unwrap();
+    let b = n2.net().sandbox(pb, Some(ip2)).unwrap();
+    let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let mut seen_a = answer_seen(a.net().listen(any, 16).unwrap(), b"a");
+    let mut seen_b = answer_seen(b.net().listen(any, 16).unwrap(), b"b");
+    let health: SocketAddr = (ip1, 10256).into();
+    let mut seen_node = answer_seen(n1.net().listen(health, 16).unwrap(), b"node");
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ((pa, 8080).into(), (pb, 8080).into());
+
+    assert_eq!(read_from(&net, health).await.unwrap(), b"node");
+    assert_eq!(seen_node.recv().await.unwrap().ip(), gateway);
+    assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
+    assert_eq!(seen_a.recv().await.unwrap().ip(), gateway);
+    assert_eq!(read_from(n1.net(), a_addr).await.unwrap(), b"a");
+    assert_eq!(
+        seen_a.recv().await.unwrap().ip(),
+        std::net::IpAddr::V4(ip1),
+        "a node's connections to its pods leave from its InternalIP"
+    );
+    assert_eq!(read_from(a.net(), b_addr).await.unwrap(), b"b");
+    assert_eq!(seen_b.recv().await.unwrap().ip(), std::net::IpAddr::V4(pa));
+    assert_eq!(read_from(b.net(), health).await.unwrap(), b"node");
+
+    let nobody: SocketAddr = (Ipv4Addr::new(10, 244, 1, 9), 8080).into();
+    let silent =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), net.connect(nobody)).await;
+    assert!(
+        silent.is_err(),
+        "a pod address without a pod must answer nothing: {silent:?}"
+    );
+
+    let (pid, veth) = (n2.pid(), n2.veth().to_owned());
+    drop(b);
+    drop(n2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node's pause process {pid} outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["link", "show", &veth]);
+    net.join_before_exec(&mut cmd, false);
+    let out = cmd.output().expect("ip runs");
+    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+    assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
+}
+
+/// However zdt ends, its nodes' namespaces end with the network's helper,
+/// as its pods' sandboxes do.
+#[test]
+fn nodes_end_with_the_helper() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let node = net
+        .node(Ipv4Addr::new(172, 18, 0, 3), pod_cidr(1), None)
+        .unwrap();
+    let sandbox = node
+        .net()
+        .sandbox(Ipv4Addr::new(10, 244, 1, 2), None)
+        .unwrap();
+    let pauses = [node.pid(), sandbox.pid()];
+    for pid in pauses {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    // SAFETY: signalling our own child, the helper.
+    unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pauses
+        .iter()
+        .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a pause process of {pauses:?} outlived the helper"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

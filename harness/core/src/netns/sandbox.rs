@@ -34,11 +34,13 @@ pub(super) struct PodNs {
     pub pid: libc::pid_t,
     pub net_ns: OwnedFd,
     pidfd: Option<OwnedFd>,
+    /// A node's namespace ([`super::NodeNet`]), not a pod's.
+    pub node: bool,
 }
 
 impl PodNs {
     /// SIGKILL the pause process (again: harmless once it is gone).
-    fn kill(&self) {
+    pub(super) fn kill(&self) {
         if let Some(pidfd) = &self.pidfd {
             kill(pidfd);
         }
@@ -123,16 +125,17 @@ impl Drop for Sandbox {
 }
 
 impl Net {
-    /// A new pause process's network namespace, as a pod network of this
-    /// one; `failed` words the helper's failure.
-    fn paused(
+    /// A new pause process's network namespace, as a pod (or, `node`, a
+    /// node) network of this one; `failed` words the helper's failure.
+    pub(super) fn paused(
         &self,
         private: &super::Private,
+        node: bool,
         failed: impl Fn(String) -> NetError,
     ) -> Result<Net, NetError> {
         let pid = private
             .helper
-            .pause()
+            .pause(node)
             .map_err(|e| failed(format!("the pause process did not start: {e}")))?;
         // SAFETY: pidfd_open on a pid; the result is a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -152,23 +155,29 @@ impl Net {
         };
         Ok(Net {
             private: self.private.clone(),
-            pod: Some(Arc::new(PodNs { pid, net_ns, pidfd })),
+            pod: Some(Arc::new(PodNs {
+                pid,
+                net_ns,
+                pidfd,
+                node,
+            })),
             sources: Arc::new(Sources::default()),
         })
     }
 
-    /// A new sandbox for the pod with address `ip` in this routed network,
-    /// the cluster namespace's own connections to it leaving from `source`
-    /// (the node's InternalIP, an address of this network; else the
-    /// kernel's choice). Blocks for a few milliseconds (two `ip` runs).
+    /// A new sandbox for the pod with address `ip` in this routed network
+    /// (the cluster's, or a node's: [`Net::node`]), this namespace's own
+    /// connections to it leaving from `source` (the node's InternalIP, an
+    /// address of this network; else the kernel's choice). Blocks for a
+    /// few milliseconds (two `ip` runs).
     pub fn sandbox(&self, ip: Ipv4Addr, source: Option<Ipv4Addr>) -> Result<Sandbox, NetError> {
         let private = match &self.private {
-            Some(p) if self.is_routed() && self.pod.is_none() => p,
+            Some(p) if self.is_routed() && (self.pod.is_none() || self.is_node()) => p,
             _ => return Err(NetError::NotRouted(format!("{self:?}"))),
         };
         let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
         let failed = |message: String| NetError::Sandbox { ip, message };
-        let net = self.paused(private, failed)?;
+        let net = self.paused(private, false, failed)?;
         let pid = net.pod.as_ref().map_or(0, |p| p.pid);
         let veth = veth_name(ip);
         let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
@@ -212,17 +221,15 @@ impl Net {
             ip: pods.addr,
             message: format!("the sink for pod addresses without a pod: {message}"),
         };
-        let sink = self.paused(private, failed)?;
+        let sink = self.paused(private, false, failed)?;
         let pid = sink.pod.as_ref().map_or(0, |p| p.pid);
         let (outside_mac, inside_mac) = (mac(0x7a, GATEWAY), mac(0x70, GATEWAY));
-        let len = pods.len.min(32);
-        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        let net = Ipv4Addr::from(u32::from(pods.addr) & mask);
+        let net = pods.network();
         let outside = format!(
             "link add zpsink address {outside_mac} type veth peer name eth0 address {inside_mac} netns {pid}\n\
              link set zpsink up\n\
              neigh replace {GATEWAY} lladdr {inside_mac} dev zpsink nud permanent\n\
-             route replace {net}/{len} via {GATEWAY} dev zpsink onlink\n"
+             route replace {net} via {GATEWAY} dev zpsink onlink\n"
         );
         run_ip(&ip_cmd, self, &outside).map_err(failed)?;
         run_ip(&ip_cmd, &sink, "link set eth0 up\n").map_err(failed)?;
@@ -237,7 +244,7 @@ fn veth_name(ip: Ipv4Addr) -> String {
 }
 
 /// A locally administered MAC: 02, `tag`, then the pod IP.
-fn mac(tag: u8, ip: Ipv4Addr) -> String {
+pub(super) fn mac(tag: u8, ip: Ipv4Addr) -> String {
     let o = ip.octets();
     format!(
         "02:{tag:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
@@ -246,13 +253,13 @@ fn mac(tag: u8, ip: Ipv4Addr) -> String {
 }
 
 /// Where `ip` is, if installed.
-fn ip_path() -> Option<PathBuf> {
+pub(super) fn ip_path() -> Option<PathBuf> {
     crate::process::system_tool("ip")
 }
 
 /// `ip -batch -` with `script`, joined to `net`; the first failing line
 /// ends it with its error.
-fn run_ip(ip: &Path, net: &Net, script: &str) -> Result<(), String> {
+pub(super) fn run_ip(ip: &Path, net: &Net, script: &str) -> Result<(), String> {
     net.run_tool(ip, &["-batch", "-"], script)
         .map(drop)
         .map_err(|e| match e {
