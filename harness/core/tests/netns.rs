@@ -257,19 +257,8 @@ async fn pods_in_sandboxes_share_a_port_and_reach_each_other() {
     let veth = a.veth().to_owned();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     drop(a);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pause process {pid} outlived its sandbox"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["link", "show", &veth]);
-    net.join_before_exec(&mut cmd, false);
-    let out = cmd.output().expect("ip runs");
-    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+    wait_gone(&[pid], "its sandbox");
+    assert_no_link(&net, &veth);
     let gone = tokio::time::timeout(std::time::Duration::from_millis(1500), net.connect(pa)).await;
     assert!(
         gone.is_err(),
@@ -290,14 +279,30 @@ fn sandboxes_end_with_the_helper() {
     assert!(std::path::Path::new(&format!("/proc/{pause}")).exists());
     // SAFETY: signalling our own child, the helper.
     unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    wait_gone(&[pause], "the helper");
+}
+
+/// Wait (5 s at most) until none of `pids` exists; else fail, saying they
+/// outlived `what`.
+fn wait_gone(pids: &[u32], what: &str) {
+    let exists = |pid: &u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pause}")).exists() {
+    while pids.iter().any(exists) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the pause process {pause} outlived the helper"
+            "a pause process of {pids:?} outlived {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Fail if `veth` is a link in `net`.
+fn assert_no_link(net: &Net, veth: &str) {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["link", "show", veth]);
+    net.join_before_exec(&mut cmd, false);
+    let out = cmd.output().expect("ip runs");
+    assert!(!out.status.success(), "{veth} is still there: {out:?}");
 }
 
 /// A routed network whose cluster namespace holds only 172.18.0.1 of
@@ -402,19 +407,8 @@ async fn nodes_carry_their_pods_traffic_to_and_from_the_cluster() {
     let (pid, veth) = (n2.pid(), n2.veth().to_owned());
     drop(b);
     drop(n2);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node's pause process {pid} outlived it"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["link", "show", &veth]);
-    net.join_before_exec(&mut cmd, false);
-    let out = cmd.output().expect("ip runs");
-    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+    wait_gone(&[pid], "its node");
+    assert_no_link(&net, &veth);
     assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
 }
 
@@ -438,15 +432,5 @@ fn nodes_end_with_the_helper() {
     }
     // SAFETY: signalling our own child, the helper.
     unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pauses
-        .iter()
-        .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a pause process of {pauses:?} outlived the helper"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_gone(&pauses, "the helper");
 }

@@ -313,13 +313,15 @@ async fn node_networks(
     Ok(out)
 }
 
-/// The nftables data path `choice` asks for in `net`: `Auto` is user space
+/// The nftables data path `choice` asks for in `net` (whose nodes will
+/// have namespaces of their own, with `nodes`): `Auto` is user space
 /// unless `ZDT_DATA_PATH=nftables`, and falls back to user space (said once
 /// per process) where the rules cannot run.
 fn data_plane(
     choice: DataPathChoice,
     net: &Net,
     events: &EventSink,
+    nodes: bool,
 ) -> Result<Option<DataPlane>, EmulatorError> {
     use zdt_core::emulated::DATA_PATH_ENV;
     if !net.is_private() {
@@ -335,14 +337,14 @@ fn data_plane(
         // would not model what the pods' own network namespaces are for.
         return match choice {
             DataPathChoice::UserSpace => Err(dataplane::DataPlaneError::NeedsRules.into()),
-            _ => Ok(Some(DataPlane::start(net, events)?)),
+            _ => Ok(Some(DataPlane::start(net, events, nodes)?)),
         };
     }
     match choice {
         DataPathChoice::UserSpace => Ok(None),
-        DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events)?)),
+        DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events, false)?)),
         DataPathChoice::Auto if !asked() => Ok(None),
-        DataPathChoice::Auto => match DataPlane::start(net, events) {
+        DataPathChoice::Auto => match DataPlane::start(net, events, false) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
                 static SAID: std::sync::Once = std::sync::Once::new();
@@ -520,7 +522,8 @@ impl Emulator {
         };
         let pod_addrs = node::kubelet::PodAddrs::new();
         let data_plane = if real {
-            data_plane(config.data_path, &net, &events)?
+            let nodes = nodes_asked(config.network) && net.is_routed();
+            data_plane(config.data_path, &net, &events, nodes)?
         } else {
             None
         };

@@ -36,7 +36,7 @@ mod node;
 mod sandbox;
 
 pub use node::NodeNet;
-pub use sandbox::Sandbox;
+pub use sandbox::{Joined, Sandbox};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};

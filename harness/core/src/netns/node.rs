@@ -18,65 +18,13 @@
 //! however zdt ends.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use super::sandbox::{ip_path, mac, run_ip, GATEWAY};
+use super::sandbox::{ip_path, mac, run_ip, Joined, GATEWAY};
 use super::{Block, Net, NetError};
 
 /// A node's network namespace, joined to the cluster's by a veth pair. See
 /// the module documentation.
-pub struct NodeNet {
-    net: Net,
-    cluster: Net,
-    ip: Ipv4Addr,
-    veth: String,
-    ip_cmd: PathBuf,
-}
-
-impl std::fmt::Debug for NodeNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeNet")
-            .field("ip", &self.ip)
-            .field("veth", &self.veth)
-            .field("net", &self.net)
-            .finish()
-    }
-}
-
-impl NodeNet {
-    /// The node's network: its sockets and its pods' sandboxes
-    /// ([`Net::sandbox`] on it) are the node's.
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-
-    /// The node's InternalIP (on its `eth0`).
-    pub fn ip(&self) -> Ipv4Addr {
-        self.ip
-    }
-
-    /// The veth end in the cluster's namespace.
-    pub fn veth(&self) -> &str {
-        &self.veth
-    }
-
-    /// The pause process's pid.
-    pub fn pid(&self) -> u32 {
-        self.net.pod.as_ref().map_or(0, |p| p.pid as u32)
-    }
-}
-
-impl Drop for NodeNet {
-    fn drop(&mut self) {
-        // As for a sandbox: should the deletion fail, the namespace's own
-        // teardown deletes the pair once its last process is gone.
-        let script = format!("link del {}\n", self.veth);
-        let _ = run_ip(&self.ip_cmd, &self.cluster, &script);
-        if let Some(node) = &self.net.pod {
-            node.kill();
-        }
-    }
-}
+pub type NodeNet = Joined;
 
 impl Net {
     /// A new namespace for the node with InternalIP `ip` and pod CIDR
@@ -102,7 +50,7 @@ impl Net {
         let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
         let (cluster_mac, node_mac) = (mac(0x6a, ip), mac(0x60, ip));
         let cidr = pods.network();
-        let node = NodeNet {
+        let node = Joined {
             net,
             cluster: self.clone(),
             ip,

@@ -68,19 +68,26 @@ impl Drop for PodNs {
     }
 }
 
-/// A pod's network namespace, joined to the cluster's by a veth pair. See
-/// the module documentation.
-pub struct Sandbox {
-    net: Net,
-    cluster: Net,
-    ip: Ipv4Addr,
-    veth: String,
-    ip_cmd: PathBuf,
+/// A namespace held by a pause process, joined to another by a veth pair:
+/// a pod's sandbox (see the module documentation) or a node
+/// ([`super::NodeNet`]). Dropping it deletes the pair and kills the pause
+/// process.
+pub struct Joined {
+    pub(super) net: Net,
+    /// Where the outer veth end is.
+    pub(super) cluster: Net,
+    pub(super) ip: Ipv4Addr,
+    pub(super) veth: String,
+    pub(super) ip_cmd: PathBuf,
 }
 
-impl std::fmt::Debug for Sandbox {
+/// A pod's network namespace, joined to the cluster's (or its node's) by a
+/// veth pair. See the module documentation.
+pub type Sandbox = Joined;
+
+impl std::fmt::Debug for Joined {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox")
+        f.debug_struct("Joined")
             .field("ip", &self.ip)
             .field("veth", &self.veth)
             .field("net", &self.net)
@@ -88,19 +95,20 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-impl Sandbox {
-    /// The sandbox's network: sockets made with it, and processes that
-    /// join it ([`Net::join_before_exec`]), are the pod's.
+impl Joined {
+    /// The namespace's network: sockets made with it, and processes that
+    /// join it ([`Net::join_before_exec`]), are the pod's (the node's).
     pub fn net(&self) -> &Net {
         &self.net
     }
 
-    /// The pod's IP (on the sandbox's `eth0`).
+    /// The pod's IP (the node's InternalIP), on the namespace's `eth0`.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
 
-    /// The veth end in the cluster's namespace.
+    /// The veth end outside: in the cluster's namespace (a pod's on a
+    /// node with a namespace of its own: in the node's).
     pub fn veth(&self) -> &str {
         &self.veth
     }
@@ -111,11 +119,11 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
+impl Drop for Joined {
     fn drop(&mut self) {
         // Deleting one end deletes the pair and the route now. Should it
         // fail, the namespace's own teardown (once the pause process and
-        // the pod's processes are gone) deletes them a moment later.
+        // the processes in it are gone) deletes them a moment later.
         let script = format!("link del {}\n", self.veth);
         let _ = run_ip(&self.ip_cmd, &self.cluster, &script);
         if let Some(pod) = &self.net.pod {
@@ -182,7 +190,7 @@ impl Net {
         let veth = veth_name(ip);
         let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
         let (cluster_mac, pod_mac) = (mac(0x7a, ip), mac(0x70, ip));
-        let sandbox = Sandbox {
+        let sandbox = Joined {
             net,
             cluster: self.clone(),
             ip,

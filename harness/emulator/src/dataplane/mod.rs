@@ -135,8 +135,9 @@ pub fn nft_path() -> Option<PathBuf> {
 
 impl DataPlane {
     /// Load the table into `net` (a private network) and start reading its
-    /// log; records are stamped on `events`' clock.
-    pub fn start(net: &Net, events: &EventSink) -> Result<DataPlane, DataPlaneError> {
+    /// log; records are stamped on `events`' clock. `nodes`: nodes will have
+    /// namespaces of their own ([`DataPlane::add_node`]).
+    pub fn start(net: &Net, events: &EventSink, nodes: bool) -> Result<DataPlane, DataPlaneError> {
         let Some(socket) = net.netfilter_socket() else {
             return Err(DataPlaneError::NotPrivate);
         };
@@ -155,7 +156,7 @@ impl DataPlane {
             stop: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         });
-        shared.run(&shared.net, &rules::table(GROUP, net.is_routed()))?;
+        shared.run(&shared.net, &rules::table(GROUP, net.is_routed(), nodes))?;
         let reader = spawn_reader(&shared, socket)?;
         Ok(DataPlane {
             _reader: Arc::new(ReaderGuard {

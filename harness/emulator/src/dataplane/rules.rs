@@ -50,6 +50,18 @@ pub(crate) enum Verdict {
 /// The conntrack timeouts of finished connections (see [`table`]).
 const TIMEOUTS: &str = "close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2";
 
+/// Where nodes have namespaces of their own, a connection whose SYN was
+/// never answered leaves the table a second after its last SYN, not two
+/// minutes after: the LB's DNAT of a SYN the node then dropped is
+/// confirmed in the cluster's namespace (the packet left it), and a client
+/// port reused after a connect timeout (nothing is sent when a SYN_SENT
+/// socket closes) would otherwise meet that binding and go to the old
+/// node, which is not the LB's decision for a new flow (new sequence
+/// number). A flow's own retransmitted SYNs are kept on their node by the
+/// LB's flow table, not by conntrack.
+const NODES_TIMEOUTS: &str =
+    "syn_sent: 1, close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2";
+
 /// A new connection DNATed to a pod address no pod holds: logged, dropped.
 fn gone_rule(group: u16) -> String {
     format!(
@@ -69,7 +81,8 @@ fn to_rule(group: u16) -> String {
 /// the cluster's namespace from its veth: replies to the clients arrive
 /// through input, a pod's own connections through prerouting (and, to
 /// another pod, forward), so the same drops, timeouts and NAT apply there.
-pub(crate) fn table(group: u16, routed: bool) -> String {
+pub(crate) fn table(group: u16, routed: bool, nodes: bool) -> String {
+    let timeouts = if nodes { NODES_TIMEOUTS } else { TIMEOUTS };
     let (gone, to) = (gone_rule(group), to_rule(group));
     // A new connection sent to a stopped node that has a namespace of its
     // own ends here, before the node (whose rules would log it) sees it.
@@ -111,7 +124,7 @@ pub(crate) fn table(group: u16, routed: bool) -> String {
   # the packet's entry: at filter priority, not raw.
   ct timeout short {{
     protocol tcp; l3proto ip;
-    policy = {{ {TIMEOUTS} }}
+    policy = {{ {timeouts} }}
   }}
   set live {{ type ipv4_addr; }}
   set down {{ type ipv4_addr; flags interval; }}
@@ -145,7 +158,7 @@ pub(crate) fn node_table(group: u16, node_ip: std::net::Ipv4Addr) -> String {
         "table {TABLE} {{
   ct timeout short {{
     protocol tcp; l3proto ip;
-    policy = {{ {TIMEOUTS} }}
+    policy = {{ {NODES_TIMEOUTS} }}
   }}
   set live {{ type ipv4_addr; }}
   map nodeports {{ type inet_service : verdict; }}
@@ -400,9 +413,9 @@ mod tests {
 
     #[test]
     fn a_routed_table_drops_and_logs_where_pods_packets_enter() {
-        let shared = table(1, false);
+        let shared = table(1, false, false);
         assert!(!shared.contains("hook input") && !shared.contains("hook prerouting"));
-        let routed = table(1, true);
+        let routed = table(1, true, false);
         for hook in [
             "hook input",
             "hook forward",
