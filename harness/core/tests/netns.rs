@@ -412,6 +412,27 @@ async fn nodes_carry_their_pods_traffic_to_and_from_the_cluster() {
     assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
 }
 
+/// A node's namespace has connection-tracking counters of its own, read
+/// through its pause process and summed with the cluster's.
+#[test]
+fn a_nodes_conntrack_counters_are_read_with_the_clusters() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let node = net
+        .node(Ipv4Addr::new(172, 18, 0, 3), pod_cidr(1), None)
+        .unwrap();
+    let loaded = std::path::Path::new("/proc/net/stat/nf_conntrack").exists();
+    let pids = [net.helper_pid(), Some(node.pid())];
+    let own = zdt_core::hostfault::conntrack_counters(Some(node.pid()));
+    assert_eq!(own.is_some(), loaded, "{own:?}");
+    let summed = zdt_core::hostfault::conntrack_counters_in(&pids);
+    assert_eq!(summed.is_some(), loaded, "{summed:?}");
+    if let Some(c) = summed {
+        assert!(c.values().all(|n| *n == 0), "{c:?}");
+    }
+}
+
 /// However zdt ends, its nodes' namespaces end with the network's helper,
 /// as its pods' sandboxes do.
 #[test]
