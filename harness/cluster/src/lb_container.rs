@@ -383,6 +383,7 @@ mod tests {
             object: "node/w1".into(),
             node: Some("w1".into()),
             message: "m".into(),
+            since: None,
         };
         let ts = wall
             .checked_add(jiff::SignedDuration::try_from(after).unwrap())

@@ -125,8 +125,11 @@ pub struct ContainerRun {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkChoice {
-    /// A private network namespace when this machine allows one (as root,
-    /// or through a user namespace), else the host's stack, said once.
+    /// The most faithful network this machine allows, saying once what it
+    /// lacks: [`Pods`](Self::Pods) (a private namespace as root or through
+    /// a user namespace, with `nft` and `ip`), else [`Private`](Self::Private)
+    /// with the user-space data path, else the host's stack.
+    /// `ZDT_NETWORK=pods|private|host` chooses instead.
     #[default]
     Auto,
     /// A private network namespace, or an error saying why not.
@@ -136,7 +139,7 @@ pub enum NetworkChoice {
     Host,
     /// A private network namespace for the cluster and one per pod (its
     /// sandbox, behind a veth pair), with the nftables data path; or an
-    /// error saying why not. `ZDT_NETWORK=pods` asks for it in `Auto`.
+    /// error saying why not.
     Pods,
     /// [`NetworkChoice::Pods`], and every node a network namespace of its
     /// own (its InternalIP on a veth to the cluster's namespace, its pods'
@@ -149,9 +152,11 @@ pub enum NetworkChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataPathChoice {
-    /// What `ZDT_DATA_PATH` says: `nftables` asks for kube-proxy's rules
-    /// and the pass-through LBs as nftables rules (user space, said once,
-    /// where `nft` is missing); anything else, or nothing, user space.
+    /// Pods in sandboxes always have the rules. In one shared private
+    /// namespace, what `ZDT_DATA_PATH` says: `nftables` asks for the rules
+    /// (user space, said once, where `nft` is missing); anything else, or
+    /// nothing, user space. `ZDT_DATA_PATH=userspace` also keeps an `Auto`
+    /// network from giving pods sandboxes.
     #[default]
     Auto,
     /// kube-proxy's routing and every LB in zdt's own processes.
@@ -160,9 +165,11 @@ pub enum DataPathChoice {
     Nftables,
 }
 
-/// Set to `nftables` to put an emulated cluster's kube-proxy rules and
-/// pass-through LBs into nftables rules where the configuration says
-/// `Auto` (`userspace`: zdt's own processes, the default).
+/// Where the configuration says `Auto`: `userspace` keeps kube-proxy's
+/// routing and every LB in zdt's own processes (and the pods in the
+/// cluster's namespace); `nftables` asks for the rules in a shared private
+/// namespace too. Pods in sandboxes (the default where `nft` runs) always
+/// have the rules.
 pub const DATA_PATH_ENV: &str = "ZDT_DATA_PATH";
 
 /// What `Emulator::start` builds.

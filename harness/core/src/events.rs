@@ -48,6 +48,16 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub message: String,
+    /// When what the event reports began to take effect, where that is a
+    /// span rather than an instant: a kube-proxy's new rules load between
+    /// `since` (`nft` started) and `at` (it returned), so packets may meet
+    /// them before `at`, never before `since`.
+    #[serde(
+        default,
+        with = "opt_duration_ns",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<Duration>,
 }
 
 /// Where producers send events. Cloning is cheap.
@@ -96,6 +106,29 @@ impl EventSink {
             object: object.into(),
             node: node.map(str::to_owned),
             message: message.into(),
+            since: None,
+        });
+    }
+
+    /// Emit an event for a change that took effect over a span that began
+    /// at `since` and ends now (see [`Event::since`]).
+    pub fn emit_since(
+        &self,
+        since: Duration,
+        source: Source,
+        reason: impl Into<String>,
+        object: impl Into<String>,
+        node: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        self.send(Event {
+            at: self.clock.now(),
+            source,
+            reason: reason.into(),
+            object: object.into(),
+            node: node.map(str::to_owned),
+            message: message.into(),
+            since: Some(since),
         });
     }
 
@@ -118,6 +151,23 @@ pub mod duration_ns {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_nanos(u64::deserialize(d)?))
+    }
+}
+
+/// Optional durations as integer nanoseconds.
+mod opt_duration_ns {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_ns::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_nanos))
     }
 }
 

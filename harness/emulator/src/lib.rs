@@ -230,17 +230,22 @@ fn client_sources() -> Vec<Ipv4Addr> {
     (1..=32).map(|i| Ipv4Addr::new(100, 64, 0, i)).collect()
 }
 
-/// The network `choice` asks for; `Auto` falls back to the host's stack
-/// when no private network can be made, and says so once per process.
-fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
-    let pods_asked = || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "pods");
+/// The network `choice` asks for. `Auto` gives every pod a sandbox with
+/// the nftables data path where this machine can (a private namespace, `nft`
+/// and `ip`), else one private namespace for the whole cluster with the
+/// user-space data path, else the host's stack; each step down is said once
+/// per process. `ZDT_NETWORK` (`pods`, `private`, `host`) and
+/// `ZDT_DATA_PATH=userspace` (which pods cannot have) choose for `Auto`.
+fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, EmulatorError> {
+    use zdt_core::emulated::DATA_PATH_ENV;
+    use zdt_core::netns::NETWORK_ENV;
     match choice {
         NetworkChoice::Nodes => Ok(Net::routed(
             &NODES_NETWORK_BLOCKS,
             &client_sources(),
             POD_BLOCK,
         )?),
-        NetworkChoice::Auto if nodes_asked(choice) => network(NetworkChoice::Nodes),
+        NetworkChoice::Auto if nodes_asked(choice) => network(NetworkChoice::Nodes, data_path),
         NetworkChoice::Host => Ok(Net::host()),
         NetworkChoice::Private => Ok(Net::private(&NETWORK_BLOCKS, &client_sources())?),
         // Pod addresses are routed to the pods' sandboxes, not local.
@@ -249,24 +254,56 @@ fn network(choice: NetworkChoice) -> Result<Net, EmulatorError> {
             &client_sources(),
             POD_BLOCK,
         )?),
-        NetworkChoice::Auto if pods_asked() => network(NetworkChoice::Pods),
-        NetworkChoice::Auto => match zdt_core::netns::private_unavailable().map_or_else(
-            || Net::private(&NETWORK_BLOCKS, &client_sources()).map_err(|e| e.to_string()),
-            |why| Err(why.to_owned()),
-        ) {
-            Ok(net) => Ok(net),
-            Err(e) => {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    tracing::warn!(
-                        "emulator: {e}; the data path runs on the host's network stack \
+        NetworkChoice::Auto => {
+            let env = std::env::var(NETWORK_ENV).unwrap_or_default();
+            match env.as_str() {
+                "pods" => return network(NetworkChoice::Pods, data_path),
+                "private" => return network(NetworkChoice::Private, data_path),
+                _ => {}
+            }
+            if let Some(why) = zdt_core::netns::private_unavailable() {
+                say_once(&HOST_SAID, || {
+                    format!(
+                        "emulator: {why}; the data path runs on the host's network stack \
                          (127.0.0.1), whose connection tracking and limits then take part \
                          in every run"
                     )
                 });
-                Ok(Net::host())
+                return Ok(Net::host());
             }
-        },
+            let user_space = data_path == DataPathChoice::UserSpace
+                || (data_path == DataPathChoice::Auto
+                    && std::env::var(DATA_PATH_ENV).is_ok_and(|v| v == "userspace"));
+            if user_space {
+                return network(NetworkChoice::Private, data_path);
+            }
+            let missing: Vec<&str> = ["nft", "ip"]
+                .into_iter()
+                .filter(|tool| zdt_core::process::system_tool(tool).is_none())
+                .collect();
+            if !missing.is_empty() {
+                say_once(&SHARED_SAID, || {
+                    format!(
+                        "emulator: {} not found (apt-get install nftables iproute2); the pods \
+                         share the cluster's network namespace and kube-proxy's rules and the \
+                         cloud LB run in user space (a dropped SYN is then an accepted \
+                         connection held silent: the client sees a response timeout, not a \
+                         connect timeout)",
+                        missing.join(" and ")
+                    )
+                });
+                return network(NetworkChoice::Private, data_path);
+            }
+            Net::routed(&NETWORK_BLOCKS[1..], &client_sources(), POD_BLOCK).or_else(|e| {
+                say_once(&SHARED_SAID, || {
+                    format!(
+                        "emulator: pods cannot have network namespaces of their own here \
+                         ({e}); they share the cluster's, and the data path runs in user space"
+                    )
+                });
+                network(NetworkChoice::Private, data_path)
+            })
+        }
     }
 }
 
@@ -313,10 +350,48 @@ async fn node_networks(
     Ok(out)
 }
 
-/// The nftables data path `choice` asks for in `net` (whose nodes will
-/// have namespaces of their own, with `nodes`): `Auto` is user space
-/// unless `ZDT_DATA_PATH=nftables`, and falls back to user space (said once
-/// per process) where the rules cannot run.
+/// The network and its data path. Where `Auto` chose sandboxes and the
+/// rules then fail to load (an `nft` without kernel support), the pods
+/// share one namespace with the user-space data path instead, said once.
+fn network_with_rules(
+    config: &EmulatorConfig,
+    events: &EventSink,
+) -> Result<(Net, Option<DataPlane>), EmulatorError> {
+    let net = network(config.network, config.data_path)?;
+    let nodes = nodes_asked(config.network);
+    let demanded = config.network == NetworkChoice::Pods
+        || nodes
+        || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "pods");
+    match data_plane(config.data_path, &net, events, nodes) {
+        Err(e) if net.is_routed() && !demanded => {
+            say_once(&SHARED_SAID, || {
+                format!(
+                    "emulator: kube-proxy's rules cannot be loaded here ({e}); the pods share \
+                     the cluster's network namespace and the data path runs in user space"
+                )
+            });
+            let net = network(NetworkChoice::Private, config.data_path)?;
+            let plane = data_plane(config.data_path, &net, events, false)?;
+            Ok((net, plane))
+        }
+        plane => Ok((net, plane?)),
+    }
+}
+
+static HOST_SAID: std::sync::Once = std::sync::Once::new();
+static SHARED_SAID: std::sync::Once = std::sync::Once::new();
+static USER_SPACE_SAID: std::sync::Once = std::sync::Once::new();
+
+/// Warn once per process: a fallback is a fact of the machine, not of a run.
+fn say_once(once: &'static std::sync::Once, message: impl FnOnce() -> String) {
+    once.call_once(|| tracing::warn!("{}", message()));
+}
+
+/// The data path `choice` asks for in `net` (whose nodes will have
+/// namespaces of their own, with `nodes`). Pods in sandboxes need the
+/// rules; in one shared private namespace `Auto` is user space unless
+/// `ZDT_DATA_PATH=nftables`, falling back to user space (said once per
+/// process) where the rules cannot run; the host's stack is user space.
 fn data_plane(
     choice: DataPathChoice,
     net: &Net,
@@ -347,9 +422,8 @@ fn data_plane(
         DataPathChoice::Auto => match DataPlane::start(net, events, false) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    tracing::warn!(
+                say_once(&USER_SPACE_SAID, || {
+                    format!(
                         "emulator: {DATA_PATH_ENV}=nftables, but {e}; kube-proxy's rules and \
                          the cloud LB run in user space (a dropped SYN is then an accepted \
                          connection held silent: the client sees a response timeout, not a \
@@ -502,10 +576,10 @@ impl Emulator {
         }
         bootstrap(&store, &nodes, version);
 
-        let net = if real {
-            network(config.network)?
+        let (net, data_plane) = if real {
+            network_with_rules(&config, &events)?
         } else {
-            Net::host()
+            (Net::host(), None)
         };
         let runtime = if real {
             // The kubelet's own connections to pods (probes, start
@@ -521,12 +595,6 @@ impl Emulator {
             None
         };
         let pod_addrs = node::kubelet::PodAddrs::new();
-        let data_plane = if real {
-            let nodes = nodes_asked(config.network) && net.is_routed();
-            data_plane(config.data_path, &net, &events, nodes)?
-        } else {
-            None
-        };
         let node_nets = match (&runtime, &data_plane) {
             (Some(rt), Some(plane)) if nodes_asked(config.network) && net.is_routed() => {
                 node_networks(&net, &nodes, rt, plane).await?

@@ -136,9 +136,9 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
         eprintln!("every pod has a network namespace of its own behind its node's");
     } else if emulator.net().is_routed() {
         eprintln!(
-            "every pod has a network namespace of its own (ZDT_NETWORK=pods), reached from \
-             the cluster's over a veth `zp<pod IP in hex>`; its server listens on \
-             0.0.0.0:containerPort there"
+            "every pod has a network namespace of its own, reached from the cluster's over \
+             a veth `zp<pod IP in hex>`; its server listens on 0.0.0.0:containerPort there \
+             (ZDT_NETWORK=private: one namespace shared by the pods)"
         );
     }
     eprintln!(

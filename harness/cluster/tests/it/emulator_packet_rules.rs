@@ -61,7 +61,8 @@ pub(crate) fn unavailable(network: NetworkChoice) -> Option<String> {
         return Some("`nft` is not installed".into());
     }
     let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
-    let needs_ip = matches!(network, NetworkChoice::Pods | NetworkChoice::Nodes);
+    // `Auto` gives pods sandboxes where it can, and needs `ip` for that.
+    let needs_ip = !matches!(network, NetworkChoice::Private | NetworkChoice::Host);
     if needs_ip && !ip.iter().any(|p| Path::new(p).exists()) {
         return Some("`ip` (iproute2) is not installed".into());
     }

@@ -1,5 +1,5 @@
-//! Pods in network namespaces of their own (`NetworkChoice::Pods`, what
-//! `ZDT_NETWORK=pods` asks for): each pod's server listens on
+//! Pods in network namespaces of their own (`NetworkChoice::Pods`, the
+//! default where `nft` and `ip` run): each pod's server listens on
 //! `0.0.0.0:containerPort` in its sandbox, so two pods on one node use the
 //! same port, a user's program needs no `$POD_IP`, and the nftables data
 //! path DNATs to pod IPs routed over each pod's veth. Each test runs in
@@ -131,6 +131,41 @@ async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance(network
     }
     let served = serving_pods(&s).await;
     assert_eq!(served.len(), 2, "both pods serve: {served:?}");
+    s.shutdown().await;
+}
+
+/// Where this machine can give pods sandboxes (namespaces, `nft`, `ip`),
+/// that is what an emulator asked for nothing in particular gets: pods in
+/// namespaces of their own, reached through kube-proxy's rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_network_gives_every_pod_a_sandbox_where_it_can() {
+    for var in [
+        zdt_core::netns::NETWORK_ENV,
+        zdt_core::emulated::DATA_PATH_ENV,
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            eprintln!("SKIPPED: {var}={v} chooses the network instead of the default");
+            return;
+        }
+    }
+    let config = EmulatorConfig {
+        runtime: RuntimeChoice::Builtin,
+        ..EmulatorConfig::default()
+    };
+    assert_eq!(config.network, NetworkChoice::Auto);
+    assert_eq!(config.data_path, DataPathChoice::Auto);
+    let Some(s) = pods_ready(1, 2, config, |_| {}).await else {
+        return;
+    };
+    assert!(s.emu().data_plane().is_some(), "the nftables data path");
+    for (name, ip) in pods(&s) {
+        let net = s.emu().pod_network(ip);
+        assert!(
+            net.as_ref().is_some_and(|n| n.is_sandbox()),
+            "{name} ({ip}) has a sandbox: {net:?}"
+        );
+    }
+    assert_eq!(serving_pods(&s).await.len(), 2);
     s.shutdown().await;
 }
 

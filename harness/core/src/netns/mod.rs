@@ -529,11 +529,12 @@ fn keep_capabilities_across_exec() -> io::Result<()> {
     Ok(())
 }
 
-/// Set to `host` to keep emulated clusters on the host's network stack
-/// (loopback addresses), as on a machine that cannot make namespaces; to
-/// `pods` to give every pod a network namespace of its own ([`Net::routed`],
-/// with the nftables data path); to `nodes` to give every node one too
-/// ([`Net::node`]).
+/// Where the configuration says `Auto`: `host` keeps emulated clusters on
+/// the host's network stack (loopback addresses), as on a machine that
+/// cannot make namespaces; `private` gives a cluster one namespace shared
+/// by its pods; `pods` demands a namespace per pod ([`Net::routed`], with
+/// the nftables data path), which is also what `Auto` picks where it can;
+/// `nodes` gives every node a namespace too ([`Net::node`]).
 pub const NETWORK_ENV: &str = "ZDT_NETWORK";
 
 /// Why this process cannot give an emulated cluster a network of its own,

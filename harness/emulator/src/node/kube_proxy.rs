@@ -540,7 +540,10 @@ impl ProxyState {
         let Some(next) = self.pending.lock().expect("pending lock").take() else {
             return;
         };
-        // The kernel has the rules before the view and the events say so.
+        // The kernel has the rules before the view and the events say so;
+        // they say too when the loading began (packets may meet the new
+        // rules from then on: `nft` commits before it exits).
+        let since = self.events.clock().now();
         self.program(&next);
         let prev = std::mem::replace(
             &mut *self.applied.write().expect("applied lock"),
@@ -551,11 +554,11 @@ impl ProxyState {
                 tracing::trace!(node = %self.node, service = ?key, ip = %e.ip, ready = e.ready, "applied endpoint");
             }
             let old = prev.services.get(key);
-            self.emit_changes(key, old, Some(view));
+            self.emit_changes(since, key, old, Some(view));
         }
         for (key, old) in &prev.services {
             if !next.services.contains_key(key) {
-                self.emit_changes(key, Some(old), None);
+                self.emit_changes(since, key, Some(old), None);
             }
         }
         self.applies.send_modify(|n| *n += 1);
@@ -650,14 +653,21 @@ impl ProxyState {
         })
     }
 
-    fn emit_changes(&self, key: &ServiceKey, old: Option<&ServiceView>, new: Option<&ServiceView>) {
+    fn emit_changes(
+        &self,
+        since: std::time::Duration,
+        key: &ServiceKey,
+        old: Option<&ServiceView>,
+        new: Option<&ServiceView>,
+    ) {
         let object = format!("service/{}/{}", key.0, key.1);
         let node = Some(self.node.as_str());
         let empty = ServiceView::default();
         let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
         let (oc, nc) = (o.counts(&self.node), n.counts(&self.node));
         if oc != nc || old.is_none() != new.is_none() {
-            self.events.emit(
+            self.events.emit_since(
+                since,
                 Source::Endpoint,
                 "EndpointsApplied",
                 &object,
@@ -679,7 +689,8 @@ impl ProxyState {
         );
         let local = new.or(old).is_some_and(|v| v.local);
         match (&or, &nr) {
-            (_, Some(Route::Drop)) if or != nr => self.events.emit(
+            (_, Some(Route::Drop)) if or != nr => self.events.emit_since(
+                since,
                 Source::Endpoint,
                 "NoLocalEndpoints",
                 &object,
@@ -689,7 +700,8 @@ impl ProxyState {
                     self.node
                 ),
             ),
-            (_, Some(Route::Reject)) if or != nr => self.events.emit(
+            (_, Some(Route::Reject)) if or != nr => self.events.emit_since(
+                since,
                 Source::Endpoint,
                 "NoEndpoints",
                 &object,
@@ -697,7 +709,8 @@ impl ProxyState {
                 format!("no usable endpoint; {} rejects new connections", self.node),
             ),
             (Some(Route::Drop | Route::Reject), Some(Route::To { .. })) if local => {
-                self.events.emit(
+                self.events.emit_since(
+                since,
                     Source::Endpoint,
                     "LocalEndpointsRestored",
                     &object,
@@ -705,7 +718,8 @@ impl ProxyState {
                     format!("{} routes new connections to local endpoints again", self.node),
                 )
             }
-            (Some(Route::Reject), Some(Route::To { .. })) => self.events.emit(
+            (Some(Route::Reject), Some(Route::To { .. })) => self.events.emit_since(
+                since,
                 Source::Endpoint,
                 "EndpointsRestored",
                 &object,
@@ -724,7 +738,8 @@ impl ProxyState {
             )
         };
         if fallback(&nr) && !fallback(&or) {
-            self.events.emit(
+            self.events.emit_since(
+                since,
                 Source::Endpoint,
                 "TerminatingFallback",
                 &object,

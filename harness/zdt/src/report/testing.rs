@@ -156,6 +156,7 @@ fn ev(
             object: object.into(),
             node: node.map(str::to_owned),
             message: format!("{reason} <{object}>"),
+            since: None,
         },
     }
 }

@@ -85,8 +85,9 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
             });
             if !ok {
                 out.push(format!(
-                    "{id}: no window cites {drained:?}'s missing local endpoint and the LB marking it unhealthy: {:#?}",
-                    windows
+                    "{id}: no window cites {drained:?}'s missing local endpoint and the LB marking it unhealthy: {:#?}\nthe node's events: {}",
+                    windows,
+                    node_events(run, drained.as_deref())
                 ));
             }
         }
@@ -128,6 +129,33 @@ pub fn check(v: &Scenario, run: &VariantRun) -> Vec<String> {
 /// seconds from the traffic's start). A window is placed by each request's
 /// send, end or route time, by cause: any of them within 50 ms selects it,
 /// if it went to the window's pod.
+/// The events about `node` (seconds since traffic start), for a failure
+/// message: what the node's kube-proxy, the LB and the chaos did when.
+fn node_events(run: &VariantRun, node: Option<&str>) -> String {
+    let t0 = run
+        .traffic
+        .as_ref()
+        .map_or(0.0, |t| t.started_at.as_secs_f64());
+    run.events
+        .iter()
+        .filter(|e| node.is_some() && e.node.as_deref() == node)
+        .map(|e| {
+            format!(
+                "\n  {:.3} s{} {:?} {} {}: {}",
+                e.at.as_secs_f64() - t0,
+                e.since.map_or(String::new(), |s| format!(
+                    " (from {:.3} s)",
+                    s.as_secs_f64() - t0
+                )),
+                e.source,
+                e.reason,
+                e.object,
+                e.message
+            )
+        })
+        .collect()
+}
+
 fn requests_in(run: &VariantRun, w: &ErrorWindow) -> String {
     let Some(t) = &run.traffic else {
         return "(no traffic summary)".into();

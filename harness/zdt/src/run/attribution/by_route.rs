@@ -276,12 +276,12 @@ fn window(
             ours || (subject == &Subject::Lb && e.source == Source::Lb)
         }
     };
+    // A change that loaded over a span may have met packets from its
+    // start: an opener counts from there.
+    let began = |e: &Event| e.since.map_or_else(|| rel(e), |s| s.as_secs_f64() - t0);
     let opened = events
         .iter()
-        .filter(|e| {
-            let t = rel(e);
-            t <= first + OPEN_SLACK && t > previous_end && concerns(e)
-        })
+        .filter(|e| began(e) <= first + OPEN_SLACK && rel(e) > previous_end && concerns(e))
         .filter_map(|e| Some((cause.opening_rank(e), e)).filter(|(r, _)| *r > 0))
         .max_by(|(ra, a), (rb, b)| ra.cmp(rb).then(a.at.cmp(&b.at)))
         .map(|(_, e)| e);
@@ -392,6 +392,7 @@ mod tests {
             object: object.into(),
             node: Some(node.into()),
             message: msg.into(),
+            since: None,
         }
     }
 
@@ -592,6 +593,59 @@ mod tests {
         );
         let p = w.predicted.as_ref().expect("a prediction");
         assert!(p.agrees, "{p:?}");
+    }
+
+    #[test]
+    fn a_slow_rule_load_opens_its_window_from_when_the_load_began() {
+        // A loaded machine: `nft` ran from 11.1 s to 11.6 s; the drop rule
+        // met packets from 11.2 s, before the event's stamp, while the
+        // terminating fallback of the sync before is the nearest earlier
+        // event of the node.
+        let mut applied = ev(
+            11.6,
+            Source::Endpoint,
+            "NoLocalEndpoints",
+            "service/default/web",
+            "w2",
+            "none on w2",
+        );
+        applied.since = Some(Duration::from_secs_f64(11.1));
+        let events = vec![
+            ev(
+                5.0,
+                Source::Endpoint,
+                "TerminatingFallback",
+                "service/default/web",
+                "w2",
+                "using serving-terminating endpoints",
+            ),
+            applied,
+            ev(
+                15.0,
+                Source::Lb,
+                "Unhealthy",
+                "node/w2",
+                "w2",
+                "2 probes failed",
+            ),
+        ];
+        let failures = every(11.2, 0.01, 300, |at| {
+            failed(at, ErrorKind::ConnectTimeout, "w2", None, Fate::Dropped)
+        });
+        let w = windows(&failures, &events);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        let w = &w[0];
+        assert!(
+            w.explanation.contains("node w2 had no local endpoint"),
+            "{}",
+            w.explanation
+        );
+        assert!(w.predicted.is_some(), "{w:#?}");
+        // Without the span the same window has no opener of its own.
+        let mut stamped_late = events.clone();
+        stamped_late[1].since = None;
+        let w = windows(&failures, &stamped_late);
+        assert!(!w[0].explanation.contains("no local endpoint"), "{w:#?}");
     }
 
     #[test]

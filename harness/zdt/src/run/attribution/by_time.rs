@@ -209,6 +209,7 @@ mod tests {
             object: node.map(|n| format!("node/{n}")).unwrap_or("pod/x".into()),
             node: node.map(str::to_owned),
             message: msg.into(),
+            since: None,
         }
     }
 
