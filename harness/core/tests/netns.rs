@@ -162,8 +162,8 @@ fn a_private_networks_conntrack_counters_are_read_through_its_helper() {
 }
 
 /// A routed network whose pods' addresses are in 10.244.0.0/16, or `None`
-/// (the test is skipped, saying why).
-fn routed() -> Option<Net> {
+/// (the test is skipped, saying why); its own address 172.18.0.1/`len`.
+fn routed_with(len: u8) -> Option<Net> {
     if let Some(why) = private_unavailable() {
         eprintln!("SKIPPED: no private network here: {why}");
         return None;
@@ -171,7 +171,7 @@ fn routed() -> Option<Net> {
     match Net::routed(
         &[Block {
             addr: Ipv4Addr::new(172, 18, 0, 1),
-            len: 16,
+            len,
         }],
         &[],
         Block {
@@ -186,6 +186,12 @@ fn routed() -> Option<Net> {
         }
         Err(e) => panic!("a routed network: {e}"),
     }
+}
+
+/// A routed network holding all of kind's 172.18.0.0/16 (nodes without
+/// namespaces of their own).
+fn routed() -> Option<Net> {
+    routed_with(16)
 }
 
 /// Serve `reply` to every connection `listener` accepts.
@@ -308,28 +314,7 @@ fn assert_no_link(net: &Net, veth: &str) {
 /// A routed network whose cluster namespace holds only 172.18.0.1 of
 /// kind's network (nodes get namespaces of their own: [`Net::node`]).
 fn routed_for_nodes() -> Option<Net> {
-    if let Some(why) = private_unavailable() {
-        eprintln!("SKIPPED: no private network here: {why}");
-        return None;
-    }
-    match Net::routed(
-        &[Block {
-            addr: Ipv4Addr::new(172, 18, 0, 1),
-            len: 32,
-        }],
-        &[],
-        Block {
-            addr: Ipv4Addr::new(10, 244, 0, 1),
-            len: 16,
-        },
-    ) {
-        Ok(net) => Some(net),
-        Err(e @ zdt_core::netns::NetError::NoIp) => {
-            eprintln!("SKIPPED: {e}");
-            None
-        }
-        Err(e) => panic!("a routed network: {e}"),
-    }
+    routed_with(32)
 }
 
 fn pod_cidr(third: u8) -> Block {

@@ -19,7 +19,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::sandbox::{ip_path, mac, run_ip, Joined, GATEWAY};
+use super::sandbox::{Joined, Pair};
 use super::{Block, Net, NetError};
 
 /// A node's network namespace, joined to the cluster's by a veth pair. See
@@ -42,40 +42,20 @@ impl Net {
             Some(p) if self.is_routed() && self.pod.is_none() => p,
             _ => return Err(NetError::NotRouted(format!("{self:?}"))),
         };
-        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
         let failed = |message: String| NetError::Node { ip, message };
-        let net = self.paused(private, true, failed)?;
-        let pid = net.pod.as_ref().map_or(0, |p| p.pid);
-        let veth = format!("zn{:08x}", u32::from(ip));
-        let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
-        let (cluster_mac, node_mac) = (mac(0x6a, ip), mac(0x60, ip));
         let cidr = pods.network();
-        let node = Joined {
-            net,
-            cluster: self.clone(),
+        let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
+        let veth = format!("zn{:08x}", u32::from(ip));
+        let pair = Pair {
+            node: true,
             ip,
-            veth: veth.clone(),
-            ip_cmd,
+            tags: (0x6a, 0x60),
+            source,
+            outside: format!("route replace {cidr} via {ip} dev {veth}{src}\n"),
+            inside: format!("route add blackhole {cidr}\n"),
+            veth,
         };
-        let outside = format!(
-            "link add {veth} address {cluster_mac} type veth peer name eth0 address {node_mac} netns {pid}\n\
-             link set {veth} up\n\
-             neigh replace {ip} lladdr {node_mac} dev {veth} nud permanent\n\
-             route replace {ip}/32 dev {veth}{src}\n\
-             route replace {cidr} via {ip} dev {veth}{src}\n"
-        );
-        run_ip(&node.ip_cmd, self, &outside).map_err(failed)?;
-        let inside = format!(
-            "link set lo up\n\
-             addr add {ip}/32 dev eth0\n\
-             link set eth0 up\n\
-             neigh replace {GATEWAY} lladdr {cluster_mac} dev eth0 nud permanent\n\
-             route add {GATEWAY} dev eth0 scope link\n\
-             route add default via {GATEWAY} dev eth0 src {ip}\n\
-             route add blackhole {cidr}\n"
-        );
-        run_ip(&node.ip_cmd, &node.net, &inside).map_err(failed)?;
-        Ok(node)
+        self.join(private, pair, failed)
     }
 }
 

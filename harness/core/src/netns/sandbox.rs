@@ -25,6 +25,21 @@ use std::sync::Arc;
 
 use super::{Net, NetError, Sources, ToolError};
 
+/// What [`Net::join`] makes: a veth pair named `veth` outside, `eth0`
+/// inside, with MACs tagged `tags` (outside, inside) and made from `ip`,
+/// which is the inside's address and routed to it (from `source`); then
+/// the `ip` commands `outside` and `inside` (each line ending in `\n`).
+pub(super) struct Pair {
+    /// A node's namespace (it forwards), not a pod's.
+    pub node: bool,
+    pub ip: Ipv4Addr,
+    pub veth: String,
+    pub tags: (u8, u8),
+    pub source: Option<Ipv4Addr>,
+    pub outside: String,
+    pub inside: String,
+}
+
 /// The pods' gateway: link-local, answered by the cluster end's static
 /// neighbour entry (nothing holds the address).
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -183,38 +198,61 @@ impl Net {
             Some(p) if self.is_routed() && (self.pod.is_none() || self.is_node()) => p,
             _ => return Err(NetError::NotRouted(format!("{self:?}"))),
         };
-        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
         let failed = |message: String| NetError::Sandbox { ip, message };
-        let net = self.paused(private, false, failed)?;
+        let pair = Pair {
+            node: false,
+            ip,
+            veth: veth_name(ip),
+            tags: (0x7a, 0x70),
+            source,
+            outside: String::new(),
+            inside: String::new(),
+        };
+        self.join(private, pair, failed)
+    }
+
+    /// A new pause process's namespace joined to this one by the veth
+    /// pair `pair` describes (see [`Pair`]). Blocks for a few milliseconds
+    /// (two `ip` runs).
+    pub(super) fn join(
+        &self,
+        private: &super::Private,
+        pair: Pair,
+        failed: impl Fn(String) -> NetError + Copy,
+    ) -> Result<Joined, NetError> {
+        let ip_cmd = ip_path().ok_or(NetError::NoIp)?;
+        let net = self.paused(private, pair.node, failed)?;
         let pid = net.pod.as_ref().map_or(0, |p| p.pid);
-        let veth = veth_name(ip);
-        let src = source.map(|s| format!(" src {s}")).unwrap_or_default();
-        let (cluster_mac, pod_mac) = (mac(0x7a, ip), mac(0x70, ip));
-        let sandbox = Joined {
+        let Pair { ip, veth, .. } = &pair;
+        let src = pair.source.map(|s| format!(" src {s}")).unwrap_or_default();
+        let (outer_mac, inner_mac) = (mac(pair.tags.0, *ip), mac(pair.tags.1, *ip));
+        let joined = Joined {
             net,
             cluster: self.clone(),
-            ip,
+            ip: *ip,
             veth: veth.clone(),
             ip_cmd,
         };
-        // The pair, created here with its peer moved into the sandbox.
+        // The pair, created here with its peer moved into the new namespace.
         let outside = format!(
-            "link add {veth} address {cluster_mac} type veth peer name eth0 address {pod_mac} netns {pid}\n\
+            "link add {veth} address {outer_mac} type veth peer name eth0 address {inner_mac} netns {pid}\n\
              link set {veth} up\n\
-             neigh replace {ip} lladdr {pod_mac} dev {veth} nud permanent\n\
-             route replace {ip}/32 dev {veth}{src}\n"
+             neigh replace {ip} lladdr {inner_mac} dev {veth} nud permanent\n\
+             route replace {ip}/32 dev {veth}{src}\n{}",
+            pair.outside
         );
-        run_ip(&sandbox.ip_cmd, self, &outside).map_err(failed)?;
+        run_ip(&joined.ip_cmd, self, &outside).map_err(failed)?;
         let inside = format!(
             "link set lo up\n\
              addr add {ip}/32 dev eth0\n\
              link set eth0 up\n\
-             neigh replace {GATEWAY} lladdr {cluster_mac} dev eth0 nud permanent\n\
+             neigh replace {GATEWAY} lladdr {outer_mac} dev eth0 nud permanent\n\
              route add {GATEWAY} dev eth0 scope link\n\
-             route add default via {GATEWAY} dev eth0 src {ip}\n"
+             route add default via {GATEWAY} dev eth0 src {ip}\n{}",
+            pair.inside
         );
-        run_ip(&sandbox.ip_cmd, &sandbox.net, &inside).map_err(failed)?;
-        Ok(sandbox)
+        run_ip(&joined.ip_cmd, &joined.net, &inside).map_err(failed)?;
+        Ok(joined)
     }
 
     /// The sink for `pods`: a namespace behind a veth pair that takes
