@@ -790,6 +790,19 @@ impl Cluster {
         }
     }
 
+    /// Where the data path's connections are tracked: the pids whose
+    /// network namespaces track them (an emulated cluster's own network
+    /// and, where nodes have namespaces of their own, each node's), `None`
+    /// for this process's (the host's stack).
+    pub fn tracking_pids(&self) -> Vec<Option<u32>> {
+        match self {
+            Cluster::Emulator(e) if e.net().is_private() => {
+                e.tracking_pids().into_iter().map(Some).collect()
+            }
+            _ => vec![None],
+        }
+    }
+
     /// Stop, pause, kill or resume a node.
     pub async fn node_fault(&self, node: &str, fault: NodeFault) -> Result<(), ClusterError> {
         match self {

@@ -141,6 +141,11 @@ pub enum NetworkChoice {
     /// sandbox, behind a veth pair), with the nftables data path; or an
     /// error saying why not.
     Pods,
+    /// [`NetworkChoice::Pods`], and every node a network namespace of its
+    /// own (its InternalIP on a veth to the cluster's namespace, its pods'
+    /// sandboxes behind it, kube-proxy's rules in it); or an error saying
+    /// why not. `ZDT_NETWORK=nodes` asks for it in `Auto`.
+    Nodes,
 }
 
 /// Which data path an emulated cluster with a network of its own uses.

@@ -148,6 +148,18 @@ pub fn conntrack_counters(pid: Option<u32>) -> Option<HostFaults> {
     parse_conntrack_stat(&text)
 }
 
+/// [`conntrack_counters`] summed over the network namespaces of `pids`;
+/// `None` when connection tracking is loaded in none of them.
+pub fn conntrack_counters_in(pids: &[Option<u32>]) -> Option<HostFaults> {
+    let mut out: Option<HostFaults> = None;
+    for pid in pids {
+        if let Some(c) = conntrack_counters(*pid) {
+            add(out.get_or_insert_with(HostFaults::new), &c);
+        }
+    }
+    out
+}
+
 fn parse_conntrack_stat(text: &str) -> Option<HostFaults> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();

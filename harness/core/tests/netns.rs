@@ -162,8 +162,8 @@ fn a_private_networks_conntrack_counters_are_read_through_its_helper() {
 }
 
 /// A routed network whose pods' addresses are in 10.244.0.0/16, or `None`
-/// (the test is skipped, saying why).
-fn routed() -> Option<Net> {
+/// (the test is skipped, saying why); its own address 172.18.0.1/`len`.
+fn routed_with(len: u8) -> Option<Net> {
     if let Some(why) = private_unavailable() {
         eprintln!("SKIPPED: no private network here: {why}");
         return None;
@@ -171,7 +171,7 @@ fn routed() -> Option<Net> {
     match Net::routed(
         &[Block {
             addr: Ipv4Addr::new(172, 18, 0, 1),
-            len: 16,
+            len,
         }],
         &[],
         Block {
@@ -186,6 +186,12 @@ fn routed() -> Option<Net> {
         }
         Err(e) => panic!("a routed network: {e}"),
     }
+}
+
+/// A routed network holding all of kind's 172.18.0.0/16 (nodes without
+/// namespaces of their own).
+fn routed() -> Option<Net> {
+    routed_with(16)
 }
 
 /// Serve `reply` to every connection `listener` accepts.
@@ -257,19 +263,8 @@ async fn pods_in_sandboxes_share_a_port_and_reach_each_other() {
     let veth = a.veth().to_owned();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     drop(a);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pause process {pid} outlived its sandbox"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["link", "show", &veth]);
-    net.join_before_exec(&mut cmd, false);
-    let out = cmd.output().expect("ip runs");
-    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+    wait_gone(&[pid], "its sandbox");
+    assert_no_link(&net, &veth);
     let gone = tokio::time::timeout(std::time::Duration::from_millis(1500), net.connect(pa)).await;
     assert!(
         gone.is_err(),
@@ -290,12 +285,158 @@ fn sandboxes_end_with_the_helper() {
     assert!(std::path::Path::new(&format!("/proc/{pause}")).exists());
     // SAFETY: signalling our own child, the helper.
     unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    wait_gone(&[pause], "the helper");
+}
+
+/// Wait (5 s at most) until none of `pids` exists; else fail, saying they
+/// outlived `what`.
+fn wait_gone(pids: &[u32], what: &str) {
+    let exists = |pid: &u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{pause}")).exists() {
+    while pids.iter().any(exists) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the pause process {pause} outlived the helper"
+            "a pause process of {pids:?} outlived {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Fail if `veth` is a link in `net`.
+fn assert_no_link(net: &Net, veth: &str) {
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["link", "show", veth]);
+    net.join_before_exec(&mut cmd, false);
+    let out = cmd.output().expect("ip runs");
+    assert!(!out.status.success(), "{veth} is still there: {out:?}");
+}
+
+/// A routed network whose cluster namespace holds only 172.18.0.1 of
+/// kind's network (nodes get namespaces of their own: [`Net::node`]).
+fn routed_for_nodes() -> Option<Net> {
+    routed_with(32)
+}
+
+fn pod_cidr(third: u8) -> Block {
+    Block {
+        addr: Ipv4Addr::new(10, 244, third, 0),
+        len: 24,
+    }
+}
+
+/// Accept on `listener`, answering each connection with `reply` and
+/// sending its peer's address to the returned channel.
+fn answer_seen(
+    listener: tokio::net::TcpListener,
+    reply: &'static [u8],
+) -> tokio::sync::mpsc::UnboundedReceiver<SocketAddr> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = tx.send(peer);
+            let _ = s.write_all(reply).await;
+        }
+    });
+    rx
+}
+
+/// Two nodes in namespaces of their own, a pod on each: the cluster's
+/// namespace reaches a node's InternalIP and its pods over the node's veth,
+/// a node reaches its pod from its own address (the kubelet's probes), a
+/// pod reaches the pod on the other node through both nodes and the
+/// cluster (no NAT: the other pod sees its IP), an address of a node's pod
+/// CIDR without a pod goes silent, and a dropped node takes its veth and
+/// pause process with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_carry_their_pods_traffic_to_and_from_the_cluster() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let gateway = Ipv4Addr::new(172, 18, 0, 1);
+    let (ip1, ip2) = (Ipv4Addr::new(172, 18, 0, 3), Ipv4Addr::new(172, 18, 0, 4));
+    let n1 = net.node(ip1, pod_cidr(1), Some(gateway)).unwrap();
+    let n2 = net.node(ip2, pod_cidr(2), Some(gateway)).unwrap();
+    assert!(n1.net().is_node() && !n1.net().is_sandbox(), "{n1:?}");
+    let (pa, pb) = (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 2, 2));
+    let a = n1.net().sandbox(pa, Some(ip1)).unwrap();
+    let b = n2.net().sandbox(pb, Some(ip2)).unwrap();
+    let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let mut seen_a = answer_seen(a.net().listen(any, 16).unwrap(), b"a");
+    let mut seen_b = answer_seen(b.net().listen(any, 16).unwrap(), b"b");
+    let health: SocketAddr = (ip1, 10256).into();
+    let mut seen_node = answer_seen(n1.net().listen(health, 16).unwrap(), b"node");
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = ((pa, 8080).into(), (pb, 8080).into());
+
+    assert_eq!(read_from(&net, health).await.unwrap(), b"node");
+    assert_eq!(seen_node.recv().await.unwrap().ip(), gateway);
+    assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
+    assert_eq!(seen_a.recv().await.unwrap().ip(), gateway);
+    assert_eq!(read_from(n1.net(), a_addr).await.unwrap(), b"a");
+    assert_eq!(
+        seen_a.recv().await.unwrap().ip(),
+        std::net::IpAddr::V4(ip1),
+        "a node's connections to its pods leave from its InternalIP"
+    );
+    assert_eq!(read_from(a.net(), b_addr).await.unwrap(), b"b");
+    assert_eq!(seen_b.recv().await.unwrap().ip(), std::net::IpAddr::V4(pa));
+    assert_eq!(read_from(b.net(), health).await.unwrap(), b"node");
+
+    let nobody: SocketAddr = (Ipv4Addr::new(10, 244, 1, 9), 8080).into();
+    let silent =
+        tokio::time::timeout(std::time::Duration::from_millis(1500), net.connect(nobody)).await;
+    assert!(
+        silent.is_err(),
+        "a pod address without a pod must answer nothing: {silent:?}"
+    );
+
+    let (pid, veth) = (n2.pid(), n2.veth().to_owned());
+    drop(b);
+    drop(n2);
+    wait_gone(&[pid], "its node");
+    assert_no_link(&net, &veth);
+    assert_eq!(read_from(&net, a_addr).await.unwrap(), b"a");
+}
+
+/// A node's namespace has connection-tracking counters of its own, read
+/// through its pause process and summed with the cluster's.
+#[test]
+fn a_nodes_conntrack_counters_are_read_with_the_clusters() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let node = net
+        .node(Ipv4Addr::new(172, 18, 0, 3), pod_cidr(1), None)
+        .unwrap();
+    let loaded = std::path::Path::new("/proc/net/stat/nf_conntrack").exists();
+    let pids = [net.helper_pid(), Some(node.pid())];
+    let own = zdt_core::hostfault::conntrack_counters(Some(node.pid()));
+    assert_eq!(own.is_some(), loaded, "{own:?}");
+    let summed = zdt_core::hostfault::conntrack_counters_in(&pids);
+    assert_eq!(summed.is_some(), loaded, "{summed:?}");
+    if let Some(c) = summed {
+        assert!(c.values().all(|n| *n == 0), "{c:?}");
+    }
+}
+
+/// However zdt ends, its nodes' namespaces end with the network's helper,
+/// as its pods' sandboxes do.
+#[test]
+fn nodes_end_with_the_helper() {
+    let Some(net) = routed_for_nodes() else {
+        return;
+    };
+    let node = net
+        .node(Ipv4Addr::new(172, 18, 0, 3), pod_cidr(1), None)
+        .unwrap();
+    let sandbox = node
+        .net()
+        .sandbox(Ipv4Addr::new(10, 244, 1, 2), None)
+        .unwrap();
+    let pauses = [node.pid(), sandbox.pid()];
+    for pid in pauses {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    // SAFETY: signalling our own child, the helper.
+    unsafe { libc::kill(net.helper_pid().unwrap() as i32, libc::SIGKILL) };
+    wait_gone(&pauses, "the helper");
 }

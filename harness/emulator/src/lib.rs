@@ -145,6 +145,8 @@ pub struct Emulator {
     agents: BTreeMap<String, Arc<NodeAgent>>,
     runtime: Option<Arc<node::runtime::Runtime>>,
     net: Net,
+    /// The nodes' own namespaces (`NetworkChoice::Nodes`), in node order.
+    node_nets: Vec<zdt_core::netns::NodeNet>,
     /// kube-proxy's rules and pass-through LBs as nftables rules.
     data_plane: Option<DataPlane>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -198,6 +200,29 @@ const NETWORK_BLOCKS: [zdt_core::netns::Block; 4] = [
     },
 ];
 
+/// The cluster namespace's own addresses when nodes have namespaces of
+/// their own (`NetworkChoice::Nodes`): kind's network's gateway
+/// ([`NODES_GATEWAY`]) and the LB's address, not the nodes' (each is on its
+/// node's `eth0`); clients and the `kubernetes` Service as in
+/// [`NETWORK_BLOCKS`].
+const NODES_NETWORK_BLOCKS: [zdt_core::netns::Block; 4] = [
+    zdt_core::netns::Block {
+        addr: NODES_GATEWAY,
+        len: 32,
+    },
+    zdt_core::netns::Block {
+        addr: LB_IP,
+        len: 32,
+    },
+    NETWORK_BLOCKS[2],
+    NETWORK_BLOCKS[3],
+];
+
+/// kind's Docker network's gateway: where the cluster namespace's own
+/// connections to nodes (the LB's probes) come from when nodes have
+/// namespaces of their own.
+const NODES_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+
 /// Client addresses connections leave from, in turn: the generator's
 /// sockets held open through a blackhole (5000/s × a 10 s timeout) need
 /// more ephemeral ports to one LB address than one source has.
@@ -215,6 +240,12 @@ fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, Emul
     use zdt_core::emulated::DATA_PATH_ENV;
     use zdt_core::netns::NETWORK_ENV;
     match choice {
+        NetworkChoice::Nodes => Ok(Net::routed(
+            &NODES_NETWORK_BLOCKS,
+            &client_sources(),
+            POD_BLOCK,
+        )?),
+        NetworkChoice::Auto if nodes_asked(choice) => network(NetworkChoice::Nodes, data_path),
         NetworkChoice::Host => Ok(Net::host()),
         NetworkChoice::Private => Ok(Net::private(&NETWORK_BLOCKS, &client_sources())?),
         // Pod addresses are routed to the pods' sandboxes, not local.
@@ -276,6 +307,49 @@ fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, Emul
     }
 }
 
+/// True when `choice` gives every node a namespace of its own:
+/// `NetworkChoice::Nodes`, or `Auto` with `ZDT_NETWORK=nodes`.
+fn nodes_asked(choice: NetworkChoice) -> bool {
+    choice == NetworkChoice::Nodes
+        || (choice == NetworkChoice::Auto
+            && std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "nodes"))
+}
+
+/// A namespace for each of `nodes` in `net`, joined to it (see
+/// [`Net::node`]), registered where pods' sandboxes and kube-proxy's rules
+/// go: the runtime and the data path.
+async fn node_networks(
+    net: &Net,
+    nodes: &[NodeInfo],
+    runtime: &node::runtime::Runtime,
+    plane: &DataPlane,
+) -> Result<Vec<zdt_core::netns::NodeNet>, EmulatorError> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let IpAddr::V4(ip) = n.internal_ip else {
+            continue;
+        };
+        let pods = zdt_core::netns::Block {
+            addr: Ipv4Addr::new(10, 244, i as u8, 0),
+            len: 24,
+        };
+        let cluster = net.clone();
+        let node = tokio::task::spawn_blocking(move || cluster.node(ip, pods, Some(NODES_GATEWAY)))
+            .await
+            .map_err(|e| zdt_core::netns::NetError::Node {
+                ip,
+                message: e.to_string(),
+            })??;
+        runtime.add_node(ip, node.net().clone());
+        let (plane, name, node_net) = (plane.clone(), n.name.clone(), node.net().clone());
+        tokio::task::spawn_blocking(move || plane.add_node(&name, &node_net, ip))
+            .await
+            .map_err(|e| dataplane::DataPlaneError::Nft(e.to_string()))??;
+        out.push(node);
+    }
+    Ok(out)
+}
+
 /// The network and its data path. Where `Auto` chose sandboxes and the
 /// rules then fail to load (an `nft` without kernel support), the pods
 /// share one namespace with the user-space data path instead, said once.
@@ -284,9 +358,11 @@ fn network_with_rules(
     events: &EventSink,
 ) -> Result<(Net, Option<DataPlane>), EmulatorError> {
     let net = network(config.network, config.data_path)?;
+    let nodes = nodes_asked(config.network);
     let demanded = config.network == NetworkChoice::Pods
+        || nodes
         || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "pods");
-    match data_plane(config.data_path, &net, events) {
+    match data_plane(config.data_path, &net, events, nodes) {
         Err(e) if net.is_routed() && !demanded => {
             say_once(&SHARED_SAID, || {
                 format!(
@@ -295,7 +371,7 @@ fn network_with_rules(
                 )
             });
             let net = network(NetworkChoice::Private, config.data_path)?;
-            let plane = data_plane(config.data_path, &net, events)?;
+            let plane = data_plane(config.data_path, &net, events, false)?;
             Ok((net, plane))
         }
         plane => Ok((net, plane?)),
@@ -311,7 +387,8 @@ fn say_once(once: &'static std::sync::Once, message: impl FnOnce() -> String) {
     once.call_once(|| tracing::warn!("{}", message()));
 }
 
-/// The data path `choice` asks for in `net`. Pods in sandboxes need the
+/// The data path `choice` asks for in `net` (whose nodes will have
+/// namespaces of their own, with `nodes`). Pods in sandboxes need the
 /// rules; in one shared private namespace `Auto` is user space unless
 /// `ZDT_DATA_PATH=nftables`, falling back to user space (said once per
 /// process) where the rules cannot run; the host's stack is user space.
@@ -319,6 +396,7 @@ fn data_plane(
     choice: DataPathChoice,
     net: &Net,
     events: &EventSink,
+    nodes: bool,
 ) -> Result<Option<DataPlane>, EmulatorError> {
     use zdt_core::emulated::DATA_PATH_ENV;
     if !net.is_private() {
@@ -334,14 +412,14 @@ fn data_plane(
         // would not model what the pods' own network namespaces are for.
         return match choice {
             DataPathChoice::UserSpace => Err(dataplane::DataPlaneError::NeedsRules.into()),
-            _ => Ok(Some(DataPlane::start(net, events)?)),
+            _ => Ok(Some(DataPlane::start(net, events, nodes)?)),
         };
     }
     match choice {
         DataPathChoice::UserSpace => Ok(None),
-        DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events)?)),
+        DataPathChoice::Nftables => Ok(Some(DataPlane::start(net, events, false)?)),
         DataPathChoice::Auto if !asked() => Ok(None),
-        DataPathChoice::Auto => match DataPlane::start(net, events) {
+        DataPathChoice::Auto => match DataPlane::start(net, events, false) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
                 say_once(&USER_SPACE_SAID, || {
@@ -517,6 +595,12 @@ impl Emulator {
             None
         };
         let pod_addrs = node::kubelet::PodAddrs::new();
+        let node_nets = match (&runtime, &data_plane) {
+            (Some(rt), Some(plane)) if nodes_asked(config.network) && net.is_routed() => {
+                node_networks(&net, &nodes, rt, plane).await?
+            }
+            _ => Vec::new(),
+        };
         if let Some(plane) = &data_plane {
             let plane = plane.clone();
             pod_addrs.watch(Box::new(move |ip, live| {
@@ -591,13 +675,18 @@ impl Emulator {
                     ),
                 ),
                 Some(rt) => {
+                    // In the node's own namespace, if it has one.
+                    let node_net = node_nets
+                        .iter()
+                        .find(|nn| IpAddr::V4(nn.ip()) == n.internal_ip)
+                        .map_or_else(|| net.clone(), |nn| nn.net().clone());
                     let proxy = node::kube_proxy::KubeProxy::new(
                         n.name.clone(),
                         version,
                         timings.kube_proxy_sync_delay.get(),
                         pod_addrs.clone(),
                         events.clone(),
-                        net.clone(),
+                        node_net,
                         match n.internal_ip {
                             IpAddr::V4(ip) => ip,
                             IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
@@ -663,7 +752,9 @@ impl Emulator {
                 "emulated Kubernetes {version} with {} workers at http://{addr} in {:?}{}",
                 config.workers,
                 started.elapsed(),
-                if net.is_routed() {
+                if !node_nets.is_empty() {
+                    "; every node and every pod in a network namespace of its own"
+                } else if net.is_routed() {
                     "; every pod in a network namespace of its own"
                 } else {
                     ""
@@ -681,6 +772,7 @@ impl Emulator {
             agents,
             runtime,
             net,
+            node_nets,
             data_plane,
             tasks: Mutex::new(tasks),
             events,
@@ -721,6 +813,29 @@ impl Emulator {
         self.runtime.as_ref()?.sandbox_net(ip)
     }
 
+    /// The network namespace of node `name`, when nodes have their own
+    /// (`NetworkChoice::Nodes`): its [`Net::enter_command`] opens a shell
+    /// where its kube-proxy's rules and its pods' veths are.
+    pub fn node_network(&self, name: &str) -> Option<Net> {
+        let node = self.nodes.iter().find(|n| n.name == name)?;
+        self.node_nets
+            .iter()
+            .find(|nn| IpAddr::V4(nn.ip()) == node.internal_ip)
+            .map(|nn| nn.net().clone())
+    }
+
+    /// The pids whose network namespaces track connections for the data
+    /// path (the cluster's helper, and each node's pause process when
+    /// nodes have namespaces of their own): where connection-tracking
+    /// failures are counted.
+    pub fn tracking_pids(&self) -> Vec<u32> {
+        self.net
+            .helper_pid()
+            .into_iter()
+            .chain(self.node_nets.iter().map(|nn| nn.pid()))
+            .collect()
+    }
+
     /// The nftables data path, when kube-proxy's rules are real rules.
     pub fn data_plane(&self) -> Option<&DataPlane> {
         self.data_plane.as_ref()
@@ -754,12 +869,18 @@ impl Emulator {
             Some(seed) => dataplane::Pick::Hash(seed),
             None => dataplane::Pick::Random,
         };
+        let node_port = self
+            .store
+            .get(Resource::Services, namespace, service)
+            .and_then(|svc| svc["spec"]["ports"][0]["nodePort"].as_u64())
+            .and_then(|p| u16::try_from(p).ok());
         Ok(Some(plane.pass_through(
             vip,
             frontend.port(),
             namespace,
             service,
             nodes,
+            node_port,
             pick,
         )?))
     }
@@ -911,7 +1032,7 @@ impl Emulator {
 
     /// Stop everything (API, controllers, kubelets, kube-proxies; every
     /// pod process is killed) and report the nodes' final state.
-    pub async fn shutdown(self) -> FinalState {
+    pub async fn shutdown(mut self) -> FinalState {
         let final_state = self.final_state();
         self.cancel.cancel();
         for agent in self.agents.values() {
@@ -927,6 +1048,12 @@ impl Emulator {
             .unwrap_or_default();
         for t in tasks {
             let _ = t.await;
+        }
+        // Deleting a node's veth pair waits for the kernel: off the async
+        // threads.
+        let node_nets = std::mem::take(&mut self.node_nets);
+        if !node_nets.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || drop(node_nets)).await;
         }
         final_state
     }

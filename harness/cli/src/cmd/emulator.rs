@@ -116,7 +116,25 @@ pub async fn run(args: EmulatorArgs) -> miette::Result<Exit> {
              pod and node IPs in the API are labels, not addresses)"
         ),
     }
-    if emulator.net().is_routed() {
+    let node_nets: Vec<(String, String)> = emulator
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let enter = emulator.node_network(&n.name)?.enter_command()?;
+            Some((n.name.clone(), enter))
+        })
+        .collect();
+    if !node_nets.is_empty() {
+        eprintln!(
+            "every node has a network namespace of its own (ZDT_NETWORK=nodes): its InternalIP \
+             on `eth0`, a veth `zn<node IP in hex>` to the cluster's, kube-proxy's rules \
+             (`nft list table ip zdt`) and its pods' veths `zp<pod IP in hex>`; enter one with"
+        );
+        for (name, enter) in &node_nets {
+            eprintln!("  {name}: {enter} nft list table ip zdt");
+        }
+        eprintln!("every pod has a network namespace of its own behind its node's");
+    } else if emulator.net().is_routed() {
         eprintln!(
             "every pod has a network namespace of its own, reached from the cluster's over \
              a veth `zp<pod IP in hex>`; its server listens on 0.0.0.0:containerPort there \

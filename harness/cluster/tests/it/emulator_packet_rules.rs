@@ -5,8 +5,11 @@
 //! record of each decision comes from the rules' own log. Each test fails
 //! when the model falls back to accepting and holding connections.
 //!
-//! Needs a network namespace and `nft`; without either each test says why
-//! and returns.
+//! Each test runs once per network mode ([`in_modes`]): the default, and
+//! nodes in namespaces of their own (`NetworkChoice::Nodes`), where the
+//! rules are split between the cluster's namespace (the LB) and each
+//! node's (kube-proxy). Needs a network namespace and `nft` (and `ip` for
+//! nodes); without them each test says why and returns.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,7 +24,8 @@ use zdt_core::events::EventSink;
 use zdt_core::provenance::Fate;
 use zdt_emulator::store::Resource;
 use zdt_emulator::{
-    apiserver as api, DataPathChoice, Emulator, EmulatorConfig, NodeFault, RuntimeChoice,
+    apiserver as api, DataPathChoice, Emulator, EmulatorConfig, NetworkChoice, NodeFault,
+    RuntimeChoice,
 };
 use zdt_lb::{Forwarding, InitialHealth, LbConfig, ProbeSettings};
 
@@ -31,13 +35,36 @@ const CONNECT: Duration = Duration::from_millis(2500);
 pub(crate) const NS: &str = "default";
 const SVC: &str = "nginx";
 
-/// Why these tests cannot run here, if they cannot.
-pub(crate) fn unavailable() -> Option<String> {
+/// One `#[tokio::test]` per network mode for the async fn `$test`, which
+/// takes the mode: a module named after it with a test per mode.
+macro_rules! in_modes {
+    ($test:ident: $($mode:ident => $network:expr),+ $(,)?) => {
+        mod $test {
+            use zdt_emulator::NetworkChoice;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $mode() {
+                    super::$test($network).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use in_modes;
+
+/// Why these tests cannot run here in `network`, if they cannot.
+pub(crate) fn unavailable(network: NetworkChoice) -> Option<String> {
     if let Some(why) = zdt_core::netns::private_unavailable() {
         return Some(format!("no network namespace: {why}"));
     }
     if zdt_emulator::dataplane::nft_path().is_none() {
         return Some("`nft` is not installed".into());
+    }
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
+    // `Auto` gives pods sandboxes where it can, and needs `ip` for that.
+    let needs_ip = !matches!(network, NetworkChoice::Private | NetworkChoice::Host);
+    if needs_ip && !ip.iter().any(|p| Path::new(p).exists()) {
+        return Some("`ip` (iproute2) is not installed".into());
     }
     None
 }
@@ -109,13 +136,20 @@ impl Setup {
     }
 }
 
-/// An emulated cluster on the nftables data path with the repo's nginx
-/// workload (built-in server) behind a cloud LB forwarding as `forwarding`
-/// says, probing every second.
-async fn setup(workers: usize, replicas: u32, local: bool, forwarding: Forwarding) -> Setup {
+/// An emulated cluster in `network` on the nftables data path with the
+/// repo's nginx workload (built-in server) behind a cloud LB forwarding as
+/// `forwarding` says, probing every second.
+async fn setup(
+    network: NetworkChoice,
+    workers: usize,
+    replicas: u32,
+    local: bool,
+    forwarding: Forwarding,
+) -> Setup {
     let config = EmulatorConfig {
         workers,
         runtime: RuntimeChoice::Builtin,
+        network,
         data_path: DataPathChoice::Nftables,
         ..EmulatorConfig::default()
     };
@@ -191,17 +225,18 @@ pub(crate) async fn setup_in(
 /// [`setup`], then wait until the LB has `healthy` backends; `None` (the
 /// test is skipped, saying why) where the data path cannot run.
 async fn ready(
+    network: NetworkChoice,
     workers: usize,
     replicas: u32,
     local: bool,
     forwarding: Forwarding,
     healthy: usize,
 ) -> Option<Setup> {
-    if let Some(why) = unavailable() {
+    if let Some(why) = unavailable(network) {
         eprintln!("skipped: {why}");
         return None;
     }
-    let s = setup(workers, replicas, local, forwarding).await;
+    let s = setup(network, workers, replicas, local, forwarding).await;
     wait_healthy(s, healthy).await
 }
 
@@ -302,13 +337,16 @@ pub(crate) async fn served_within(s: &Setup, limit: Duration) -> String {
     }
 }
 
+in_modes!(local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_client: default => NetworkChoice::Auto, nodes => NetworkChoice::Nodes);
+
 /// The pass-through LB has no socket on the VIP (so the VIP's port is free
 /// to bind there), the pod sees the client's own address, and with no
 /// local endpoint on the node the LB sends it to, the SYN is dropped: a
 /// connect timeout, recorded as dropped by that node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_client() {
-    let Some(s) = ready(2, 1, true, Forwarding::PassThrough, 1).await else {
+async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_client(
+    network: NetworkChoice,
+) {
+    let Some(s) = ready(network, 2, 1, true, Forwarding::PassThrough, 1).await else {
         return;
     };
     let nothing_listens = s.emu().net().listen_std(s.vip(), 1, false);
@@ -360,11 +398,12 @@ async fn local_without_a_local_endpoint_drops_the_syn_and_the_pod_sees_the_clien
     s.shutdown().await;
 }
 
+in_modes!(no_endpoints_anywhere_refuse_the_connection: default => NetworkChoice::Auto, nodes => NetworkChoice::Nodes);
+
 /// With no endpoint anywhere, the node rejects: the client's connect is
 /// refused (a reset to the SYN), recorded as refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_endpoints_anywhere_refuse_the_connection() {
-    let Some(s) = ready(2, 0, false, Forwarding::PassThrough, 2).await else {
+async fn no_endpoints_anywhere_refuse_the_connection(network: NetworkChoice) {
+    let Some(s) = ready(network, 2, 0, false, Forwarding::PassThrough, 2).await else {
         return;
     };
     // kube-proxy has applied the Service (its rules exist) within a sync.
@@ -391,12 +430,13 @@ async fn no_endpoints_anywhere_refuse_the_connection() {
     s.shutdown().await;
 }
 
+in_modes!(a_stopped_node_goes_silent_and_serves_again_after_resume: default => NetworkChoice::Auto, nodes => NetworkChoice::Nodes);
+
 /// A stopped node's packets are dropped: new connections time out, an open
 /// one goes silent (no reset, no close), and after the node is resumed its
 /// pod is served again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_node_goes_silent_and_serves_again_after_resume() {
-    let Some(s) = ready(1, 1, true, Forwarding::PassThrough, 1).await else {
+async fn a_stopped_node_goes_silent_and_serves_again_after_resume(network: NetworkChoice) {
+    let Some(s) = ready(network, 1, 1, true, Forwarding::PassThrough, 1).await else {
         return;
     };
     stopped_node_goes_silent_and_serves_again(s).await;
@@ -429,11 +469,12 @@ pub(crate) async fn stopped_node_goes_silent_and_serves_again(s: Setup) {
     s.shutdown().await;
 }
 
+in_modes!(the_proxying_profile_terminates_tcp: default => NetworkChoice::Auto, nodes => NetworkChoice::Nodes);
+
 /// cloud-provider-kind's envoy terminates TCP: the LB listens on the VIP
 /// and the pod sees the proxy's connection, not the client's address.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proxying_profile_terminates_tcp() {
-    let Some(s) = ready(1, 1, true, Forwarding::Proxy, 1).await else {
+async fn the_proxying_profile_terminates_tcp(network: NetworkChoice) {
+    let Some(s) = ready(network, 1, 1, true, Forwarding::Proxy, 1).await else {
         return;
     };
     let taken = s.emu().net().listen_std(s.vip(), 1, false);
@@ -450,12 +491,13 @@ async fn the_proxying_profile_terminates_tcp() {
     s.shutdown().await;
 }
 
+in_modes!(finished_flows_leave_the_conntrack_table: default => NetworkChoice::Auto, nodes => NetworkChoice::Nodes);
+
 /// Finished connections leave the namespace's connection-tracking table
 /// within seconds (the rules' timeout policy: TIME_WAIT 1 s), not after
 /// TIME_WAIT's two minutes: the policy is applied, not only loaded.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finished_flows_leave_the_conntrack_table() {
-    let Some(s) = ready(1, 1, true, Forwarding::PassThrough, 1).await else {
+async fn finished_flows_leave_the_conntrack_table(network: NetworkChoice) {
+    let Some(s) = ready(network, 1, 1, true, Forwarding::PassThrough, 1).await else {
         return;
     };
     served_within(&s, Duration::from_secs(10)).await;

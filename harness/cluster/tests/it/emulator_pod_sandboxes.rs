@@ -2,8 +2,10 @@
 //! default where `nft` and `ip` run): each pod's server listens on
 //! `0.0.0.0:containerPort` in its sandbox, so two pods on one node use the
 //! same port, a user's program needs no `$POD_IP`, and the nftables data
-//! path DNATs to pod IPs routed over each pod's veth. Each test asks for
-//! the mode in code; without namespaces, `nft` or `ip` it says why and
+//! path DNATs to pod IPs routed over each pod's veth. Each test runs in
+//! that mode and with nodes in namespaces of their own too
+//! (`NetworkChoice::Nodes`: the pods' veths hang off their node's), asking
+//! for the mode in code; without namespaces, `nft` or `ip` it says why and
 //! returns.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,32 +16,20 @@ use zdt_emulator::{DataPathChoice, EmulatorConfig, NetworkChoice, RuntimeChoice}
 use zdt_lb::Forwarding;
 
 use super::emulator_packet_rules::{
-    header, request, served_within, setup_in, stopped_node_goes_silent_and_serves_again,
+    header, in_modes, request, served_within, setup_in, stopped_node_goes_silent_and_serves_again,
     unavailable, wait_healthy, Setup, NS,
 };
 
 const PORT: u16 = 8080;
 
-fn pods_config(workers: usize) -> EmulatorConfig {
+fn pods_config(network: NetworkChoice, workers: usize) -> EmulatorConfig {
     EmulatorConfig {
         workers,
         runtime: RuntimeChoice::Builtin,
-        network: NetworkChoice::Pods,
+        network,
         data_path: DataPathChoice::Nftables,
         ..EmulatorConfig::default()
     }
-}
-
-/// Why pods cannot have sandboxes here, if they cannot.
-fn pods_unavailable() -> Option<String> {
-    if let Some(why) = unavailable() {
-        return Some(why);
-    }
-    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
-    if !ip.iter().any(|p| std::path::Path::new(p).exists()) {
-        return Some("`ip` (iproute2) is not installed".into());
-    }
-    None
 }
 
 /// The nginx workload with `replicas` pods whose container port is
@@ -50,7 +40,7 @@ async fn pods_ready(
     config: EmulatorConfig,
     edit: impl Fn(&mut serde_json::Value),
 ) -> Option<Setup> {
-    if let Some(why) = pods_unavailable() {
+    if let Some(why) = unavailable(config.network) {
         eprintln!("SKIPPED: {why}");
         return None;
     }
@@ -118,12 +108,13 @@ async fn serving_pods(s: &Setup) -> std::collections::BTreeSet<String> {
     served
 }
 
+in_modes!(two_pods_listen_on_the_same_port_and_both_serve_with_provenance: pods => NetworkChoice::Pods, nodes => NetworkChoice::Nodes);
+
 /// Two pods on one node, both listening on 0.0.0.0:8080 in their own
 /// sandboxes, are reached through their Service's LB; each connection's
 /// record names the pod that answered it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance() {
-    let Some(s) = pods_ready(1, 2, pods_config(1), |_| {}).await else {
+async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance(network: NetworkChoice) {
+    let Some(s) = pods_ready(1, 2, pods_config(network, 1), |_| {}).await else {
         return;
     };
     let pods = pods(&s);
@@ -178,11 +169,12 @@ async fn the_default_network_gives_every_pod_a_sandbox_where_it_can() {
     s.shutdown().await;
 }
 
+in_modes!(a_user_program_bound_to_every_address_is_served: pods => NetworkChoice::Pods, nodes => NetworkChoice::Nodes);
+
 /// A user's program (`workload.run`, here Python's http.server) bound to
 /// 0.0.0.0 — not `$POD_IP` — is served through the LB, two replicas on one
 /// node on the same port.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_program_bound_to_every_address_is_served() {
+async fn a_user_program_bound_to_every_address_is_served(network: NetworkChoice) {
     let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -201,7 +193,7 @@ async fn a_user_program_bound_to_every_address_is_served() {
     )]);
     let config = EmulatorConfig {
         run,
-        ..pods_config(1)
+        ..pods_config(network, 1)
     };
     let Some(s) = pods_ready(1, 2, config, |obj| {
         if obj["kind"] == "Deployment" {
@@ -224,11 +216,13 @@ async fn a_user_program_bound_to_every_address_is_served() {
     s.shutdown().await;
 }
 
+in_modes!(a_deleted_pods_sandbox_is_gone: pods => NetworkChoice::Pods, nodes => NetworkChoice::Nodes);
+
 /// A deleted pod's sandbox goes: its pause process, its veth in the
-/// cluster's namespace, and its address, which then answers nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_pods_sandbox_is_gone() {
-    let Some(s) = pods_ready(1, 1, pods_config(1), |_| {}).await else {
+/// cluster's namespace (its node's, where nodes have their own), and its
+/// address, which then answers nothing.
+async fn a_deleted_pods_sandbox_is_gone(network: NetworkChoice) {
+    let Some(s) = pods_ready(1, 1, pods_config(network, 1), |_| {}).await else {
         return;
     };
     let (name, ip) = pods(&s).pop().expect("a pod");
@@ -236,10 +230,15 @@ async fn a_deleted_pods_sandbox_is_gone() {
     let pause = net.helper_pid().expect("a pause process");
     drop(net);
     let veth = format!("zp{:08x}", u32::from(ip));
+    // The veth's outer end is in the node's namespace, if it has one.
+    let outside = s
+        .emu()
+        .node_network("zdt-worker")
+        .unwrap_or_else(|| s.emu().net().clone());
     let link_exists = |veth: &str| {
         let mut cmd = std::process::Command::new("ip");
         cmd.args(["link", "show", veth]);
-        s.emu().net().join_before_exec(&mut cmd, false);
+        outside.join_before_exec(&mut cmd, false);
         cmd.output().expect("ip runs").status.success()
     };
     assert!(link_exists(&veth), "{veth} exists while {name} runs");
@@ -267,12 +266,13 @@ async fn a_deleted_pods_sandbox_is_gone() {
     s.shutdown().await;
 }
 
+in_modes!(a_stopped_nodes_pods_in_sandboxes_go_silent_and_come_back: pods => NetworkChoice::Pods, nodes => NetworkChoice::Nodes);
+
 /// A stopped node's pods go silent and come back after it resumes, with
 /// pods in sandboxes: the replies that now arrive through the cluster
 /// namespace's input hook are dropped too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_nodes_pods_in_sandboxes_go_silent_and_come_back() {
-    let Some(s) = pods_ready(1, 1, pods_config(1), |obj| {
+async fn a_stopped_nodes_pods_in_sandboxes_go_silent_and_come_back(network: NetworkChoice) {
+    let Some(s) = pods_ready(1, 1, pods_config(network, 1), |obj| {
         if obj["kind"] == "Service" {
             obj["spec"]["externalTrafficPolicy"] = "Local".into();
         }

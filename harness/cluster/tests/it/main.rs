@@ -4,6 +4,7 @@
 mod emulator_api_glue;
 mod emulator_kubectl;
 mod emulator_node_dataplane;
+mod emulator_node_namespaces;
 mod emulator_node_proxy;
 mod emulator_packet_rules;
 mod emulator_pod_sandboxes;

@@ -30,6 +30,10 @@ const NETFILTER_REQUEST: u8 = 0xff;
 /// The request byte that asks for a pod sandbox: a pause process in a
 /// network namespace of its own. The answer is an errno byte and its pid.
 const SANDBOX_REQUEST: u8 = 0xfe;
+/// Like [`SANDBOX_REQUEST`], for a node: its namespace forwards packets
+/// (between its pods and the cluster's network), set by the pause process
+/// itself, the only process sure to be in that namespace with the right.
+const NODE_REQUEST: u8 = 0xfd;
 /// How long the helper may take to set up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,6 +98,7 @@ struct Plan {
     user_ns: bool,
     bind_lo: bool,
     sysctls: Vec<(CString, &'static [u8])>,
+    forward: CString,
     self_net: CString,
     netlink: Vec<Vec<u8>>,
     setgroups: CString,
@@ -118,6 +123,7 @@ impl Helper {
                 .iter()
                 .map(|(path, value)| (CString::new(*path).expect("no NUL"), *value))
                 .collect(),
+            forward: CString::new(ROUTED_SYSCTLS[1].0).expect("no NUL"),
             self_net: CString::new("/proc/self/ns/net").expect("no NUL"),
             netlink: netlink::setup(blocks),
             setgroups: CString::new("/proc/self/setgroups").expect("no NUL"),
@@ -219,9 +225,24 @@ impl Helper {
             .ok_or_else(|| io::Error::other("the network helper sent no socket"))
     }
 
+    /// A new `NETLINK_NETFILTER` socket in the network namespace `ns` (a
+    /// node's).
+    pub fn netfilter_socket_in(&self, ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        self.process
+            .request(NETFILTER_REQUEST, Some(ns))?
+            .pop()
+            .ok_or_else(|| io::Error::other("the network helper sent no socket"))
+    }
+
     /// A new pause process in a network namespace of its own; its pid.
-    pub fn pause(&self) -> io::Result<libc::pid_t> {
-        let (data, fds) = self.process.exchange(SANDBOX_REQUEST, None)?;
+    /// A node's (`forwarding`) forwards packets.
+    pub fn pause(&self, forwarding: bool) -> io::Result<libc::pid_t> {
+        let byte = if forwarding {
+            NODE_REQUEST
+        } else {
+            SANDBOX_REQUEST
+        };
+        let (data, fds) = self.process.exchange(byte, None)?;
         drop(fds);
         if data[0] != 0 {
             return Err(io::Error::from_raw_os_error(i32::from(data[0])));
@@ -553,8 +574,9 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
         {
             ns = libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned();
         }
-        if req[0] == SANDBOX_REQUEST {
-            let (errno, pid) = pause_child(CHAN, pipe[1], own_net);
+        if req[0] == SANDBOX_REQUEST || req[0] == NODE_REQUEST {
+            let forward = (req[0] == NODE_REQUEST).then_some(&plan.forward);
+            let (errno, pid) = pause_child(CHAN, pipe[1], own_net, forward);
             let mut answer = [0u8; ANSWER_LEN];
             answer[0] = errno as u8;
             answer[1..].copy_from_slice(&pid.to_ne_bytes());
@@ -645,12 +667,18 @@ unsafe fn child(chan: RawFd, plan: &Plan) -> ! {
     }
 }
 
-/// Fork a pause process: it unshares a network namespace of its own, says
-/// so, and sleeps until it is killed (by zdt, or by the kernel when the PID
-/// namespace's init ends). Returns an errno (0: started) and its pid.
-/// It keeps none of the helper's descriptors: the channel must close when
-/// the helper dies, and the init's pipe too.
-unsafe fn pause_child(chan: RawFd, init_pipe: RawFd, own_net: RawFd) -> (i32, libc::pid_t) {
+/// Fork a pause process: it unshares a network namespace of its own (where
+/// it writes 1 to the `forward` sysctl, if given), says so, and sleeps
+/// until it is killed (by zdt, or by the kernel when the PID namespace's
+/// init ends). Returns an errno (0: started) and its pid. It keeps none of
+/// the helper's descriptors: the channel must close when the helper dies,
+/// and the init's pipe too.
+unsafe fn pause_child(
+    chan: RawFd,
+    init_pipe: RawFd,
+    own_net: RawFd,
+    forward: Option<&CString>,
+) -> (i32, libc::pid_t) {
     let mut ready = [0 as RawFd; 2];
     if libc::pipe(ready.as_mut_ptr()) != 0 {
         return (*libc::__errno_location(), 0);
@@ -667,11 +695,20 @@ unsafe fn pause_child(chan: RawFd, init_pipe: RawFd, own_net: RawFd) -> (i32, li
         libc::close(init_pipe);
         libc::close(own_net);
         libc::close(ready[0]);
-        let errno: i32 = if libc::unshare(libc::CLONE_NEWNET) == 0 {
+        let mut errno: i32 = if libc::unshare(libc::CLONE_NEWNET) == 0 {
             0
         } else {
             *libc::__errno_location()
         };
+        if let (0, Some(path)) = (errno, forward) {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"1".as_ptr().cast(), 1) != 1 {
+                errno = *libc::__errno_location();
+            }
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
         libc::write(ready[1], (&errno as *const i32).cast(), 4);
         if errno != 0 {
             libc::_exit(1);

@@ -26,13 +26,17 @@
 //! A routed network ([`Net::routed`]) gives each pod a namespace of its
 //! own instead ([`Net::sandbox`], see [`Sandbox`]): the pod's IP is on its
 //! `eth0`, one end of a veth pair whose other end is in the cluster's
-//! namespace, so every pod can listen on `0.0.0.0:containerPort`.
+//! namespace, so every pod can listen on `0.0.0.0:containerPort`. Its
+//! nodes may have namespaces of their own too ([`Net::node`], see
+//! [`NodeNet`]): their pods' sandboxes then hang off them.
 
 mod helper;
 mod netlink;
+mod node;
 mod sandbox;
 
-pub use sandbox::Sandbox;
+pub use node::NodeNet;
+pub use sandbox::{Joined, Sandbox};
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -76,6 +80,8 @@ pub enum NetError {
     NoIp,
     #[error("cannot set up the sandbox of pod IP {ip}: {message}")]
     Sandbox { ip: Ipv4Addr, message: String },
+    #[error("cannot set up the namespace of the node with InternalIP {ip}: {message}")]
+    Node { ip: Ipv4Addr, message: String },
 }
 
 /// Why a tool run in a network ([`Net::run_tool`]) failed.
@@ -113,7 +119,8 @@ struct Sources {
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(pod) = &self.pod {
-            return write!(f, "Net::Pod(pid {})", pod.pid);
+            let kind = if pod.node { "Node" } else { "Pod" };
+            return write!(f, "Net::{kind}(pid {})", pod.pid);
         }
         match (&self.private, self.sources.bind_lo) {
             (Some(p), _) if p.helper.mode == helper::Mode::Routed => {
@@ -224,7 +231,12 @@ impl Net {
 
     /// True for a pod's sandbox ([`Sandbox::net`]).
     pub fn is_sandbox(&self) -> bool {
-        self.pod.is_some()
+        self.pod.as_ref().is_some_and(|p| !p.node)
+    }
+
+    /// True for a node's namespace ([`NodeNet::net`]).
+    pub fn is_node(&self) -> bool {
+        self.pod.as_ref().is_some_and(|p| p.node)
     }
 
     /// The same network, but connections leave from the address the
@@ -266,14 +278,16 @@ impl Net {
         self.private.as_ref().map(|p| p.helper.pid() as u32)
     }
 
-    /// A new `NETLINK_NETFILTER` socket in this private network (to read
-    /// NFLOG messages of its rules); `None` on the host's stack and in a
-    /// pod's sandbox.
+    /// A new `NETLINK_NETFILTER` socket in this private network or node
+    /// (to read NFLOG messages of its rules); `None` on the host's stack
+    /// and in a pod's sandbox.
     pub fn netfilter_socket(&self) -> Option<io::Result<OwnedFd>> {
-        if self.pod.is_some() {
-            return None;
+        let p = self.private.as_ref()?;
+        match &self.pod {
+            Some(node) if node.node => Some(p.helper.netfilter_socket_in(node.net_ns.as_fd())),
+            Some(_) => None,
+            None => Some(p.helper.netfilter_socket()),
         }
-        self.private.as_ref().map(|p| p.helper.netfilter_socket())
     }
 
     /// The command that opens a shell in this network, for people who want
@@ -519,7 +533,8 @@ fn keep_capabilities_across_exec() -> io::Result<()> {
 /// the host's network stack (loopback addresses), as on a machine that
 /// cannot make namespaces; `private` gives a cluster one namespace shared
 /// by its pods; `pods` demands a namespace per pod ([`Net::routed`], with
-/// the nftables data path), which is also what `Auto` picks where it can.
+/// the nftables data path), which is also what `Auto` picks where it can;
+/// `nodes` gives every node a namespace too ([`Net::node`]).
 pub const NETWORK_ENV: &str = "ZDT_NETWORK";
 
 /// Why this process cannot give an emulated cluster a network of its own,

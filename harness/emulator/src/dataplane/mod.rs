@@ -1,7 +1,9 @@
 //! The cluster's data path as real netfilter rules, as kube-proxy's
 //! nftables mode and an L4 cloud LB make it: programmed with `nft` run in
-//! the cluster's network namespace, and every decision a new connection
-//! meets read back over NFLOG with the moment it was taken. That record is
+//! the cluster's network namespace — and, for nodes with namespaces of
+//! their own ([`DataPlane::add_node`]), kube-proxy's in each node's — and
+//! every decision a new connection meets read back over NFLOG, in every
+//! namespace that decides, with the moment it was taken. That record is
 //! the run's provenance ([`ConnRecord`]) for connections no process of zdt
 //! touches.
 //!
@@ -43,6 +45,8 @@ pub enum DataPlaneError {
     Nft(String),
     #[error("cannot read the data path's log (NFLOG): {0}")]
     Log(io::Error),
+    #[error("Service {namespace}/{name} has no nodePort for the LB to send flows to its nodes' namespaces (type LoadBalancer or NodePort)")]
+    NoNodePort { namespace: String, name: String },
 }
 
 /// Who decided what, by decision id (the packet mark its rule sets).
@@ -73,7 +77,12 @@ impl Decisions {
 }
 
 struct Shared {
+    /// The cluster's namespace: the LBs' rules (and, for nodes without a
+    /// namespace of their own, kube-proxy's).
     net: Net,
+    /// Nodes with namespaces of their own, by name: kube-proxy's rules.
+    nodes: std::sync::RwLock<HashMap<String, NodeNs>>,
+    clock: zdt_core::clock::Clock,
     nft: PathBuf,
     /// One `nft` at a time: changes apply in the order they were made.
     apply: Mutex<()>,
@@ -84,8 +93,15 @@ struct Shared {
     lost: AtomicU64,
 }
 
+/// A node's namespace, where its kube-proxy's rules are.
+#[derive(Clone)]
+struct NodeNs {
+    net: Net,
+    ip: Ipv4Addr,
+}
+
 /// The nftables data path of one emulated cluster. Cheap to clone; the log
-/// reader stops when the last clone goes.
+/// readers stop when the last clone goes.
 #[derive(Clone)]
 pub struct DataPlane {
     shared: Arc<Shared>,
@@ -94,13 +110,19 @@ pub struct DataPlane {
 
 struct ReaderGuard {
     shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// One reader per namespace whose rules log.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for ReaderGuard {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -113,8 +135,9 @@ pub fn nft_path() -> Option<PathBuf> {
 
 impl DataPlane {
     /// Load the table into `net` (a private network) and start reading its
-    /// log; records are stamped on `events`' clock.
-    pub fn start(net: &Net, events: &EventSink) -> Result<DataPlane, DataPlaneError> {
+    /// log; records are stamped on `events`' clock. `nodes`: nodes will have
+    /// namespaces of their own ([`DataPlane::add_node`]).
+    pub fn start(net: &Net, events: &EventSink, nodes: bool) -> Result<DataPlane, DataPlaneError> {
         let Some(socket) = net.netfilter_socket() else {
             return Err(DataPlaneError::NotPrivate);
         };
@@ -123,6 +146,8 @@ impl DataPlane {
         nflog::bind(&socket, GROUP).map_err(DataPlaneError::Log)?;
         let shared = Arc::new(Shared {
             net: net.clone(),
+            nodes: std::sync::RwLock::default(),
+            clock: events.clock(),
             nft,
             apply: Mutex::new(()),
             decisions: Mutex::default(),
@@ -131,22 +156,50 @@ impl DataPlane {
             stop: AtomicBool::new(false),
             lost: AtomicU64::new(0),
         });
-        shared.run(&rules::table(GROUP, net.is_routed()))?;
-        let clock = events.clock();
-        let reader = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("zdt-nflog".into())
-                .spawn(move || read_log(&shared, &socket, &clock))
-                .map_err(DataPlaneError::Log)?
-        };
+        shared.run(&shared.net, &rules::table(GROUP, net.is_routed(), nodes))?;
+        let reader = spawn_reader(&shared, socket)?;
         Ok(DataPlane {
             _reader: Arc::new(ReaderGuard {
                 shared: shared.clone(),
-                thread: Mutex::new(Some(reader)),
+                threads: Mutex::new(vec![reader]),
             }),
             shared,
         })
+    }
+
+    /// Node `name` (InternalIP `ip`) has a namespace of its own, `net`:
+    /// its kube-proxy's rules go there from now on, and their log is read
+    /// there. A pass-through LB made afterwards DNATs flows to it.
+    pub fn add_node(&self, name: &str, net: &Net, ip: Ipv4Addr) -> Result<(), DataPlaneError> {
+        let Some(socket) = net.netfilter_socket() else {
+            return Err(DataPlaneError::NotPrivate);
+        };
+        let socket = socket.map_err(DataPlaneError::Log)?;
+        nflog::bind(&socket, GROUP).map_err(DataPlaneError::Log)?;
+        self.shared.run(net, &rules::node_table(GROUP, ip))?;
+        let reader = spawn_reader(&self.shared, socket)?;
+        self._reader
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reader);
+        self.shared
+            .nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                name.to_owned(),
+                NodeNs {
+                    net: net.clone(),
+                    ip,
+                },
+            );
+        Ok(())
+    }
+
+    /// True when nodes have namespaces of their own ([`DataPlane::add_node`]).
+    pub fn has_node_namespaces(&self) -> bool {
+        !self.shared.nodes_read().is_empty()
     }
 
     /// The chain kube-proxy on `node` keeps for Service `ns/name`.
@@ -180,9 +233,15 @@ impl DataPlane {
             .collect()
     }
 
-    /// Rewrite Service chains, all in one transaction; returns once the
-    /// kernel has them.
-    pub(crate) fn program(&self, chains: &[(String, Verdict)]) -> Result<(), DataPlaneError> {
+    /// Rewrite `node`'s Service chains, all in one transaction, and —
+    /// in a node's namespace — send its nodePorts (port, chain) to them;
+    /// returns once the kernel has them.
+    pub(crate) fn program(
+        &self,
+        node: &str,
+        chains: &[(String, Verdict)],
+        node_ports: &[(u16, String)],
+    ) -> Result<(), DataPlaneError> {
         if chains.is_empty() {
             return Ok(());
         }
@@ -190,32 +249,62 @@ impl DataPlane {
         for (chain, verdict) in chains {
             rules::service_chain(&mut out, chain, verdict, GROUP);
         }
-        self.shared.run(&out)
+        let own = self.shared.nodes_read().get(node).cloned();
+        match own {
+            Some(ns) => {
+                for (port, chain) in node_ports {
+                    rules::node_port(&mut out, *port, chain);
+                }
+                self.shared.run(&ns.net, &out)
+            }
+            None => self.shared.run(&self.shared.net, &out),
+        }
     }
 
-    /// A pod holds `ip` (or no longer does): packets to and from an address
-    /// no pod holds are dropped.
+    /// A pod holds `ip` (or no longer does): new connections DNATed to an
+    /// address no pod holds are dropped, wherever the DNAT happens (the
+    /// nodes' namespaces, else the cluster's).
     pub fn set_live(&self, ip: Ipv4Addr, live: bool) -> Result<(), DataPlaneError> {
         let mut out = String::new();
         rules::live(&mut out, ip, live);
-        self.shared.run(&out)
+        let nodes: Vec<NodeNs> = self.shared.nodes_read().values().cloned().collect();
+        if nodes.is_empty() {
+            return self.shared.run(&self.shared.net, &out);
+        }
+        nodes
+            .iter()
+            .try_for_each(|ns| self.shared.run(&ns.net, &out))
     }
 
     /// A stopped node: every packet to or from its InternalIP and pod CIDR
-    /// is dropped (open connections go silent) until it is back.
+    /// is dropped in the cluster's namespace (open connections go silent)
+    /// until it is back. A new connection an LB sends to `node` with a
+    /// namespace of its own is recorded as that node's drop there.
     pub fn set_down(
         &self,
+        node: &str,
         node_ip: Ipv4Addr,
         pod_cidr: &str,
         down: bool,
     ) -> Result<(), DataPlaneError> {
+        let own = self.shared.nodes_read().contains_key(node);
+        let logged = own.then(|| {
+            self.decision(Provenance {
+                node: Some(node.to_owned()),
+                pod: None,
+                fate: Fate::Dropped,
+            })
+        });
         let mut out = String::new();
-        rules::down(&mut out, node_ip, pod_cidr, down);
-        self.shared.run(&out)
+        rules::down(&mut out, node_ip, pod_cidr, down, logged);
+        self.shared.run(&self.shared.net, &out)
     }
 
     /// A pass-through LB on `vip:port` in front of Service `ns/name` on
-    /// `nodes` (the LB's backend names, nodes of this cluster).
+    /// `nodes` (the LB's backend names, nodes of this cluster); where nodes
+    /// have namespaces of their own, it DNATs each new flow to the chosen
+    /// node's `node_port`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn pass_through(
         &self,
         vip: Ipv4Addr,
@@ -223,8 +312,25 @@ impl DataPlane {
         namespace: &str,
         name: &str,
         nodes: Vec<String>,
+        node_port: Option<u16>,
         pick: Pick,
     ) -> Result<Arc<dyn PassThrough>, DataPlaneError> {
+        let instances = if self.has_node_namespaces() {
+            let Some(node_port) = node_port else {
+                return Err(DataPlaneError::NoNodePort {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                });
+            };
+            let own = self.shared.nodes_read();
+            let ips: Option<Vec<(Ipv4Addr, u16)>> = nodes
+                .iter()
+                .map(|n| own.get(n).map(|ns| (ns.ip, node_port)))
+                .collect();
+            Some(ips.ok_or(DataPlaneError::NotPrivate)?)
+        } else {
+            None
+        };
         let n = self.shared.lbs.fetch_add(1, Ordering::Relaxed) + 1;
         let lb = Lb {
             plane: self.clone(),
@@ -243,13 +349,14 @@ impl DataPlane {
                 fate: Fate::Rejected,
             }),
             routed: Mutex::new(None),
+            instances,
         };
         let mut out = String::new();
         let rules = lb.rules();
         rules.create(&mut out);
         // Until the LB's probes say otherwise, nothing is routed.
         rules.route(&mut out, &[], lb.reject_id, GROUP);
-        self.shared.run(&out)?;
+        self.shared.run(&self.shared.net, &out)?;
         Ok(Arc::new(lb))
     }
 
@@ -263,36 +370,63 @@ impl DataPlane {
         self.shared.lost.load(Ordering::Relaxed)
     }
 
-    /// The table as `nft list` prints it, for tests and debugging.
+    /// The table as `nft list` prints it, for tests and debugging: the
+    /// cluster's namespace's, then every node namespace's.
     pub fn list(&self) -> Result<String, DataPlaneError> {
-        self.shared.output(&["list", "table", "ip", "zdt"], "")
+        let args = ["list", "table", "ip", "zdt"];
+        let mut out = self.shared.output(&self.shared.net, &args, "")?;
+        let nodes: Vec<(String, NodeNs)> = self
+            .shared
+            .nodes_read()
+            .iter()
+            .map(|(n, ns)| (n.clone(), ns.clone()))
+            .collect();
+        for (name, ns) in nodes {
+            out.push_str(&format!("# node {name}\n"));
+            out.push_str(&self.shared.output(&ns.net, &args, "")?);
+        }
+        Ok(out)
     }
 
     /// Run `nft ARGS` in the cluster's namespace (tests read counters and
     /// maps with it).
     pub fn nft(&self, args: &[&str]) -> Result<String, DataPlaneError> {
-        self.shared.output(args, "")
+        self.shared.output(&self.shared.net, args, "")
     }
 }
 
 impl Shared {
-    /// `nft -f -` with `script`, in the namespace; returns once it applied.
-    fn run(&self, script: &str) -> Result<(), DataPlaneError> {
-        self.output(&["-f", "-"], script).map(drop)
+    fn nodes_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, NodeNs>> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn output(&self, args: &[&str], stdin: &str) -> Result<String, DataPlaneError> {
-        let _one = self.apply.lock().unwrap_or_else(|e| e.into_inner());
-        self.net
-            .run_tool(&self.nft, args, stdin)
-            .map_err(|e| match e {
-                ToolError::Run(message) => DataPlaneError::Nft(message),
-                ToolError::Failed(stderr) => DataPlaneError::Nft(format!(
-                    "{stderr}\n{}",
-                    stdin.lines().take(40).collect::<Vec<_>>().join("\n")
-                )),
-            })
+    /// `nft -f -` with `script`, in `net`; returns once it applied.
+    fn run(&self, net: &Net, script: &str) -> Result<(), DataPlaneError> {
+        self.output(net, &["-f", "-"], script).map(drop)
     }
+
+    fn output(&self, net: &Net, args: &[&str], stdin: &str) -> Result<String, DataPlaneError> {
+        let _one = self.apply.lock().unwrap_or_else(|e| e.into_inner());
+        net.run_tool(&self.nft, args, stdin).map_err(|e| match e {
+            ToolError::Run(message) => DataPlaneError::Nft(message),
+            ToolError::Failed(stderr) => DataPlaneError::Nft(format!(
+                "{stderr}\n{}",
+                stdin.lines().take(40).collect::<Vec<_>>().join("\n")
+            )),
+        })
+    }
+}
+
+/// A reader of one namespace's log (see [`read_log`]).
+fn spawn_reader(
+    shared: &Arc<Shared>,
+    socket: std::os::fd::OwnedFd,
+) -> Result<std::thread::JoinHandle<()>, DataPlaneError> {
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("zdt-nflog".into())
+        .spawn(move || read_log(&shared, &socket, &shared.clock))
+        .map_err(DataPlaneError::Log)
 }
 
 /// The reader: one record per decision a SYN met, stamped when read. A
@@ -365,6 +499,8 @@ struct Lb {
     pick: Pick,
     reject_id: u32,
     routed: Mutex<Option<Vec<usize>>>,
+    /// The nodes' InternalIPs and nodePort, where nodes have namespaces.
+    instances: Option<Vec<(Ipv4Addr, u16)>>,
 }
 
 impl Lb {
@@ -376,6 +512,7 @@ impl Lb {
             nodes: &self.chains,
             pick: self.pick,
             routed: self.plane.shared.net.is_routed(),
+            instances: self.instances.as_deref(),
         }
     }
 }
@@ -392,7 +529,8 @@ impl PassThrough for Lb {
         }
         let mut out = String::new();
         self.rules().route(&mut out, &routed, self.reject_id, GROUP);
-        self.plane.shared.run(&out).map_err(io::Error::other)?;
+        let shared = &self.plane.shared;
+        shared.run(&shared.net, &out).map_err(io::Error::other)?;
         *current = Some(routed);
         Ok(())
     }

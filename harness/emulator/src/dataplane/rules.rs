@@ -47,17 +47,47 @@ pub(crate) enum Verdict {
     Reject(u32),
 }
 
+/// The conntrack timeouts of finished connections (see [`table`]).
+const TIMEOUTS: &str = "close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2";
+
+/// Where nodes have namespaces of their own, a connection whose SYN was
+/// never answered leaves the table a second after its last SYN, not two
+/// minutes after: the LB's DNAT of a SYN the node then dropped is
+/// confirmed in the cluster's namespace (the packet left it), and a client
+/// port reused after a connect timeout (nothing is sent when a SYN_SENT
+/// socket closes) would otherwise meet that binding and go to the old
+/// node, which is not the LB's decision for a new flow (new sequence
+/// number). A flow's own retransmitted SYNs are kept on their node by the
+/// LB's flow table, not by conntrack.
+const NODES_TIMEOUTS: &str =
+    "syn_sent: 1, close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2";
+
+/// A new connection DNATed to a pod address no pod holds: logged, dropped.
+fn gone_rule(group: u16) -> String {
+    format!(
+        "ct state new meta mark >= {FIRST_ID} ip daddr {POD_NET} ip daddr != @live log group {group} queue-threshold 1 snaplen 64 prefix \"{PREFIX_GONE}\" drop"
+    )
+}
+
+/// A new connection DNATed to a pod: logged with its decision.
+fn to_rule(group: u16) -> String {
+    format!(
+        "ct state new meta mark >= {FIRST_ID} log group {group} queue-threshold 1 snaplen 64 prefix \"to\""
+    )
+}
+
 /// The table: filter and NAT base chains, sets, the timeout policy. In a
 /// `routed` network (pods in sandboxes of their own) a pod's packets enter
 /// the cluster's namespace from its veth: replies to the clients arrive
 /// through input, a pod's own connections through prerouting (and, to
 /// another pod, forward), so the same drops, timeouts and NAT apply there.
-pub(crate) fn table(group: u16, routed: bool) -> String {
-    let gone = format!(
-        "ct state new meta mark >= {FIRST_ID} ip daddr {POD_NET} ip daddr != @live log group {group} queue-threshold 1 snaplen 64 prefix \"{PREFIX_GONE}\" drop"
-    );
-    let to = format!(
-        "ct state new meta mark >= {FIRST_ID} log group {group} queue-threshold 1 snaplen 64 prefix \"to\""
+pub(crate) fn table(group: u16, routed: bool, nodes: bool) -> String {
+    let timeouts = if nodes { NODES_TIMEOUTS } else { TIMEOUTS };
+    let (gone, to) = (gone_rule(group), to_rule(group));
+    // A new connection sent to a stopped node that has a namespace of its
+    // own ends here, before the node (whose rules would log it) sees it.
+    let down_logged = format!(
+        "ct state new meta mark set ip daddr map @down_nodes log group {group} queue-threshold 1 snaplen 64 prefix \"down\" drop"
     );
     let routed_chains = if routed {
         format!(
@@ -72,6 +102,7 @@ pub(crate) fn table(group: u16, routed: bool) -> String {
   }}
   chain pods_through {{
     type filter hook forward priority filter; policy accept;
+    {down_logged}
     ip daddr @down drop
     ip saddr @down drop
     {gone}
@@ -93,13 +124,15 @@ pub(crate) fn table(group: u16, routed: bool) -> String {
   # the packet's entry: at filter priority, not raw.
   ct timeout short {{
     protocol tcp; l3proto ip;
-    policy = {{ close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2 }}
+    policy = {{ {timeouts} }}
   }}
   set live {{ type ipv4_addr; }}
   set down {{ type ipv4_addr; flags interval; }}
+  map down_nodes {{ type ipv4_addr : mark; }}
   chain out {{
     type filter hook output priority filter; policy accept;
     ct state new ct timeout set \"short\"
+    {down_logged}
     ip daddr @down drop
     ip saddr @down drop
     {gone}
@@ -111,6 +144,58 @@ pub(crate) fn table(group: u16, routed: bool) -> String {
 {routed_chains}}}
 "
     )
+}
+
+/// The table of a node with a namespace of its own (InternalIP `node_ip`),
+/// as kube-proxy's nftables mode keeps it there: traffic to a nodePort on
+/// the node's address goes to its Service's chain (map `nodeports`, filled
+/// by [`node_port`]); a connection DNATed to an endpoint on another node
+/// leaves masqueraded as the node, so the reply comes back through it; the
+/// `gone`/`to` log rules where the DNATed SYN is forwarded to its pod, and
+/// the conntrack timeout policy where the node tracks connections.
+pub(crate) fn node_table(group: u16, node_ip: std::net::Ipv4Addr) -> String {
+    format!(
+        "table {TABLE} {{
+  ct timeout short {{
+    protocol tcp; l3proto ip;
+    policy = {{ {NODES_TIMEOUTS} }}
+  }}
+  set live {{ type ipv4_addr; }}
+  map nodeports {{ type inet_service : verdict; }}
+  chain pre {{
+    type filter hook prerouting priority filter; policy accept;
+    ct state new ct timeout set \"short\"
+  }}
+  chain out {{
+    type filter hook output priority filter; policy accept;
+    ct state new ct timeout set \"short\"
+  }}
+  chain nat_pre {{
+    type nat hook prerouting priority -100; policy accept;
+    ip daddr {node_ip} tcp dport vmap @nodeports
+  }}
+  chain through {{
+    type filter hook forward priority filter; policy accept;
+    {gone}
+    {to}
+  }}
+  chain nat_post {{
+    type nat hook postrouting priority 100; policy accept;
+    oifname \"eth0\" ct status dnat ip daddr {POD_NET} masquerade
+  }}
+}}
+",
+        gone = gone_rule(group),
+        to = to_rule(group),
+    )
+}
+
+/// Send TCP traffic to the node's `port` to Service chain `chain`.
+pub(crate) fn node_port(out: &mut String, port: u16, chain: &str) {
+    let _ = writeln!(
+        out,
+        "add element {TABLE} nodeports {{ {port} : goto {chain} }}"
+    );
 }
 
 /// Replace chain `chain`'s rules with `verdict` (created if new).
@@ -178,6 +263,11 @@ pub(crate) struct LbRules<'a> {
     /// Pods have sandboxes of their own: their connections to the LB
     /// arrive through prerouting (see [`table`]).
     pub routed: bool,
+    /// Nodes have namespaces of their own: each backend's InternalIP and
+    /// the Service's nodePort, which a new flow is DNATed to (as an NLB
+    /// with instance targets does), in backend order; `None`: the flow
+    /// goes on to the node's Service chain in this table.
+    pub instances: Option<&'a [(Ipv4Addr, u16)]>,
 }
 
 impl LbRules<'_> {
@@ -200,7 +290,10 @@ impl LbRules<'_> {
         let _ = writeln!(out, "add chain {TABLE} {name}");
         for (i, service) in self.nodes.iter().enumerate() {
             let chain = self.node_chain(i);
-            let _ = writeln!(out, "add chain {TABLE} {service}");
+            let instance = self.instances.and_then(|n| n.get(i));
+            if instance.is_none() {
+                let _ = writeln!(out, "add chain {TABLE} {service}");
+            }
             let _ = writeln!(out, "add chain {TABLE} {chain}");
             let _ = writeln!(out, "flush chain {TABLE} {chain}");
             let _ = writeln!(
@@ -208,7 +301,17 @@ impl LbRules<'_> {
                 "add rule {TABLE} {chain} update @{flows} {{ ip saddr . tcp sport . tcp sequence timeout {FLOW_TIMEOUT} : {} }}",
                 i + 1
             );
-            let _ = writeln!(out, "add rule {TABLE} {chain} goto {service}");
+            match instance {
+                Some((ip, port)) => {
+                    let _ = writeln!(
+                        out,
+                        "add rule {TABLE} {chain} meta l4proto tcp dnat ip to {ip}:{port}"
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "add rule {TABLE} {chain} goto {service}");
+                }
+            }
         }
         // Only a SYN opens a flow; a segment of a flow the table lost (a
         // stopped node's connection, mid-stream) finds no LB state and no
@@ -277,13 +380,31 @@ pub(crate) fn live(out: &mut String, ip: Ipv4Addr, live: bool) {
     let _ = writeln!(out, "{verb} element {TABLE} live {{ {ip} }}");
 }
 
-/// Add or delete a stopped node's addresses (its InternalIP and pod CIDR).
-pub(crate) fn down(out: &mut String, node_ip: Ipv4Addr, pod_cidr: &str, down: bool) {
+/// Add or delete a stopped node's addresses (its InternalIP and pod CIDR);
+/// with `logged` (the id of the node's drop decision: a node with a
+/// namespace of its own), a new connection to its InternalIP is logged
+/// where it is dropped.
+pub(crate) fn down(
+    out: &mut String,
+    node_ip: Ipv4Addr,
+    pod_cidr: &str,
+    down: bool,
+    logged: Option<u32>,
+) {
     let verb = if down { "add" } else { "delete" };
     let _ = writeln!(
         out,
         "{verb} element {TABLE} down {{ {node_ip}, {pod_cidr} }}"
     );
+    match (logged, down) {
+        (Some(id), true) => {
+            let _ = writeln!(out, "add element {TABLE} down_nodes {{ {node_ip} : {id} }}");
+        }
+        (Some(_), false) => {
+            let _ = writeln!(out, "delete element {TABLE} down_nodes {{ {node_ip} }}");
+        }
+        (None, _) => {}
+    }
 }
 
 #[cfg(test)]
@@ -292,9 +413,9 @@ mod tests {
 
     #[test]
     fn a_routed_table_drops_and_logs_where_pods_packets_enter() {
-        let shared = table(1, false);
+        let shared = table(1, false, false);
         assert!(!shared.contains("hook input") && !shared.contains("hook prerouting"));
-        let routed = table(1, true);
+        let routed = table(1, true, false);
         for hook in [
             "hook input",
             "hook forward",
@@ -307,6 +428,55 @@ mod tests {
             fwd.contains("ip saddr @down drop") && fwd.contains("prefix \"gone\""),
             "{fwd}"
         );
+    }
+
+    #[test]
+    fn a_nodes_table_sends_its_node_ports_to_service_chains_and_masquerades_to_other_nodes() {
+        let t = node_table(1, Ipv4Addr::new(172, 18, 0, 3));
+        assert!(
+            t.contains("ip daddr 172.18.0.3 tcp dport vmap @nodeports"),
+            "{t}"
+        );
+        assert!(
+            t.contains("oifname \"eth0\" ct status dnat ip daddr 10.244.0.0/16 masquerade"),
+            "{t}"
+        );
+        let fwd = &t[t.find("chain through").unwrap()..];
+        assert!(
+            fwd.contains("prefix \"gone\"") && fwd.contains("prefix \"to\""),
+            "{fwd}"
+        );
+        let mut out = String::new();
+        node_port(&mut out, 30080, "kp/w1/default/web");
+        assert_eq!(
+            out,
+            "add element ip zdt nodeports { 30080 : goto kp/w1/default/web }\n"
+        );
+    }
+
+    #[test]
+    fn an_lb_in_front_of_node_namespaces_dnats_new_flows_to_the_nodes_node_port() {
+        let nodes = vec!["kp/a/ns/s".to_owned(), "kp/b/ns/s".to_owned()];
+        let instances = [
+            (Ipv4Addr::new(172, 18, 0, 3), 30080),
+            (Ipv4Addr::new(172, 18, 0, 4), 30080),
+        ];
+        let lb = LbRules {
+            name: "lb1",
+            vip: Ipv4Addr::new(172, 18, 255, 1),
+            port: 80,
+            nodes: &nodes,
+            pick: Pick::Random,
+            routed: true,
+            instances: Some(&instances),
+        };
+        let mut out = String::new();
+        lb.create(&mut out);
+        assert!(
+            out.contains("add rule ip zdt lb1/2 meta l4proto tcp dnat ip to 172.18.0.4:30080"),
+            "{out}"
+        );
+        assert!(!out.contains("goto kp/"), "no Service chain here: {out}");
     }
 
     #[test]
@@ -343,6 +513,7 @@ mod tests {
             nodes: &nodes,
             pick: Pick::Hash(7),
             routed: false,
+            instances: None,
         };
         let mut out = String::new();
         lb.route(&mut out, &[1], 5, 1);

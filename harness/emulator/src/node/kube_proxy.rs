@@ -78,6 +78,8 @@ pub struct ServiceView {
     pub local: bool,
     pub load_balancer: bool,
     pub health_check_node_port: Option<i32>,
+    /// The first port's nodePort (NodePort and LoadBalancer Services).
+    pub node_port: Option<u16>,
     pub endpoints: Vec<EndpointView>,
 }
 
@@ -208,6 +210,12 @@ impl AppliedView {
                     local: external && spec.external_traffic_policy.as_deref() == Some("Local"),
                     load_balancer: type_ == "LoadBalancer",
                     health_check_node_port: spec.health_check_node_port,
+                    node_port: spec
+                        .ports
+                        .as_ref()
+                        .and_then(|p| p.first())
+                        .and_then(|p| p.node_port)
+                        .and_then(|p| u16::try_from(p).ok()),
                     endpoints: Vec::new(),
                 },
             );
@@ -421,7 +429,11 @@ impl KubeProxy {
             if down {
                 self.shared.program_down();
             }
-            if let Err(e) = r.plane.set_down(self.shared.node_ip, &r.pod_cidr, down) {
+            let shared = &self.shared;
+            if let Err(e) = r
+                .plane
+                .set_down(&shared.node, shared.node_ip, &r.pod_cidr, down)
+            {
                 tracing::warn!(node = %self.shared.node, "cannot program the node's fault: {e}");
             }
         }
@@ -558,7 +570,11 @@ impl ProxyState {
         let Some(r) = self.rules.get() else { return };
         let prev = self.applied.read().expect("applied lock").clone();
         let mut chains = Vec::new();
+        let mut node_ports = Vec::new();
         for (key, v) in &view.services {
+            if let Some(port) = v.node_port {
+                node_ports.push((port, DataPlane::service_chain(&self.node, &key.0, &key.1)));
+            }
             let verdict = match v.route(&self.node, self.version) {
                 Route::To { endpoints, .. } => {
                     let pods: Vec<(Ipv4Addr, u16, Option<String>)> = endpoints
@@ -596,7 +612,7 @@ impl ProxyState {
                 verdict,
             ));
         }
-        if let Err(e) = r.plane.program(&chains) {
+        if let Err(e) = r.plane.program(&self.node, &chains, &node_ports) {
             tracing::warn!(node = %self.node, "cannot program kube-proxy's rules: {e}");
         }
     }
@@ -621,7 +637,7 @@ impl ProxyState {
                 )
             })
             .collect();
-        if let Err(e) = r.plane.program(&chains) {
+        if let Err(e) = r.plane.program(&self.node, &chains, &[]) {
             tracing::warn!(node = %self.node, "cannot program the stopped node's rules: {e}");
         }
     }
@@ -964,6 +980,7 @@ mod tests {
             local,
             load_balancer: true,
             health_check_node_port: None,
+            node_port: None,
             endpoints,
         }
     }

@@ -186,6 +186,13 @@ struct KubeletState {
     stopped: CancellationToken,
 }
 
+impl KubeletState {
+    /// The node's InternalIP, if it is an IPv4 address.
+    fn node_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.config.node_ip.as_deref().and_then(|a| a.parse().ok())
+    }
+}
+
 impl Kubelet {
     pub fn new(
         config: KubeletConfig,
@@ -565,12 +572,7 @@ impl PodWorker {
             shared: self.shared.clone(),
             ip,
         };
-        let node_ip = self
-            .shared
-            .config
-            .node_ip
-            .as_deref()
-            .and_then(|a| a.parse().ok());
+        let node_ip = self.shared.node_ip();
         let sandbox = match self.shared.runtime.sandbox(ip, node_ip).await {
             Ok(s) => s,
             Err(e) => {
@@ -680,7 +682,7 @@ impl PodWorker {
             Some(probe) => {
                 let prober = Prober {
                     probe,
-                    net: self.shared.runtime.net().clone(),
+                    net: self.shared.runtime.node_net(self.shared.node_ip()),
                     addr: container.addr(),
                     ready: ready_tx,
                     paused: self.shared.paused.subscribe(),
@@ -1197,8 +1199,8 @@ impl Terminator {
             let path = http.path.clone().unwrap_or_else(|| "/".into());
             self.emit("PreStopStarted", format!("preStop httpGet {path}"));
             let ua = format!("kube-lifecycle/{version}");
-            let net = self.shared.runtime.net();
-            return match zdt_core::net::http_status(net, self.container.addr(), &path, &ua).await {
+            let net = self.shared.runtime.node_net(self.shared.node_ip());
+            return match zdt_core::net::http_status(&net, self.container.addr(), &path, &ua).await {
                 Ok(code) => Ok(Some(format!("httpGet {path} (HTTP {code})"))),
                 Err(e) => Err(format!("preStop httpGet {path} failed: {e}")),
             };

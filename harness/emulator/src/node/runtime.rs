@@ -304,6 +304,10 @@ pub struct Runtime {
     /// The live pods' sandboxes' networks by pod IP, in a routed network
     /// ([`Runtime::sandbox`]): their containers listen and run there.
     sandboxes: Arc<Mutex<HashMap<Ipv4Addr, Net>>>,
+    /// Nodes' own namespaces by InternalIP ([`Runtime::add_node`]): their
+    /// pods' sandboxes hang off them, and the kubelet's connections to
+    /// pods leave from them.
+    nodes: Mutex<HashMap<Ipv4Addr, Net>>,
     logs: PodLogs,
 }
 
@@ -426,6 +430,7 @@ impl Runtime {
             registry: Arc::default(),
             net,
             sandboxes: Arc::default(),
+            nodes: Mutex::default(),
             logs: PodLogs::default(),
         }))
     }
@@ -439,15 +444,29 @@ impl Runtime {
         &self.net
     }
 
+    /// The node whose InternalIP is `ip` has a namespace of its own, `net`.
+    pub fn add_node(&self, ip: Ipv4Addr, net: Net) {
+        self.nodes.lock().expect("nodes lock").insert(ip, net);
+    }
+
+    /// Where the node whose InternalIP is `ip` connects to its pods from
+    /// (the kubelet's probes and httpGet hooks): its own namespace if it
+    /// has one, else the cluster's ([`Runtime::net`]).
+    pub fn node_net(&self, ip: Option<Ipv4Addr>) -> Net {
+        ip.and_then(|ip| self.nodes.lock().expect("nodes lock").get(&ip).cloned())
+            .unwrap_or_else(|| self.net.clone())
+    }
+
     /// What every container started here wrote.
     pub fn logs(&self) -> &PodLogs {
         &self.logs
     }
 
     /// A sandbox for the pod with address `ip` on the node whose
-    /// InternalIP is `node_ip`, when the cluster's network is routed
-    /// (`None` otherwise: pods share the cluster's network). Its
-    /// containers start in it until it is dropped.
+    /// InternalIP is `node_ip` (behind the node's own namespace, if it has
+    /// one), when the cluster's network is routed (`None` otherwise: pods
+    /// share the cluster's network). Its containers start in it until it
+    /// is dropped.
     pub async fn sandbox(
         &self,
         ip: Ipv4Addr,
@@ -456,7 +475,7 @@ impl Runtime {
         if !self.net.is_routed() {
             return Ok(None);
         }
-        let net = self.net.clone();
+        let net = self.node_net(node_ip);
         let sandbox = tokio::task::spawn_blocking(move || net.sandbox(ip, node_ip))
             .await
             .map_err(|e| zdt_core::netns::NetError::Sandbox {

@@ -908,11 +908,11 @@ async fn measure(
     // The machine's own failures during the traffic: this process's (LB,
     // pods, kube-proxies) and the connection-tracking table's of the stack
     // the traffic crosses — the host's, or the emulated cluster's own
-    // network's, where one table serves every node and client (a failure
-    // there is the emulator's, not the cluster's).
+    // network's and, where nodes have namespaces of their own, each node's
+    // (a failure there is the emulator's, not the cluster's).
     let faults_before = hostfault::tally();
-    let conntrack_pid = cluster.net().helper_pid();
-    let conntrack_before = hostfault::conntrack_counters(conntrack_pid);
+    let conntrack_pids = cluster.tracking_pids();
+    let conntrack_before = hostfault::conntrack_counters_in(&conntrack_pids);
     // Its own token: a failed chaos step stops the traffic within the
     // generator's cancel latency, and the partial counts are kept.
     let step_failed = cancel.child_token();
@@ -1040,7 +1040,7 @@ async fn measure(
     );
     if let (Some(before), Some(after)) = (
         conntrack_before,
-        hostfault::conntrack_counters(conntrack_pid),
+        hostfault::conntrack_counters_in(&conntrack_pids),
     ) {
         hostfault::add(&mut traffic.host_faults, &hostfault::since(&before, &after));
     }
