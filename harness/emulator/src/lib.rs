@@ -230,22 +230,15 @@ fn client_sources() -> Vec<Ipv4Addr> {
     (1..=32).map(|i| Ipv4Addr::new(100, 64, 0, i)).collect()
 }
 
-/// The network `choice` asks for. `Auto` gives every pod a sandbox with
-/// the nftables data path where this machine can (a private namespace, `nft`
-/// and `ip`), else one private namespace for the whole cluster with the
-/// user-space data path, else the host's stack; each step down is said once
-/// per process. `ZDT_NETWORK` (`pods`, `private`, `host`) and
-/// `ZDT_DATA_PATH=userspace` (which pods cannot have) choose for `Auto`.
+/// The network `choice` asks for, made. `Auto` is resolved first
+/// ([`resolve_network`]).
 fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, EmulatorError> {
-    use zdt_core::emulated::DATA_PATH_ENV;
-    use zdt_core::netns::NETWORK_ENV;
     match choice {
         NetworkChoice::Nodes => Ok(Net::routed(
             &NODES_NETWORK_BLOCKS,
             &client_sources(),
             POD_BLOCK,
         )?),
-        NetworkChoice::Auto if nodes_asked(choice) => network(NetworkChoice::Nodes, data_path),
         NetworkChoice::Host => Ok(Net::host()),
         NetworkChoice::Private => Ok(Net::private(&NETWORK_BLOCKS, &client_sources())?),
         // Pod addresses are routed to the pods' sandboxes, not local.
@@ -254,65 +247,63 @@ fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, Emul
             &client_sources(),
             POD_BLOCK,
         )?),
-        NetworkChoice::Auto => {
-            let env = std::env::var(NETWORK_ENV).unwrap_or_default();
-            match env.as_str() {
-                "pods" => return network(NetworkChoice::Pods, data_path),
-                "private" => return network(NetworkChoice::Private, data_path),
-                _ => {}
-            }
-            if let Some(why) = zdt_core::netns::private_unavailable() {
-                say_once(&HOST_SAID, || {
-                    format!(
-                        "emulator: {why}; the data path runs on the host's network stack \
-                         (127.0.0.1), whose connection tracking and limits then take part \
-                         in every run"
-                    )
-                });
-                return Ok(Net::host());
-            }
-            let user_space = data_path == DataPathChoice::UserSpace
-                || (data_path == DataPathChoice::Auto
-                    && std::env::var(DATA_PATH_ENV).is_ok_and(|v| v == "userspace"));
-            if user_space {
-                return network(NetworkChoice::Private, data_path);
-            }
-            let missing: Vec<&str> = ["nft", "ip"]
-                .into_iter()
-                .filter(|tool| zdt_core::process::system_tool(tool).is_none())
-                .collect();
-            if !missing.is_empty() {
-                say_once(&SHARED_SAID, || {
-                    format!(
-                        "emulator: {} not found (apt-get install nftables iproute2); the pods \
-                         share the cluster's network namespace and kube-proxy's rules and the \
-                         cloud LB run in user space (a dropped SYN is then an accepted \
-                         connection held silent: the client sees a response timeout, not a \
-                         connect timeout)",
-                        missing.join(" and ")
-                    )
-                });
-                return network(NetworkChoice::Private, data_path);
-            }
-            Net::routed(&NETWORK_BLOCKS[1..], &client_sources(), POD_BLOCK).or_else(|e| {
-                say_once(&SHARED_SAID, || {
-                    format!(
-                        "emulator: pods cannot have network namespaces of their own here \
-                         ({e}); they share the cluster's, and the data path runs in user space"
-                    )
-                });
-                network(NetworkChoice::Private, data_path)
-            })
-        }
+        NetworkChoice::Auto => network(resolve_network(choice, data_path), data_path),
     }
 }
 
-/// True when `choice` gives every node a namespace of its own:
-/// `NetworkChoice::Nodes`, or `Auto` with `ZDT_NETWORK=nodes`.
-fn nodes_asked(choice: NetworkChoice) -> bool {
-    choice == NetworkChoice::Nodes
-        || (choice == NetworkChoice::Auto
-            && std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "nodes"))
+/// What `choice` comes to on this machine. `Auto` is what `ZDT_NETWORK`
+/// names (`nodes`, `pods`, `private`, `host`), else the most faithful
+/// network this machine allows: every node and pod in a namespace of its
+/// own with the nftables data path (namespaces, `nft` and `ip` needed);
+/// else one private namespace shared by the pods with the user-space data
+/// path (also what `ZDT_DATA_PATH=userspace` asks for); else the host's
+/// stack. Each step down is said once per process.
+fn resolve_network(choice: NetworkChoice, data_path: DataPathChoice) -> NetworkChoice {
+    use zdt_core::emulated::DATA_PATH_ENV;
+    use zdt_core::netns::NETWORK_ENV;
+    if choice != NetworkChoice::Auto {
+        return choice;
+    }
+    match std::env::var(NETWORK_ENV).unwrap_or_default().as_str() {
+        "nodes" => return NetworkChoice::Nodes,
+        "pods" => return NetworkChoice::Pods,
+        "private" => return NetworkChoice::Private,
+        _ => {}
+    }
+    if let Some(why) = zdt_core::netns::private_unavailable() {
+        say_once(&HOST_SAID, || {
+            format!(
+                "emulator: {why}; the data path runs on the host's network stack \
+                 (127.0.0.1), whose connection tracking and limits then take part \
+                 in every run"
+            )
+        });
+        return NetworkChoice::Host;
+    }
+    let user_space = data_path == DataPathChoice::UserSpace
+        || (data_path == DataPathChoice::Auto
+            && std::env::var(DATA_PATH_ENV).is_ok_and(|v| v == "userspace"));
+    if user_space {
+        return NetworkChoice::Private;
+    }
+    let missing: Vec<&str> = ["nft", "ip"]
+        .into_iter()
+        .filter(|tool| zdt_core::process::system_tool(tool).is_none())
+        .collect();
+    if !missing.is_empty() {
+        say_once(&SHARED_SAID, || {
+            format!(
+                "emulator: {} not found (apt-get install nftables iproute2); the pods \
+                 share the cluster's network namespace and kube-proxy's rules and the \
+                 cloud LB run in user space (a dropped SYN is then an accepted \
+                 connection held silent: the client sees a response timeout, not a \
+                 connect timeout)",
+                missing.join(" and ")
+            )
+        });
+        return NetworkChoice::Private;
+    }
+    NetworkChoice::Nodes
 }
 
 /// A namespace for each of `nodes` in `net`, joined to it (see
@@ -350,31 +341,37 @@ async fn node_networks(
     Ok(out)
 }
 
-/// The network and its data path. Where `Auto` chose sandboxes and the
-/// rules then fail to load (an `nft` without kernel support), the pods
-/// share one namespace with the user-space data path instead, said once.
+/// The network, its data path, and whether its nodes get namespaces of
+/// their own. Where `Auto` chose namespaces and they or the rules then
+/// cannot be made (an `nft` without kernel support), the pods share one
+/// namespace with the user-space data path instead, said once; a network
+/// asked for by name is made or is an error.
 fn network_with_rules(
     config: &EmulatorConfig,
     events: &EventSink,
-) -> Result<(Net, Option<DataPlane>), EmulatorError> {
-    let net = network(config.network, config.data_path)?;
-    let nodes = nodes_asked(config.network);
-    let demanded = config.network == NetworkChoice::Pods
-        || nodes
-        || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| v == "pods");
+) -> Result<(Net, Option<DataPlane>, bool), EmulatorError> {
+    let chosen = resolve_network(config.network, config.data_path);
+    let demanded = config.network != NetworkChoice::Auto
+        || std::env::var(zdt_core::netns::NETWORK_ENV).is_ok_and(|v| !v.is_empty());
+    let shared = |e: &dyn std::fmt::Display| {
+        say_once(&SHARED_SAID, || {
+            format!(
+                "emulator: nodes and pods cannot have network namespaces of their own here \
+                 ({e}); the pods share the cluster's, and the data path runs in user space"
+            )
+        });
+        let net = network(NetworkChoice::Private, config.data_path)?;
+        let plane = data_plane(config.data_path, &net, events, false)?;
+        Ok((net, plane, false))
+    };
+    let net = match network(chosen, config.data_path) {
+        Err(e) if !demanded && chosen == NetworkChoice::Nodes => return shared(&e),
+        net => net?,
+    };
+    let nodes = chosen == NetworkChoice::Nodes;
     match data_plane(config.data_path, &net, events, nodes) {
-        Err(e) if net.is_routed() && !demanded => {
-            say_once(&SHARED_SAID, || {
-                format!(
-                    "emulator: kube-proxy's rules cannot be loaded here ({e}); the pods share \
-                     the cluster's network namespace and the data path runs in user space"
-                )
-            });
-            let net = network(NetworkChoice::Private, config.data_path)?;
-            let plane = data_plane(config.data_path, &net, events, false)?;
-            Ok((net, plane))
-        }
-        plane => Ok((net, plane?)),
+        Err(e) if net.is_routed() && !demanded => shared(&e),
+        plane => Ok((net, plane?, nodes)),
     }
 }
 
@@ -576,10 +573,10 @@ impl Emulator {
         }
         bootstrap(&store, &nodes, version);
 
-        let (net, data_plane) = if real {
+        let (net, data_plane, node_namespaces) = if real {
             network_with_rules(&config, &events)?
         } else {
-            (Net::host(), None)
+            (Net::host(), None, false)
         };
         let runtime = if real {
             // The kubelet's own connections to pods (probes, start
@@ -596,7 +593,7 @@ impl Emulator {
         };
         let pod_addrs = node::kubelet::PodAddrs::new();
         let node_nets = match (&runtime, &data_plane) {
-            (Some(rt), Some(plane)) if nodes_asked(config.network) && net.is_routed() => {
+            (Some(rt), Some(plane)) if node_namespaces => {
                 node_networks(&net, &nodes, rt, plane).await?
             }
             _ => Vec::new(),
