@@ -533,8 +533,8 @@ fn keep_capabilities_across_exec() -> io::Result<()> {
 /// the host's network stack (loopback addresses), as on a machine that
 /// cannot make namespaces; `private` gives a cluster one namespace shared
 /// by its pods; `pods` demands a namespace per pod ([`Net::routed`], with
-/// the nftables data path); `nodes` every node a namespace too
-/// ([`Net::node`]), which is also what `Auto` picks where it can.
+/// the nftables data path), which is also what `Auto` picks where it can;
+/// `nodes` every node a namespace too ([`Net::node`]).
 pub const NETWORK_ENV: &str = "ZDT_NETWORK";
 
 /// Why this process cannot give an emulated cluster a network of its own,
