@@ -99,7 +99,20 @@ impl EventSink {
         node: Option<&str>,
         message: impl Into<String>,
     ) {
-        self.send(Event {
+        self.send(self.stamped(source, reason, object, node, message));
+    }
+
+    /// An event stamped now, to send after setting what [`emit`](Self::emit)
+    /// does not (its [`since`](Event::since)).
+    pub fn stamped(
+        &self,
+        source: Source,
+        reason: impl Into<String>,
+        object: impl Into<String>,
+        node: Option<&str>,
+        message: impl Into<String>,
+    ) -> Event {
+        Event {
             at: self.clock.now(),
             source,
             reason: reason.into(),
@@ -107,29 +120,7 @@ impl EventSink {
             node: node.map(str::to_owned),
             message: message.into(),
             since: None,
-        });
-    }
-
-    /// Emit an event for a change that took effect over a span that began
-    /// at `since` and ends now (see [`Event::since`]).
-    pub fn emit_since(
-        &self,
-        since: Duration,
-        source: Source,
-        reason: impl Into<String>,
-        object: impl Into<String>,
-        node: Option<&str>,
-        message: impl Into<String>,
-    ) {
-        self.send(Event {
-            at: self.clock.now(),
-            source,
-            reason: reason.into(),
-            object: object.into(),
-            node: node.map(str::to_owned),
-            message: message.into(),
-            since: Some(since),
-        });
+        }
     }
 
     /// Send an already stamped event.

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use super::kubelet::PodAddrs;
 use crate::dataplane::{DataPlane, Verdict};
 use crate::KubeVersion;
-use zdt_core::events::{EventSink, Source};
+use zdt_core::events::{Event, EventSink, Source};
 use zdt_core::net::{Dial, Dialer};
 use zdt_core::netns::Net;
 use zdt_core::provenance::{Fate, Provenance};
@@ -661,17 +661,25 @@ impl ProxyState {
         new: Option<&ServiceView>,
     ) {
         let object = format!("service/{}/{}", key.0, key.1);
-        let node = Some(self.node.as_str());
+        // Every event of a sync says when its rules began to load.
+        let emit = |reason: &str, message: String| {
+            self.events.send(Event {
+                since: Some(since),
+                ..self.events.stamped(
+                    Source::Endpoint,
+                    reason,
+                    &object,
+                    Some(self.node.as_str()),
+                    message,
+                )
+            })
+        };
         let empty = ServiceView::default();
         let (o, n) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
         let (oc, nc) = (o.counts(&self.node), n.counts(&self.node));
         if oc != nc || old.is_none() != new.is_none() {
-            self.events.emit_since(
-                since,
-                Source::Endpoint,
+            emit(
                 "EndpointsApplied",
-                &object,
-                node,
                 format!(
                     "kube-proxy on {} applied: {} ready ({} local), {} serving-terminating ({} local), {} not ready",
                     self.node,
@@ -689,41 +697,25 @@ impl ProxyState {
         );
         let local = new.or(old).is_some_and(|v| v.local);
         match (&or, &nr) {
-            (_, Some(Route::Drop)) if or != nr => self.events.emit_since(
-                since,
-                Source::Endpoint,
+            (_, Some(Route::Drop)) if or != nr => emit(
                 "NoLocalEndpoints",
-                &object,
-                node,
                 format!(
                     "externalTrafficPolicy Local: no usable local endpoint on {}; new connections are dropped",
                     self.node
                 ),
             ),
-            (_, Some(Route::Reject)) if or != nr => self.events.emit_since(
-                since,
-                Source::Endpoint,
+            (_, Some(Route::Reject)) if or != nr => emit(
                 "NoEndpoints",
-                &object,
-                node,
                 format!("no usable endpoint; {} rejects new connections", self.node),
             ),
             (Some(Route::Drop | Route::Reject), Some(Route::To { .. })) if local => {
-                self.events.emit_since(
-                since,
-                    Source::Endpoint,
-                    "LocalEndpointsRestored",
-                    &object,
-                    node,
-                    format!("{} routes new connections to local endpoints again", self.node),
+                emit(
+                "LocalEndpointsRestored",
+                format!("{} routes new connections to local endpoints again", self.node),
                 )
             }
-            (Some(Route::Reject), Some(Route::To { .. })) => self.events.emit_since(
-                since,
-                Source::Endpoint,
+            (Some(Route::Reject), Some(Route::To { .. })) => emit(
                 "EndpointsRestored",
-                &object,
-                node,
                 format!("{} routes new connections again", self.node),
             ),
             _ => {}
@@ -738,12 +730,8 @@ impl ProxyState {
             )
         };
         if fallback(&nr) && !fallback(&or) {
-            self.events.emit_since(
-                since,
-                Source::Endpoint,
+            emit(
                 "TerminatingFallback",
-                &object,
-                node,
                 format!(
                     "no ready endpoint for {} on {}: using serving-terminating endpoints",
                     key.1, self.node
