@@ -320,10 +320,7 @@ async fn node_networks(
         let IpAddr::V4(ip) = n.internal_ip else {
             continue;
         };
-        let pods = zdt_core::netns::Block {
-            addr: Ipv4Addr::new(10, 244, i as u8, 0),
-            len: 24,
-        };
+        let pods = pod_block(i);
         let cluster = net.clone();
         let node = tokio::task::spawn_blocking(move || cluster.node(ip, pods, Some(NODES_GATEWAY)))
             .await
@@ -442,10 +439,27 @@ pub fn worker_name(i: usize) -> String {
     }
 }
 
-/// The pod CIDR of the node at `index`, as its Node object shows it and
-/// the data path drops for it when it stops.
+/// The pod CIDR of the node at `index` (kind's podCIDR): what its Node
+/// object shows, the data path drops when it stops, and its namespace
+/// routes (`NetworkChoice::Nodes`).
+fn pod_block(index: usize) -> zdt_core::netns::Block {
+    zdt_core::netns::Block {
+        addr: Ipv4Addr::new(10, 244, index as u8, 0),
+        len: 24,
+    }
+}
+
+/// [`pod_block`] as the API and `nft` write it.
 fn pod_cidr(index: usize) -> String {
-    format!("10.244.{index}.0/24")
+    pod_block(index).network()
+}
+
+/// The namespace of the node whose InternalIP is `ip`, among `node_nets`.
+fn node_net_of(node_nets: &[zdt_core::netns::NodeNet], ip: IpAddr) -> Option<&Net> {
+    node_nets
+        .iter()
+        .find(|nn| IpAddr::V4(nn.ip()) == ip)
+        .map(|nn| nn.net())
 }
 
 fn node_object(info: &NodeInfo, index: usize, version: KubeVersion) -> Value {
@@ -673,10 +687,9 @@ impl Emulator {
                 ),
                 Some(rt) => {
                     // In the node's own namespace, if it has one.
-                    let node_net = node_nets
-                        .iter()
-                        .find(|nn| IpAddr::V4(nn.ip()) == n.internal_ip)
-                        .map_or_else(|| net.clone(), |nn| nn.net().clone());
+                    let node_net = node_net_of(&node_nets, n.internal_ip)
+                        .unwrap_or(&net)
+                        .clone();
                     let proxy = node::kube_proxy::KubeProxy::new(
                         n.name.clone(),
                         version,
@@ -815,10 +828,7 @@ impl Emulator {
     /// where its kube-proxy's rules and its pods' veths are.
     pub fn node_network(&self, name: &str) -> Option<Net> {
         let node = self.nodes.iter().find(|n| n.name == name)?;
-        self.node_nets
-            .iter()
-            .find(|nn| IpAddr::V4(nn.ip()) == node.internal_ip)
-            .map(|nn| nn.net().clone())
+        node_net_of(&self.node_nets, node.internal_ip).cloned()
     }
 
     /// The pids whose network namespaces track connections for the data

@@ -138,12 +138,8 @@ impl DataPlane {
     /// log; records are stamped on `events`' clock. `nodes`: nodes will have
     /// namespaces of their own ([`DataPlane::add_node`]).
     pub fn start(net: &Net, events: &EventSink, nodes: bool) -> Result<DataPlane, DataPlaneError> {
-        let Some(socket) = net.netfilter_socket() else {
-            return Err(DataPlaneError::NotPrivate);
-        };
+        let socket = log_socket(net)?;
         let nft = nft_path().ok_or(DataPlaneError::NoNft)?;
-        let socket = socket.map_err(DataPlaneError::Log)?;
-        nflog::bind(&socket, GROUP).map_err(DataPlaneError::Log)?;
         let shared = Arc::new(Shared {
             net: net.clone(),
             nodes: std::sync::RwLock::default(),
@@ -171,11 +167,7 @@ impl DataPlane {
     /// its kube-proxy's rules go there from now on, and their log is read
     /// there. A pass-through LB made afterwards DNATs flows to it.
     pub fn add_node(&self, name: &str, net: &Net, ip: Ipv4Addr) -> Result<(), DataPlaneError> {
-        let Some(socket) = net.netfilter_socket() else {
-            return Err(DataPlaneError::NotPrivate);
-        };
-        let socket = socket.map_err(DataPlaneError::Log)?;
-        nflog::bind(&socket, GROUP).map_err(DataPlaneError::Log)?;
+        let socket = log_socket(net)?;
         self.shared.run(net, &rules::node_table(GROUP, ip))?;
         let reader = spawn_reader(&self.shared, socket)?;
         self._reader
@@ -415,6 +407,16 @@ impl Shared {
             )),
         })
     }
+}
+
+/// A netlink socket in `net` bound to the rules' log group.
+fn log_socket(net: &Net) -> Result<std::os::fd::OwnedFd, DataPlaneError> {
+    let socket = net
+        .netfilter_socket()
+        .ok_or(DataPlaneError::NotPrivate)?
+        .map_err(DataPlaneError::Log)?;
+    nflog::bind(&socket, GROUP).map_err(DataPlaneError::Log)?;
+    Ok(socket)
 }
 
 /// A reader of one namespace's log (see [`read_log`]).
