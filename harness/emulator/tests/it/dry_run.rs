@@ -141,6 +141,23 @@ async fn update_and_every_patch_type_answer_without_storing() {
         .create(&PostParams::default(), &deployment("web", 1, json!({})))
         .await
         .unwrap();
+    // The deployment controller writes the status until the rollout is
+    // complete; a snapshot taken before then would count its write as the
+    // dry run's.
+    until(&emu, 10, "rollout complete", |e| {
+        let d = e
+            .store()
+            .get(Resource::Deployments, "default", "web")
+            .unwrap_or_default();
+        d["status"]["observedGeneration"] == d["metadata"]["generation"]
+            && d["status"]["availableReplicas"] == 1
+            && d["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["reason"] == "NewReplicaSetAvailable")
+    })
+    .await;
     let b = before(&emu, Resource::Deployments, "web");
 
     // PUT
