@@ -55,12 +55,18 @@ pub fn zdt_exe() -> Option<PathBuf> {
 /// exits (PR_SET_PDEATHSIG). The spawning thread must live as long as the
 /// child is wanted: tokio's worker threads do for a runtime's lifetime.
 pub fn die_with_parent(cmd: &mut std::process::Command) {
+    signal_on_parent_death(cmd, libc::SIGKILL);
+}
+
+/// [`die_with_parent`] with `signal` instead of SIGKILL: SIGTERM lets a zdt
+/// child tear down what it made.
+pub fn signal_on_parent_death(cmd: &mut std::process::Command, signal: libc::c_int) {
     let parent = std::process::id();
     // SAFETY: prctl and getppid are async-signal-safe and nothing here
     // allocates.
     unsafe {
         cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong);
             // The parent died before prctl: nobody would kill us later.
             if libc::getppid() as u32 != parent {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));

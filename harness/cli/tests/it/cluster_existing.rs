@@ -222,7 +222,6 @@ mod cleanup {
     use tokio::io::{AsyncBufReadExt, BufReader};
     use zdt_emulator::{Emulator, EmulatorConfig, RuntimeChoice};
 
-    const ZDT: &str = env!("CARGO_BIN_EXE_zdt");
 
     /// An emulated cluster (two workers, built-in pods) with a kubeconfig.
     async fn cluster(dir: &Path) -> (Emulator, kube::Client, PathBuf) {
@@ -308,7 +307,7 @@ mod cleanup {
     }
 
     fn command(dir: &Path, kubeconfig: &Path, file: &Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(ZDT);
+        let mut cmd = tokio::process::Command::from(crate::zdt_child());
         cmd.args(["-v", "run"])
             .arg(file)
             .args(["--context", "zdt-emulator", "--out"])

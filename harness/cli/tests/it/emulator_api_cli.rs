@@ -33,7 +33,7 @@ async fn announced(
 /// and dropped.
 pub(crate) async fn up_with_nginx(kc: &std::path::Path) -> (tokio::process::Child, Vec<String>) {
     let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = Command::from(crate::zdt_child())
         .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
         .arg("--kubeconfig")
         .arg(kc)
@@ -118,7 +118,7 @@ async fn emulator_up_cleans_up_on_sigterm_as_on_sigint() {
     std::fs::create_dir(&tmp).unwrap();
     let kc = dir.path().join("kc");
     let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/nginx");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = Command::from(crate::zdt_child())
         .args(["emulator", "up", "--workers", "2", "--runtime", "nginx"])
         .arg("--kubeconfig")
         .arg(&kc)
@@ -199,7 +199,7 @@ async fn emulator_up_cleans_up_on_sigterm_as_on_sigint() {
 async fn on_an_existing_cluster_a_wrong_node_name_stops_the_run_at_connect() {
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = Command::from(crate::zdt_child())
         .args(["emulator", "up", "--workers", "2", "--runtime", "builtin"])
         .arg("--kubeconfig")
         .arg(&kc)
@@ -221,7 +221,7 @@ async fn on_an_existing_cluster_a_wrong_node_name_stops_the_run_at_connect() {
     .unwrap();
     let out_dir = dir.path().join("out");
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let out = Command::from(crate::zdt_child())
         .arg("run")
         .arg(&file)
         .args(["--context", "zdt-emulator", "--out"])
@@ -342,7 +342,7 @@ async fn a_job_of_zdts_image_runs_the_zdt_binary() {
     }
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = Command::from(crate::zdt_child())
         .args(["emulator", "up", "--workers", "1", "--runtime", "builtin"])
         .arg("--kubeconfig")
         .arg(&kc)

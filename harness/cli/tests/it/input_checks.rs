@@ -6,10 +6,9 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-const ZDT: &str = env!("CARGO_BIN_EXE_zdt");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,7 +35,7 @@ fn scenario(dir: &Path, cluster: &str, rest: &str) -> PathBuf {
 /// running other tests stretches wall time without zdt doing more, and
 /// that made these checks fail on a loaded 2-core machine.
 fn zdt(args: &[&str], file: Option<&Path>) -> (i32, String, Duration) {
-    let mut cmd = Command::new(ZDT);
+    let mut cmd = crate::zdt_child();
     cmd.args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

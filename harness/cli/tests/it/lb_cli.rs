@@ -58,7 +58,7 @@ async fn serves_and_stops(extra_args: &[&str]) {
         "frontend: 127.0.0.1:{front}\nprofile: gcp\nprobe: {{ interval: 200ms }}\nbackends:\n  - name: w1\n    address: {backend_addr}\n"
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = crate::zdt_child()
         .args(["lb", "--config"])
         .arg(cfg.path())
         .args(["--admin", &format!("127.0.0.1:{admin}")])

@@ -31,3 +31,13 @@ mod scenario_seeds;
 mod serve;
 mod traffic_child;
 mod traffic_cli;
+
+/// zdt as a long-lived child of a test: it gets SIGTERM when the thread that
+/// spawned it ends, so a test binary killed mid-run leaves no emulator,
+/// run or generator behind holding the load lock and its clusters, and zdt
+/// tears down what it made (`kill_on_drop` covers only a test that unwinds).
+pub(crate) fn zdt_child() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zdt"));
+    zdt_core::process::signal_on_parent_death(&mut cmd, libc::SIGTERM);
+    cmd
+}

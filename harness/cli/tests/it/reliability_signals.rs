@@ -87,7 +87,7 @@ fn start_run(dir: &Path, scenario: &Path) -> Run {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = dir.join("out");
-    let mut child = Command::new(ZDT)
+    let mut child = crate::zdt_child()
         .args(["-v", "run"])
         .arg(scenario)
         .arg("--out")
@@ -492,7 +492,7 @@ fn a_panic_inside_a_variant_tears_down_and_reports_it() {
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let out = dir.path().join("out");
-    let mut child = Command::new(ZDT)
+    let mut child = crate::zdt_child()
         .args(["-v", "run"])
         .arg(&file)
         .arg("--out")

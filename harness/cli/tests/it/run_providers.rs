@@ -653,7 +653,7 @@ fn ctrl_c_during_kind_create_kills_kind_and_deletes_the_half_made_cluster() {
     std::fs::write(sb.path("state/delay-create"), "30").unwrap();
     let file = sb.scenario("kind", "");
     let log = std::fs::File::create(sb.path("zdt.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zdt"))
+    let mut child = crate::zdt_child()
         .arg("run")
         .arg(&file)
         .arg("--out")

@@ -320,7 +320,7 @@ async fn binary_maps_real_signals() {
             l.local_addr().unwrap().port()
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zdt"))
+        let mut child = tokio::process::Command::from(crate::zdt_child())
             .args(["serve", "--listen", &addr.to_string(), "--delay", "600ms"])
             .env("POD_NAME", "env-pod")
             .env("NODE_NAME", "env-node")
