@@ -199,15 +199,41 @@ async fn scenario(path: PathBuf) {
         }
         if s.verdict != Verdict::Pass {
             failures.push(format!(
-                "{}: {:?}: {}",
+                "{}: {:?}: {}; slowest seconds: {}",
                 v.id(),
                 s.verdict,
-                s.reasons.join("; ")
+                s.reasons.join("; "),
+                slowest_seconds(run)
             ));
         }
     }
     failures.extend(sweep_answers(&runs));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The three seconds of traffic with the slowest requests, so a latency
+/// failure says whether it was one burst (a start-up, a stall) or spread.
+fn slowest_seconds(run: &zdt::run::VariantRun) -> String {
+    let Some(t) = &run.traffic else {
+        return "no traffic summary".into();
+    };
+    let mut buckets: Vec<_> = t.buckets.iter().collect();
+    buckets.sort_by_key(|b| std::cmp::Reverse(b.max));
+    buckets
+        .iter()
+        .take(3)
+        .map(|b| {
+            format!(
+                "t={:.0}s p99 {:.0}ms max {:.0}ms ({} requests, {:?})",
+                b.start.as_secs_f64(),
+                b.p99.as_secs_f64() * 1e3,
+                b.max.as_secs_f64() * 1e3,
+                b.requests,
+                b.by_node
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// For each variant a sweep crossed: the smallest value that met `expect:`
