@@ -126,7 +126,7 @@ pub struct ContainerRun {
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkChoice {
     /// The most faithful network this machine allows, saying once what it
-    /// lacks: [`Pods`](Self::Pods) (namespaces as root or through a user
+    /// lacks: [`Nodes`](Self::Nodes) (namespaces as root or through a user
     /// namespace, with `nft` and `ip`), else [`Private`](Self::Private)
     /// with the user-space data path, else the host's stack.
     /// `ZDT_NETWORK=nodes|pods|private|host` chooses instead.
@@ -144,7 +144,7 @@ pub enum NetworkChoice {
     /// [`NetworkChoice::Pods`], and every node a network namespace of its
     /// own (its InternalIP on a veth to the cluster's namespace, its pods'
     /// sandboxes behind it, kube-proxy's rules in it); or an error saying
-    /// why not. `ZDT_NETWORK=nodes` asks for it in `Auto`.
+    /// why not. What `Auto` is where the machine allows it.
     Nodes,
 }
 

@@ -252,12 +252,12 @@ fn network(choice: NetworkChoice, data_path: DataPathChoice) -> Result<Net, Emul
 }
 
 /// What `choice` comes to on this machine. `Auto` is what `ZDT_NETWORK`
-/// names (`nodes`, `pods`, `private`, `host`), else every pod in a
-/// namespace of its own with the nftables data path (namespaces, `nft` and
-/// `ip` needed); else one private namespace shared by the pods with the
-/// user-space data path (also what `ZDT_DATA_PATH=userspace` asks for);
-/// else the host's stack. Each step down is said once per process. (Nodes
-/// in namespaces of their own are not the default yet: docs/emulator.md.)
+/// names (`nodes`, `pods`, `private`, `host`), else every node and every
+/// pod in a namespace of its own with kube-proxy's rules as nftables rules
+/// in each node's (namespaces, `nft` and `ip` needed); else one private
+/// namespace shared by the pods with the user-space data path (also what
+/// `ZDT_DATA_PATH=userspace` asks for); else the host's stack. Each step
+/// down is said once per process.
 fn resolve_network(choice: NetworkChoice, data_path: DataPathChoice) -> NetworkChoice {
     use zdt_core::emulated::DATA_PATH_ENV;
     use zdt_core::netns::NETWORK_ENV;
@@ -303,7 +303,7 @@ fn resolve_network(choice: NetworkChoice, data_path: DataPathChoice) -> NetworkC
         });
         return NetworkChoice::Private;
     }
-    NetworkChoice::Pods
+    NetworkChoice::Nodes
 }
 
 /// A namespace for each of `nodes` in `net`, joined to it (see
@@ -362,7 +362,9 @@ fn network_with_rules(
         Ok((net, plane, false))
     };
     let net = match network(chosen, config.data_path) {
-        Err(e) if !demanded && chosen == NetworkChoice::Pods => return shared(&e),
+        Err(e) if !demanded && matches!(chosen, NetworkChoice::Pods | NetworkChoice::Nodes) => {
+            return shared(&e)
+        }
         net => net?,
     };
     let nodes = chosen == NetworkChoice::Nodes;

@@ -134,13 +134,12 @@ async fn two_pods_listen_on_the_same_port_and_both_serve_with_provenance(network
     s.shutdown().await;
 }
 
-/// Where this machine can give pods namespaces (namespaces, `nft`, `ip`),
-/// that is what an emulator asked for nothing in particular gets: pods in
-/// namespaces of their own, reached through kube-proxy's rules, their
-/// nodes' rules in the cluster's namespace (nodes mode is asked for by
-/// name).
+/// Where this machine can give nodes and pods namespaces (namespaces,
+/// `nft`, `ip`), that is what an emulator asked for nothing in particular
+/// gets: every node and every pod in a namespace of its own, pods reached
+/// through kube-proxy's rules in their node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_network_gives_every_pod_a_sandbox_where_it_can() {
+async fn the_default_network_gives_every_node_and_pod_a_namespace_where_it_can() {
     for var in [
         zdt_core::netns::NETWORK_ENV,
         zdt_core::emulated::DATA_PATH_ENV,
@@ -162,7 +161,7 @@ async fn the_default_network_gives_every_pod_a_sandbox_where_it_can() {
     assert!(s.emu().data_plane().is_some(), "the nftables data path");
     for node in ["zdt-control-plane", "zdt-worker"] {
         let net = s.emu().node_network(node);
-        assert!(net.is_none(), "{node} has no namespace of its own: {net:?}");
+        assert!(net.is_some(), "{node} has a namespace of its own");
     }
     for (name, ip) in pods(&s) {
         let net = s.emu().pod_network(ip);
