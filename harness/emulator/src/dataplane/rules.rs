@@ -62,6 +62,17 @@ const TIMEOUTS: &str = "close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last
 const NODES_TIMEOUTS: &str =
     "syn_sent: 1, close: 1, time_wait: 1, close_wait: 2, fin_wait: 2, last_ack: 2";
 
+/// A connection a node masquerades to a pod on another node keeps its
+/// binding through TIME_WAIT for the kernel's default two minutes, as on
+/// kind's nodes: the pod holds the node's address and port in TIME_WAIT
+/// for 60 s after the pod closed, and a port the node handed out again
+/// sooner meets that socket, whose answer to the new SYN (an ACK, unless
+/// the sequence number happens to be above the old one) makes the client
+/// reset and resend its SYN a second later. With `time_wait: 1` about 1 %
+/// of the seed's `Cluster` connections took 1–3 s that way at 5000/s.
+const MASQUERADED_TIMEOUTS: &str =
+    "syn_sent: 1, close: 1, time_wait: 120, close_wait: 2, fin_wait: 2, last_ack: 2";
+
 /// A new connection DNATed to a pod address no pod holds: logged, dropped.
 fn gone_rule(group: u16) -> String {
     format!(
@@ -150,7 +161,10 @@ pub(crate) fn table(group: u16, routed: bool, nodes: bool) -> String {
 /// as kube-proxy's nftables mode keeps it there: traffic to a nodePort on
 /// the node's address goes to its Service's chain (map `nodeports`, filled
 /// by [`node_port`]); a connection DNATed to an endpoint on another node
-/// leaves masqueraded as the node, so the reply comes back through it; the
+/// leaves masqueraded as the node to a random port (`fully-random`, as
+/// kube-proxy's nftables mode masquerades), so the reply comes back
+/// through it, its binding kept through TIME_WAIT (see
+/// [`MASQUERADED_TIMEOUTS`]); the
 /// `gone`/`to` log rules where the DNATed SYN is forwarded to its pod, and
 /// the conntrack timeout policy where the node tracks connections.
 pub(crate) fn node_table(group: u16, node_ip: std::net::Ipv4Addr) -> String {
@@ -159,6 +173,10 @@ pub(crate) fn node_table(group: u16, node_ip: std::net::Ipv4Addr) -> String {
   ct timeout short {{
     protocol tcp; l3proto ip;
     policy = {{ {NODES_TIMEOUTS} }}
+  }}
+  ct timeout masqueraded {{
+    protocol tcp; l3proto ip;
+    policy = {{ {MASQUERADED_TIMEOUTS} }}
   }}
   set live {{ type ipv4_addr; }}
   map nodeports {{ type inet_service : verdict; }}
@@ -176,12 +194,13 @@ pub(crate) fn node_table(group: u16, node_ip: std::net::Ipv4Addr) -> String {
   }}
   chain through {{
     type filter hook forward priority filter; policy accept;
+    ct state new ct status dnat oifname \"eth0\" ip daddr {POD_NET} ct timeout set \"masqueraded\"
     {gone}
     {to}
   }}
   chain nat_post {{
     type nat hook postrouting priority 100; policy accept;
-    oifname \"eth0\" ct status dnat ip daddr {POD_NET} masquerade
+    oifname \"eth0\" ct status dnat ip daddr {POD_NET} masquerade fully-random
   }}
 }}
 ",
@@ -438,7 +457,9 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("oifname \"eth0\" ct status dnat ip daddr 10.244.0.0/16 masquerade"),
+            t.contains(
+                "oifname \"eth0\" ct status dnat ip daddr 10.244.0.0/16 masquerade fully-random"
+            ),
             "{t}"
         );
         let fwd = &t[t.find("chain through").unwrap()..];
