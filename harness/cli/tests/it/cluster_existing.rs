@@ -222,7 +222,6 @@ mod cleanup {
     use tokio::io::{AsyncBufReadExt, BufReader};
     use zdt_emulator::{Emulator, EmulatorConfig, RuntimeChoice};
 
-
     /// An emulated cluster (two workers, built-in pods) with a kubeconfig.
     async fn cluster(dir: &Path) -> (Emulator, kube::Client, PathBuf) {
         let emu = Emulator::start(
