@@ -95,15 +95,10 @@ async fn kube_proxys_rules_and_sockets_are_in_each_nodes_namespace() {
     s.shutdown().await;
 }
 
-/// Policy Cluster, the only pod on one node and the LB sending every flow
-/// to the other: that node DNATs to the pod across the cluster's namespace
-/// and masquerades, so the pod sees the node's InternalIP, the connection
-/// is served, and the record names the node that decided and the pod.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_policy_connection_crosses_to_the_other_node_masqueraded() {
-    let Some(s) = nodes_ready(2, 1, false).await else {
-        return;
-    };
+/// Two workers, policy Cluster, the only pod on one of them and the LB
+/// sending every flow to the other, which is returned with the setup.
+async fn crossing_nodes() -> Option<(Setup, zdt_emulator::NodeInfo)> {
+    let s = nodes_ready(2, 1, false).await?;
     served_within(&s, Duration::from_secs(10)).await;
     let pod_node = s.pod_node();
     let other = s
@@ -113,6 +108,19 @@ async fn a_cluster_policy_connection_crosses_to_the_other_node_masqueraded() {
         .find(|n| !n.control_plane && n.name != pod_node)
         .expect("a second worker");
     s.exposure.lb.admin().remove(&pod_node).await.unwrap();
+    Some((s, other))
+}
+
+/// Policy Cluster, the only pod on one node and the LB sending every flow
+/// to the other: that node DNATs to the pod across the cluster's namespace
+/// and masquerades, so the pod sees the node's InternalIP, the connection
+/// is served, and the record names the node that decided and the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_policy_connection_crosses_to_the_other_node_masqueraded() {
+    let Some((s, other)) = crossing_nodes().await else {
+        return;
+    };
+    let pod_node = s.pod_node();
     let mut stream = s.connect().await.unwrap().unwrap();
     let client = stream.local_addr().unwrap();
     let head = request(&mut stream, Duration::from_secs(2)).await.unwrap();
@@ -148,18 +156,9 @@ async fn a_cluster_policy_connection_crosses_to_the_other_node_masqueraded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_masquerades_to_a_random_port_and_keeps_it_through_time_wait() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Some(s) = nodes_ready(2, 1, false).await else {
+    let Some((s, other)) = crossing_nodes().await else {
         return;
     };
-    served_within(&s, Duration::from_secs(10)).await;
-    let pod_node = s.pod_node();
-    let other = s
-        .emu()
-        .nodes()
-        .into_iter()
-        .find(|n| !n.control_plane && n.name != pod_node)
-        .expect("a second worker");
-    s.exposure.lb.admin().remove(&pod_node).await.unwrap();
     const PORT: u16 = 40_123;
     let socket = s.emu().net().tcp_socket(&s.vip()).unwrap();
     socket
