@@ -48,6 +48,9 @@ use selectors::{FieldSelector, LabelSelector};
 /// The API server refuses request bodies above this (the real one: 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// A request as the handlers see it: its body already read (see [`handle`]).
+pub(crate) type ApiRequest = Request<Full<Bytes>>;
+
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// An API error, rendered as a `Status` object.
@@ -310,7 +313,7 @@ fn route(path: &str) -> Result<Route, ApiError> {
     }))
 }
 
-fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+fn query_pairs(req: &ApiRequest) -> Vec<(String, String)> {
     let q = req.uri().query().unwrap_or("");
     q.split('&')
         .filter(|p| !p.is_empty())
@@ -376,6 +379,14 @@ async fn handle(shared: Arc<ApiState>, req: Request<Incoming>) -> Response<Body>
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     tracing::debug!("emulator API: {method} {}", req.uri());
+    // The body is read before anything can refuse the request, as Go's
+    // server drains what a handler left: a 404 or 405 answered with the
+    // body unread closed the connection under a client still writing it,
+    // and the client saw a broken pipe instead of the answer.
+    let req = match buffered(req).await {
+        Ok(req) => req,
+        Err(e) => return error_response(&e),
+    };
     // A slow or distant API server (`timings.apiLatency`): every request
     // waits this long before it is served.
     let latency = shared.ctx.timings.api_latency.get();
@@ -408,10 +419,11 @@ async fn handle(shared: Arc<ApiState>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), ApiError> {
+/// `req` with its body read, up to [`MAX_BODY`] bytes.
+async fn buffered(req: Request<Incoming>) -> Result<ApiRequest, ApiError> {
     let (parts, body) = req.into_parts();
     match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok((parts, c.to_bytes())),
+        Ok(c) => Ok(Request::from_parts(parts, Full::new(c.to_bytes()))),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -428,6 +440,16 @@ async fn read_body(req: Request<Incoming>) -> Result<(http::request::Parts, Byte
             }
         }
     }
+}
+
+/// The request's head and body (read already, see [`buffered`]).
+async fn read_body(req: ApiRequest) -> Result<(http::request::Parts, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(never) => match never {},
+    };
+    Ok((parts, bytes))
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
@@ -448,10 +470,7 @@ fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the apply patch is not valid YAML: {e}")))
 }
 
-async fn handle_inner(
-    shared: &Arc<ApiState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn handle_inner(shared: &Arc<ApiState>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let route = route(req.uri().path())?;
     let query = Query(query_pairs(&req));
     let dry_run = dry_run(&query)?;

@@ -17,8 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{header, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -84,7 +83,7 @@ pub(super) fn serve(
     cancel: &CancellationToken,
     namespace: &str,
     name: &str,
-    req: Request<Incoming>,
+    req: super::ApiRequest,
 ) -> Result<Response<Body>, ApiError> {
     let pod = store
         .get(Resource::Pods, namespace, name)

@@ -4,8 +4,7 @@
 //! filesystem or process namespace to enter, and saying so beats the 405 a
 //! client would otherwise see.
 
-use http::{Method, Request, Response};
-use hyper::body::Incoming;
+use http::{Method, Response};
 
 use super::{logs, portforward, ApiError, ApiState, Body, Query};
 use crate::node::kubelet::PodAddrs;
@@ -36,7 +35,7 @@ pub(super) fn handles(sub: &str) -> bool {
 
 pub(super) fn serve(
     shared: &ApiState,
-    req: Request<Incoming>,
+    req: super::ApiRequest,
     query: &Query,
     namespace: &str,
     name: &str,

@@ -457,6 +457,42 @@ async fn raw_request(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A request refused before its body matters (no such path, a method the
+/// resource does not allow) still has its body read, as Go's server
+/// drains it: a client writing a large body gets the answer, not a broken
+/// pipe from a connection closed under it (kubectl reported "Unable to
+/// connect to the server" for a 405).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_with_a_large_body_gets_its_answer() {
+    let emu = emulator(1).await;
+    let body = vec![b' '; zdt_emulator::apiserver::MAX_BODY - 1];
+    for (path, code) in [
+        ("/api/v1/namespaces/default/configmaps/cm", "405"),
+        ("/api/v1/widgets/w", "404"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: the body was refused mid-way: {e}"));
+        let mut out = vec![0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap_or_else(|e| panic!("POST {path}: no answer: {e}"));
+        let answer = String::from_utf8_lossy(&out[..n]);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {code}")),
+            "POST {path}: {answer}"
+        );
+    }
+    emu.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_status_objects() {
     let emu = emulator(1).await;

@@ -495,7 +495,8 @@ async fn run_kubectl(kubeconfig: &Path, case: &Case, k: &Kubectl) -> Vec<String>
         .find(|(m, url, _)| m == method && path.split(' ').all(|f| url.contains(f)))
     else {
         return vec![format!(
-            "{what}: made no {method} request matching {path:?}; requests: {seen:?}\n{stdout}"
+            "{what}: made no {method} request matching {path:?}; requests: {seen:?}; exit {:?}\n{stdout}\n{stderr}",
+            out.status.code()
         )];
     };
     let mut errs = Vec::new();
