@@ -66,9 +66,9 @@ const NODES_TIMEOUTS: &str =
 /// binding through TIME_WAIT for the kernel's default two minutes, as on
 /// kind's nodes: the pod holds the node's address and port in TIME_WAIT
 /// for 60 s after the pod closed, and a port the node handed out again
-/// sooner meets that socket, whose answer to the new SYN (an ACK, unless
-/// the sequence number happens to be above the old one) makes the client
-/// reset and resend its SYN a second later. With `time_wait: 1` about 1 %
+/// sooner meets that socket, which rejects the new SYN by its timestamp
+/// (PAWS: another client's clock) unless it happens to be newer, so the
+/// client resends its SYN a second later. With `time_wait: 1` about 1.5 %
 /// of the seed's `Cluster` connections took 1–3 s that way at 5000/s.
 const MASQUERADED_TIMEOUTS: &str =
     "syn_sent: 1, close: 1, time_wait: 120, close_wait: 2, fin_wait: 2, last_ack: 2";
