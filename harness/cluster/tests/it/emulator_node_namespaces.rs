@@ -13,7 +13,7 @@ use zdt_emulator::{DataPathChoice, EmulatorConfig, NetworkChoice, RuntimeChoice}
 use zdt_lb::Forwarding;
 
 use super::emulator_packet_rules::{
-    header, request, served_within, setup_in, unavailable, wait_healthy, Setup,
+    conntrack_listing, header, request, served_within, setup_in, unavailable, wait_healthy, Setup,
 };
 
 /// `workers` nodes in namespaces of their own, the nginx workload with
@@ -196,17 +196,7 @@ async fn a_node_masquerades_to_a_random_port_and_keeps_it_through_time_wait() {
         .emu()
         .node_network(&other.name)
         .expect("the node's namespace");
-    let listing = || -> Result<String, String> {
-        let mut cmd = std::process::Command::new("cat");
-        cmd.arg("/proc/net/nf_conntrack");
-        net.join_before_exec(&mut cmd, false);
-        let out = cmd.output().expect("cat in the namespace");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    };
+    let listing = || conntrack_listing(&net);
     let ours = format!("sport={PORT} ");
     let entry = || -> Option<(String, u64)> {
         let table = listing().ok()?;

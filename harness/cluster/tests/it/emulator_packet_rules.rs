@@ -240,6 +240,21 @@ async fn ready(
     wait_healthy(s, healthy).await
 }
 
+/// `net`'s conntrack table as its kernel lists it, or why it cannot be
+/// read (the listing is root's of the namespace's user namespace, and a
+/// normal user's zdt is mapped to itself).
+pub(crate) fn conntrack_listing(net: &zdt_emulator::Net) -> Result<String, String> {
+    let mut cmd = std::process::Command::new("cat");
+    cmd.arg("/proc/net/nf_conntrack");
+    net.join_before_exec(&mut cmd, false);
+    let out = cmd.output().expect("cat in the namespace");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
 /// Wait until the LB of `s` has `healthy` backends.
 pub(crate) async fn wait_healthy(s: Setup, healthy: usize) -> Option<Setup> {
     s.exposure
@@ -504,17 +519,7 @@ async fn finished_flows_leave_the_conntrack_table(network: NetworkChoice) {
     // The table as the namespace's kernel lists it: (state, seconds left).
     // Not readable (the listing is root's of the namespace's user
     // namespace, and a normal user's zdt is mapped to itself): skipped.
-    let listing = || -> Result<String, String> {
-        let mut cmd = std::process::Command::new("cat");
-        cmd.arg("/proc/net/nf_conntrack");
-        s.emu().net().join_before_exec(&mut cmd, false);
-        let out = cmd.output().expect("cat in the namespace");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    };
+    let listing = || conntrack_listing(s.emu().net());
     if let Err(why) = listing() {
         eprintln!("skipped: the namespace's conntrack table cannot be listed here: {why}");
         s.shutdown().await;
